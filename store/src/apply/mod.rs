@@ -1,0 +1,358 @@
+//! Applying committed writes to the MVCC state, as etcd's applier.
+//!
+//! Pure: no I/O and no clock. [`Applier`] mutates the in-memory [`Mvcc`] and
+//! collects the [`WriteOp`]s that the caller writes in one batch, together
+//! with the applied log id. A failed compare is a result, not an error.
+
+pub mod validate;
+
+use std::collections::{HashMap, HashSet};
+
+use cairn_proto::cairnpb::{write_request, write_response, WriteError, WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use cairn_proto::etcdserverpb::request_op::Request;
+use cairn_proto::etcdserverpb::response_op::Response;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use cairn_proto::mvccpb::KeyValue;
+use prost::Message;
+
+use crate::engine::{schema, WriteOp};
+use crate::error::{EtcdError, StoreError};
+use crate::mvcc::{self, KeyRange, Mvcc, Revision, ValueReader};
+
+/// Applies writes; one [`Applier`] covers one Raft entry's batch.
+pub struct Applier<'a, R: ValueReader> {
+    mvcc: &'a mut Mvcc,
+    reader: OverlayReader<'a, R>,
+    leases: &'a HashSet<i64>,
+    ops: Vec<WriteOp>,
+}
+
+/// Reads values written earlier in this batch before they reach the engine.
+struct OverlayReader<'a, R> {
+    base: &'a R,
+    written: HashMap<Revision, KeyValue>,
+}
+
+impl<R: ValueReader> ValueReader for OverlayReader<'_, R> {
+    fn read(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, StoreError> {
+        let missing: Vec<Revision> = revs.iter().filter(|rev| !self.written.contains_key(rev)).copied().collect();
+        let mut from_base = self.base.read(&missing)?.into_iter();
+        revs.iter()
+            .map(|rev| match self.written.get(rev) {
+                Some(kv) => Ok(kv.clone()),
+                None => from_base.next().ok_or_else(|| EtcdError::Internal("value missing".into()).into()),
+            })
+            .collect()
+    }
+}
+
+/// The revision a write transaction writes at, and how many changes it made.
+struct TxnRev {
+    main: i64,
+    changes: i64,
+}
+
+impl TxnRev {
+    /// Reads inside a write transaction see its own changes.
+    fn read_rev(&self) -> i64 {
+        if self.changes > 0 {
+            self.main
+        } else {
+            self.main - 1
+        }
+    }
+
+    fn next(&mut self) -> Revision {
+        let rev = Revision::new(self.main, self.changes);
+        self.changes += 1;
+        rev
+    }
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+impl<'a, R: ValueReader> Applier<'a, R> {
+    pub fn new(mvcc: &'a mut Mvcc, reader: &'a R, leases: &'a HashSet<i64>) -> Self {
+        Self { mvcc, reader: OverlayReader { base: reader, written: HashMap::new() }, leases, ops: Vec::new() }
+    }
+
+    /// The engine writes for everything applied so far, revision counters included.
+    pub fn finish(mut self) -> Vec<WriteOp> {
+        let counters = [
+            (schema::meta::SM_CURRENT_REV, self.mvcc.current_rev),
+            (schema::meta::SM_COMPACT_REV, self.mvcc.compact_rev),
+        ];
+        for (key, value) in counters {
+            self.ops.push(WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value: value.to_be_bytes().to_vec() });
+        }
+        self.ops
+    }
+
+    /// Applies one client write. Errors that a client should see become a response;
+    /// only a storage failure is an `Err`.
+    pub fn apply(&mut self, req: WriteRequest) -> Result<WriteResponse, StoreError> {
+        let outcome = match req.request {
+            Some(write_request::Request::Put(put)) => self.put_txn(put).map(write_response::Response::Put),
+            Some(write_request::Request::DeleteRange(delete)) => {
+                self.delete_txn(delete).map(write_response::Response::DeleteRange)
+            }
+            Some(write_request::Request::Txn(txn)) => self.txn(txn).map(write_response::Response::Txn),
+            Some(write_request::Request::Compaction(compaction)) => {
+                self.compact(compaction).map(write_response::Response::Compaction)
+            }
+            // Published attributes are the state machine's, not MVCC's.
+            Some(write_request::Request::Publish(_)) => Ok(write_response::Response::Published(true)),
+            None => Err(EtcdError::Internal("empty write request".into()).into()),
+        };
+        let response = match outcome {
+            Ok(response) => response,
+            Err(StoreError::Etcd(err)) => {
+                write_response::Response::Error(WriteError { code: err.code() as i32, message: err.to_string() })
+            }
+            Err(fault) => return Err(fault),
+        };
+        Ok(WriteResponse { response: Some(response) })
+    }
+
+    fn begin(&self) -> TxnRev {
+        TxnRev { main: self.mvcc.current_rev + 1, changes: 0 }
+    }
+
+    fn end(&mut self, txn: &TxnRev) -> i64 {
+        if txn.changes > 0 {
+            self.mvcc.current_rev = txn.main;
+        }
+        self.mvcc.current_rev
+    }
+
+    fn put_txn(&mut self, req: PutRequest) -> Result<PutResponse, StoreError> {
+        let mut txn = self.begin();
+        self.check_put(&req, txn.read_rev())?;
+        let mut resp = self.put(&mut txn, req)?;
+        resp.header = header(self.end(&txn));
+        Ok(resp)
+    }
+
+    fn delete_txn(&mut self, req: DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
+        let mut txn = self.begin();
+        let mut resp = self.delete(&mut txn, &req)?;
+        resp.header = header(self.end(&txn));
+        Ok(resp)
+    }
+
+    fn txn(&mut self, req: TxnRequest) -> Result<TxnResponse, StoreError> {
+        let mut txn = self.begin();
+        // etcd decides every branch, nested ones too, before any write.
+        let mut path = Vec::new();
+        self.choose_path(&req, txn.read_rev(), &mut path)?;
+        self.check_path(&req, &path, &mut 0, txn.read_rev())?;
+        let mut resp = self.run_txn(&mut txn, req, &path, &mut 0)?;
+        resp.header = header(self.end(&txn));
+        Ok(resp)
+    }
+
+    fn choose_path(&self, req: &TxnRequest, at: i64, path: &mut Vec<bool>) -> Result<(), StoreError> {
+        let mut succeeded = true;
+        for cmp in &req.compare {
+            if !self.compare(cmp, at)? {
+                succeeded = false;
+                break;
+            }
+        }
+        path.push(succeeded);
+        for op in if succeeded { &req.success } else { &req.failure } {
+            if let Some(Request::RequestTxn(nested)) = &op.request {
+                self.choose_path(nested, at, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd's `checkRequests`: fail the whole txn before it writes anything.
+    fn check_path(&self, req: &TxnRequest, path: &[bool], step: &mut usize, at: i64) -> Result<(), StoreError> {
+        let succeeded = path.get(*step).copied().unwrap_or(false);
+        *step += 1;
+        for op in if succeeded { &req.success } else { &req.failure } {
+            match &op.request {
+                Some(Request::RequestPut(put)) => self.check_put(put, at)?,
+                Some(Request::RequestRange(range)) => self.check_range_rev(range, at)?,
+                Some(Request::RequestTxn(nested)) => self.check_path(nested, path, step, at)?,
+                Some(Request::RequestDeleteRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_range_rev(&self, req: &RangeRequest, at: i64) -> Result<(), EtcdError> {
+        if req.revision > at {
+            return Err(EtcdError::FutureRev);
+        }
+        if req.revision > 0 && req.revision < self.mvcc.compact_rev {
+            return Err(EtcdError::Compacted);
+        }
+        Ok(())
+    }
+
+    fn check_put(&self, req: &PutRequest, at: i64) -> Result<(), EtcdError> {
+        if (req.ignore_value || req.ignore_lease) && self.mvcc.index.get(&req.key, at).is_none() {
+            return Err(EtcdError::KeyNotFound);
+        }
+        if !req.ignore_lease && req.lease != 0 && !self.leases.contains(&req.lease) {
+            return Err(EtcdError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn run_txn(
+        &mut self,
+        txn: &mut TxnRev,
+        req: TxnRequest,
+        path: &[bool],
+        step: &mut usize,
+    ) -> Result<TxnResponse, StoreError> {
+        let succeeded = path.get(*step).copied().unwrap_or(false);
+        *step += 1;
+        let ops = if succeeded { req.success } else { req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for RequestOp { request } in ops {
+            let response = match request {
+                Some(Request::RequestRange(range)) => {
+                    Response::ResponseRange(mvcc::range(self.mvcc, &self.reader, &range, txn.read_rev())?)
+                }
+                Some(Request::RequestPut(put)) => Response::ResponsePut(self.put(txn, put)?),
+                Some(Request::RequestDeleteRange(delete)) => Response::ResponseDeleteRange(self.delete(txn, &delete)?),
+                Some(Request::RequestTxn(nested)) => {
+                    let mut resp = self.run_txn(txn, nested, path, step)?;
+                    resp.header = header(txn.read_rev());
+                    Response::ResponseTxn(resp)
+                }
+                None => continue,
+            };
+            responses.push(ResponseOp { response: Some(response) });
+        }
+        Ok(TxnResponse { header: None, succeeded, responses })
+    }
+
+    fn compare(&self, cmp: &Compare, at: i64) -> Result<bool, StoreError> {
+        let mut revs = Vec::new();
+        self.mvcc.index.visit(KeyRange::new(&cmp.key, &cmp.range_end), at, |_, found| {
+            revs.push(found.modified);
+            true
+        });
+        if revs.is_empty() {
+            // A missing key has no value to compare; etcd fails the compare.
+            if cmp.target == CompareTarget::Value as i32 {
+                return Ok(false);
+            }
+            return Ok(compare_kv(cmp, &KeyValue::default()));
+        }
+        let kvs = self.reader.read(&revs)?;
+        Ok(kvs.iter().all(|kv| compare_kv(cmp, kv)))
+    }
+
+    fn put(&mut self, txn: &mut TxnRev, req: PutRequest) -> Result<PutResponse, StoreError> {
+        let previous = match self.mvcc.index.get(&req.key, txn.read_rev()) {
+            Some(found) => Some(self.read_one(found.modified)?),
+            None => None,
+        };
+        let rev = txn.next();
+        let (create_revision, version) = match &previous {
+            Some(prev) => (prev.create_revision, prev.version + 1),
+            None => (rev.main, 1),
+        };
+        let value = match (&previous, req.ignore_value) {
+            (Some(prev), true) => prev.value.clone(),
+            _ => req.value,
+        };
+        let lease = match (&previous, req.ignore_lease) {
+            (Some(prev), true) => prev.lease,
+            _ => req.lease,
+        };
+        let kv = KeyValue { key: req.key, create_revision, mod_revision: rev.main, version, value, lease };
+        self.mvcc.index.put(&kv.key, rev);
+        self.write_value(rev, kv, false);
+        let prev_kv = if req.prev_kv { previous } else { None };
+        Ok(PutResponse { header: header(rev.main), prev_kv })
+    }
+
+    fn delete(&mut self, txn: &mut TxnRev, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
+        let live = self.mvcc.index.live_keys(KeyRange::new(&req.key, &req.range_end), txn.read_rev());
+        let prev_kvs = if req.prev_kv {
+            let revs: Vec<Revision> = live.iter().map(|(_, found)| found.modified).collect();
+            self.reader.read(&revs)?
+        } else {
+            Vec::new()
+        };
+        for (key, _) in &live {
+            let rev = txn.next();
+            self.mvcc.index.tombstone(key, rev);
+            let tombstone = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
+            self.write_value(rev, tombstone, true);
+        }
+        Ok(DeleteRangeResponse { header: header(txn.read_rev()), deleted: live.len() as i64, prev_kvs })
+    }
+
+    fn compact(&mut self, req: CompactionRequest) -> Result<CompactionResponse, StoreError> {
+        if req.revision <= self.mvcc.compact_rev {
+            return Err(EtcdError::Compacted.into());
+        }
+        if req.revision > self.mvcc.current_rev {
+            return Err(EtcdError::FutureRev.into());
+        }
+        self.mvcc.compact_rev = req.revision;
+        for rev in self.mvcc.index.compact(req.revision) {
+            self.reader.written.remove(&rev);
+            for tombstone in [false, true] {
+                self.ops.push(WriteOp::Delete { cf: schema::CF_KV, key: rev.to_key(tombstone) });
+            }
+        }
+        Ok(CompactionResponse { header: header(self.mvcc.current_rev) })
+    }
+
+    fn read_one(&self, rev: Revision) -> Result<KeyValue, StoreError> {
+        self.reader.read(&[rev])?.pop().ok_or_else(|| EtcdError::Internal("value missing".into()).into())
+    }
+
+    fn write_value(&mut self, rev: Revision, kv: KeyValue, tombstone: bool) {
+        self.ops.push(WriteOp::Put { cf: schema::CF_KV, key: rev.to_key(tombstone), value: kv.encode_to_vec() });
+        self.reader.written.insert(rev, kv);
+    }
+}
+
+fn compare_kv(cmp: &Compare, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ordering = match (CompareTarget::try_from(cmp.target), &cmp.target_union) {
+        (Ok(CompareTarget::Value), Some(TargetUnion::Value(value))) => kv.value.as_slice().cmp(value.as_slice()),
+        (Ok(CompareTarget::Value), _) => kv.value.as_slice().cmp(&[][..]),
+        (Ok(CompareTarget::Version), target) => kv.version.cmp(&int_target(target)),
+        (Ok(CompareTarget::Create), target) => kv.create_revision.cmp(&int_target(target)),
+        (Ok(CompareTarget::Mod), target) => kv.mod_revision.cmp(&int_target(target)),
+        (Ok(CompareTarget::Lease), target) => kv.lease.cmp(&int_target(target)),
+        (Err(_), _) => return true,
+    };
+    match CompareResult::try_from(cmp.result) {
+        Ok(CompareResult::Equal) => ordering == Ordering::Equal,
+        Ok(CompareResult::NotEqual) => ordering != Ordering::Equal,
+        Ok(CompareResult::Greater) => ordering == Ordering::Greater,
+        Ok(CompareResult::Less) => ordering == Ordering::Less,
+        Err(_) => true,
+    }
+}
+
+/// The integer a compare names; etcd reads a mismatched union member as 0.
+fn int_target(target: &Option<TargetUnion>) -> i64 {
+    match target {
+        Some(TargetUnion::Version(v) | TargetUnion::CreateRevision(v) | TargetUnion::ModRevision(v))
+        | Some(TargetUnion::Lease(v)) => *v,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

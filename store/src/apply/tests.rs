@@ -1,0 +1,228 @@
+//! The apply path against an in-memory value map: no disk, no sockets.
+
+use std::collections::{BTreeMap, HashSet};
+
+use cairn_proto::cairnpb::{write_request, write_response, WriteRequest};
+use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use cairn_proto::etcdserverpb::request_op::Request;
+use cairn_proto::etcdserverpb::response_op::Response;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+};
+use cairn_proto::mvccpb::KeyValue;
+use prost::Message;
+
+use super::Applier;
+use crate::engine::{schema, WriteOp};
+use crate::error::{EtcdError, StoreError};
+use crate::mvcc::{self, Mvcc, Revision, ValueReader};
+
+#[derive(Default)]
+struct Values(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl ValueReader for Values {
+    fn read(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, StoreError> {
+        revs.iter()
+            .map(|rev| {
+                let bytes = self.0.get(&rev.to_key(false)).ok_or(EtcdError::Internal("missing".into()))?;
+                Ok(KeyValue::decode(bytes.as_slice()).map_err(|err| EtcdError::Internal(err.to_string()))?)
+            })
+            .collect()
+    }
+}
+
+struct Store {
+    mvcc: Mvcc,
+    values: Values,
+    leases: HashSet<i64>,
+}
+
+impl Store {
+    fn new() -> Self {
+        Self { mvcc: Mvcc::new(), values: Values::default(), leases: HashSet::new() }
+    }
+
+    fn apply(&mut self, request: write_request::Request) -> write_response::Response {
+        let mut applier = Applier::new(&mut self.mvcc, &self.values, &self.leases);
+        let response = applier.apply(WriteRequest { request: Some(request) }).expect("no storage fault");
+        for op in applier.finish() {
+            match op {
+                WriteOp::Put { cf: schema::CF_KV, key, value } => {
+                    self.values.0.insert(key, value);
+                }
+                WriteOp::Delete { cf: schema::CF_KV, key } => {
+                    self.values.0.remove(&key);
+                }
+                _ => {}
+            }
+        }
+        response.response.expect("a response")
+    }
+
+    fn put(&mut self, key: &str, value: &str) -> i64 {
+        let req = PutRequest { key: key.into(), value: value.into(), ..Default::default() };
+        match self.apply(write_request::Request::Put(req)) {
+            write_response::Response::Put(resp) => resp.header.expect("header").revision,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn delete(&mut self, key: &str, end: &str) -> (i64, i64) {
+        let req = DeleteRangeRequest { key: key.into(), range_end: end.into(), prev_kv: false };
+        match self.apply(write_request::Request::DeleteRange(req)) {
+            write_response::Response::DeleteRange(resp) => (resp.deleted, resp.header.expect("header").revision),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
+        mvcc::range(&self.mvcc, &self.values, &req, self.mvcc.current_rev)
+    }
+
+    fn get(&self, key: &str, revision: i64) -> Option<KeyValue> {
+        let req = RangeRequest { key: key.into(), revision, ..Default::default() };
+        self.range(req).expect("range").kvs.pop()
+    }
+}
+
+fn error_of(response: write_response::Response) -> String {
+    match response {
+        write_response::Response::Error(err) => err.message,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn revisions_start_at_one_and_rise_by_one_per_write() {
+    let mut store = Store::new();
+    assert_eq!(store.mvcc.current_rev, 1);
+    assert_eq!(store.put("a", "1"), 2);
+    assert_eq!(store.put("a", "2"), 3);
+    let kv = store.get("a", 0).expect("present");
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+    assert_eq!(store.get("a", 2).expect("old").value, b"1");
+}
+
+#[test]
+fn delete_writes_a_tombstone_and_missing_delete_keeps_the_revision() {
+    let mut store = Store::new();
+    store.put("a", "1");
+    assert_eq!(store.delete("a", ""), (1, 3));
+    assert_eq!(store.get("a", 0), None);
+    assert_eq!(store.delete("a", ""), (0, 3), "nothing deleted, no new revision");
+    assert_eq!(store.put("a", "again"), 4);
+    let kv = store.get("a", 0).expect("recreated");
+    assert_eq!((kv.create_revision, kv.version), (4, 1));
+}
+
+#[test]
+fn txn_changes_share_one_revision_with_sub_revisions() {
+    let mut store = Store::new();
+    store.put("x", "0");
+    let put = |key: &str| RequestOp {
+        request: Some(Request::RequestPut(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })),
+    };
+    let compare = Compare {
+        result: CompareResult::Equal as i32,
+        target: CompareTarget::Value as i32,
+        key: b"x".to_vec(),
+        target_union: Some(TargetUnion::Value(b"0".to_vec())),
+        range_end: vec![],
+    };
+    let range_x =
+        RequestOp { request: Some(Request::RequestRange(RangeRequest { key: b"a".to_vec(), ..Default::default() })) };
+    let txn =
+        TxnRequest { compare: vec![compare.clone()], success: vec![put("a"), put("b"), range_x], failure: vec![] };
+    let write_response::Response::Txn(resp) = store.apply(write_request::Request::Txn(txn)) else { panic!("txn") };
+    assert!(resp.succeeded);
+    assert_eq!(resp.header.expect("header").revision, 3);
+    let Some(Response::ResponseRange(range)) = &resp.responses[2].response else { panic!("range") };
+    assert_eq!(range.kvs.len(), 1, "a txn reads its own writes");
+    assert_eq!(store.get("a", 0).expect("a").mod_revision, 3);
+    assert_eq!(store.get("b", 0).expect("b").mod_revision, 3);
+
+    // A failed compare is a result: the failure branch (empty) runs and nothing changes.
+    let txn = TxnRequest { compare: vec![compare], success: vec![put("c")], failure: vec![] };
+    store.put("x", "1");
+    let write_response::Response::Txn(resp) = store.apply(write_request::Request::Txn(txn)) else { panic!("txn") };
+    assert!(!resp.succeeded);
+    assert_eq!(resp.header.expect("header").revision, 4);
+    assert_eq!(store.get("c", 0), None);
+}
+
+#[test]
+fn compare_on_a_missing_key() {
+    let mut store = Store::new();
+    let compare = |target: CompareTarget, union: TargetUnion| Compare {
+        result: CompareResult::Equal as i32,
+        target: target as i32,
+        key: b"nope".to_vec(),
+        target_union: Some(union),
+        range_end: vec![],
+    };
+    for (cmp, expected) in [
+        (compare(CompareTarget::Version, TargetUnion::Version(0)), true),
+        (compare(CompareTarget::Create, TargetUnion::CreateRevision(0)), true),
+        (compare(CompareTarget::Value, TargetUnion::Value(vec![])), false),
+    ] {
+        let txn = TxnRequest { compare: vec![cmp], success: vec![], failure: vec![] };
+        let write_response::Response::Txn(resp) = store.apply(write_request::Request::Txn(txn)) else { panic!() };
+        assert_eq!(resp.succeeded, expected);
+    }
+}
+
+#[test]
+fn put_options_and_their_errors() {
+    let mut store = Store::new();
+    let ignore = PutRequest { key: b"k".to_vec(), ignore_value: true, ..Default::default() };
+    assert_eq!(error_of(store.apply(write_request::Request::Put(ignore.clone()))), "etcdserver: key not found");
+    let leased = PutRequest { key: b"k".to_vec(), lease: 7, ..Default::default() };
+    assert_eq!(error_of(store.apply(write_request::Request::Put(leased))), "etcdserver: requested lease not found");
+    assert_eq!(store.mvcc.current_rev, 1, "failed writes do not raise the revision");
+
+    store.put("k", "old");
+    let with_prev = PutRequest { prev_kv: true, ..ignore };
+    let write_response::Response::Put(resp) = store.apply(write_request::Request::Put(with_prev)) else { panic!() };
+    assert_eq!(resp.prev_kv.expect("prev").value, b"old");
+    assert_eq!(store.get("k", 0).expect("k").value, b"old", "ignore_value keeps the value");
+}
+
+#[test]
+fn compaction_removes_superseded_revisions() {
+    let mut store = Store::new();
+    store.put("a", "1"); // 2
+    store.put("a", "2"); // 3
+    store.put("b", "1"); // 4
+    store.delete("b", ""); // 5
+    let compact = |revision| write_request::Request::Compaction(CompactionRequest { revision, physical: true });
+    assert_eq!(error_of(store.apply(compact(9))), "etcdserver: mvcc: required revision is a future revision");
+    assert!(matches!(store.apply(compact(5)), write_response::Response::Compaction(_)));
+    assert_eq!(error_of(store.apply(compact(5))), "etcdserver: mvcc: required revision has been compacted");
+    let err = store.range(RangeRequest { key: b"a".to_vec(), revision: 4, ..Default::default() });
+    assert!(matches!(err, Err(StoreError::Etcd(EtcdError::Compacted))));
+    assert_eq!(store.get("a", 5).expect("a").value, b"2");
+    // Only a's latest value survives: the old one and both b revisions are gone.
+    assert_eq!(store.values.0.len(), 1);
+}
+
+#[test]
+fn range_limit_count_sort_and_filters() {
+    use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+    let mut store = Store::new();
+    for (key, value) in [("k1", "c"), ("k2", "a"), ("k3", "b")] {
+        store.put(key, value);
+    }
+    let all = RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
+    let resp = store.range(RangeRequest { limit: 2, ..all.clone() }).expect("range");
+    assert_eq!((resp.kvs.len(), resp.more, resp.count), (2, true, 3));
+    let resp = store.range(RangeRequest { count_only: true, ..all.clone() }).expect("range");
+    assert_eq!((resp.kvs.len(), resp.count), (0, 3));
+    let by_value =
+        RangeRequest { sort_target: SortTarget::Value as i32, sort_order: SortOrder::Descend as i32, ..all.clone() };
+    let values: Vec<_> = store.range(by_value).expect("range").kvs.into_iter().map(|kv| kv.value).collect();
+    assert_eq!(values, vec![b"c".to_vec(), b"b".to_vec(), b"a".to_vec()]);
+    let filtered = store.range(RangeRequest { min_mod_revision: 3, keys_only: true, ..all }).expect("range");
+    assert_eq!(filtered.kvs.len(), 2);
+    assert!(filtered.kvs.iter().all(|kv| kv.value.is_empty()));
+    assert_eq!(filtered.count, 3, "count ignores revision filters, as etcd's does");
+}

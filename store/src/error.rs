@@ -1,0 +1,114 @@
+//! Errors. [`EtcdError`] is every error a client can see, and the one place
+//! where etcd's gRPC codes and messages are produced.
+
+use tonic::{Code, Status};
+
+use crate::engine::EngineError;
+
+/// Errors with etcd's exact wording (etcd's `api/v3rpc/rpctypes/error.go`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: request timed out, possibly due to previous leader failure")]
+    TimeoutDueToLeaderFail,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: not capable")]
+    NotCapable,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl EtcdError {
+    pub fn code(&self) -> Code {
+        use EtcdError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
+            | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRev => Code::OutOfRange,
+            NoSpace => Code::ResourceExhausted,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            NotCapable | NotLeader => Code::FailedPrecondition,
+            NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped => Code::Unavailable,
+            Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn to_status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
+}
+
+impl From<EtcdError> for Status {
+    fn from(err: EtcdError) -> Self {
+        err.to_status()
+    }
+}
+
+/// Errors inside the store: a client-visible outcome, or a fault underneath.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StoreError> for Status {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Etcd(etcd) => etcd.to_status(),
+            StoreError::Engine(engine) => {
+                tracing::error!(error = %engine, "storage failure");
+                Status::internal(format!("etcdserver: {engine}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_codes_match_etcd() {
+        let status = EtcdError::Compacted.to_status();
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(EtcdError::EmptyKey.to_status().code(), Code::InvalidArgument);
+        assert_eq!(EtcdError::LeaseNotFound.to_status().code(), Code::NotFound);
+    }
+}

@@ -1,0 +1,105 @@
+//! A Range request, with etcd's semantics for limits, counts, filters and sorting.
+
+use cairn_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
+use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use cairn_proto::mvccpb::KeyValue;
+
+use super::{KeyRange, Mvcc, Revision, ValueReader};
+use crate::error::{EtcdError, StoreError};
+
+/// Serves `req` from `mvcc` as of revision `current` (the store's revision, or
+/// one past it inside a write transaction, which sees its own writes).
+pub fn range(
+    mvcc: &Mvcc,
+    reader: &impl ValueReader,
+    req: &RangeRequest,
+    current: i64,
+) -> Result<RangeResponse, StoreError> {
+    if req.revision > current {
+        return Err(EtcdError::FutureRev.into());
+    }
+    let at = if req.revision <= 0 { current } else { req.revision };
+    if at < mvcc.compact_rev {
+        return Err(EtcdError::Compacted.into());
+    }
+    let key_range = KeyRange::new(&req.key, &req.range_end);
+    let header = Some(ResponseHeader { revision: current, ..Default::default() });
+
+    if req.count_only {
+        let mut count = 0;
+        mvcc.index.visit(key_range, at, |_, _| {
+            count += 1;
+            true
+        });
+        return Ok(RangeResponse { header, kvs: vec![], more: false, count });
+    }
+
+    let filtered_or_sorted = req.sort_order != SortOrder::None as i32
+        || req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    // One extra, to tell whether there are more.
+    let fetch_limit = if filtered_or_sorted || req.limit <= 0 { usize::MAX } else { req.limit as usize + 1 };
+
+    let mut total = 0i64;
+    let mut revs: Vec<Revision> = Vec::new();
+    mvcc.index.visit(key_range, at, |_, found| {
+        total += 1;
+        if revs.len() < fetch_limit {
+            revs.push(found.modified);
+        }
+        true
+    });
+    let mut kvs = reader.read(&revs)?;
+
+    if req.max_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
+    }
+    if req.min_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
+    }
+    if req.max_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
+    }
+    if req.min_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
+    }
+    sort(&mut kvs, req.sort_order, req.sort_target);
+
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(RangeResponse { header, kvs, more, count: total })
+}
+
+fn sort(kvs: &mut [KeyValue], order: i32, target: i32) {
+    let target = SortTarget::try_from(target).unwrap_or(SortTarget::Key);
+    let mut order = SortOrder::try_from(order).unwrap_or(SortOrder::None);
+    // The index yields keys in ascending order already.
+    if target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    } else if target == SortTarget::Key && order == SortOrder::Ascend {
+        order = SortOrder::None;
+    }
+    if order == SortOrder::None {
+        return;
+    }
+    match target {
+        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+    }
+    if order == SortOrder::Descend {
+        kvs.reverse();
+    }
+}

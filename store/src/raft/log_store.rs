@@ -1,0 +1,165 @@
+//! The Raft log and vote in the engine. An append is fsynced before openraft
+//! is told it is durable.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
+
+use super::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig};
+use crate::engine::schema::{self, meta};
+use crate::engine::{Durability, Engine, WriteOp};
+
+#[derive(Clone)]
+pub struct LogStore {
+    engine: Arc<Engine>,
+}
+
+impl LogStore {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let Some(bytes) = self.engine.get(schema::CF_META, key).map_err(|err| StorageIOError::read(&err))? else {
+            return Ok(None);
+        };
+        Ok(Some(decode(&bytes).map_err(|err| StorageIOError::read(&err))?))
+    }
+
+    fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+        let value = encode(value).map_err(|err| StorageIOError::write(&err))?;
+        let op = WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
+        self.engine.write(&[op], Durability::Sync).map_err(|err| StorageIOError::write(&err))?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(index) => *index,
+            Bound::Excluded(index) => index.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let mut entries = Vec::new();
+        self.engine
+            .scan_from(schema::CF_RAFT_LOG, &schema::log_key(start), |key, value| {
+                let index = u64::from_be_bytes(key.try_into().unwrap_or([0xff; 8]));
+                if !range.contains(&index) {
+                    return Ok(false);
+                }
+                let entry: Entry = decode(value).map_err(|err| crate::engine::EngineError::Corrupt {
+                    what: format!("raft log entry {index}"),
+                    detail: err.to_string(),
+                })?;
+                entries.push(entry);
+                Ok(true)
+            })
+            .map_err(|err| StorageIOError::read_logs(&err))?;
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.read_meta(meta::RAFT_LAST_PURGED)?;
+        let last = self.engine.last(schema::CF_RAFT_LOG).map_err(|err| StorageIOError::read_logs(&err))?;
+        let last_log_id = match last {
+            Some((_, value)) => Some(decode::<Entry>(&value).map_err(|err| StorageIOError::read_logs(&err))?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.write_meta(meta::RAFT_VOTE, vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.read_meta(meta::RAFT_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Buffered: the committed index is a hint, re-learned from the leader after a crash.
+        let value = encode(&committed).map_err(|err| StorageIOError::write(&err))?;
+        let op = WriteOp::Put { cf: schema::CF_META, key: meta::RAFT_COMMITTED.to_vec(), value };
+        self.engine.write(&[op], Durability::Buffered).map_err(|err| StorageIOError::write(&err))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.read_meta::<Option<LogId>>(meta::RAFT_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut ops = Vec::new();
+        for entry in entries {
+            let value = encode(&entry).map_err(|err| StorageIOError::write_logs(&err))?;
+            ops.push(WriteOp::Put {
+                cf: schema::CF_RAFT_LOG,
+                key: schema::log_key(entry.log_id.index).to_vec(),
+                value,
+            });
+        }
+        let engine = self.engine.clone();
+        // The fsync runs off the async workers; openraft learns of it through the callback.
+        let result = tokio::task::spawn_blocking(move || engine.write(&ops, Durability::Sync))
+            .await
+            .map_err(|err| std::io::Error::other(err.to_string()))
+            .and_then(|res| res.map_err(|err| std::io::Error::other(err.to_string())));
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(err) => {
+                let message = err.to_string();
+                callback.log_io_completed(Err(err));
+                Err(StorageIOError::write_logs(openraft::AnyError::error(message)).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let op = WriteOp::DeleteRange {
+            cf: schema::CF_RAFT_LOG,
+            from: schema::log_key(log_id.index).to_vec(),
+            to: schema::log_key(u64::MAX).to_vec(),
+        };
+        self.engine.write(&[op], Durability::Sync).map_err(|err| StorageIOError::write_logs(&err))?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let ops = [
+            WriteOp::Put {
+                cf: schema::CF_META,
+                key: meta::RAFT_LAST_PURGED.to_vec(),
+                value: encode(&log_id).map_err(|err| StorageIOError::write_logs(&err))?,
+            },
+            WriteOp::DeleteRange {
+                cf: schema::CF_RAFT_LOG,
+                from: schema::log_key(0).to_vec(),
+                to: schema::log_key(log_id.index.saturating_add(1)).to_vec(),
+            },
+        ];
+        self.engine.write(&ops, Durability::Sync).map_err(|err| StorageIOError::write_logs(&err))?;
+        Ok(())
+    }
+}

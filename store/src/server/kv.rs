@@ -1,0 +1,107 @@
+//! The etcd KV service.
+
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::{write_request, write_response, WriteRequest};
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::node::Node;
+use crate::apply::validate;
+use crate::error::EtcdError;
+
+pub struct KvService {
+    pub node: Arc<Node>,
+}
+
+impl KvService {
+    /// etcd refuses a request whose Raft entry would exceed `--max-request-bytes`.
+    fn check_size(&self, request: &impl Message) -> Result<(), Status> {
+        if request.encoded_len() as u64 > self.node.config.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.into());
+        }
+        Ok(())
+    }
+
+    async fn write(&self, request: write_request::Request) -> Result<write_response::Response, Status> {
+        let request = WriteRequest { request: Some(request) };
+        self.check_size(&request)?;
+        self.node.write(request).await
+    }
+
+    /// Replaces the apply-time header with the full one.
+    fn header(&self, header: &Option<ResponseHeader>) -> Option<ResponseHeader> {
+        self.node.header(header.as_ref().map_or(0, |header| header.revision))
+    }
+}
+
+fn unexpected() -> Status {
+    EtcdError::Internal("unexpected response type".into()).into()
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_range(&request)?;
+        if !request.serializable {
+            self.node.linearizable_barrier().await?;
+        }
+        let mut response = self.node.state.range(&request)?;
+        response.header = self.header(&response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_put(&request)?;
+        let write_response::Response::Put(mut response) = self.write(write_request::Request::Put(request)).await?
+        else {
+            return Err(unexpected());
+        };
+        response.header = self.header(&response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_delete(&request)?;
+        let write_response::Response::DeleteRange(mut response) =
+            self.write(write_request::Request::DeleteRange(request)).await?
+        else {
+            return Err(unexpected());
+        };
+        response.header = self.header(&response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_txn(&request)?;
+        let write_response::Response::Txn(mut response) = self.write(write_request::Request::Txn(request)).await?
+        else {
+            return Err(unexpected());
+        };
+        response.header = self.header(&response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let request = request.into_inner();
+        let write_response::Response::Compaction(mut response) =
+            self.write(write_request::Request::Compaction(request)).await?
+        else {
+            return Err(unexpected());
+        };
+        response.header = self.header(&response.header);
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,95 @@
+//! The peer gRPC service: Raft RPCs, and requests forwarded by followers.
+
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
+use cairn_proto::cairnpb::{
+    write_response, RaftPayload, ReadIndexRequest, ReadIndexResponse, WriteError, WriteRequest, WriteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::node::Node;
+use super::proposer::ProposeError;
+use crate::error::EtcdError;
+use crate::raft::types::{decode, encode};
+
+pub struct PeerService {
+    pub node: Arc<Node>,
+}
+
+impl PeerService {
+    fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
+        if cluster_id != self.node.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "request from cluster {cluster_id:x}, this member is in cluster {:x}",
+                self.node.cluster_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn raft_call<Req, Resp, Fut>(
+        &self,
+        payload: RaftPayload,
+        call: impl FnOnce(Req) -> Fut,
+    ) -> Result<Response<RaftPayload>, Status>
+    where
+        Req: DeserializeOwned,
+        Resp: Serialize,
+        Fut: std::future::Future<Output = Resp>,
+    {
+        self.check_cluster(payload.cluster_id)?;
+        let request: Req =
+            decode(&payload.data).map_err(|err| Status::invalid_argument(format!("bad raft message: {err}")))?;
+        let result = call(request).await;
+        let data = encode(&result).map_err(|err| Status::internal(err.to_string()))?;
+        Ok(Response::new(RaftPayload { cluster_id: self.node.cluster_id, data }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let raft = self.node.raft.clone();
+        self.raft_call(request.into_inner(), |req| async move { raft.append_entries(req).await }).await
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let raft = self.node.raft.clone();
+        self.raft_call(request.into_inner(), |req| async move { raft.vote(req).await }).await
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let raft = self.node.raft.clone();
+        self.raft_call(request.into_inner(), |req| async move { raft.install_snapshot(req).await }).await
+    }
+
+    async fn propose(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let response = match self.node.proposer.propose(request.into_inner()).await {
+            Ok(response) => response,
+            Err(ProposeError::NotLeader(_)) => error_response(&EtcdError::NotLeader),
+            Err(ProposeError::Failed(err)) => error_response(&err),
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        self.check_cluster(request.into_inner().cluster_id)?;
+        match self.node.reads.read_index().await {
+            Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
+            Err(ProposeError::NotLeader(_)) => Err(EtcdError::NotLeader.into()),
+            Err(ProposeError::Failed(err)) => Err(err.into()),
+        }
+    }
+}
+
+fn error_response(err: &EtcdError) -> WriteResponse {
+    WriteResponse {
+        response: Some(write_response::Response::Error(WriteError {
+            code: err.code() as i32,
+            message: err.to_string(),
+        })),
+    }
+}

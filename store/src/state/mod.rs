@@ -1,0 +1,213 @@
+//! The replicated state: MVCC over the engine, and the published member attributes.
+//!
+//! This is the I/O edge of the state machine: [`crate::apply`] decides what
+//! to write, and this module reads and writes the engine.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::{write_request, MemberAttributes, WriteResponse};
+use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use cairn_proto::mvccpb::KeyValue;
+use parking_lot::RwLock;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::apply::Applier;
+use crate::engine::schema::{self, meta};
+use crate::engine::{Durability, Engine, EngineError, WriteOp};
+use crate::error::StoreError;
+use crate::mvcc::{self, Mvcc, Revision, ValueReader};
+use crate::raft::types::{decode, encode, LogId, Proposal, StoredMembership};
+
+/// Reads values by revision straight from the engine.
+pub struct EngineReader<'a>(pub &'a Engine);
+
+impl ValueReader for EngineReader<'_> {
+    fn read(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, StoreError> {
+        if revs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = revs.iter().map(|rev| rev.to_key(false)).collect();
+        let values = self.0.multi_get(schema::CF_KV, &keys)?;
+        revs.iter()
+            .zip(values)
+            .map(|(rev, value)| {
+                let bytes = value.ok_or_else(|| corrupt(*rev, "value missing"))?;
+                KeyValue::decode(bytes.as_slice()).map_err(|err| corrupt(*rev, &err.to_string()).into())
+            })
+            .collect()
+    }
+}
+
+fn corrupt(rev: Revision, detail: &str) -> EngineError {
+    EngineError::Corrupt { what: format!("revision {}/{}", rev.main, rev.sub), detail: detail.to_string() }
+}
+
+/// What the state machine has applied, as stored with the data.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+pub struct KvState {
+    engine: Arc<Engine>,
+    mvcc: RwLock<Mvcc>,
+    /// Leases are granted by the Lease service (a later issue); none exist yet.
+    leases: RwLock<HashSet<i64>>,
+    member_attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
+    applied: RwLock<AppliedState>,
+    applied_index: watch::Sender<u64>,
+}
+
+impl KvState {
+    /// Rebuilds the in-memory index from the engine, as etcd does at start.
+    pub fn open(engine: Arc<Engine>) -> Result<Self, StoreError> {
+        let mut mvcc = Mvcc::new();
+        engine.scan_from(schema::CF_KV, &[], |key, value| {
+            let Some((rev, tombstone)) = Revision::from_key(key) else {
+                return Err(EngineError::Corrupt { what: "kv key".into(), detail: format!("{key:?}") });
+            };
+            let kv = KeyValue::decode(value).map_err(|err| corrupt(rev, &err.to_string()))?;
+            if tombstone {
+                mvcc.index.tombstone(&kv.key, rev);
+            } else {
+                mvcc.index.put(&kv.key, rev);
+            }
+            mvcc.current_rev = mvcc.current_rev.max(rev.main);
+            Ok(true)
+        })?;
+        let read_i64 = |key: &[u8]| -> Result<Option<i64>, StoreError> {
+            Ok(engine.get(schema::CF_META, key)?.and_then(|bytes| bytes.try_into().ok()).map(i64::from_be_bytes))
+        };
+        if let Some(current) = read_i64(meta::SM_CURRENT_REV)? {
+            mvcc.current_rev = mvcc.current_rev.max(current);
+        }
+        mvcc.compact_rev = read_i64(meta::SM_COMPACT_REV)?.unwrap_or(0);
+
+        let decode_meta = |key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> { Ok(engine.get(schema::CF_META, key)?) };
+        let corrupt_meta =
+            |what: &str, err: bincode::Error| EngineError::Corrupt { what: what.to_string(), detail: err.to_string() };
+        let last_applied = match decode_meta(meta::SM_LAST_APPLIED)? {
+            Some(bytes) => decode(&bytes).map_err(|err| corrupt_meta("last applied", err))?,
+            None => None,
+        };
+        let membership = match decode_meta(meta::SM_MEMBERSHIP)? {
+            Some(bytes) => decode(&bytes).map_err(|err| corrupt_meta("membership", err))?,
+            None => StoredMembership::default(),
+        };
+        let member_attrs = match decode_meta(meta::SM_MEMBER_ATTRS)? {
+            Some(bytes) => {
+                let encoded: BTreeMap<u64, Vec<u8>> = decode(&bytes).map_err(|err| corrupt_meta("members", err))?;
+                encoded
+                    .into_iter()
+                    .filter_map(|(id, bytes)| MemberAttributes::decode(bytes.as_slice()).ok().map(|attrs| (id, attrs)))
+                    .collect()
+            }
+            None => BTreeMap::new(),
+        };
+        let applied_index = last_applied.map_or(0, |log_id: LogId| log_id.index);
+        Ok(Self {
+            engine,
+            mvcc: RwLock::new(mvcc),
+            leases: RwLock::new(HashSet::new()),
+            member_attrs: RwLock::new(member_attrs),
+            applied: RwLock::new(AppliedState { last_applied, membership }),
+            applied_index: watch::channel(applied_index).0,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A local (serializable) read.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
+        let mvcc = self.mvcc.read();
+        mvcc::range(&mvcc, &EngineReader(&self.engine), req, mvcc.current_rev)
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.mvcc.read().current_rev
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.mvcc.read().compact_rev
+    }
+
+    pub fn applied_state(&self) -> AppliedState {
+        self.applied.read().clone()
+    }
+
+    pub fn member_attributes(&self) -> BTreeMap<u64, MemberAttributes> {
+        self.member_attrs.read().clone()
+    }
+
+    /// Watches the last applied log index.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    /// Applies committed entries and writes their effects, the last applied
+    /// log id and the membership in one batch.
+    pub fn apply_entries(
+        &self,
+        entries: Vec<(LogId, Option<Proposal>, Option<StoredMembership>)>,
+    ) -> Result<Vec<Vec<WriteResponse>>, StoreError> {
+        let Some(last_log_id) = entries.last().map(|(log_id, _, _)| *log_id) else {
+            return Ok(Vec::new());
+        };
+        let mut mvcc = self.mvcc.write();
+        let leases = self.leases.read();
+        let reader = EngineReader(&self.engine);
+        let mut applier = Applier::new(&mut mvcc, &reader, &leases);
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut new_membership = None;
+        let mut attrs_changed = false;
+        let mut member_attrs = self.member_attrs.write();
+        for (_, proposal, membership) in entries {
+            if let Some(membership) = membership {
+                new_membership = Some(membership);
+            }
+            let Some(Proposal(requests)) = proposal else {
+                responses.push(Vec::new());
+                continue;
+            };
+            let mut entry_responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                if let Some(write_request::Request::Publish(attrs)) = &request.request {
+                    member_attrs.insert(attrs.member_id, attrs.clone());
+                    attrs_changed = true;
+                }
+                entry_responses.push(applier.apply(request)?);
+            }
+            responses.push(entry_responses);
+        }
+        let mut ops = applier.finish();
+
+        let mut applied = self.applied.write();
+        let membership = new_membership.unwrap_or_else(|| applied.membership.clone());
+        let encode_err = |err: bincode::Error| EngineError::Corrupt { what: "encode".into(), detail: err.to_string() };
+        ops.push(meta_put(meta::SM_LAST_APPLIED, encode(&Some(last_log_id)).map_err(encode_err)?));
+        ops.push(meta_put(meta::SM_MEMBERSHIP, encode(&membership).map_err(encode_err)?));
+        if attrs_changed {
+            let encoded: BTreeMap<u64, Vec<u8>> =
+                member_attrs.iter().map(|(id, attrs)| (*id, attrs.encode_to_vec())).collect();
+            ops.push(meta_put(meta::SM_MEMBER_ATTRS, encode(&encoded).map_err(encode_err)?));
+        }
+        // Buffered: the Raft log, fsynced in the same WAL, can replay these.
+        self.engine.write(&ops, Durability::Buffered)?;
+        *applied = AppliedState { last_applied: Some(last_log_id), membership };
+        drop(applied);
+        drop(member_attrs);
+        drop(leases);
+        drop(mvcc);
+        self.applied_index.send_replace(last_log_id.index);
+        Ok(responses)
+    }
+}
+
+fn meta_put(key: &[u8], value: Vec<u8>) -> WriteOp {
+    WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value }
+}

@@ -1,0 +1,180 @@
+//! Multi-member behaviour: replication, forwarding, leader failure, catch-up.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::GetOptions;
+
+use crate::harness::{client, etcdctl_ok, Cluster, Flavor};
+
+/// Reads every key under `prefix` from one member, locally (serializable).
+async fn local_keys(endpoint: &str, prefix: &str) -> Vec<String> {
+    let mut kv = client(endpoint).await.kv_client();
+    let resp = kv
+        .get(prefix, Some(GetOptions::new().with_prefix().with_serializable().with_keys_only()))
+        .await
+        .expect("serializable get");
+    resp.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect()
+}
+
+/// Waits (bounded) until a member's local copy holds `expected` keys under `prefix`.
+async fn wait_for_keys(endpoint: &str, prefix: &str, expected: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let keys = local_keys(endpoint, prefix).await;
+        if keys.len() >= expected || Instant::now() > deadline {
+            return keys;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn t40_three_members_replicate_and_forward() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).expect("cluster starts");
+    let leader = cluster.leader_index().expect("leader");
+    let follower = (leader + 1) % 3;
+    let endpoints = cluster.endpoints();
+
+    // A write sent to a follower is forwarded; a linearizable read on another
+    // follower sees it at once.
+    etcdctl_ok(&[&endpoints[follower]], &["put", "fwd", "v"]);
+    let other = (leader + 2) % 3;
+    assert_eq!(etcdctl_ok(&[&endpoints[other]], &["get", "fwd", "--print-value-only"]).trim(), "v");
+
+    // Headers carry the cluster ID, the serving member's ID and the term.
+    let mut kv = client(&endpoints[follower]).await.kv_client();
+    let resp = kv.get("fwd", None).await.expect("get");
+    let header = resp.header().expect("header");
+    assert!(header.cluster_id() != 0 && header.member_id() != 0 && header.raft_term() >= 1);
+    assert_eq!(header.revision(), 2);
+
+    // Member list names all three with their URLs.
+    let list = etcdctl_ok(&[&endpoints[0]], &["member", "list"]);
+    for (index, member) in cluster.members.iter().enumerate() {
+        assert!(list.contains(&format!("m{index}")), "{list}");
+        assert!(list.contains(&member.spec.peer_url), "{list}");
+        assert!(list.contains(member.endpoint()), "{list}");
+    }
+    let ids: Vec<u64> = {
+        let mut cl = client(&endpoints[0]).await.cluster_client();
+        let members = cl.member_list().await.expect("member list");
+        members.members().iter().map(|member| member.id()).collect()
+    };
+    assert_eq!(ids.len(), 3);
+    assert!(ids.contains(&header.member_id()));
+
+    for endpoint in &endpoints {
+        assert_eq!(wait_for_keys(endpoint, "fwd", 1).await, vec!["fwd".to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn t45_five_members_serve_writes_on_every_member() {
+    let cluster = Cluster::start(Flavor::Cairn, 5).expect("cluster starts");
+    let endpoints = cluster.endpoints();
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        etcdctl_ok(&[endpoint], &["put", &format!("five/{index}"), "x"]);
+    }
+    for endpoint in &endpoints {
+        assert_eq!(wait_for_keys(endpoint, "five/", 5).await.len(), 5);
+    }
+    let revision = client(&endpoints[0]).await.kv_client().get("five/", None).await.expect("get");
+    assert_eq!(revision.header().expect("header").revision(), 6, "five writes, five revisions");
+}
+
+#[tokio::test]
+async fn t50_leader_kill_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("cluster starts");
+    let leader = cluster.leader_index().expect("leader");
+    let endpoints = cluster.endpoints();
+
+    // A writer streams writes across all members; it records what was acknowledged.
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        let survivors: Vec<String> =
+            endpoints.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, e)| e.clone()).collect();
+        tokio::spawn(async move {
+            let mut kv = client(&survivors[0]).await.kv_client();
+            let mut failures = 0;
+            for i in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("stream/{i:06}");
+                match kv.put(key.clone(), "v", None).await {
+                    Ok(_) => acknowledged.lock().expect("lock").push(key),
+                    Err(_) => failures += 1,
+                }
+            }
+            failures
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let before_kill = acknowledged.lock().expect("lock").len();
+    assert!(before_kill > 0, "writes flowed before the kill");
+    cluster.members[leader].kill();
+    let killed_at = Instant::now();
+
+    // A new leader accepts writes within 2 s (election timeout 1 s).
+    let survivor = &endpoints[(leader + 1) % 3];
+    let mut kv = client(survivor).await.kv_client();
+    let mut recovered = None;
+    while killed_at.elapsed() < Duration::from_secs(10) {
+        if kv.put("after-kill", "v", None).await.is_ok() {
+            recovered = Some(killed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let recovered = recovered.expect("a new leader accepts writes");
+    assert!(recovered < Duration::from_secs(2), "took {recovered:?}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() > before_kill, "writes continued after the kill");
+
+    // The killed member comes back and holds every acknowledged write, as do the others.
+    cluster.restart(leader).expect("restart");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    for endpoint in &endpoints {
+        let keys = wait_for_keys(endpoint, "stream/", acknowledged.len()).await;
+        let missing: Vec<&String> = acknowledged.iter().filter(|key| !keys.contains(key)).collect();
+        assert!(
+            missing.is_empty(),
+            "{endpoint} lost {} acknowledged writes: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn t60_member_down_during_writes_catches_up_from_the_log() {
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("cluster starts");
+    let leader = cluster.leader_index().expect("leader");
+    let down = (leader + 1) % 3;
+    let endpoints = cluster.endpoints();
+    assert!(cluster.members[down].terminate(), "SIGTERM stops a member cleanly");
+    let mut kv = client(&endpoints[leader]).await.kv_client();
+    for i in 0..300 {
+        kv.put(format!("catchup/{i:04}"), format!("{i}"), None).await.expect("write with one member down");
+    }
+    cluster.restart(down).expect("restart");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    assert_eq!(wait_for_keys(&endpoints[down], "catchup/", 300).await.len(), 300);
+    let resp = client(&endpoints[down])
+        .await
+        .kv_client()
+        .get("catchup/0299", Some(GetOptions::new().with_serializable()))
+        .await
+        .expect("get");
+    assert_eq!(resp.kvs()[0].value(), b"299");
+    assert_eq!(resp.kvs()[0].mod_revision(), 301);
+}

@@ -1,0 +1,281 @@
+//! Real `cairn` (and `etcd`) processes on loopback, and the real etcdctl.
+//!
+//! Each test process gets its own loopback address derived from its pid, so
+//! tests that run at once never collide on ports. Every wait is bounded and
+//! every process is killed when its handle drops.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Where the etcd 3.5.1 binaries are (etcd, etcdctl, etcdutl).
+pub fn etcd_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CAIRN_ETCD_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/cairn/etcd-v3.5.1")
+}
+
+pub fn etcd_tool(name: &str) -> PathBuf {
+    let path = etcd_bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: run scripts/test.sh, which installs etcd 3.5.1", path.display());
+    path
+}
+
+/// A loopback address of this test process: 127.a.b.c from the pid.
+fn loopback_ip() -> String {
+    let pid = std::process::id();
+    format!("127.{}.{}.{}", (pid >> 16) & 0xff, (pid >> 8) & 0xff, (pid & 0xff).max(1))
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(20000);
+
+fn next_port() -> u16 {
+    NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A fresh `http://ip:port` on this test process's loopback address.
+pub fn free_url() -> String {
+    format!("http://{}:{}", loopback_ip(), next_port())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Flavor {
+    Cairn,
+    Etcd,
+}
+
+pub struct MemberSpec {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Member {
+    pub spec: MemberSpec,
+    child: Option<Child>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> &str {
+        &self.spec.client_url
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|child| child.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit; returns whether it exited cleanly.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.spec.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub flavor: Flavor,
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    extra_args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start(flavor: Flavor, size: usize) -> Result<Self> {
+        Self::start_with(flavor, size, &[])
+    }
+
+    pub fn start_with(flavor: Flavor, size: usize, extra_args: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ip = loopback_ip();
+        let specs: Vec<MemberSpec> = (0..size)
+            .map(|i| MemberSpec {
+                name: format!("m{i}"),
+                client_url: format!("http://{ip}:{}", next_port()),
+                peer_url: format!("http://{ip}:{}", next_port()),
+                data_dir: dir.path().join(format!("m{i}.data")),
+                log: dir.path().join(format!("m{i}.log")),
+            })
+            .collect();
+        let initial_cluster =
+            specs.iter().map(|spec| format!("{}={}", spec.name, spec.peer_url)).collect::<Vec<_>>().join(",");
+        let mut cluster = Cluster {
+            flavor,
+            members: Vec::new(),
+            initial_cluster,
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            _dir: dir,
+        };
+        for spec in specs {
+            let child = cluster.spawn(&spec)?;
+            cluster.members.push(Member { spec, child: Some(child) });
+        }
+        cluster.wait_ready(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    fn binary(&self) -> PathBuf {
+        match self.flavor {
+            Flavor::Cairn => PathBuf::from(env!("CARGO_BIN_EXE_cairn")),
+            Flavor::Etcd => etcd_tool("etcd"),
+        }
+    }
+
+    fn spawn(&self, spec: &MemberSpec) -> Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
+        let child = Command::new(self.binary())
+            .args(["--name", &spec.name])
+            .args(["--data-dir", &spec.data_dir.to_string_lossy()])
+            .args(["--listen-client-urls", &spec.client_url])
+            .args(["--advertise-client-urls", &spec.client_url])
+            .args(["--listen-peer-urls", &spec.peer_url])
+            .args(["--initial-advertise-peer-urls", &spec.peer_url])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(&self.extra_args)
+            .env_remove("ETCD_NAME")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary().display()))?;
+        Ok(child)
+    }
+
+    /// Starts a stopped member again with the same flags and data dir.
+    pub fn restart(&mut self, index: usize) -> Result<()> {
+        let child = self.spawn(&self.members[index].spec)?;
+        self.members[index].child = Some(child);
+        Ok(())
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|member| member.endpoint().to_string()).collect()
+    }
+
+    /// Waits until every running member serves a linearizable read.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for index in 0..self.members.len() {
+            if !self.members[index].is_running() {
+                if self.members[index].child.is_none() {
+                    continue;
+                }
+                bail!("member {index} exited:\n{}", self.members[index].log_text());
+            }
+            loop {
+                let probe = etcdctl(&[self.members[index].endpoint()], &["get", "ready-probe"]);
+                if probe.as_ref().is_ok_and(|out| out.status.success()) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("member {index} not ready: {probe:?}\n{}", self.members[index].log_text());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the member that currently leads, by `endpoint status`.
+    pub fn leader_index(&self) -> Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            for (index, member) in self.members.iter().enumerate() {
+                let Ok(out) = etcdctl(&[member.endpoint()], &["endpoint", "status", "-w", "json"]) else { continue };
+                let text = String::from_utf8_lossy(&out.stdout);
+                let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                let status = &json[0]["Status"];
+                let own = status["header"]["member_id"].as_u64();
+                if own.is_some() && own == status["leader"].as_u64() {
+                    return Ok(index);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader found");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Runs etcdctl 3.5.1 against `endpoints`, bounded in time.
+pub fn etcdctl(endpoints: &[&str], args: &[&str]) -> Result<Output> {
+    etcdctl_stdin(endpoints, args, "")
+}
+
+/// Runs etcdctl with `input` on its standard input (for `txn`).
+pub fn etcdctl_stdin(endpoints: &[&str], args: &[&str], input: &str) -> Result<Output> {
+    use std::io::Write;
+    let mut child = Command::new(etcd_tool("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg("--command-timeout=10s")
+        .arg("--dial-timeout=2s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// etcdctl that must succeed; returns stdout.
+pub fn etcdctl_ok(endpoints: &[&str], args: &[&str]) -> String {
+    let out = etcdctl(endpoints, args).expect("etcdctl runs");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub async fn client(endpoint: &str) -> etcd_client::Client {
+    let options = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(15));
+    etcd_client::Client::connect([endpoint], Some(options)).await.expect("connect")
+}
+
+pub fn cairn_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_cairn"))
+}

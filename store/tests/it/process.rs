@@ -1,0 +1,198 @@
+//! The `cairn` process: defaults, flags and environment, errors, signals, crash recovery.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::GetOptions;
+
+use crate::harness::{cairn_binary, client, etcdctl, etcdctl_ok, free_url, Cluster, Flavor};
+
+/// Runs cairn expecting it to exit by itself; returns (success, stderr).
+fn run_to_exit(args: &[&str], cwd: &std::path::Path) -> (bool, String) {
+    let mut child = Command::new(cairn_binary())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            let out = child.wait_with_output().expect("output");
+            return (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("cairn {args:?} did not exit");
+}
+
+#[tokio::test]
+async fn t70_kill_9_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+    let endpoint = cluster.members[0].endpoint().to_string();
+    let mut kv = client(&endpoint).await.kv_client();
+    let mut last_revision = 0;
+    for i in 0..200 {
+        let resp = kv.put(format!("durable/{i:03}"), format!("{i}"), None).await.expect("put");
+        last_revision = resp.header().expect("header").revision();
+    }
+    cluster.members[0].kill();
+    cluster.restart(0).expect("restart");
+    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    let mut kv = client(&endpoint).await.kv_client();
+    let resp = kv.get("durable/", Some(GetOptions::new().with_prefix())).await.expect("get");
+    assert_eq!(resp.count(), 200);
+    assert_eq!(resp.header().expect("header").revision(), last_revision);
+    let next = kv.put("after", "restart", None).await.expect("put");
+    assert_eq!(next.header().expect("header").revision(), last_revision + 1, "revisions continue");
+}
+
+#[test]
+fn t80_no_flags_behaves_like_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(cairn_binary())
+        .current_dir(dir.path())
+        .env_remove("ETCD_NAME")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listed = String::new();
+    while Instant::now() < deadline {
+        if let Ok(out) = etcdctl(&["http://127.0.0.1:2379"], &["member", "list", "-w", "simple"]) {
+            listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && listed.contains("localhost:2379") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().expect("exit");
+    // etcd's own ID for a member started with no flags.
+    assert_eq!(
+        listed.trim(),
+        "8e9e05c52164694d, started, default, http://localhost:2380, http://localhost:2379, false"
+    );
+    assert!(dir.path().join("default.etcd").is_dir(), "data dir named after the member");
+    assert!(status.success(), "SIGTERM is a clean shutdown");
+}
+
+#[test]
+fn t81_environment_variables_configure_like_flags() {
+    let cluster_dir = tempfile::tempdir().expect("tempdir");
+    let client_url = free_url();
+    let peer_url = free_url();
+    let mut child = Command::new(cairn_binary())
+        .current_dir(cluster_dir.path())
+        .env("ETCD_NAME", "from-env")
+        .env("ETCD_LISTEN_CLIENT_URLS", &client_url)
+        .env("ETCD_ADVERTISE_CLIENT_URLS", &client_url)
+        .env("ETCD_LISTEN_PEER_URLS", &peer_url)
+        .env("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer_url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listed = String::new();
+    while Instant::now() < deadline && !listed.contains("from-env") {
+        if let Ok(out) = etcdctl(&[&client_url], &["member", "list"]) {
+            listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listed.contains(", from-env, "), "{listed}");
+    assert!(cluster_dir.path().join("from-env.etcd").is_dir());
+}
+
+#[test]
+fn t82_bad_input_gets_one_clear_line_and_damages_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, err) = run_to_exit(&["--no-such-flag"], dir.path());
+    assert!(!ok && err.contains("--no-such-flag"), "{err}");
+    let (ok, err) = run_to_exit(&["--election-timeout", "200"], dir.path());
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "cairn: --election-timeout[200ms] should be at least as 5 times as --heartbeat-interval[100ms]"
+    );
+
+    // A port in use.
+    let cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+    let taken = &cluster.members[0].spec.client_url;
+    let (ok, err) = run_to_exit(&["--listen-client-urls", taken, "--data-dir", "x"], dir.path());
+    assert!(!ok);
+    assert!(err.contains("bind: Address already in use") || err.contains("bind: address already in use"), "{err}");
+    assert!(!dir.path().join("x").exists(), "nothing written before the bind check");
+    drop(cluster);
+
+    // A data dir of another cluster is refused, and stays usable by its own.
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().to_string();
+    let client_url = free_url();
+    let peer_url = free_url();
+    let base = [
+        "--data-dir",
+        &data_arg,
+        "--listen-client-urls",
+        &client_url,
+        "--advertise-client-urls",
+        &client_url,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+    ];
+    let mut first = Command::new(cairn_binary()).args(base).stderr(Stdio::null()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if etcdctl(&[&client_url], &["put", "keep", "me"]).is_ok_and(|out| out.status.success()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(first.id().to_string()).status();
+    assert!(first.wait().expect("exit").success());
+
+    let mut foreign = base.to_vec();
+    foreign.extend(["--initial-cluster-token", "another-cluster"]);
+    let (ok, err) = run_to_exit(&foreign, dir.path());
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("belongs to member") && err.contains("use another --data-dir"), "{err}");
+
+    let mut again = Command::new(cairn_binary()).args(base).stderr(Stdio::null()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut value = String::new();
+    while Instant::now() < deadline && value.trim() != "me" {
+        value = etcdctl(&[&client_url], &["get", "keep", "--print-value-only"])
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = again.kill();
+    let _ = again.wait();
+    assert_eq!(value.trim(), "me", "the refused start damaged nothing");
+}
+
+#[test]
+fn t83_member_list_and_endpoint_status_work_with_etcdctl() {
+    let cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+    let endpoint = cluster.members[0].endpoint();
+    let status = etcdctl_ok(&[endpoint], &["endpoint", "status", "-w", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let status = &json[0]["Status"];
+    assert_eq!(status["version"], "3.5.0");
+    assert_eq!(status["leader"], status["header"]["member_id"]);
+    assert!(status["raftIndex"].as_u64().unwrap_or(0) >= 1);
+}
