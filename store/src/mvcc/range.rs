@@ -92,14 +92,14 @@ fn sort(kvs: &mut [KeyValue], order: i32, target: i32) {
     if order == SortOrder::None {
         return;
     }
+    let descending = order == SortOrder::Descend;
+    // Stable, so ties keep key order in both directions, as etcd's sort does for small results.
+    let ordered = |ordering: std::cmp::Ordering| if descending { ordering.reverse() } else { ordering };
     match target {
-        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
-    }
-    if order == SortOrder::Descend {
-        kvs.reverse();
+        SortTarget::Key => kvs.sort_by(|a, b| ordered(a.key.cmp(&b.key))),
+        SortTarget::Version => kvs.sort_by(|a, b| ordered(a.version.cmp(&b.version))),
+        SortTarget::Create => kvs.sort_by(|a, b| ordered(a.create_revision.cmp(&b.create_revision))),
+        SortTarget::Mod => kvs.sort_by(|a, b| ordered(a.mod_revision.cmp(&b.mod_revision))),
+        SortTarget::Value => kvs.sort_by(|a, b| ordered(a.value.cmp(&b.value))),
     }
 }

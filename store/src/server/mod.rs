@@ -85,8 +85,11 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
         heartbeat_interval: config.heartbeat_interval,
-        election_timeout_min: config.election_timeout,
-        election_timeout_max: 2 * config.election_timeout,
+        // openraft 0.9 waits a leader lease (= election_timeout_max) plus a random
+        // election timeout before campaigning. These bounds put the whole wait
+        // in [1, 1.5) x --election-timeout, close to etcd's randomized timeout.
+        election_timeout_min: config.election_timeout / 4,
+        election_timeout_max: config.election_timeout * 3 / 4,
         snapshot_policy: SnapshotPolicy::Never,
         max_payload_entries: 256,
         ..Default::default()

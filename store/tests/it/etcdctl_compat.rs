@@ -41,6 +41,8 @@ fn normalize(text: &str) -> String {
     text.lines()
         .filter(|line| !line.starts_with("\"ClusterID\"") && !line.starts_with("\"MemberID\""))
         .filter(|line| !line.starts_with("\"RaftTerm\""))
+        // Client-side retry logs carry timestamps and addresses.
+        .filter(|line| !line.starts_with("{\"level\""))
         .collect::<Vec<_>>()
         .join("\n")
 }
