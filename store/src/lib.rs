@@ -2,6 +2,9 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map of this crate.
 
+// openraft's `StorageError` is large by design; boxing it at every call would only add noise.
+#![allow(clippy::result_large_err)]
+
 pub mod apply;
 pub mod cluster;
 pub mod config;

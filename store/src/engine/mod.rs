@@ -50,6 +50,9 @@ pub enum Durability {
     Buffered,
 }
 
+/// A raw `(key, value)` of a column family.
+pub type KeyValuePair = (Vec<u8>, Vec<u8>);
+
 pub struct Engine {
     db: DB,
 }
@@ -122,7 +125,7 @@ impl Engine {
     }
 
     /// The last `(key, value)` of a column family.
-    pub fn last(&self, cf: &'static str) -> Result<Option<(Vec<u8>, Vec<u8>)>, EngineError> {
+    pub fn last(&self, cf: &'static str) -> Result<Option<KeyValuePair>, EngineError> {
         match self.db.iterator_cf(self.cf(cf)?, IteratorMode::End).next() {
             None => Ok(None),
             Some(item) => {
