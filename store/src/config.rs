@@ -59,6 +59,17 @@ pub struct Config {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10000)]
     pub snapshot_count: u64,
+    /// Duration of periodic watch progress notifications.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = parse_duration
+    )]
+    pub experimental_watch_progress_notify_interval: Duration,
+    /// Recent events kept in memory for watchers; older ones are read from disk.
+    #[arg(long, env = "CAIRN_WATCH_EVENT_LOG_SIZE", default_value_t = crate::watch::DEFAULT_CAPACITY, hide = true)]
+    pub watch_event_log_size: usize,
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -173,6 +184,21 @@ impl Config {
     }
 }
 
+/// A Go-style duration: `500ms`, `10s`, `10m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    let millis = match unit {
+        "ms" => number,
+        "s" => number * 1000,
+        "m" => number * 60_000,
+        "h" => number * 3_600_000,
+        _ => return Err(format!("invalid duration {text:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_millis(millis))
+}
+
 /// `http://host:port` to a socket address; `localhost` is 127.0.0.1, as etcd binds it.
 pub fn socket_addr(flag: &'static str, url: &str) -> Result<SocketAddr, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl { flag, url: url.to_string(), reason: reason.to_string() };
@@ -210,5 +236,8 @@ mod tests {
         let config = Config::parse_from(["cairn", "--listen-client-urls", "ftp://x"]);
         assert!(matches!(config.validate(), Err(ConfigError::BadUrl { .. })));
         assert!(socket_addr("f", "http://127.0.0.1").is_err());
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("1x").is_err());
     }
 }

@@ -14,3 +14,4 @@ pub mod mvcc;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod watch;

@@ -16,7 +16,8 @@ use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
-use cairn_proto::mvccpb::KeyValue;
+use cairn_proto::mvccpb::event::EventType;
+use cairn_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
 
 use crate::engine::{schema, WriteOp};
@@ -29,6 +30,14 @@ pub struct Applier<'a, R: ValueReader> {
     reader: OverlayReader<'a, R>,
     leases: &'a HashSet<i64>,
     ops: Vec<WriteOp>,
+    events: Vec<Event>,
+}
+
+/// What applying a batch produced: engine writes, and the events watchers see.
+pub struct Applied {
+    pub ops: Vec<WriteOp>,
+    /// In revision order; every event carries its `prev_kv` when there was one.
+    pub events: Vec<Event>,
 }
 
 /// Reads values written earlier in this batch before they reach the engine.
@@ -79,11 +88,18 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 
 impl<'a, R: ValueReader> Applier<'a, R> {
     pub fn new(mvcc: &'a mut Mvcc, reader: &'a R, leases: &'a HashSet<i64>) -> Self {
-        Self { mvcc, reader: OverlayReader { base: reader, written: HashMap::new() }, leases, ops: Vec::new() }
+        Self {
+            mvcc,
+            reader: OverlayReader { base: reader, written: HashMap::new() },
+            leases,
+            ops: Vec::new(),
+            events: Vec::new(),
+        }
     }
 
-    /// The engine writes for everything applied so far, revision counters included.
-    pub fn finish(mut self) -> Vec<WriteOp> {
+    /// The engine writes for everything applied so far, revision counters
+    /// included, and the events.
+    pub fn finish(mut self) -> Applied {
         let counters = [
             (schema::meta::SM_CURRENT_REV, self.mvcc.current_rev),
             (schema::meta::SM_COMPACT_REV, self.mvcc.compact_rev),
@@ -91,7 +107,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         for (key, value) in counters {
             self.ops.push(WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value: value.to_be_bytes().to_vec() });
         }
-        self.ops
+        Applied { ops: self.ops, events: self.events }
     }
 
     /// Applies one client write. Errors that a client should see become a response;
@@ -276,6 +292,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         };
         let kv = KeyValue { key: req.key, create_revision, mod_revision: rev.main, version, value, lease };
         self.mvcc.index.put(&kv.key, rev);
+        self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: previous.clone() });
         self.write_value(rev, kv, false);
         let prev_kv = if req.prev_kv { previous } else { None };
         Ok(PutResponse { header: header(rev.main), prev_kv })
@@ -283,18 +300,21 @@ impl<'a, R: ValueReader> Applier<'a, R> {
 
     fn delete(&mut self, txn: &mut TxnRev, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
         let live = self.mvcc.index.live_keys(KeyRange::new(&req.key, &req.range_end), txn.read_rev());
-        let prev_kvs = if req.prev_kv {
-            let revs: Vec<Revision> = live.iter().map(|(_, found)| found.modified).collect();
-            self.reader.read(&revs)?
-        } else {
-            Vec::new()
-        };
-        for (key, _) in &live {
+        // Watchers see each deleted key's last value, so read them whether or not the client asked.
+        let revs: Vec<Revision> = live.iter().map(|(_, found)| found.modified).collect();
+        let previous = self.reader.read(&revs)?;
+        for ((key, _), prev_kv) in live.iter().zip(&previous) {
             let rev = txn.next();
             self.mvcc.index.tombstone(key, rev);
             let tombstone = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tombstone.clone()),
+                prev_kv: Some(prev_kv.clone()),
+            });
             self.write_value(rev, tombstone, true);
         }
+        let prev_kvs = if req.prev_kv { previous } else { Vec::new() };
         Ok(DeleteRangeResponse { header: header(txn.read_rev()), deleted: live.len() as i64, prev_kvs })
     }
 

@@ -45,7 +45,7 @@ impl Store {
     fn apply(&mut self, request: write_request::Request) -> write_response::Response {
         let mut applier = Applier::new(&mut self.mvcc, &self.values, &self.leases);
         let response = applier.apply(WriteRequest { request: Some(request) }).expect("no storage fault");
-        for op in applier.finish() {
+        for op in applier.finish().ops {
             match op {
                 WriteOp::Put { cf: schema::CF_KV, key, value } => {
                     self.values.0.insert(key, value);

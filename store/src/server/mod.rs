@@ -8,6 +8,7 @@ pub mod node;
 pub mod peer;
 pub mod proposer;
 pub mod read_index;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ use cairn_proto::cairnpb::{write_request, MemberAttributes, WriteRequest};
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::watch as signal;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cluster::InitialCluster;
@@ -80,7 +82,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let data_dir = config.data_dir();
     let (engine, fresh) = open_data_dir(&data_dir, &initial, &config.initial_cluster_state)?;
     let engine = Arc::new(engine);
-    let state = Arc::new(KvState::open(engine.clone())?);
+    let state = Arc::new(KvState::open(engine.clone(), config.watch_event_log_size)?);
 
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
@@ -131,7 +133,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         "member started"
     );
 
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = signal::channel(false);
     let mut servers = Vec::new();
     for listener in client_listeners {
         servers.push(tokio::spawn(serve_clients(node.clone(), listener, stopped.clone())));
@@ -221,20 +223,22 @@ fn open_data_dir(data_dir: &Path, initial: &InitialCluster, state: &str) -> Resu
     }
 }
 
-async fn stopped_signal(mut stopped: watch::Receiver<bool>) {
+async fn stopped_signal(mut stopped: signal::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: watch::Receiver<bool>) {
+async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
     let max_message = node.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(kv::KvService { node: node.clone() }).max_decoding_message_size(max_message);
     let cluster = ClusterServer::new(cluster::ClusterService { node: node.clone() });
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { node: node.clone() });
+    let watch = WatchServer::new(watch::WatchService { node: node.clone() });
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(kv)
         .add_service(cluster)
         .add_service(maintenance)
+        .add_service(watch)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped_signal(stopped))
         .await;
     if let Err(err) = result {
@@ -242,7 +246,7 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: watch::R
     }
 }
 
-async fn serve_peers(node: Arc<Node>, listener: TcpListener, stopped: watch::Receiver<bool>) {
+async fn serve_peers(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
     let peer = RaftPeerServer::new(peer::PeerService { node })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);

@@ -8,17 +8,19 @@ use std::sync::Arc;
 
 use cairn_proto::cairnpb::{write_request, MemberAttributes, WriteResponse};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
-use cairn_proto::mvccpb::KeyValue;
+use cairn_proto::mvccpb::event::EventType;
+use cairn_proto::mvccpb::{Event, KeyValue};
 use parking_lot::RwLock;
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::apply::Applier;
+use crate::apply::{Applied, Applier};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::error::StoreError;
 use crate::mvcc::{self, Mvcc, Revision, ValueReader};
 use crate::raft::types::{decode, encode, LogId, Proposal, StoredMembership};
+use crate::watch::EventLog;
 
 /// Reads values by revision straight from the engine.
 pub struct EngineReader<'a>(pub &'a Engine);
@@ -59,11 +61,12 @@ pub struct KvState {
     member_attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
+    events: EventLog,
 }
 
 impl KvState {
     /// Rebuilds the in-memory index from the engine, as etcd does at start.
-    pub fn open(engine: Arc<Engine>) -> Result<Self, StoreError> {
+    pub fn open(engine: Arc<Engine>, event_log_capacity: usize) -> Result<Self, StoreError> {
         let mut mvcc = Mvcc::new();
         engine.scan_from(schema::CF_KV, &[], |key, value| {
             let Some((rev, tombstone)) = Revision::from_key(key) else {
@@ -108,7 +111,9 @@ impl KvState {
             None => BTreeMap::new(),
         };
         let applied_index = last_applied.map_or(0, |log_id: LogId| log_id.index);
+        let events = EventLog::new(mvcc.current_rev, event_log_capacity);
         Ok(Self {
+            events,
             engine,
             mvcc: RwLock::new(mvcc),
             leases: RwLock::new(HashSet::new()),
@@ -142,6 +147,40 @@ impl KvState {
 
     pub fn member_attributes(&self) -> BTreeMap<u64, MemberAttributes> {
         self.member_attrs.read().clone()
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    /// Events with revisions in `[from, to]`, read back from storage;
+    /// `prev_kv` is filled when `with_prev` is set.
+    pub fn stored_events(&self, from: i64, to: i64, with_prev: bool) -> Result<Vec<Event>, StoreError> {
+        let mut events = Vec::new();
+        self.engine.scan_from(schema::CF_KV, &Revision::new(from, 0).to_key(false), |key, value| {
+            let Some((rev, tombstone)) = Revision::from_key(key) else {
+                return Err(EngineError::Corrupt { what: "kv key".into(), detail: format!("{key:?}") });
+            };
+            if rev.main > to {
+                return Ok(false);
+            }
+            let kv = KeyValue::decode(value).map_err(|err| corrupt(rev, &err.to_string()))?;
+            let kind = if tombstone { EventType::Delete } else { EventType::Put };
+            events.push(Event { r#type: kind as i32, kv: Some(kv), prev_kv: None });
+            Ok(true)
+        })?;
+        if with_prev {
+            let mvcc = self.mvcc.read();
+            let reader = EngineReader(&self.engine);
+            for event in &mut events {
+                let Some(kv) = &event.kv else { continue };
+                if let Some(found) = mvcc.index.get(&kv.key, kv.mod_revision - 1) {
+                    // A compacted previous value is simply absent, as in etcd.
+                    event.prev_kv = reader.read(&[found.modified]).ok().and_then(|mut kvs| kvs.pop());
+                }
+            }
+        }
+        Ok(events)
     }
 
     /// Watches the last applied log index.
@@ -184,7 +223,7 @@ impl KvState {
             }
             responses.push(entry_responses);
         }
-        let mut ops = applier.finish();
+        let Applied { mut ops, events } = applier.finish();
 
         let mut applied = self.applied.write();
         let membership = new_membership.unwrap_or_else(|| applied.membership.clone());
@@ -198,6 +237,7 @@ impl KvState {
         }
         // Buffered: the Raft log, fsynced in the same WAL, can replay these.
         self.engine.write(&ops, Durability::Buffered)?;
+        self.events.append(events, mvcc.current_rev);
         *applied = AppliedState { last_applied: Some(last_log_id), membership };
         drop(applied);
         drop(member_attrs);

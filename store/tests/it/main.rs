@@ -6,3 +6,4 @@ mod differential;
 mod etcdctl_compat;
 mod harness;
 mod process;
+mod watch;

@@ -1,0 +1,220 @@
+//! Watch: compared with etcd 3.5.1, and checked against the KV history for
+//! etcd's guarantees (ordered, no duplicates, no gaps, atomic revisions,
+//! correct prev_kv, resumable on any member).
+
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
+
+use crate::harness::{client, Cluster, Flavor};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn describe(resp: &WatchResponse) -> String {
+    let events: Vec<String> = resp
+        .events()
+        .iter()
+        .map(|event| {
+            let kv = event.kv().expect("kv");
+            format!(
+                "{:?} {}={} m{} c{} v{} prev={:?}",
+                event.event_type(),
+                String::from_utf8_lossy(kv.key()),
+                String::from_utf8_lossy(kv.value()),
+                kv.mod_revision(),
+                kv.create_revision(),
+                kv.version(),
+                event.prev_kv().map(|prev| (String::from_utf8_lossy(prev.value()).into_owned(), prev.mod_revision()))
+            )
+        })
+        .collect();
+    format!(
+        "id={} created={} canceled={} compact={} reason={:?} rev={} events=[{}]",
+        resp.watch_id(),
+        resp.created(),
+        resp.canceled(),
+        resp.compact_revision(),
+        resp.cancel_reason(),
+        resp.header().map_or(-1, |header| header.revision()),
+        events.join("; ")
+    )
+}
+
+/// Reads responses until `count` have arrived or the wait runs out. Different
+/// watchers' responses may interleave in any order, so the group is sorted.
+async fn read(stream: &mut WatchStream, count: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        match tokio::time::timeout(WAIT, stream.message()).await {
+            Ok(Ok(Some(resp))) => out.push(describe(&resp)),
+            other => {
+                out.push(format!("stream ended: {other:?}"));
+                break;
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn script(endpoint: &str) -> Vec<String> {
+    let mut c = client(endpoint).await;
+    let mut kv = c.kv_client();
+    for (key, value) in [("a", "1"), ("b", "2")] {
+        kv.put(key, value, None).await.expect("put");
+    }
+    kv.delete("a", None).await.expect("delete");
+    kv.put("a", "3", None).await.expect("put");
+
+    let mut out = Vec::new();
+    let mut stream =
+        c.watch("a", Some(WatchOptions::new().with_start_revision(1).with_prev_key())).await.expect("watch");
+    out.extend(read(&mut stream, 2).await);
+    stream
+        .watch(
+            "",
+            Some(WatchOptions::new().with_all_keys().with_start_revision(3).with_filters([WatchFilterType::NoPut])),
+        )
+        .await
+        .expect("second watcher");
+    out.extend(read(&mut stream, 2).await);
+    stream.request_progress().await.expect("progress");
+    out.extend(read(&mut stream, 1).await);
+    stream.watch("live/", Some(WatchOptions::new().with_prefix().with_prev_key())).await.expect("live watcher");
+    out.extend(read(&mut stream, 1).await);
+    kv.put("live/x", "1", None).await.expect("put");
+    kv.put("live/x", "2", None).await.expect("put");
+    kv.delete("live/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.expect("delete");
+    out.extend(read(&mut stream, 3).await);
+    stream.cancel(0).await.expect("cancel");
+    out.extend(read(&mut stream, 1).await);
+
+    kv.compact(5, None).await.expect("compact");
+    let mut compacted = c.watch("a", Some(WatchOptions::new().with_start_revision(2))).await.expect("watch");
+    out.extend(read(&mut compacted, 2).await);
+    out
+}
+
+#[tokio::test]
+async fn t90_watch_matches_etcd_3_5_1() {
+    let etcd = Cluster::start(Flavor::Etcd, 1).expect("etcd starts");
+    let cairn = Cluster::start(Flavor::Cairn, 1).expect("cairn starts");
+    let expected = script(etcd.members[0].endpoint()).await;
+    let actual = script(cairn.members[0].endpoint()).await;
+    let diffs: Vec<String> = expected
+        .iter()
+        .zip(&actual)
+        .enumerate()
+        .filter(|(_, (expected, actual))| expected != actual)
+        .map(|(i, (expected, actual))| format!("#{i}\netcd : {expected}\ncairn: {actual}"))
+        .collect();
+    assert_eq!(expected.len(), actual.len(), "etcd: {expected:#?}\ncairn: {actual:#?}");
+    assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
+    assert!(actual.iter().any(|line| line.contains("compact=5")), "{actual:#?}");
+}
+
+/// Collects events until `last_revision` is reached or the wait runs out.
+async fn collect_events(stream: &mut WatchStream, last_revision: i64) -> Vec<(i64, EventType, String, Option<String>)> {
+    let mut events = Vec::new();
+    let mut responses_seen = 0;
+    loop {
+        if events.last().is_some_and(|(rev, _, _, _): &(i64, EventType, String, Option<String>)| *rev >= last_revision)
+        {
+            return events;
+        }
+        let Ok(Ok(Some(resp))) = tokio::time::timeout(WAIT, stream.message()).await else { return events };
+        responses_seen += 1;
+        let mut revisions_in_response = Vec::new();
+        for event in resp.events() {
+            let kv = event.kv().expect("kv");
+            revisions_in_response.push(kv.mod_revision());
+            events.push((
+                kv.mod_revision(),
+                event.event_type(),
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                event.prev_kv().map(|prev| String::from_utf8_lossy(prev.value()).into_owned()),
+            ));
+        }
+        assert!(responses_seen < 100_000, "bounded");
+    }
+}
+
+/// The expected events under `prefix` from the KV history: one put per key per revision here.
+fn check_against_history(events: &[(i64, EventType, String, Option<String>)], first: i64, last: i64, keys: usize) {
+    let revisions: Vec<i64> = events.iter().map(|(rev, _, _, _)| *rev).collect();
+    let expected: Vec<i64> = (first..=last).collect();
+    assert_eq!(revisions.len(), expected.len(), "no gaps and no duplicates");
+    assert_eq!(revisions, expected, "ordered by revision");
+    for (i, (rev, kind, key, prev)) in events.iter().enumerate() {
+        assert_eq!(*kind, EventType::Put);
+        let n = (rev - first) as usize;
+        assert_eq!(key, &format!("g/{:03}", n % keys));
+        // The previous value of this key is the value written `keys` revisions earlier.
+        let expected_prev = (n >= keys).then(|| format!("{}", n - keys));
+        assert_eq!(prev, &expected_prev, "prev_kv of event {i}");
+    }
+}
+
+#[tokio::test]
+async fn t91_slow_watcher_catches_up_from_storage_without_gaps() {
+    // A tiny in-memory event log forces watchers onto the storage path.
+    let cluster = Cluster::start_with(Flavor::Cairn, 1, &["--watch-event-log-size", "16"]).expect("starts");
+    let endpoint = cluster.members[0].endpoint();
+    let mut c = client(endpoint).await;
+    let mut kv = c.kv_client();
+    let keys = 50;
+    let total = 2500;
+    for n in 0..total {
+        kv.put(format!("g/{:03}", n % keys), format!("{n}"), None).await.expect("put");
+    }
+    let last = kv.get("g/", Some(GetOptions::new().with_prefix())).await.expect("get").header().expect("h").revision();
+    assert_eq!(last, total as i64 + 1);
+    let mut stream = c
+        .watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(2).with_prev_key()))
+        .await
+        .expect("watch");
+    let events = collect_events(&mut stream, last).await;
+    check_against_history(&events, 2, last, keys);
+}
+
+#[tokio::test]
+async fn t92_watch_resumes_on_another_member_across_a_leader_kill() {
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let leader = cluster.leader_index().expect("leader");
+    let endpoints = cluster.endpoints();
+    let watched = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let keys = 10;
+
+    let mut writer = client(&endpoints[other]).await.kv_client();
+    let mut stream = client(&endpoints[watched])
+        .await
+        .watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(2).with_prev_key()))
+        .await
+        .expect("watch");
+    for n in 0..100 {
+        writer.put(format!("g/{:03}", n % keys), format!("{n}"), None).await.expect("put");
+    }
+    let first_half = collect_events(&mut stream, 101).await;
+    let resume_from = first_half.last().map_or(2, |(rev, _, _, _)| rev + 1);
+    drop(stream);
+
+    cluster.members[leader].kill();
+    let mut written = 100;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while written < 200 && std::time::Instant::now() < deadline {
+        if writer.put(format!("g/{:03}", written % keys), format!("{written}"), None).await.is_ok() {
+            written += 1;
+        }
+    }
+    assert_eq!(written, 200, "writes resumed after the leader kill");
+    // Resume on a different member than before.
+    let mut resumed = client(&endpoints[other])
+        .await
+        .watch("g/", Some(WatchOptions::new().with_prefix().with_start_revision(resume_from).with_prev_key()))
+        .await
+        .expect("watch");
+    let second_half = collect_events(&mut resumed, 201).await;
+    let all: Vec<_> = first_half.into_iter().chain(second_half).collect();
+    check_against_history(&all, 2, 201, keys);
+}
