@@ -30,6 +30,10 @@ pub enum EtcdError {
     NoSpace,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExist,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: member not found")]
@@ -58,10 +62,10 @@ impl EtcdError {
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
             | RequestTooLarge => Code::InvalidArgument,
-            Compacted | FutureRev => Code::OutOfRange,
+            Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            NotCapable | NotLeader => Code::FailedPrecondition,
+            NotCapable | NotLeader | LeaseExist => Code::FailedPrecondition,
             NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped => Code::Unavailable,
             Internal(_) => Code::Internal,
         }

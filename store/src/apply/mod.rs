@@ -6,15 +6,16 @@
 
 pub mod validate;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use cairn_proto::cairnpb::{write_request, write_response, WriteError, WriteRequest, WriteResponse};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
@@ -22,13 +23,14 @@ use prost::Message;
 
 use crate::engine::{schema, WriteOp};
 use crate::error::{EtcdError, StoreError};
+use crate::lease::{Leases, MAX_LEASE_TTL};
 use crate::mvcc::{self, KeyRange, Mvcc, Revision, ValueReader};
 
 /// Applies writes; one [`Applier`] covers one Raft entry's batch.
 pub struct Applier<'a, R: ValueReader> {
     mvcc: &'a mut Mvcc,
     reader: OverlayReader<'a, R>,
-    leases: &'a HashSet<i64>,
+    leases: &'a mut Leases,
     ops: Vec<WriteOp>,
     events: Vec<Event>,
 }
@@ -87,7 +89,7 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 }
 
 impl<'a, R: ValueReader> Applier<'a, R> {
-    pub fn new(mvcc: &'a mut Mvcc, reader: &'a R, leases: &'a HashSet<i64>) -> Self {
+    pub fn new(mvcc: &'a mut Mvcc, reader: &'a R, leases: &'a mut Leases) -> Self {
         Self {
             mvcc,
             reader: OverlayReader { base: reader, written: HashMap::new() },
@@ -124,6 +126,12 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             }
             // Published attributes are the state machine's, not MVCC's.
             Some(write_request::Request::Publish(_)) => Ok(write_response::Response::Published(true)),
+            Some(write_request::Request::LeaseGrant(grant)) => {
+                self.lease_grant(grant).map(write_response::Response::LeaseGrant)
+            }
+            Some(write_request::Request::LeaseRevoke(revoke)) => {
+                self.lease_revoke(revoke).map(write_response::Response::LeaseRevoke)
+            }
             None => Err(EtcdError::Internal("empty write request".into()).into()),
         };
         let response = match outcome {
@@ -219,7 +227,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         if (req.ignore_value || req.ignore_lease) && self.mvcc.index.get(&req.key, at).is_none() {
             return Err(EtcdError::KeyNotFound);
         }
-        if !req.ignore_lease && req.lease != 0 && !self.leases.contains(&req.lease) {
+        if !req.ignore_lease && req.lease != 0 && !self.leases.contains(req.lease) {
             return Err(EtcdError::LeaseNotFound);
         }
         Ok(())
@@ -291,6 +299,10 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             _ => req.lease,
         };
         let kv = KeyValue { key: req.key, create_revision, mod_revision: rev.main, version, value, lease };
+        if let Some(prev) = previous.as_ref().filter(|prev| prev.lease != lease) {
+            self.leases.detach(prev.lease, &kv.key);
+        }
+        self.leases.attach(lease, &kv.key);
         self.mvcc.index.put(&kv.key, rev);
         self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: previous.clone() });
         self.write_value(rev, kv, false);
@@ -305,6 +317,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         let previous = self.reader.read(&revs)?;
         for ((key, _), prev_kv) in live.iter().zip(&previous) {
             let rev = txn.next();
+            self.leases.detach(prev_kv.lease, key);
             self.mvcc.index.tombstone(key, rev);
             let tombstone = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
             self.events.push(Event {
@@ -333,6 +346,37 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             }
         }
         Ok(CompactionResponse { header: header(self.mvcc.current_rev) })
+    }
+
+    fn lease_grant(&mut self, req: LeaseGrantRequest) -> Result<LeaseGrantResponse, StoreError> {
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge.into());
+        }
+        if self.leases.contains(req.id) {
+            return Err(EtcdError::LeaseExist.into());
+        }
+        let ttl = self.leases.grant(req.id, req.ttl);
+        self.ops.push(WriteOp::Put {
+            cf: schema::CF_LEASE,
+            key: req.id.to_be_bytes().to_vec(),
+            value: ttl.to_be_bytes().to_vec(),
+        });
+        Ok(LeaseGrantResponse { header: header(self.mvcc.current_rev), id: req.id, ttl, error: String::new() })
+    }
+
+    /// Deletes every key the lease holds in one revision, then the lease.
+    fn lease_revoke(&mut self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse, StoreError> {
+        let keys: Vec<Vec<u8>> = match self.leases.get(req.id) {
+            Some(lease) => lease.keys.iter().cloned().collect(),
+            None => return Err(EtcdError::LeaseNotFound.into()),
+        };
+        let mut txn = self.begin();
+        for key in keys {
+            self.delete(&mut txn, &DeleteRangeRequest { key, range_end: Vec::new(), prev_kv: false })?;
+        }
+        self.leases.remove(req.id);
+        self.ops.push(WriteOp::Delete { cf: schema::CF_LEASE, key: req.id.to_be_bytes().to_vec() });
+        Ok(LeaseRevokeResponse { header: header(self.end(&txn)) })
     }
 
     fn read_one(&self, rev: Revision) -> Result<KeyValue, StoreError> {

@@ -1,6 +1,6 @@
 //! The apply path against an in-memory value map: no disk, no sockets.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use cairn_proto::cairnpb::{write_request, write_response, WriteRequest};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -15,6 +15,7 @@ use prost::Message;
 use super::Applier;
 use crate::engine::{schema, WriteOp};
 use crate::error::{EtcdError, StoreError};
+use crate::lease::Leases;
 use crate::mvcc::{self, Mvcc, Revision, ValueReader};
 
 #[derive(Default)]
@@ -34,16 +35,16 @@ impl ValueReader for Values {
 struct Store {
     mvcc: Mvcc,
     values: Values,
-    leases: HashSet<i64>,
+    leases: Leases,
 }
 
 impl Store {
     fn new() -> Self {
-        Self { mvcc: Mvcc::new(), values: Values::default(), leases: HashSet::new() }
+        Self { mvcc: Mvcc::new(), values: Values::default(), leases: Leases::new(2) }
     }
 
     fn apply(&mut self, request: write_request::Request) -> write_response::Response {
-        let mut applier = Applier::new(&mut self.mvcc, &self.values, &self.leases);
+        let mut applier = Applier::new(&mut self.mvcc, &self.values, &mut self.leases);
         let response = applier.apply(WriteRequest { request: Some(request) }).expect("no storage fault");
         for op in applier.finish().ops {
             match op {
@@ -225,4 +226,28 @@ fn range_limit_count_sort_and_filters() {
     assert_eq!(filtered.kvs.len(), 2);
     assert!(filtered.kvs.iter().all(|kv| kv.value.is_empty()));
     assert_eq!(filtered.count, 3, "count ignores revision filters, as etcd's does");
+}
+
+#[test]
+fn revoking_a_lease_deletes_its_keys_in_one_revision() {
+    use cairn_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
+    let mut store = Store::new();
+    let grant = |id, ttl| write_request::Request::LeaseGrant(LeaseGrantRequest { id, ttl });
+    let write_response::Response::LeaseGrant(granted) = store.apply(grant(7, 1)) else { panic!("grant") };
+    assert_eq!(granted.ttl, 2, "raised to the minimum TTL");
+    assert_eq!(error_of(store.apply(grant(7, 10))), "etcdserver: lease already exists");
+    assert_eq!(error_of(store.apply(grant(8, 9_000_000_001))), "etcdserver: too large lease TTL");
+    for key in ["a", "b", "c"] {
+        let put = PutRequest { key: key.into(), value: b"v".to_vec(), lease: 7, ..Default::default() };
+        store.apply(write_request::Request::Put(put));
+    }
+    store.put("c", "detached"); // a put without the lease detaches c
+    assert_eq!(store.leases.get(7).map(|lease| lease.keys.len()), Some(2));
+    let before = store.mvcc.current_rev;
+    let revoke = write_request::Request::LeaseRevoke(LeaseRevokeRequest { id: 7 });
+    let write_response::Response::LeaseRevoke(resp) = store.apply(revoke.clone()) else { panic!("revoke") };
+    assert_eq!(resp.header.expect("header").revision, before + 1, "one revision for all deletes");
+    assert_eq!((store.get("a", 0), store.get("b", 0)), (None, None));
+    assert_eq!(store.get("c", 0).expect("c stays").value, b"detached");
+    assert_eq!(error_of(store.apply(revoke)), "etcdserver: requested lease not found");
 }

@@ -15,8 +15,11 @@ pub const CF_KV: &str = "kv";
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Small values: the keys below.
 pub const CF_META: &str = "meta";
+/// Leases. Key: the lease ID, 8 bytes big-endian. Value: the granted TTL in seconds, 8 bytes
+/// big-endian. Attached keys are not stored: they follow from each key's `lease` field.
+pub const CF_LEASE: &str = "lease";
 
-pub const ALL_CFS: [&str; 3] = [CF_KV, CF_RAFT_LOG, CF_META];
+pub const ALL_CFS: [&str; 4] = [CF_KV, CF_RAFT_LOG, CF_META, CF_LEASE];
 
 /// Meta keys in [`CF_META`].
 pub mod meta {

@@ -3,6 +3,8 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
+pub mod lessor;
 pub mod maintenance;
 pub mod node;
 pub mod peer;
@@ -19,6 +21,7 @@ use cairn_proto::cairnpb::raft_peer_server::RaftPeerServer;
 use cairn_proto::cairnpb::{write_request, MemberAttributes, WriteRequest};
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use openraft::SnapshotPolicy;
@@ -82,7 +85,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let data_dir = config.data_dir();
     let (engine, fresh) = open_data_dir(&data_dir, &initial, &config.initial_cluster_state)?;
     let engine = Arc::new(engine);
-    let state = Arc::new(KvState::open(engine.clone(), config.watch_event_log_size)?);
+    let min_lease_ttl = crate::lease::min_ttl_seconds(config.election_timeout);
+    let state = Arc::new(KvState::open(engine.clone(), config.watch_event_log_size, min_lease_ttl)?);
 
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
@@ -115,16 +119,16 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
     let proposer = Proposer::start(raft.clone(), Duration::from_secs(5) + 2 * config.election());
     let reads = ReadIndex::start(raft.clone());
-    let node = Arc::new(Node {
-        config: config.clone(),
-        id: initial.local_id,
-        cluster_id: initial.cluster_id,
-        raft: raft.clone(),
+    let node = Arc::new(Node::new(
+        config.clone(),
+        initial.local_id,
+        initial.cluster_id,
+        raft.clone(),
         state,
         peers,
         proposer,
         reads,
-    });
+    ));
     tracing::info!(
         name = %config.name,
         member_id = %format!("{:x}", node.id),
@@ -142,10 +146,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         servers.push(tokio::spawn(serve_peers(node.clone(), listener, stopped.clone())));
     }
     let publisher = tokio::spawn(publish_attributes(node.clone()));
+    let lessor = tokio::spawn(lessor::run(node.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
     publisher.abort();
+    lessor.abort();
     let _ = stop.send(true);
     for server in servers {
         let _ = server.await;
@@ -233,12 +239,14 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::
     let cluster = ClusterServer::new(cluster::ClusterService { node: node.clone() });
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { node: node.clone() });
     let watch = WatchServer::new(watch::WatchService { node: node.clone() });
+    let lease = LeaseServer::new(lease::LeaseService { node: node.clone() });
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(kv)
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
+        .add_service(lease)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped_signal(stopped))
         .await;
     if let Err(err) = result {

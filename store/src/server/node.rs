@@ -1,13 +1,20 @@
 //! A running member: Raft, the state, and the paths every request takes
-//! (forwarding to the leader, group commit, ReadIndex).
+//! (forwarding to the leader, group commit, ReadIndex, lease liveness).
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::cairnpb::{write_response, ReadIndexRequest, WriteRequest, WriteResponse};
-use cairn_proto::etcdserverpb::ResponseHeader;
+use cairn_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
+};
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
+use super::lessor::Lessor;
 use super::proposer::{into_result, ProposeError, Proposer};
 use super::read_index::ReadIndex;
 use crate::config::Config;
@@ -28,9 +35,46 @@ pub struct Node {
     pub peers: Arc<PeerClients>,
     pub proposer: Proposer,
     pub reads: ReadIndex,
+    pub lessor: Lessor,
+    lease_id_suffix: AtomicU64,
+}
+
+/// Where a request that only the leader may serve went.
+enum Route {
+    Local,
+    Forward(RaftPeerClient<Channel>),
 }
 
 impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        id: NodeId,
+        cluster_id: u64,
+        raft: Raft,
+        state: Arc<KvState>,
+        peers: Arc<PeerClients>,
+        proposer: Proposer,
+        reads: ReadIndex,
+    ) -> Self {
+        // As etcd's ID generator: the low bits start from the clock, so IDs stay unique across restarts.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64);
+        Self {
+            config,
+            id,
+            cluster_id,
+            raft,
+            state,
+            peers,
+            proposer,
+            reads,
+            lessor: Lessor::default(),
+            lease_id_suffix: AtomicU64::new(now_ms << 8),
+        }
+    }
+
     /// How long a request may wait for a leader and a commit, as etcd's
     /// request timeout: 5 s plus two election timeouts.
     pub fn request_timeout(&self) -> Duration {
@@ -46,32 +90,58 @@ impl Node {
         })
     }
 
-    fn leader(&self) -> Option<(NodeId, Member)> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        let leader = metrics.current_leader?;
-        let member = metrics.membership_config.membership().get_node(&leader)?.clone();
-        Some((leader, member))
+    /// A new, positive lease ID: this member's low 16 ID bits, then a counter.
+    pub fn next_lease_id(&self) -> i64 {
+        let suffix = self.lease_id_suffix.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1);
+        let id = ((self.id & 0xffff) << 47) | suffix;
+        (id & (i64::MAX as u64)).max(1) as i64
     }
 
-    /// Commits a write through the leader and returns its response.
-    pub async fn write(&self, request: WriteRequest) -> Result<write_response::Response, tonic::Status> {
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    fn route(&self) -> Result<Route, ProposeError> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader.ok_or(ProposeError::NotLeader(None))?;
+        if leader == self.id {
+            return Ok(Route::Local);
+        }
+        let member: Member =
+            metrics.membership_config.membership().get_node(&leader).cloned().ok_or(ProposeError::NotLeader(None))?;
+        let client = self
+            .peers
+            .client(leader, &member)
+            .map_err(|err| ProposeError::Failed(EtcdError::Internal(err.to_string())))?;
+        Ok(Route::Forward(client))
+    }
+
+    /// Serves a request on the leader, locally or by forwarding, retrying while
+    /// there is no leader or it moved (only when nothing was done yet).
+    async fn on_leader<T, L, LF, F, FF>(&self, local: L, forward: F) -> Result<T, tonic::Status>
+    where
+        L: Fn() -> LF,
+        LF: Future<Output = Result<T, ProposeError>>,
+        F: Fn(RaftPeerClient<Channel>) -> FF,
+        FF: Future<Output = Result<T, ProposeError>>,
+    {
         let deadline = Instant::now() + self.request_timeout();
         let mut saw_leader = false;
         loop {
-            let attempt = match self.leader() {
-                Some((leader, _)) if leader == self.id => {
+            let attempt = match self.route() {
+                Ok(Route::Local) => {
                     saw_leader = true;
-                    self.proposer.propose(request.clone()).await
+                    local().await
                 }
-                Some((leader, member)) => {
+                Ok(Route::Forward(client)) => {
                     saw_leader = true;
-                    self.forward_write(leader, &member, request.clone()).await
+                    forward(client).await
                 }
-                None => Err(ProposeError::NotLeader(None)),
+                Err(err) => Err(err),
             };
             match attempt {
-                Ok(response) => return into_result(response),
+                Ok(value) => return Ok(value),
                 Err(ProposeError::Failed(err)) => return Err(err.into()),
                 Err(ProposeError::NotLeader(_)) if Instant::now() + RETRY_PAUSE < deadline => {
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -84,52 +154,42 @@ impl Node {
         }
     }
 
-    async fn forward_write(
-        &self,
-        leader: NodeId,
-        member: &Member,
-        request: WriteRequest,
-    ) -> Result<WriteResponse, ProposeError> {
-        let mut client = self
-            .peers
-            .client(leader, member)
-            .map_err(|err| ProposeError::Failed(EtcdError::Internal(err.to_string())))?;
-        match client.propose(request).await {
-            Ok(response) => {
-                let response = response.into_inner();
-                match &response.response {
-                    Some(write_response::Response::Error(err)) if err.message == EtcdError::NotLeader.to_string() => {
-                        Err(ProposeError::NotLeader(None))
+    /// Commits a write through the leader and returns its response.
+    pub async fn write(&self, request: WriteRequest) -> Result<write_response::Response, tonic::Status> {
+        let response = self
+            .on_leader(
+                || self.proposer.propose(request.clone()),
+                |mut client| {
+                    let request = request.clone();
+                    async move {
+                        match client.propose(request).await {
+                            Ok(response) => not_leader_to_retry(response.into_inner()),
+                            // It may or may not have reached the leader: not safe to retry.
+                            Err(status) => {
+                                tracing::debug!(%status, "forwarding a write failed");
+                                Err(ProposeError::Failed(EtcdError::Timeout))
+                            }
+                        }
                     }
-                    _ => Ok(response),
-                }
-            }
-            // The request may or may not have reached the leader: not safe to retry.
-            Err(status) => {
-                tracing::debug!(%status, leader, "forwarding a write failed");
-                Err(ProposeError::Failed(EtcdError::Timeout))
-            }
-        }
+                },
+            )
+            .await?;
+        into_result(response)
     }
 
     /// Returns once this member has applied every write acknowledged before the call.
     pub async fn linearizable_barrier(&self) -> Result<(), tonic::Status> {
+        let index = self
+            .on_leader(
+                || self.reads.read_index(),
+                |mut client| async move {
+                    let request = ReadIndexRequest { cluster_id: self.cluster_id };
+                    // A read index is safe to ask for again, whatever went wrong.
+                    client.read_index(request).await.map(|resp| resp.into_inner().index).map_err(retry_any)
+                },
+            )
+            .await?;
         let deadline = Instant::now() + self.request_timeout();
-        let index = loop {
-            let attempt = match self.leader() {
-                Some((leader, _)) if leader == self.id => self.reads.read_index().await,
-                Some((leader, member)) => self.forward_read_index(leader, &member).await,
-                None => Err(ProposeError::NotLeader(None)),
-            };
-            match attempt {
-                Ok(index) => break index,
-                Err(ProposeError::Failed(err)) => return Err(err.into()),
-                Err(ProposeError::NotLeader(_)) if Instant::now() + RETRY_PAUSE < deadline => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(ProposeError::NotLeader(_)) => return Err(EtcdError::NoLeader.into()),
-            }
-        };
         let mut applied = self.state.subscribe_applied();
         let caught_up = tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
             .await
@@ -141,18 +201,71 @@ impl Node {
         }
     }
 
-    async fn forward_read_index(&self, leader: NodeId, member: &Member) -> Result<u64, ProposeError> {
-        let mut client = self
-            .peers
-            .client(leader, member)
-            .map_err(|err| ProposeError::Failed(EtcdError::Internal(err.to_string())))?;
-        match client.read_index(ReadIndexRequest { cluster_id: self.cluster_id }).await {
-            Ok(response) => Ok(response.into_inner().index),
-            Err(status) if status.message() == EtcdError::NotLeader.to_string() => Err(ProposeError::NotLeader(None)),
-            Err(status) => {
-                tracing::debug!(%status, leader, "forwarding a read index failed");
-                Err(ProposeError::NotLeader(None))
-            }
+    /// Renews a lease on the leader; an unknown lease gets TTL 0, as in etcd.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, tonic::Status> {
+        self.on_leader(
+            || async move { Ok(self.keep_alive_here(id)) },
+            |mut client| async move {
+                client
+                    .lease_keep_alive(LeaseKeepAliveRequest { id })
+                    .await
+                    .map(|r| r.into_inner().ttl)
+                    .map_err(retry_any)
+            },
+        )
+        .await
+    }
+
+    /// The keepalive itself, on the leader.
+    pub fn keep_alive_here(&self, id: i64) -> i64 {
+        match self.state.lease(id) {
+            Some(lease) => self.lessor.renew(id, lease.ttl),
+            None => 0,
         }
     }
+
+    pub async fn lease_time_to_live(
+        &self,
+        request: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, tonic::Status> {
+        self.on_leader(
+            || async { Ok(self.time_to_live_here(&request)) },
+            |mut client| {
+                let request = request.clone();
+                async move { client.lease_time_to_live(request).await.map(|r| r.into_inner()).map_err(retry_any) }
+            },
+        )
+        .await
+    }
+
+    /// A lease's remaining TTL as the leader sees it; -1 for an unknown lease, as in etcd.
+    pub fn time_to_live_here(&self, request: &LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+        let header = self.header(self.state.current_revision());
+        match self.state.lease(request.id) {
+            None => LeaseTimeToLiveResponse { header, id: request.id, ttl: -1, ..Default::default() },
+            Some(lease) => LeaseTimeToLiveResponse {
+                header,
+                id: request.id,
+                ttl: self.lessor.remaining(request.id, lease.ttl),
+                granted_ttl: lease.ttl,
+                keys: if request.keys { lease.keys.into_iter().collect() } else { Vec::new() },
+            },
+        }
+    }
+}
+
+/// A leader that lost leadership answers "not leader": nothing was done, so retry.
+fn not_leader_to_retry(response: WriteResponse) -> Result<WriteResponse, ProposeError> {
+    match &response.response {
+        Some(write_response::Response::Error(err)) if err.message == EtcdError::NotLeader.to_string() => {
+            Err(ProposeError::NotLeader(None))
+        }
+        _ => Ok(response),
+    }
+}
+
+/// For idempotent forwarded requests: any failure means "try the leader again".
+fn retry_any(status: tonic::Status) -> ProposeError {
+    tracing::debug!(%status, "forwarded request failed");
+    ProposeError::NotLeader(None)
 }

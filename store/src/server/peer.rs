@@ -6,6 +6,9 @@ use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
 use cairn_proto::cairnpb::{
     write_response, RaftPayload, ReadIndexRequest, ReadIndexResponse, WriteError, WriteRequest, WriteResponse,
 };
+use cairn_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -73,6 +76,28 @@ impl RaftPeer for PeerService {
             Err(ProposeError::Failed(err)) => error_response(&err),
         };
         Ok(Response::new(response))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        if !self.node.is_leader() {
+            return Err(EtcdError::NotLeader.into());
+        }
+        let id = request.into_inner().id;
+        let ttl = self.node.keep_alive_here(id);
+        Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        if !self.node.is_leader() {
+            return Err(EtcdError::NotLeader.into());
+        }
+        Ok(Response::new(self.node.time_to_live_here(&request.into_inner())))
     }
 
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

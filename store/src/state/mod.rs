@@ -3,7 +3,7 @@
 //! This is the I/O edge of the state machine: [`crate::apply`] decides what
 //! to write, and this module reads and writes the engine.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use cairn_proto::cairnpb::{write_request, MemberAttributes, WriteResponse};
@@ -18,6 +18,7 @@ use crate::apply::{Applied, Applier};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::error::StoreError;
+use crate::lease::{Lease, Leases};
 use crate::mvcc::{self, Mvcc, Revision, ValueReader};
 use crate::raft::types::{decode, encode, LogId, Proposal, StoredMembership};
 use crate::watch::EventLog;
@@ -56,8 +57,7 @@ pub struct AppliedState {
 pub struct KvState {
     engine: Arc<Engine>,
     mvcc: RwLock<Mvcc>,
-    /// Leases are granted by the Lease service (a later issue); none exist yet.
-    leases: RwLock<HashSet<i64>>,
+    leases: RwLock<Leases>,
     member_attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
@@ -66,8 +66,10 @@ pub struct KvState {
 
 impl KvState {
     /// Rebuilds the in-memory index from the engine, as etcd does at start.
-    pub fn open(engine: Arc<Engine>, event_log_capacity: usize) -> Result<Self, StoreError> {
+    pub fn open(engine: Arc<Engine>, event_log_capacity: usize, min_lease_ttl: i64) -> Result<Self, StoreError> {
         let mut mvcc = Mvcc::new();
+        // The lease each live key holds, from its latest revision.
+        let mut key_leases: HashMap<Vec<u8>, i64> = HashMap::new();
         engine.scan_from(schema::CF_KV, &[], |key, value| {
             let Some((rev, tombstone)) = Revision::from_key(key) else {
                 return Err(EngineError::Corrupt { what: "kv key".into(), detail: format!("{key:?}") });
@@ -75,8 +77,10 @@ impl KvState {
             let kv = KeyValue::decode(value).map_err(|err| corrupt(rev, &err.to_string()))?;
             if tombstone {
                 mvcc.index.tombstone(&kv.key, rev);
+                key_leases.remove(&kv.key);
             } else {
                 mvcc.index.put(&kv.key, rev);
+                key_leases.insert(kv.key, kv.lease);
             }
             mvcc.current_rev = mvcc.current_rev.max(rev.main);
             Ok(true)
@@ -88,6 +92,18 @@ impl KvState {
             mvcc.current_rev = mvcc.current_rev.max(current);
         }
         mvcc.compact_rev = read_i64(meta::SM_COMPACT_REV)?.unwrap_or(0);
+
+        let mut leases = Leases::new(min_lease_ttl);
+        engine.scan_from(schema::CF_LEASE, &[], |key, value| {
+            let (Ok(id), Ok(ttl)) = (<[u8; 8]>::try_from(key), <[u8; 8]>::try_from(value)) else {
+                return Err(EngineError::Corrupt { what: "lease".into(), detail: format!("{key:?}") });
+            };
+            leases.grant(i64::from_be_bytes(id), i64::from_be_bytes(ttl));
+            Ok(true)
+        })?;
+        for (key, lease) in key_leases {
+            leases.attach(lease, &key);
+        }
 
         let decode_meta = |key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> { Ok(engine.get(schema::CF_META, key)?) };
         let corrupt_meta =
@@ -116,7 +132,7 @@ impl KvState {
             events,
             engine,
             mvcc: RwLock::new(mvcc),
-            leases: RwLock::new(HashSet::new()),
+            leases: RwLock::new(leases),
             member_attrs: RwLock::new(member_attrs),
             applied: RwLock::new(AppliedState { last_applied, membership }),
             applied_index: watch::channel(applied_index).0,
@@ -147,6 +163,16 @@ impl KvState {
 
     pub fn member_attributes(&self) -> BTreeMap<u64, MemberAttributes> {
         self.member_attrs.read().clone()
+    }
+
+    pub fn lease(&self, id: i64) -> Option<Lease> {
+        self.leases.read().get(id).cloned()
+    }
+
+    /// Every lease with its granted TTL.
+    pub fn lease_ttls(&self) -> Vec<(i64, i64)> {
+        let leases = self.leases.read();
+        leases.ids().filter_map(|id| leases.get(id).map(|lease| (id, lease.ttl))).collect()
     }
 
     pub fn events(&self) -> &EventLog {
@@ -198,9 +224,9 @@ impl KvState {
             return Ok(Vec::new());
         };
         let mut mvcc = self.mvcc.write();
-        let leases = self.leases.read();
+        let mut leases = self.leases.write();
         let reader = EngineReader(&self.engine);
-        let mut applier = Applier::new(&mut mvcc, &reader, &leases);
+        let mut applier = Applier::new(&mut mvcc, &reader, &mut leases);
         let mut responses = Vec::with_capacity(entries.len());
         let mut new_membership = None;
         let mut attrs_changed = false;

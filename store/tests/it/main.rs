@@ -5,5 +5,6 @@ mod cluster;
 mod differential;
 mod etcdctl_compat;
 mod harness;
+mod lease;
 mod process;
 mod watch;

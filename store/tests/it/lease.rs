@@ -1,0 +1,152 @@
+//! Leases: compared with etcd 3.5.1, expiry by the leader, and survival of a leader change.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
+
+use crate::harness::{client, Cluster, Flavor};
+
+fn err_of(err: etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => format!("ERR {:?} {}", status.code(), status.message()),
+        other => format!("ERR {other}"),
+    }
+}
+
+async fn script(endpoint: &str) -> Vec<String> {
+    let mut c = client(endpoint).await;
+    let mut out = Vec::new();
+    let granted = c.lease_grant(1, None).await.expect("grant");
+    out.push(format!("grant ttl=1 -> ttl={} id_set={}", granted.ttl(), granted.id() > 0));
+    let lease = c.lease_grant(60, Some(LeaseGrantOptions::new().with_id(1000))).await.expect("grant with id");
+    out.push(format!("grant id=1000 -> id={} ttl={}", lease.id(), lease.ttl()));
+    out.push(match c.lease_grant(60, Some(LeaseGrantOptions::new().with_id(1000))).await {
+        Ok(resp) => format!("duplicate -> {}", resp.id()),
+        Err(err) => format!("duplicate -> {}", err_of(err)),
+    });
+    out.push(match c.lease_grant(9_000_000_001, None).await {
+        Ok(resp) => format!("huge -> {}", resp.ttl()),
+        Err(err) => format!("huge -> {}", err_of(err)),
+    });
+    for key in ["l/a", "l/b"] {
+        let resp = c.put(key, "v", Some(PutOptions::new().with_lease(1000))).await.expect("put");
+        out.push(format!("put {key} lease -> rev {}", resp.header().expect("h").revision()));
+    }
+    let ttl = c.lease_time_to_live(1000, Some(LeaseTimeToLiveOptions::new().with_keys())).await.expect("ttl");
+    let mut keys: Vec<String> = ttl.keys().iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect();
+    keys.sort();
+    out.push(format!(
+        "ttl -> id={} granted={} remaining_ok={} keys={keys:?}",
+        ttl.id(),
+        ttl.granted_ttl(),
+        (58..=60).contains(&ttl.ttl())
+    ));
+    let (mut keeper, mut responses) = c.lease_keep_alive(1000).await.expect("keepalive");
+    keeper.keep_alive().await.expect("send");
+    let kept = responses.message().await.expect("message").expect("response");
+    out.push(format!("keepalive -> id={} ttl={}", kept.id(), kept.ttl()));
+    // The client turns etcd's TTL 0 for an unknown lease into an error.
+    let unknown = c.lease_keep_alive(424242).await.map(|_| ());
+    out.push(format!("keepalive unknown -> {unknown:?}"));
+    let mut ids: Vec<i64> = c.leases().await.expect("leases").leases().iter().map(|lease| lease.id()).collect();
+    ids.retain(|id| *id == 1000);
+    out.push(format!("leases contains 1000: {}", ids.len()));
+    let revoked = c.lease_revoke(1000).await.expect("revoke");
+    out.push(format!("revoke -> rev {}", revoked.header().expect("h").revision()));
+    let left = c.get("l/", Some(GetOptions::new().with_prefix())).await.expect("get");
+    out.push(format!("after revoke: count={} rev={}", left.count(), left.header().expect("h").revision()));
+    out.push(match c.lease_revoke(1000).await {
+        Ok(_) => "revoke again -> ok".to_string(),
+        Err(err) => format!("revoke again -> {}", err_of(err)),
+    });
+    let gone = c.lease_time_to_live(1000, None).await.expect("ttl");
+    out.push(format!("ttl of revoked -> {}", gone.ttl()));
+    out.push(match c.put("x", "v", Some(PutOptions::new().with_lease(1000))).await {
+        Ok(_) => "put with revoked lease -> ok".to_string(),
+        Err(err) => format!("put with revoked lease -> {}", err_of(err)),
+    });
+    out
+}
+
+#[tokio::test]
+async fn t100_leases_match_etcd_3_5_1() {
+    let etcd = Cluster::start(Flavor::Etcd, 1).expect("etcd starts");
+    let cairn = Cluster::start(Flavor::Cairn, 1).expect("cairn starts");
+    let expected = script(etcd.members[0].endpoint()).await;
+    let actual = script(cairn.members[0].endpoint()).await;
+    assert_eq!(expected, actual);
+}
+
+/// Waits (bounded) until `key` is gone; returns how long it took.
+async fn wait_until_gone(kv: &mut etcd_client::KvClient, key: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if kv.get(key, None).await.is_ok_and(|resp| resp.count() == 0) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn t101_expired_lease_deletes_its_keys_on_every_member() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let endpoints = cluster.endpoints();
+    let leader = cluster.leader_index().expect("leader");
+    let follower = (leader + 1) % 3;
+    let mut c = client(&endpoints[follower]).await;
+    let lease = c.lease_grant(2, None).await.expect("grant through a follower");
+    c.put("expiring", "v", Some(PutOptions::new().with_lease(lease.id()))).await.expect("put");
+    let kept = c.lease_grant(3, None).await.expect("grant");
+    c.put("kept", "v", Some(PutOptions::new().with_lease(kept.id()))).await.expect("put");
+    // Keep one lease alive through a follower while the other expires.
+    let (mut keeper, mut responses) = c.lease_keep_alive(kept.id()).await.expect("keepalive");
+    let mut kv = c.kv_client();
+    let start = Instant::now();
+    let mut expired_after = None;
+    while start.elapsed() < Duration::from_secs(10) && expired_after.is_none() {
+        keeper.keep_alive().await.expect("send");
+        let ttl = responses.message().await.expect("message").expect("response").ttl();
+        assert_eq!(ttl, 3, "a keepalive through a follower renews on the leader");
+        if kv.get("expiring", None).await.expect("get").count() == 0 {
+            expired_after = Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let expired_after = expired_after.expect("the unrenewed lease expired");
+    assert!(expired_after >= Duration::from_millis(1500), "not before its TTL: {expired_after:?}");
+    assert_eq!(kv.get("kept", None).await.expect("get").count(), 1, "the renewed lease lives");
+    for endpoint in &endpoints {
+        let mut kv = client(endpoint).await.kv_client();
+        assert!(wait_until_gone(&mut kv, "expiring", Duration::from_secs(5)).await.is_some());
+    }
+}
+
+#[tokio::test]
+async fn t102_a_leader_change_does_not_shorten_a_lease() {
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let endpoints = cluster.endpoints();
+    let leader = cluster.leader_index().expect("leader");
+    let survivor = (leader + 1) % 3;
+    let mut c = client(&endpoints[survivor]).await;
+    let lease = c.lease_grant(6, None).await.expect("grant");
+    c.put("leased", "v", Some(PutOptions::new().with_lease(lease.id()))).await.expect("put");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.members[leader].kill();
+    let killed = Instant::now();
+    // After the failover the lease has its full TTL again: it outlives its original deadline.
+    let mut ttl_after = None;
+    while killed.elapsed() < Duration::from_secs(5) && ttl_after.is_none() {
+        if let Ok(resp) = c.lease_time_to_live(lease.id(), None).await {
+            ttl_after = Some(resp.ttl());
+        }
+    }
+    let ttl_after = ttl_after.expect("time to live after failover");
+    assert!(ttl_after >= 4, "lease was shortened: {ttl_after}s left");
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(killed.elapsed())).await;
+    assert_eq!(c.get("leased", None).await.expect("get").count(), 1, "still there past the original deadline");
+    // And it does expire under the new leader.
+    let mut kv = c.kv_client();
+    assert!(wait_until_gone(&mut kv, "leased", Duration::from_secs(12)).await.is_some());
+}
