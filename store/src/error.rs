@@ -1,6 +1,7 @@
 //! Errors. [`EtcdError`] is every error a client can see, and the one place
 //! where etcd's gRPC codes and messages are produced.
 
+use cairn_proto::cairnpb::WriteError;
 use tonic::{Code, Status};
 
 use crate::engine::EngineError;
@@ -52,6 +53,10 @@ pub enum EtcdError {
     NotCapable,
     #[error("etcdserver: not leader")]
     NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -65,10 +70,17 @@ impl EtcdError {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            NotCapable | NotLeader | LeaseExist => Code::FailedPrecondition,
-            NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped => Code::Unavailable,
+            NotCapable | NotLeader | LeaseExist | BadLeaderTransferee => Code::FailedPrecondition,
+            NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped | LeaderTransferTimeout => {
+                Code::Unavailable
+            }
             Internal(_) => Code::Internal,
         }
+    }
+
+    /// The error as a write response carries it between members.
+    pub fn to_write_error(&self) -> WriteError {
+        WriteError { code: self.code() as i32, message: self.to_string() }
     }
 
     pub fn to_status(&self) -> Status {

@@ -8,7 +8,7 @@ pub mod validate;
 
 use std::collections::HashMap;
 
-use cairn_proto::cairnpb::{write_request, write_response, WriteError, WriteRequest, WriteResponse};
+use cairn_proto::cairnpb::{write_request, write_response, WriteRequest, WriteResponse};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
@@ -33,6 +33,8 @@ pub struct Applier<'a, R: ValueReader> {
     leases: &'a mut Leases,
     ops: Vec<WriteOp>,
     events: Vec<Event>,
+    /// The NOSPACE alarm is active: only writes that free space are applied.
+    no_space: bool,
 }
 
 /// What applying a batch produced: engine writes, and the events watchers see.
@@ -96,7 +98,12 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             leases,
             ops: Vec::new(),
             events: Vec::new(),
+            no_space: false,
         }
+    }
+
+    pub fn set_no_space(&mut self, no_space: bool) {
+        self.no_space = no_space;
     }
 
     /// The engine writes for everything applied so far, revision counters
@@ -115,7 +122,18 @@ impl<'a, R: ValueReader> Applier<'a, R> {
     /// Applies one client write. Errors that a client should see become a response;
     /// only a storage failure is an `Err`.
     pub fn apply(&mut self, req: WriteRequest) -> Result<WriteResponse, StoreError> {
-        let outcome = match req.request {
+        let outcome =
+            if self.no_space && adds_data(&req) { Err(EtcdError::NoSpace.into()) } else { self.dispatch(req) };
+        let response = match outcome {
+            Ok(response) => response,
+            Err(StoreError::Etcd(err)) => write_response::Response::Error(err.to_write_error()),
+            Err(fault) => return Err(fault),
+        };
+        Ok(WriteResponse { response: Some(response) })
+    }
+
+    fn dispatch(&mut self, req: WriteRequest) -> Result<write_response::Response, StoreError> {
+        match req.request {
             Some(write_request::Request::Put(put)) => self.put_txn(put).map(write_response::Response::Put),
             Some(write_request::Request::DeleteRange(delete)) => {
                 self.delete_txn(delete).map(write_response::Response::DeleteRange)
@@ -132,16 +150,10 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             Some(write_request::Request::LeaseRevoke(revoke)) => {
                 self.lease_revoke(revoke).map(write_response::Response::LeaseRevoke)
             }
+            // Alarms are the state machine's; it answers them before the applier sees them.
+            Some(write_request::Request::Alarm(_)) => Ok(write_response::Response::Alarm(Default::default())),
             None => Err(EtcdError::Internal("empty write request".into()).into()),
-        };
-        let response = match outcome {
-            Ok(response) => response,
-            Err(StoreError::Etcd(err)) => {
-                write_response::Response::Error(WriteError { code: err.code() as i32, message: err.to_string() })
-            }
-            Err(fault) => return Err(fault),
-        };
-        Ok(WriteResponse { response: Some(response) })
+        }
     }
 
     fn begin(&self) -> TxnRev {
@@ -319,10 +331,11 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             let rev = txn.next();
             self.leases.detach(prev_kv.lease, key);
             self.mvcc.index.tombstone(key, rev);
-            let tombstone = KeyValue { key: key.clone(), mod_revision: rev.main, ..Default::default() };
+            // etcd stores a tombstone as the bare key; the event also carries its revision.
+            let tombstone = KeyValue { key: key.clone(), ..Default::default() };
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
-                kv: Some(tombstone.clone()),
+                kv: Some(KeyValue { mod_revision: rev.main, ..tombstone.clone() }),
                 prev_kv: Some(prev_kv.clone()),
             });
             self.write_value(rev, tombstone, true);
@@ -386,6 +399,22 @@ impl<'a, R: ValueReader> Applier<'a, R> {
     fn write_value(&mut self, rev: Revision, kv: KeyValue, tombstone: bool) {
         self.ops.push(WriteOp::Put { cf: schema::CF_KV, key: rev.to_key(tombstone), value: kv.encode_to_vec() });
         self.reader.written.insert(rev, kv);
+    }
+}
+
+/// Whether a request can grow the store (etcd's quota cost above zero).
+pub fn adds_data(req: &WriteRequest) -> bool {
+    fn txn_puts(txn: &TxnRequest) -> bool {
+        txn.success.iter().chain(&txn.failure).any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(nested)) => txn_puts(nested),
+            _ => false,
+        })
+    }
+    match &req.request {
+        Some(write_request::Request::Put(_)) | Some(write_request::Request::LeaseGrant(_)) => true,
+        Some(write_request::Request::Txn(txn)) => txn_puts(txn),
+        _ => false,
     }
 }
 

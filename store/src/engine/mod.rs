@@ -135,12 +135,23 @@ impl Engine {
         }
     }
 
-    /// Approximate on-disk size of all column families, in bytes.
-    pub fn size_bytes(&self) -> u64 {
-        schema::ALL_CFS
-            .iter()
+    /// Approximate size of the given column families, in bytes: their files
+    /// plus what is still in memory waiting to be flushed.
+    pub fn size_bytes(&self, cfs: &[&'static str]) -> u64 {
+        let property = |cf, name| self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0);
+        cfs.iter()
             .filter_map(|name| self.db.cf_handle(name))
-            .filter_map(|cf| self.db.property_int_value_cf(cf, "rocksdb.total-sst-files-size").ok().flatten())
+            .map(|cf| property(cf, "rocksdb.total-sst-files-size") + property(cf, "rocksdb.cur-size-all-mem-tables"))
             .sum()
+    }
+
+    /// Flushes and fully compacts the given column families (etcd's defragment).
+    pub fn compact_all(&self, cfs: &[&'static str]) -> Result<(), EngineError> {
+        for name in cfs {
+            let cf = self.cf(name)?;
+            self.db.flush_cf(cf)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 }

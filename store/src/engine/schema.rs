@@ -20,6 +20,9 @@ pub const CF_META: &str = "meta";
 pub const CF_LEASE: &str = "lease";
 
 pub const ALL_CFS: [&str; 4] = [CF_KV, CF_RAFT_LOG, CF_META, CF_LEASE];
+/// The state machine's column families: what etcd calls the backend, and what
+/// `--quota-backend-bytes` limits. The Raft log is etcd's WAL and is not counted.
+pub const STATE_CFS: [&str; 3] = [CF_KV, CF_META, CF_LEASE];
 
 /// Meta keys in [`CF_META`].
 pub mod meta {
@@ -40,6 +43,8 @@ pub mod meta {
     pub const SM_COMPACT_REV: &[u8] = b"sm_compact_rev";
     /// Published member attributes (client URLs), bincode map.
     pub const SM_MEMBER_ATTRS: &[u8] = b"sm_member_attrs";
+    /// Active alarms, bincode list of (member ID, alarm type).
+    pub const SM_ALARMS: &[u8] = b"sm_alarms";
 }
 
 pub fn log_key(index: u64) -> [u8; 8] {

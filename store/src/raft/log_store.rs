@@ -3,6 +3,7 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -11,6 +12,7 @@ use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use super::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, WriteOp};
+use crate::metrics::METRICS;
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -92,6 +94,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        METRICS.proposals_committed.store(committed.map_or(0, |log_id| log_id.index), Ordering::Relaxed);
         // Buffered: the committed index is a hint, re-learned from the leader after a crash.
         let value = encode(&committed).map_err(|err| StorageIOError::write(&err))?;
         let op = WriteOp::Put { cf: schema::CF_META, key: meta::RAFT_COMMITTED.to_vec(), value };
@@ -119,10 +122,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let engine = self.engine.clone();
         // The fsync runs off the async workers; openraft learns of it through the callback.
-        let result = tokio::task::spawn_blocking(move || engine.write(&ops, Durability::Sync))
-            .await
-            .map_err(|err| std::io::Error::other(err.to_string()))
-            .and_then(|res| res.map_err(|err| std::io::Error::other(err.to_string())));
+        let result = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let written = engine.write(&ops, Durability::Sync);
+            METRICS.wal_fsync.observe(started.elapsed());
+            written
+        })
+        .await
+        .map_err(|err| std::io::Error::other(err.to_string()))
+        .and_then(|res| res.map_err(|err| std::io::Error::other(err.to_string())));
         match result {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));

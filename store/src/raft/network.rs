@@ -18,6 +18,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use super::types::{decode, encode, Member, NodeId, TypeConfig};
+use crate::metrics::METRICS;
 
 /// Peer messages can carry many log entries; allow well past a client request.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -112,8 +113,12 @@ impl Connection {
                 Rpc::InstallSnapshot => client.install_snapshot(payload).await,
             }
         };
+        let started = std::time::Instant::now();
         let response = match tokio::time::timeout(option.hard_ttl(), call).await {
-            Ok(Ok(response)) => response.into_inner(),
+            Ok(Ok(response)) => {
+                METRICS.observe_peer_rtt(self.target, started.elapsed());
+                response.into_inner()
+            }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 return Err(RPCError::Unreachable(Unreachable::new(&status)))
             }

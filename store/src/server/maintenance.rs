@@ -1,19 +1,24 @@
-//! The etcd Maintenance service: Status for now; the rest arrives with the Maintenance issue.
+//! The etcd Maintenance service. Snapshot and Downgrade are not supported yet.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use cairn_proto::cairnpb::{write_request, write_response, CampaignRequest, WriteRequest};
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse,
-    HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
-    SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::node::Node;
+use crate::error::{EtcdError, StoreError};
 
 /// The etcd API version cairn implements; clients gate features on it.
-pub const ETCD_API_VERSION: &str = "3.5.0";
+pub const ETCD_API_VERSION: &str = "3.5.1";
 
 pub struct MaintenanceService {
     pub node: Arc<Node>,
@@ -23,12 +28,34 @@ fn not_yet(method: &str) -> Status {
     Status::unimplemented(format!("cairn: {method} is not supported yet"))
 }
 
+/// How etcd prints an alarm in `Status.errors`.
+fn alarm_text(member: u64, alarm: AlarmType) -> String {
+    format!("memberID:{member} alarm:{} ", alarm.as_str_name())
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     type SnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<SnapshotResponse, Status>>;
 
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        Err(not_yet("Alarm"))
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let request = request.into_inner();
+        let node = &self.node;
+        if request.action == AlarmAction::Get as i32 {
+            let alarms = node
+                .state
+                .alarms()
+                .into_iter()
+                .filter(|(_, alarm)| request.alarm == AlarmType::None as i32 || request.alarm == *alarm as i32)
+                .map(|(member_id, alarm)| AlarmMember { member_id, alarm: alarm as i32 })
+                .collect();
+            return Ok(Response::new(AlarmResponse { header: node.header(node.state.current_revision()), alarms }));
+        }
+        let write = WriteRequest { request: Some(write_request::Request::Alarm(request)) };
+        let write_response::Response::Alarm(mut response) = node.write(write).await? else {
+            return Err(EtcdError::Internal("unexpected response type".into()).into());
+        };
+        response.header = node.header(node.state.current_revision());
+        Ok(Response::new(response))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -40,7 +67,8 @@ impl Maintenance for MaintenanceService {
             (metrics.current_leader.unwrap_or(0), metrics.last_log_index.unwrap_or(0), metrics.current_term, !voter)
         };
         let applied = node.state.applied_state().last_applied.map_or(0, |log_id| log_id.index);
-        let db_size = node.state.engine().size_bytes() as i64;
+        let db_size = node.state.db_size() as i64;
+        let errors = node.state.alarms().into_iter().map(|(member, alarm)| alarm_text(member, alarm)).collect();
         Ok(Response::new(StatusResponse {
             header: node.header(node.state.current_revision()),
             version: ETCD_API_VERSION.to_string(),
@@ -49,33 +77,93 @@ impl Maintenance for MaintenanceService {
             raft_index,
             raft_term,
             raft_applied_index: applied,
-            errors: vec![],
+            errors,
             db_size_in_use: db_size,
             is_learner,
         }))
     }
 
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        let state = self.node.state.clone();
+        blocking(move || state.defragment()).await?;
+        Ok(Response::new(DefragmentResponse { header: self.node.header(self.node.state.current_revision()) }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let state = self.node.state.clone();
+        let hash = blocking(move || state.hash_all()).await?;
+        Ok(Response::new(HashResponse { header: self.node.header(self.node.state.current_revision()), hash }))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let state = self.node.state.clone();
+        let (hash, _, compacted) = blocking(move || state.hash_kv(revision)).await?;
+        // etcd reports -1 until the first compaction.
+        let compact_revision = if compacted == 0 { -1 } else { compacted };
+        Ok(Response::new(HashKvResponse {
+            header: self.node.header(self.node.state.current_revision()),
+            hash,
+            compact_revision,
+        }))
     }
 
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("Snapshot"))
     }
 
-    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+    /// openraft 0.9 has no leadership transfer: the leader stops heartbeats so
+    /// that the followers' leases lapse, then asks the target to campaign.
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        let node = &self.node;
+        if !node.is_leader() {
+            return Err(EtcdError::NotLeader.into());
+        }
+        let member = {
+            let metrics = node.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            let is_voter = membership.voter_ids().any(|id| id == target);
+            membership.get_node(&target).cloned().filter(|_| is_voter)
+        };
+        let Some(member) = member else { return Err(EtcdError::BadLeaderTransferee.into()) };
+        let header = node.header(node.state.current_revision());
+        if target == node.id {
+            return Ok(Response::new(MoveLeaderResponse { header }));
+        }
+        let mut client = node.peers.client(target, &member).map_err(|err| Status::internal(err.to_string()))?;
+        node.raft.runtime_config().heartbeat(false);
+        let moved = async {
+            // Followers stop honouring the old leader once its lease (the longest election timeout) lapses.
+            tokio::time::sleep(node.config.election() * 3 / 4 + Duration::from_millis(100)).await;
+            client.campaign(CampaignRequest { cluster_id: node.cluster_id }).await?;
+            let deadline = Instant::now() + 2 * node.config.election() + Duration::from_secs(1);
+            while Instant::now() < deadline {
+                if node.raft.metrics().borrow().current_leader == Some(target) {
+                    return Ok(true);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<bool, Status>(false)
+        }
+        .await;
+        node.raft.runtime_config().heartbeat(true);
+        match moved {
+            Ok(true) => Ok(Response::new(MoveLeaderResponse { header })),
+            Ok(false) => Err(EtcdError::LeaderTransferTimeout.into()),
+            Err(status) => Err(status),
+        }
     }
 
     async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
         Err(not_yet("Downgrade"))
     }
+}
+
+/// Runs a storage scan off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work).await.map_err(|err| Status::internal(err.to_string()))?.map_err(Status::from)
 }

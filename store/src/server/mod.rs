@@ -2,6 +2,7 @@
 //! etcd API on the client URLs and the peer protocol on the peer URLs.
 
 pub mod cluster;
+pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod lessor;
@@ -14,6 +15,7 @@ pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::error::StoreError;
+use crate::metrics::METRICS;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerClients, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachine;
@@ -147,11 +150,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     let publisher = tokio::spawn(publish_attributes(node.clone()));
     let lessor = tokio::spawn(lessor::run(node.clone()));
+    let leader_metrics = tokio::spawn(track_leadership(node.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
     publisher.abort();
     lessor.abort();
+    leader_metrics.abort();
     let _ = stop.send(true);
     for server in servers {
         let _ = server.await;
@@ -240,13 +245,18 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { node: node.clone() });
     let watch = WatchServer::new(watch::WatchService { node: node.clone() });
     let lease = LeaseServer::new(lease::LeaseService { node: node.clone() });
-    let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(kv)
+    let routes = tonic::service::Routes::new(kv)
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)
+        .into_axum_router()
+        .merge(http::router(node.clone()));
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .accept_http1(true)
+        .layer(http::GrpcCounterLayer)
+        .add_routes(routes.into())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped_signal(stopped))
         .await;
     if let Err(err) = result {
@@ -265,6 +275,26 @@ async fn serve_peers(node: Arc<Node>, listener: TcpListener, stopped: signal::Re
         .await;
     if let Err(err) = result {
         tracing::error!(error = %err, "peer server failed");
+    }
+}
+
+/// Keeps the leadership metrics current.
+async fn track_leadership(node: Arc<Node>) {
+    let mut metrics = node.raft.metrics();
+    let mut last_leader = None;
+    loop {
+        let leader = metrics.borrow_and_update().current_leader;
+        METRICS.has_leader.store(i64::from(leader.is_some()), Ordering::Relaxed);
+        METRICS.is_leader.store(i64::from(leader == Some(node.id)), Ordering::Relaxed);
+        if leader.is_some() && leader != last_leader {
+            METRICS.leader_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        if leader.is_some() {
+            last_leader = leader;
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

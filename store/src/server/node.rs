@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
-use cairn_proto::cairnpb::{write_response, ReadIndexRequest, WriteRequest, WriteResponse};
+use cairn_proto::cairnpb::{write_request, write_response, ReadIndexRequest, WriteRequest, WriteResponse};
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
+use cairn_proto::etcdserverpb::{AlarmRequest, AlarmType};
 use cairn_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
@@ -17,6 +19,7 @@ use tonic::transport::Channel;
 use super::lessor::Lessor;
 use super::proposer::{into_result, ProposeError, Proposer};
 use super::read_index::ReadIndex;
+use crate::apply::adds_data;
 use crate::config::Config;
 use crate::error::EtcdError;
 use crate::raft::network::PeerClients;
@@ -156,6 +159,10 @@ impl Node {
 
     /// Commits a write through the leader and returns its response.
     pub async fn write(&self, request: WriteRequest) -> Result<write_response::Response, tonic::Status> {
+        if adds_data(&request) && self.state.db_size() > self.config.quota_backend_bytes() {
+            self.raise_no_space().await;
+            return Err(EtcdError::NoSpace.into());
+        }
         let response = self
             .on_leader(
                 || self.proposer.propose(request.clone()),
@@ -175,6 +182,19 @@ impl Node {
             )
             .await?;
         into_result(response)
+    }
+
+    /// Raises the NOSPACE alarm for this member, as etcd does when its quota is exceeded.
+    async fn raise_no_space(&self) {
+        if self.state.alarms().iter().any(|(member, alarm)| *member == self.id && *alarm == AlarmType::Nospace) {
+            return;
+        }
+        let alarm =
+            AlarmRequest { action: AlarmAction::Activate as i32, member_id: self.id, alarm: AlarmType::Nospace as i32 };
+        let request = WriteRequest { request: Some(write_request::Request::Alarm(alarm)) };
+        if let Err(status) = Box::pin(self.write(request)).await {
+            tracing::warn!(%status, "raising the NOSPACE alarm");
+        }
     }
 
     /// Returns once this member has applied every write acknowledged before the call.
@@ -230,9 +250,8 @@ impl Node {
     ) -> Result<LeaseTimeToLiveResponse, tonic::Status> {
         self.on_leader(
             || async { Ok(self.time_to_live_here(&request)) },
-            |mut client| {
-                let request = request.clone();
-                async move { client.lease_time_to_live(request).await.map(|r| r.into_inner()).map_err(retry_any) }
+            |mut client| async move {
+                client.lease_time_to_live(request).await.map(|r| r.into_inner()).map_err(retry_any)
             },
         )
         .await

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
 use cairn_proto::cairnpb::{
-    write_response, RaftPayload, ReadIndexRequest, ReadIndexResponse, WriteError, WriteRequest, WriteResponse,
+    write_response, CampaignRequest, CampaignResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, WriteRequest,
+    WriteResponse,
 };
 use cairn_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
@@ -100,6 +101,12 @@ impl RaftPeer for PeerService {
         Ok(Response::new(self.node.time_to_live_here(&request.into_inner())))
     }
 
+    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
+        self.check_cluster(request.into_inner().cluster_id)?;
+        self.node.raft.trigger().elect().await.map_err(|err| Status::unavailable(err.to_string()))?;
+        Ok(Response::new(CampaignResponse {}))
+    }
+
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         self.check_cluster(request.into_inner().cluster_id)?;
         match self.node.reads.read_index().await {
@@ -111,10 +118,5 @@ impl RaftPeer for PeerService {
 }
 
 fn error_response(err: &EtcdError) -> WriteResponse {
-    WriteResponse {
-        response: Some(write_response::Response::Error(WriteError {
-            code: err.code() as i32,
-            message: err.to_string(),
-        })),
-    }
+    WriteResponse { response: Some(write_response::Response::Error(err.to_write_error())) }
 }

@@ -1,6 +1,7 @@
 //! Group commit: client writes that arrive while a proposal is in flight are
 //! batched into the next Raft entry, so one log fsync covers many requests.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::EtcdError;
+use crate::metrics::METRICS;
 use crate::raft::types::{Applied, NodeId, Proposal, Raft};
 
 /// Upper bound of requests in one entry; keeps entries well under the peer message limit.
@@ -69,7 +71,15 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Repl
         let raft = raft.clone();
         tokio::spawn(async move {
             let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let count = requests.len();
+            METRICS.batches.fetch_add(1, Ordering::Relaxed);
+            METRICS.batch_requests.fetch_add(count as u64, Ordering::Relaxed);
+            METRICS.proposals_pending.fetch_add(count as i64, Ordering::Relaxed);
             let outcome = raft.client_write(Proposal(requests)).await;
+            METRICS.proposals_pending.fetch_sub(count as i64, Ordering::Relaxed);
+            if outcome.is_err() {
+                METRICS.proposals_failed.fetch_add(count as u64, Ordering::Relaxed);
+            }
             drop(permit);
             match outcome {
                 Ok(written) => {

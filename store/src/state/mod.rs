@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use cairn_proto::cairnpb::{write_request, MemberAttributes, WriteResponse};
+use cairn_proto::cairnpb::{write_request, write_response, MemberAttributes, WriteResponse};
+use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
+use cairn_proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
@@ -19,6 +21,7 @@ use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::error::StoreError;
 use crate::lease::{Lease, Leases};
+use crate::metrics::METRICS;
 use crate::mvcc::{self, Mvcc, Revision, ValueReader};
 use crate::raft::types::{decode, encode, LogId, Proposal, StoredMembership};
 use crate::watch::EventLog;
@@ -59,6 +62,8 @@ pub struct KvState {
     mvcc: RwLock<Mvcc>,
     leases: RwLock<Leases>,
     member_attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
+    /// Active alarms: (member ID, alarm type), replicated.
+    alarms: RwLock<Vec<(u64, AlarmType)>>,
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
     events: EventLog,
@@ -126,6 +131,14 @@ impl KvState {
             }
             None => BTreeMap::new(),
         };
+        let alarms: Vec<(u64, i32)> = match decode_meta(meta::SM_ALARMS)? {
+            Some(bytes) => decode(&bytes).map_err(|err| corrupt_meta("alarms", err))?,
+            None => Vec::new(),
+        };
+        let alarms = alarms
+            .into_iter()
+            .filter_map(|(member, alarm)| AlarmType::try_from(alarm).ok().map(|alarm| (member, alarm)))
+            .collect();
         let applied_index = last_applied.map_or(0, |log_id: LogId| log_id.index);
         let events = EventLog::new(mvcc.current_rev, event_log_capacity);
         Ok(Self {
@@ -134,6 +147,7 @@ impl KvState {
             mvcc: RwLock::new(mvcc),
             leases: RwLock::new(leases),
             member_attrs: RwLock::new(member_attrs),
+            alarms: RwLock::new(alarms),
             applied: RwLock::new(AppliedState { last_applied, membership }),
             applied_index: watch::channel(applied_index).0,
         })
@@ -165,6 +179,69 @@ impl KvState {
         self.member_attrs.read().clone()
     }
 
+    pub fn alarms(&self) -> Vec<(u64, AlarmType)> {
+        self.alarms.read().clone()
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.mvcc.read().index.len()
+    }
+
+    /// The size of the backend: the state machine's column families.
+    pub fn db_size(&self) -> u64 {
+        self.engine.size_bytes(&schema::STATE_CFS)
+    }
+
+    /// etcd's defragment: rewrite the backend compactly.
+    pub fn defragment(&self) -> Result<(), StoreError> {
+        Ok(self.engine.compact_all(&schema::STATE_CFS)?)
+    }
+
+    /// etcd's HashKV: CRC-32C over the stored revisions after the compact
+    /// revision and up to `revision` (the current one when 0), in revision
+    /// order, with etcd's key layout. etcd 3.5 leaves the revisions kept by
+    /// compaction out of the hash, and so does this.
+    /// Returns the hash, the revision hashed and the compact revision.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), StoreError> {
+        let (current, compacted) = {
+            let mvcc = self.mvcc.read();
+            (mvcc.current_rev, mvcc.compact_rev)
+        };
+        if revision > 0 && revision <= compacted {
+            return Err(crate::error::EtcdError::Compacted.into());
+        }
+        if revision > current {
+            return Err(crate::error::EtcdError::FutureRev.into());
+        }
+        let revision = if revision <= 0 { current } else { revision };
+        let mut hash = crc32c::crc32c(b"key");
+        self.engine.scan_from(schema::CF_KV, &Revision::new(compacted + 1, 0).to_key(false), |key, value| {
+            match Revision::from_key(key) {
+                Some((rev, _)) if rev.main <= revision => {
+                    hash = crc32c::crc32c_append(hash, key);
+                    hash = crc32c::crc32c_append(hash, value);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })?;
+        Ok((hash, revision, compacted))
+    }
+
+    /// A hash of the whole backend: every state column family.
+    pub fn hash_all(&self) -> Result<u32, StoreError> {
+        let mut hash = 0;
+        for cf in schema::STATE_CFS {
+            hash = crc32c::crc32c_append(hash, cf.as_bytes());
+            self.engine.scan_from(cf, &[], |key, value| {
+                hash = crc32c::crc32c_append(hash, key);
+                hash = crc32c::crc32c_append(hash, value);
+                Ok(true)
+            })?;
+        }
+        Ok(hash)
+    }
+
     pub fn lease(&self, id: i64) -> Option<Lease> {
         self.leases.read().get(id).cloned()
     }
@@ -190,7 +267,9 @@ impl KvState {
             if rev.main > to {
                 return Ok(false);
             }
-            let kv = KeyValue::decode(value).map_err(|err| corrupt(rev, &err.to_string()))?;
+            let mut kv = KeyValue::decode(value).map_err(|err| corrupt(rev, &err.to_string()))?;
+            // Tombstones are stored as the bare key, as etcd stores them.
+            kv.mod_revision = rev.main;
             let kind = if tombstone { EventType::Delete } else { EventType::Put };
             events.push(Event { r#type: kind as i32, kv: Some(kv), prev_kv: None });
             Ok(true)
@@ -231,6 +310,10 @@ impl KvState {
         let mut new_membership = None;
         let mut attrs_changed = false;
         let mut member_attrs = self.member_attrs.write();
+        let mut alarms = self.alarms.write();
+        let mut alarms_changed = false;
+        let no_space = |alarms: &[(u64, AlarmType)]| alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Nospace);
+        applier.set_no_space(no_space(&alarms));
         for (_, proposal, membership) in entries {
             if let Some(membership) = membership {
                 new_membership = Some(membership);
@@ -245,6 +328,15 @@ impl KvState {
                     member_attrs.insert(attrs.member_id, attrs.clone());
                     attrs_changed = true;
                 }
+                if let Some(write_request::Request::Alarm(alarm)) = &request.request {
+                    let changed = apply_alarm(&mut alarms, alarm);
+                    alarms_changed = true;
+                    applier.set_no_space(no_space(&alarms));
+                    let response =
+                        AlarmResponse { header: Some(Default::default()), alarms: changed.into_iter().collect() };
+                    entry_responses.push(WriteResponse { response: Some(write_response::Response::Alarm(response)) });
+                    continue;
+                }
                 entry_responses.push(applier.apply(request)?);
             }
             responses.push(entry_responses);
@@ -256,21 +348,47 @@ impl KvState {
         let encode_err = |err: bincode::Error| EngineError::Corrupt { what: "encode".into(), detail: err.to_string() };
         ops.push(meta_put(meta::SM_LAST_APPLIED, encode(&Some(last_log_id)).map_err(encode_err)?));
         ops.push(meta_put(meta::SM_MEMBERSHIP, encode(&membership).map_err(encode_err)?));
+        if alarms_changed {
+            let encoded: Vec<(u64, i32)> = alarms.iter().map(|(member, alarm)| (*member, *alarm as i32)).collect();
+            ops.push(meta_put(meta::SM_ALARMS, encode(&encoded).map_err(encode_err)?));
+        }
         if attrs_changed {
             let encoded: BTreeMap<u64, Vec<u8>> =
                 member_attrs.iter().map(|(id, attrs)| (*id, attrs.encode_to_vec())).collect();
             ops.push(meta_put(meta::SM_MEMBER_ATTRS, encode(&encoded).map_err(encode_err)?));
         }
         // Buffered: the Raft log, fsynced in the same WAL, can replay these.
+        let started = std::time::Instant::now();
         self.engine.write(&ops, Durability::Buffered)?;
+        METRICS.backend_commit.observe(started.elapsed());
+        METRICS.proposals_applied.store(last_log_id.index, std::sync::atomic::Ordering::Relaxed);
         self.events.append(events, mvcc.current_rev);
         *applied = AppliedState { last_applied: Some(last_log_id), membership };
         drop(applied);
         drop(member_attrs);
+        drop(alarms);
         drop(leases);
         drop(mvcc);
         self.applied_index.send_replace(last_log_id.index);
         Ok(responses)
+    }
+}
+
+/// etcd's alarm store: activating twice or deactivating what is not active changes nothing.
+fn apply_alarm(alarms: &mut Vec<(u64, AlarmType)>, request: &AlarmRequest) -> Option<AlarmMember> {
+    let alarm = AlarmType::try_from(request.alarm).ok()?;
+    let entry = (request.member_id, alarm);
+    let member = AlarmMember { member_id: request.member_id, alarm: request.alarm };
+    match AlarmAction::try_from(request.action).ok()? {
+        AlarmAction::Activate if !alarms.contains(&entry) && alarm != AlarmType::None => {
+            alarms.push(entry);
+            Some(member)
+        }
+        AlarmAction::Deactivate if alarms.contains(&entry) => {
+            alarms.retain(|active| *active != entry);
+            Some(member)
+        }
+        _ => None,
     }
 }
 

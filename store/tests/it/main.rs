@@ -6,5 +6,6 @@ mod differential;
 mod etcdctl_compat;
 mod harness;
 mod lease;
+mod maintenance;
 mod process;
 mod watch;

@@ -192,7 +192,7 @@ fn t83_member_list_and_endpoint_status_work_with_etcdctl() {
     let status = etcdctl_ok(&[endpoint], &["endpoint", "status", "-w", "json"]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("json");
     let status = &json[0]["Status"];
-    assert_eq!(status["version"], "3.5.0");
+    assert_eq!(status["version"], "3.5.1");
     assert_eq!(status["leader"], status["header"]["member_id"]);
     assert!(status["raftIndex"].as_u64().unwrap_or(0) >= 1);
 }

@@ -10,9 +10,8 @@ use crate::harness::{client, Cluster, Flavor};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn describe(resp: &WatchResponse) -> String {
-    let events: Vec<String> = resp
-        .events()
+fn describe(resp: &WatchResponse, events: &[etcd_client::Event]) -> String {
+    let events: Vec<String> = events
         .iter()
         .map(|event| {
             let kv = event.kv().expect("kv");
@@ -40,15 +39,32 @@ fn describe(resp: &WatchResponse) -> String {
     )
 }
 
-/// Reads responses until `count` have arrived or the wait runs out. Different
-/// watchers' responses may interleave in any order, so the group is sorted.
+/// Reads responses until none arrives for a while (at least `count` are
+/// awaited first), one line per event or control response. Different
+/// watchers' responses interleave in any order, and a watcher may batch
+/// revisions differently, so the lines are sorted.
 async fn read(stream: &mut WatchStream, count: usize) -> Vec<String> {
     let mut out = Vec::new();
-    while out.len() < count {
-        match tokio::time::timeout(WAIT, stream.message()).await {
-            Ok(Ok(Some(resp))) => out.push(describe(&resp)),
-            other => {
+    let mut responses = 0;
+    loop {
+        let wait = if responses < count { WAIT } else { Duration::from_millis(500) };
+        match tokio::time::timeout(wait, stream.message()).await {
+            Ok(Ok(Some(resp))) => {
+                responses += 1;
+                if resp.events().is_empty() {
+                    out.push(describe(&resp, &[]));
+                }
+                for event in resp.events() {
+                    out.push(describe(&resp, std::slice::from_ref(event)));
+                }
+            }
+            Ok(other) => {
                 out.push(format!("stream ended: {other:?}"));
+                break;
+            }
+            Err(_) if responses >= count => break,
+            Err(_) => {
+                out.push("timed out".to_string());
                 break;
             }
         }

@@ -1,0 +1,231 @@
+//! Prometheus metrics under etcd's names, plus `cairn_`-prefixed ones.
+//! One member per process, so one process-wide set.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// A cumulative histogram with fixed upper bounds, in seconds.
+pub struct Histogram {
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Prometheus' `ExponentialBuckets(start, factor, count)`, as etcd declares them.
+    pub fn exponential(start: f64, factor: f64, count: usize) -> Self {
+        let bounds: Vec<f64> = (0..count).map(|i| start * factor.powi(i as i32)).collect();
+        let counts = bounds.iter().map(|_| AtomicU64::new(0)).collect();
+        Self { bounds, counts, sum_nanos: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = self.bounds.iter().position(|bound| seconds <= *bound) {
+            self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        let total = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {total}");
+    }
+}
+
+pub struct Metrics {
+    pub has_leader: AtomicI64,
+    pub is_leader: AtomicI64,
+    pub leader_changes: AtomicU64,
+    pub proposals_committed: AtomicU64,
+    pub proposals_applied: AtomicU64,
+    pub proposals_pending: AtomicI64,
+    pub proposals_failed: AtomicU64,
+    pub wal_fsync: Histogram,
+    pub backend_commit: Histogram,
+    pub batch_requests: AtomicU64,
+    pub batches: AtomicU64,
+    peer_rtt: Mutex<BTreeMap<u64, Histogram>>,
+    grpc_handled: Mutex<BTreeMap<(String, String, String), u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            has_leader: AtomicI64::new(0),
+            is_leader: AtomicI64::new(0),
+            leader_changes: AtomicU64::new(0),
+            proposals_committed: AtomicU64::new(0),
+            proposals_applied: AtomicU64::new(0),
+            proposals_pending: AtomicI64::new(0),
+            proposals_failed: AtomicU64::new(0),
+            wal_fsync: Histogram::exponential(0.001, 2.0, 14),
+            backend_commit: Histogram::exponential(0.001, 2.0, 14),
+            batch_requests: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            peer_rtt: Mutex::new(BTreeMap::new()),
+            grpc_handled: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+/// Values read from the member when metrics are scraped.
+pub struct Snapshot {
+    pub db_size_bytes: u64,
+    pub keys: u64,
+}
+
+impl Metrics {
+    pub fn observe_peer_rtt(&self, to: u64, elapsed: Duration) {
+        let mut rtt = self.peer_rtt.lock();
+        rtt.entry(to).or_insert_with(|| Histogram::exponential(0.0001, 2.0, 16)).observe(elapsed);
+    }
+
+    /// `method` is the gRPC path, `/etcdserverpb.KV/Range`.
+    pub fn count_grpc(&self, path: &str, code: &str) {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let service = parts.next().unwrap_or_default().to_string();
+        let method = parts.next().unwrap_or_default().to_string();
+        *self.grpc_handled.lock().entry((service, method, code.to_string())).or_insert(0) += 1;
+    }
+
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        };
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        gauge(
+            &mut out,
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            self.has_leader.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader.",
+            self.is_leader.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            &mut out,
+            "etcd_server_leader_changes_seen_total",
+            "The number of leader changes seen.",
+            load(&self.leader_changes),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_proposals_committed_total",
+            "The total number of consensus proposals committed.",
+            load(&self.proposals_committed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_proposals_applied_total",
+            "The total number of consensus proposals applied.",
+            load(&self.proposals_applied).to_string(),
+        );
+        gauge(
+            &mut out,
+            "etcd_server_proposals_pending",
+            "The current number of pending proposals to commit.",
+            self.proposals_pending.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            &mut out,
+            "etcd_server_proposals_failed_total",
+            "The total number of failed proposals seen.",
+            load(&self.proposals_failed),
+        );
+        for (name, help, histogram) in [
+            (
+                "etcd_disk_wal_fsync_duration_seconds",
+                "The latency distributions of fsync called by WAL.",
+                &self.wal_fsync,
+            ),
+            (
+                "etcd_disk_backend_commit_duration_seconds",
+                "The latency distributions of commit called by backend.",
+                &self.backend_commit,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            histogram.render(&mut out, name, "");
+        }
+        gauge(
+            &mut out,
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            snapshot.db_size_bytes.to_string(),
+        );
+        gauge(&mut out, "etcd_debugging_mvcc_keys_total", "Total number of keys.", snapshot.keys.to_string());
+        let name = "etcd_network_peer_round_trip_time_seconds";
+        let _ = writeln!(out, "# HELP {name} Round-Trip-Time histogram between peers\n# TYPE {name} histogram");
+        for (to, histogram) in self.peer_rtt.lock().iter() {
+            histogram.render(&mut out, name, &format!("To=\"{to:x}\""));
+        }
+        let name = "grpc_server_handled_total";
+        let _ = writeln!(out, "# HELP {name} Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE {name} counter");
+        for ((service, method, code), count) in self.grpc_handled.lock().iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"unary\"}} {count}"
+            );
+        }
+        counter(
+            &mut out,
+            "cairn_proposal_batches_total",
+            "Raft entries proposed by group commit.",
+            load(&self.batches),
+        );
+        counter(
+            &mut out,
+            "cairn_proposal_batched_requests_total",
+            "Client writes carried by those entries.",
+            load(&self.batch_requests),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_etcd_names_and_cumulative_buckets() {
+        let metrics = Metrics::default();
+        metrics.wal_fsync.observe(Duration::from_micros(1500));
+        metrics.wal_fsync.observe(Duration::from_millis(100));
+        metrics.count_grpc("/etcdserverpb.KV/Range", "OK");
+        metrics.observe_peer_rtt(0xab, Duration::from_micros(300));
+        let text = metrics.render(&Snapshot { db_size_bytes: 10, keys: 3 });
+        assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 1"));
+        assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"));
+        assert!(text.contains("etcd_network_peer_round_trip_time_seconds_count{To=\"ab\"} 1"));
+        assert!(text.contains("etcd_debugging_mvcc_keys_total 3"));
+    }
+}

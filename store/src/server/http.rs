@@ -1,0 +1,127 @@
+//! HTTP on the client port, beside gRPC, as etcd serves it: health, version
+//! and Prometheus metrics. Also the layer that counts handled gRPC calls.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+
+use super::maintenance::ETCD_API_VERSION;
+use super::node::Node;
+use crate::metrics::{Snapshot, METRICS};
+
+pub fn router(node: Arc<Node>) -> axum::Router {
+    axum::Router::new()
+        .route("/health", get(health))
+        .route("/livez", get(live))
+        .route("/readyz", get(health))
+        .route("/version", get(version))
+        .route("/metrics", get(metrics))
+        .with_state(node)
+}
+
+/// etcd's health: a leader, and no alarm.
+async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let reason = if node.raft.metrics().borrow().current_leader.is_none() {
+        Some("RAFT NO LEADER".to_string())
+    } else {
+        node.state.alarms().first().map(|alarm| format!("ALARM {}", alarm.1.as_str_name()))
+    };
+    let (status, healthy, reason) = match reason {
+        None => (StatusCode::OK, "true", String::new()),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, "false", reason),
+    };
+    let body = serde_json::json!({ "health": healthy, "reason": reason });
+    (status, [("content-type", "application/json")], body.to_string())
+}
+
+async fn live() -> impl IntoResponse {
+    "ok"
+}
+
+async fn version() -> impl IntoResponse {
+    let body = serde_json::json!({ "etcdserver": ETCD_API_VERSION, "etcdcluster": "3.5.0" });
+    ([("content-type", "application/json")], body.to_string())
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let snapshot = Snapshot { db_size_bytes: node.state.db_size(), keys: node.state.key_count() as u64 };
+    ([("content-type", "text/plain; version=0.0.4")], METRICS.render(&snapshot))
+}
+
+/// Counts every gRPC call by service, method and status code.
+#[derive(Clone)]
+pub struct GrpcCounterLayer;
+
+impl<S> tower::Layer<S> for GrpcCounterLayer {
+    type Service = GrpcCounter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcCounter { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcCounter<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcCounter<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            if path.starts_with("/etcdserverpb.") {
+                // Errors travel in the headers (trailers-only); success in the trailers.
+                let code = response
+                    .headers()
+                    .get("grpc-status")
+                    .map(|value| tonic::Code::from_bytes(value.as_bytes()))
+                    .unwrap_or(tonic::Code::Ok);
+                METRICS.count_grpc(&path, go_code_name(code));
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// gRPC code names as Go spells them, which dashboards match on.
+fn go_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}

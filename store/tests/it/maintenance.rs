@@ -1,0 +1,220 @@
+//! Maintenance and HTTP: HashKV and Status against etcd 3.5.1, NOSPACE and
+//! its recovery, leader moves, health and metrics, and etcdctl lock/elect.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
+
+use crate::harness::{client, etcd_tool, etcdctl, etcdctl_ok, Cluster, Flavor};
+
+async fn hash_script(endpoint: &str) -> Vec<String> {
+    let mut c = client(endpoint).await;
+    let mut out = Vec::new();
+    for i in 0..20 {
+        c.put(format!("h/{}", i % 7), format!("v{i}"), None).await.expect("put");
+    }
+    c.delete("h/3", None).await.expect("delete");
+    for revision in [0, 5, 15] {
+        let hash = c.hash_kv(revision).await.expect("hashkv");
+        out.push(format!("hashkv {revision}: hash={} compact={}", hash.hash(), hash.compact_version()));
+    }
+    c.compact(10, None).await.expect("compact");
+    let hash = c.hash_kv(0).await.expect("hashkv");
+    out.push(format!("hashkv after compaction: hash={} compact={}", hash.hash(), hash.compact_version()));
+    let status = c.status().await.expect("status");
+    out.push(format!(
+        "status: version={} leader_is_self={} errors={:?} learner={} revision={}",
+        status.version(),
+        status.leader() == status.header().expect("h").member_id(),
+        status.errors(),
+        status.is_learner(),
+        status.header().expect("h").revision()
+    ));
+    out
+}
+
+#[tokio::test]
+async fn t110_hashkv_and_status_match_etcd_3_5_1() {
+    let etcd = Cluster::start(Flavor::Etcd, 1).expect("etcd starts");
+    let cairn = Cluster::start(Flavor::Cairn, 1).expect("cairn starts");
+    let expected = hash_script(etcd.members[0].endpoint()).await;
+    let actual = hash_script(cairn.members[0].endpoint()).await;
+    assert_eq!(expected, actual);
+}
+
+#[tokio::test]
+async fn t111_hashkv_is_equal_on_all_members() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let endpoints = cluster.endpoints();
+    let mut c = client(&endpoints[0]).await;
+    for i in 0..200 {
+        c.put(format!("k{}", i % 37), format!("{i}"), None).await.expect("put");
+    }
+    c.compact(100, None).await.expect("compact");
+    let revision = c.get("k0", None).await.expect("get").header().expect("h").revision();
+    let mut hashes = Vec::new();
+    for endpoint in &endpoints {
+        let mut member = client(endpoint).await;
+        // Each member answers once it has applied up to the revision.
+        member.get("k0", None).await.expect("linearizable read");
+        hashes.push(member.hash_kv(revision).await.expect("hashkv").hash());
+    }
+    assert!(hashes.windows(2).all(|pair| pair[0] == pair[1]), "{hashes:?}");
+}
+
+#[tokio::test]
+async fn t112_nospace_alarm_refuses_writes_until_compact_defrag_disarm() {
+    let cluster = Cluster::start_with(Flavor::Cairn, 1, &["--quota-backend-bytes", "4000000"]).expect("starts");
+    let endpoint = cluster.members[0].endpoint();
+    let mut c = client(endpoint).await;
+    let value = "x".repeat(100_000);
+    let mut refused = None;
+    for i in 0..200 {
+        if let Err(err) = c.put(format!("big/{}", i % 5), value.clone(), None).await {
+            refused = Some(err.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("the quota was reached");
+    assert!(refused.contains("etcdserver: mvcc: database space exceeded"), "{refused}");
+    let alarms = etcdctl_ok(&[endpoint], &["alarm", "list"]);
+    assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
+    let health = reqwest_like_get(endpoint, "/health");
+    assert!(health.contains("\"health\":\"false\"") && health.contains("ALARM NOSPACE"), "{health}");
+    // Reads and deletes still work; puts do not.
+    assert!(c.get("big/0", None).await.is_ok());
+    assert!(c.put("small", "v", None).await.is_err());
+    let last = c.delete("big/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.expect("delete");
+    c.compact(last.header().expect("h").revision(), Some(etcd_client::CompactionOptions::new().with_physical()))
+        .await
+        .expect("compact");
+    etcdctl_ok(&[endpoint], &["defrag"]);
+    etcdctl_ok(&[endpoint], &["alarm", "disarm"]);
+    assert!(c
+        .alarm(AlarmAction::Get, AlarmType::None, Some(AlarmOptions::new()))
+        .await
+        .expect("alarms")
+        .alarms()
+        .is_empty());
+    c.put("small", "v", None).await.expect("writes accepted again");
+    let health = reqwest_like_get(endpoint, "/health");
+    assert!(health.contains("\"health\":\"true\""), "{health}");
+}
+
+/// A plain HTTP GET with curl, as an operator would.
+fn reqwest_like_get(endpoint: &str, path: &str) -> String {
+    let out =
+        Command::new("curl").args(["-s", "--max-time", "5", &format!("{endpoint}{path}")]).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn t113_health_version_and_metrics_over_http() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let endpoint = cluster.members[0].endpoint();
+    etcdctl_ok(&[endpoint], &["put", "m", "v"]);
+    etcdctl_ok(&[endpoint], &["get", "m"]);
+    assert_eq!(reqwest_like_get(endpoint, "/health"), r#"{"health":"true","reason":""}"#);
+    assert_eq!(reqwest_like_get(endpoint, "/livez"), "ok");
+    assert!(reqwest_like_get(endpoint, "/version").contains("\"etcdserver\":\"3.5.1\""));
+    let metrics = reqwest_like_get(endpoint, "/metrics");
+    for name in [
+        "etcd_server_has_leader 1",
+        "etcd_server_leader_changes_seen_total",
+        "etcd_server_proposals_committed_total",
+        "etcd_server_proposals_applied_total",
+        "etcd_server_proposals_pending",
+        "etcd_server_proposals_failed_total",
+        "etcd_disk_wal_fsync_duration_seconds_bucket",
+        "etcd_disk_backend_commit_duration_seconds_bucket",
+        "etcd_mvcc_db_total_size_in_bytes",
+        "etcd_debugging_mvcc_keys_total 1",
+        "etcd_network_peer_round_trip_time_seconds_bucket{To=",
+        "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\"",
+        "cairn_proposal_batches_total",
+    ] {
+        assert!(metrics.contains(name), "missing {name}");
+    }
+}
+
+#[tokio::test]
+async fn t114_move_leader() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let endpoints = cluster.endpoints();
+    let leader = cluster.leader_index().expect("leader");
+    let target = (leader + 1) % 3;
+    let mut c = client(&endpoints[target]).await;
+    let target_id = c.status().await.expect("status").header().expect("h").member_id();
+    // A follower answers as etcd does.
+    let err = c.move_leader(target_id).await.expect_err("not the leader");
+    assert!(err.to_string().contains("etcdserver: not leader"), "{err}");
+    let all: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    let out = etcdctl_ok(&all, &["move-leader", &format!("{target_id:x}")]);
+    assert!(out.contains("Leadership transferred"), "{out}");
+    assert_eq!(cluster.leader_index().expect("leader"), target);
+    c.put("after-move", "v", None).await.expect("writes work after the move");
+}
+
+/// Runs a command that must finish by itself within `limit`.
+fn run_bounded(command: &mut Command, limit: Duration) -> String {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn t115_etcdctl_lock_and_elect_between_two_clients() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let endpoints = cluster.endpoints();
+    let etcdctl_cmd = |endpoint: &str| {
+        let mut command = Command::new(etcd_tool("etcdctl"));
+        command.arg(format!("--endpoints={endpoint}"));
+        command
+    };
+    // The first holder keeps the lock for 2 s while the second waits for it.
+    let mut first = etcdctl_cmd(&endpoints[0])
+        .args(["lock", "mylock", "--", "sh", "-c", "echo first-start; sleep 2; echo first-end"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(500));
+    let second = run_bounded(
+        etcdctl_cmd(&endpoints[1]).args(["lock", "mylock", "echo", "second-got-it"]),
+        Duration::from_secs(20),
+    );
+    let first_out = {
+        let _ = first.wait();
+        let mut text = String::new();
+        if let Some(mut stdout) = first.stdout.take() {
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        }
+        text
+    };
+    assert!(first_out.contains("first-start") && first_out.contains("first-end"), "{first_out}");
+    assert!(second.contains("second-got-it"), "{second}");
+
+    // Election: the first campaigner leads; observe sees it.
+    let mut leader = etcdctl_cmd(&endpoints[0])
+        .args(["elect", "myelection", "alpha"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_secs(1));
+    let observed = run_bounded(etcdctl_cmd(&endpoints[2]).args(["elect", "-l", "myelection"]), Duration::from_secs(2));
+    assert!(observed.contains("alpha"), "{observed}");
+    let _ = leader.kill();
+    let _ = leader.wait();
+    let mut kv = client(&endpoints[1]).await.kv_client();
+    let keys = kv.get("myelection", Some(GetOptions::new().with_prefix())).await.expect("get");
+    assert!(keys.count() <= 1);
+    let _ = etcdctl(&[&endpoints[0]], &["get", "x"]);
+}
