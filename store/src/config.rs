@@ -89,8 +89,6 @@ pub enum ConfigError {
     ZeroRequestBytes,
     #[error("--log-level {0:?} is not one of debug, info, warn, error, panic, fatal")]
     BadLogLevel(String),
-    #[error("--initial-cluster-state=existing needs a member added with 'member add' (not supported yet)")]
-    ExistingUnsupported,
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }

@@ -39,6 +39,16 @@ pub enum EtcdError {
     RequestTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExist,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: request timed out")]
@@ -59,6 +69,9 @@ pub enum EtcdError {
     LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// An error another member produced, relayed as it was.
+    #[error("{message}")]
+    Relayed { code: i32, message: String },
 }
 
 impl EtcdError {
@@ -66,16 +79,23 @@ impl EtcdError {
         use EtcdError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey | InvalidSortOption
-            | RequestTooLarge => Code::InvalidArgument,
+            | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            NotCapable | NotLeader | LeaseExist | BadLeaderTransferee => Code::FailedPrecondition,
+            NotCapable | NotLeader | LeaseExist | BadLeaderTransferee | MemberExist | PeerUrlExist
+            | MemberNotLearner | LearnerNotReady => Code::FailedPrecondition,
             NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped | LeaderTransferTimeout => {
                 Code::Unavailable
             }
             Internal(_) => Code::Internal,
+            Relayed { code, .. } => Code::from_i32(*code),
         }
+    }
+
+    /// An error as another member sent it.
+    pub fn relayed(error: WriteError) -> Self {
+        EtcdError::Relayed { code: error.code, message: error.message }
     }
 
     /// The error as a write response carries it between members.

@@ -23,11 +23,19 @@ pub enum ClusterError {
 
 /// etcd's member ID: SHA-1 over the sorted peer URLs and the cluster token.
 pub fn member_id(peer_urls: &[String], cluster_token: &str) -> NodeId {
+    member_id_at(peer_urls, cluster_token, None)
+}
+
+/// etcd's member ID for a member added at `unix_seconds` (`member add`).
+pub fn member_id_at(peer_urls: &[String], cluster_token: &str, unix_seconds: Option<u64>) -> NodeId {
     let mut urls = peer_urls.to_vec();
     urls.sort();
     let mut hasher = Sha1::new();
     hasher.update(urls.concat().as_bytes());
     hasher.update(cluster_token.as_bytes());
+    if let Some(seconds) = unix_seconds {
+        hasher.update(seconds.to_string().as_bytes());
+    }
     first_u64(&hasher.finalize())
 }
 

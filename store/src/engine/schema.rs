@@ -30,6 +30,9 @@ pub mod meta {
     /// The identity of this data dir: which cluster and member it belongs to.
     pub const CLUSTER_ID: &[u8] = b"cluster_id";
     pub const MEMBER_ID: &[u8] = b"member_id";
+    /// The `--initial-cluster-token` and `--name` it was created with, to refuse another cluster's.
+    pub const CLUSTER_TOKEN: &[u8] = b"cluster_token";
+    pub const MEMBER_NAME: &[u8] = b"member_name";
     /// Raft: the vote, the committed log id and the last purged log id (bincode).
     pub const RAFT_VOTE: &[u8] = b"raft_vote";
     pub const RAFT_COMMITTED: &[u8] = b"raft_committed";

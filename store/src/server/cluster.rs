@@ -1,7 +1,9 @@
-//! The etcd Cluster service. Membership changes arrive with the Cluster issue.
+//! The etcd Cluster service.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use cairn_proto::cairnpb::{membership_change, AddMember, MembershipChange, UpdateMember};
 use cairn_proto::etcdserverpb::cluster_server::Cluster;
 use cairn_proto::etcdserverpb::{
     Member as PbMember, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
@@ -11,64 +13,72 @@ use cairn_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::node::Node;
+use crate::cluster::member_id_at;
 
 pub struct ClusterService {
     pub node: Arc<Node>,
 }
 
 impl ClusterService {
-    fn members(&self) -> Vec<PbMember> {
-        let applied = self.node.state.applied_state();
-        let attrs = self.node.state.member_attributes();
-        let membership = applied.membership.membership();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        membership
-            .nodes()
-            .map(|(id, member)| {
-                let published = attrs.get(id);
-                PbMember {
-                    id: *id,
-                    // etcd lists a member that has not started yet with an empty name.
-                    name: published.map(|attrs| attrs.name.clone()).unwrap_or_default(),
-                    peer_ur_ls: member.peer_urls.clone(),
-                    client_ur_ls: published.map(|attrs| attrs.client_urls.clone()).unwrap_or_default(),
-                    is_learner: !voters.contains(id),
-                }
-            })
-            .collect()
+    async fn change(&self, change: membership_change::Change) -> Result<Vec<PbMember>, Status> {
+        self.node.change_members(MembershipChange { change: Some(change) }).await?;
+        Ok(self.node.member_list())
     }
-}
 
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!("cairn: {method} is not supported yet"))
+    fn header(&self) -> Option<cairn_proto::etcdserverpb::ResponseHeader> {
+        self.node.header(self.node.state.current_revision())
+    }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn member_add(&self, _: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+    async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        let request = request.into_inner();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
+        // As etcd: a member added later gets an ID that also depends on the time.
+        let id = member_id_at(&request.peer_ur_ls, &self.node.config.initial_cluster_token, Some(now));
+        let add = AddMember { id, peer_urls: request.peer_ur_ls.clone(), is_learner: request.is_learner };
+        let members = self.change(membership_change::Change::Add(add)).await?;
+        let member = PbMember {
+            id,
+            name: String::new(),
+            peer_ur_ls: request.peer_ur_ls,
+            client_ur_ls: Vec::new(),
+            is_learner: request.is_learner,
+        };
+        Ok(Response::new(MemberAddResponse { header: self.header(), member: Some(member), members }))
     }
 
-    async fn member_remove(&self, _: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let members = self.change(membership_change::Change::Remove(request.into_inner().id)).await?;
+        Ok(Response::new(MemberRemoveResponse { header: self.header(), members }))
     }
 
-    async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let request = request.into_inner();
+        let update = UpdateMember { id: request.id, peer_urls: request.peer_ur_ls };
+        let members = self.change(membership_change::Change::Update(update)).await?;
+        Ok(Response::new(MemberUpdateResponse { header: self.header(), members }))
     }
 
     async fn member_list(&self, request: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         if request.into_inner().linearizable {
             self.node.linearizable_barrier().await?;
         }
-        let header = self.node.header(self.node.state.current_revision());
-        Ok(Response::new(MemberListResponse { header, members: self.members() }))
+        Ok(Response::new(MemberListResponse { header: self.header(), members: self.node.member_list() }))
     }
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let members = self.change(membership_change::Change::Promote(request.into_inner().id)).await?;
+        Ok(Response::new(MemberPromoteResponse { header: self.header(), members }))
     }
 }

@@ -7,6 +7,7 @@ pub mod kv;
 pub mod lease;
 pub mod lessor;
 pub mod maintenance;
+pub mod membership;
 pub mod node;
 pub mod peer;
 pub mod proposer;
@@ -14,7 +15,7 @@ pub mod read_index;
 pub mod watch;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use cairn_proto::etcdserverpb::MemberListRequest;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
@@ -59,17 +61,12 @@ pub enum StartError {
     CreateDataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open data dir {path}: {source}")]
     OpenDataDir { path: PathBuf, source: EngineError },
-    #[error(
-        "data dir {path} belongs to member {found_member:x} of cluster {found_cluster:x}, but the flags describe \
-         member {member:x} of cluster {cluster:x}; use another --data-dir"
-    )]
-    ForeignDataDir { path: PathBuf, found_member: u64, found_cluster: u64, member: u64, cluster: u64 },
+    #[error("data dir {path} belongs to {found}, but the flags describe {flags}; use another --data-dir")]
+    ForeignDataDir { path: PathBuf, found: String, flags: String },
     #[error("data dir {path} has schema version {found}, this cairn reads version {expected}")]
     SchemaVersion { path: PathBuf, found: u64, expected: u64 },
-    #[error(
-        "data dir {0} is empty and --initial-cluster-state=existing needs 'member add', which is not supported yet"
-    )]
-    ExistingUnsupported(PathBuf),
+    #[error("joining the existing cluster: {0}")]
+    Join(String),
     #[error("listen tcp {addr}: bind: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("raft: {0}")]
@@ -86,7 +83,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let peer_listeners = bind_all(&config.peer_listen_addrs()?).await?;
 
     let data_dir = config.data_dir();
-    let (engine, fresh) = open_data_dir(&data_dir, &initial, &config.initial_cluster_state)?;
+    let peers = Arc::new(PeerClients::default());
+    let (engine, identity, bootstrap) = open_data_dir(&config, &initial, &peers).await?;
     let engine = Arc::new(engine);
     let min_lease_ttl = crate::lease::min_ttl_seconds(config.election_timeout);
     let state = Arc::new(KvState::open(engine.clone(), config.watch_event_log_size, min_lease_ttl)?);
@@ -105,10 +103,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     .validate()
     .map_err(|err| StartError::Raft(err.to_string()))?;
-    let peers = Arc::new(PeerClients::default());
-    let network = Network { cluster_id: initial.cluster_id, peers: peers.clone() };
+    let network = Network { cluster_id: identity.cluster_id, peers: peers.clone() };
     let raft = Raft::new(
-        initial.local_id,
+        identity.member_id,
         Arc::new(raft_config),
         network,
         LogStore::new(engine.clone()),
@@ -116,7 +113,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     )
     .await
     .map_err(|err| StartError::Raft(err.to_string()))?;
-    if fresh {
+    if bootstrap == Bootstrap::NewCluster {
         raft.initialize(initial.members.clone()).await.map_err(|err| StartError::Raft(err.to_string()))?;
     }
 
@@ -124,8 +121,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let reads = ReadIndex::start(raft.clone());
     let node = Arc::new(Node::new(
         config.clone(),
-        initial.local_id,
-        initial.cluster_id,
+        identity.member_id,
+        identity.cluster_id,
         raft.clone(),
         state,
         peers,
@@ -176,62 +173,125 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
     Ok(listeners)
 }
 
-/// Opens the engine under `<data-dir>/member`, checking that it is ours.
-/// Returns whether the data dir is new.
-fn open_data_dir(data_dir: &Path, initial: &InitialCluster, state: &str) -> Result<(Engine, bool), StartError> {
+/// Who this member is, as recorded in its data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    member_id: u64,
+    cluster_id: u64,
+}
+
+/// How this start relates to the data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bootstrap {
+    /// A new cluster: every member initializes Raft with `--initial-cluster`.
+    NewCluster,
+    /// A member added with `member add` joins: the leader brings it up to date.
+    JoinExisting,
+    /// The data dir has been used before: flags about the initial cluster are ignored, as in etcd.
+    Restart,
+}
+
+/// Opens the engine under `<data-dir>/member`, checking that it is ours, or
+/// records who this member is in a new one.
+async fn open_data_dir(
+    config: &Config,
+    initial: &InitialCluster,
+    peers: &PeerClients,
+) -> Result<(Engine, Identity, Bootstrap), StartError> {
+    let data_dir = config.data_dir();
     let db_dir = data_dir.join("member").join("db");
-    let fresh = !db_dir.exists();
-    if fresh && state == "existing" {
-        return Err(StartError::ExistingUnsupported(data_dir.to_path_buf()));
-    }
-    std::fs::create_dir_all(&db_dir)
-        .map_err(|source| StartError::CreateDataDir { path: data_dir.to_path_buf(), source })?;
-    let engine =
-        Engine::open(&db_dir).map_err(|source| StartError::OpenDataDir { path: data_dir.to_path_buf(), source })?;
-    let read_u64 = |key: &[u8]| -> Result<Option<u64>, StartError> {
-        let value = engine
-            .get(schema::CF_META, key)
-            .map_err(|source| StartError::OpenDataDir { path: data_dir.to_path_buf(), source })?;
-        Ok(value.and_then(|bytes| bytes.try_into().ok()).map(u64::from_be_bytes))
-    };
-    match (read_u64(meta::MEMBER_ID)?, read_u64(meta::CLUSTER_ID)?) {
-        (Some(member), Some(cluster)) => {
-            if member != initial.local_id || cluster != initial.cluster_id {
+    let open_err = |source| StartError::OpenDataDir { path: data_dir.clone(), source };
+    if db_dir.exists() {
+        let engine = Engine::open(&db_dir).map_err(open_err)?;
+        let read = |key: &[u8]| engine.get(schema::CF_META, key).map_err(open_err);
+        let read_u64 = |key: &[u8]| -> Result<Option<u64>, StartError> {
+            Ok(read(key)?.and_then(|bytes| bytes.try_into().ok()).map(u64::from_be_bytes))
+        };
+        let read_text = |key: &[u8]| -> Result<String, StartError> {
+            Ok(String::from_utf8_lossy(&read(key)?.unwrap_or_default()).into_owned())
+        };
+        if let (Some(member_id), Some(cluster_id)) = (read_u64(meta::MEMBER_ID)?, read_u64(meta::CLUSTER_ID)?) {
+            let (token, name) = (read_text(meta::CLUSTER_TOKEN)?, read_text(meta::MEMBER_NAME)?);
+            if token != config.initial_cluster_token || name != config.name {
                 return Err(StartError::ForeignDataDir {
-                    path: data_dir.to_path_buf(),
-                    found_member: member,
-                    found_cluster: cluster,
-                    member: initial.local_id,
-                    cluster: initial.cluster_id,
+                    path: data_dir.clone(),
+                    found: format!("member {name} ({member_id:x}) of cluster {cluster_id:x}, token {token}"),
+                    flags: format!("member {} with token {}", config.name, config.initial_cluster_token),
                 });
             }
             let version = read_u64(meta::SCHEMA_VERSION)?.unwrap_or(0);
             if version != schema::SCHEMA_VERSION {
                 return Err(StartError::SchemaVersion {
-                    path: data_dir.to_path_buf(),
+                    path: data_dir.clone(),
                     found: version,
                     expected: schema::SCHEMA_VERSION,
                 });
             }
-            Ok((engine, false))
+            return Ok((engine, Identity { member_id, cluster_id }, Bootstrap::Restart));
         }
-        _ => {
-            let identity = [
-                (meta::SCHEMA_VERSION, schema::SCHEMA_VERSION),
-                (meta::MEMBER_ID, initial.local_id),
-                (meta::CLUSTER_ID, initial.cluster_id),
-            ]
-            .map(|(key, value)| WriteOp::Put {
-                cf: schema::CF_META,
-                key: key.to_vec(),
-                value: value.to_be_bytes().to_vec(),
-            });
-            engine
-                .write(&identity, Durability::Sync)
-                .map_err(|source| StartError::OpenDataDir { path: data_dir.to_path_buf(), source })?;
-            Ok((engine, true))
-        }
+        // Created but never stamped: a start that failed early. Treat it as new.
     }
+    let (identity, bootstrap) = if config.initial_cluster_state == "existing" {
+        (discover_identity(config, initial, peers).await?, Bootstrap::JoinExisting)
+    } else {
+        (Identity { member_id: initial.local_id, cluster_id: initial.cluster_id }, Bootstrap::NewCluster)
+    };
+    std::fs::create_dir_all(&db_dir).map_err(|source| StartError::CreateDataDir { path: data_dir.clone(), source })?;
+    let engine = Engine::open(&db_dir).map_err(open_err)?;
+    let put = |key: &[u8], value: Vec<u8>| WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
+    let stamp = [
+        put(meta::SCHEMA_VERSION, schema::SCHEMA_VERSION.to_be_bytes().to_vec()),
+        put(meta::MEMBER_ID, identity.member_id.to_be_bytes().to_vec()),
+        put(meta::CLUSTER_ID, identity.cluster_id.to_be_bytes().to_vec()),
+        put(meta::CLUSTER_TOKEN, config.initial_cluster_token.as_bytes().to_vec()),
+        put(meta::MEMBER_NAME, config.name.as_bytes().to_vec()),
+    ];
+    engine.write(&stamp, Durability::Sync).map_err(open_err)?;
+    Ok((engine, identity, bootstrap))
+}
+
+/// A member added with `member add` asks the others which ID it was given,
+/// matching its peer URLs, as etcd does.
+async fn discover_identity(
+    config: &Config,
+    initial: &InitialCluster,
+    peers: &PeerClients,
+) -> Result<Identity, StartError> {
+    let mut own_urls = config.initial_advertise_peer_urls.clone();
+    own_urls.sort();
+    let mut last_error = String::from("no other member in --initial-cluster");
+    for (id, member) in &initial.members {
+        if *id == initial.local_id {
+            continue;
+        }
+        let mut client = peers.client(*id, member).map_err(|err| StartError::Join(err.to_string()))?;
+        let request = tonic::Request::new(MemberListRequest { linearizable: false });
+        let response = match tokio::time::timeout(Duration::from_secs(5), client.members(request)).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                last_error = format!("{}: {}", member.peer_urls.join(","), status.message());
+                continue;
+            }
+            Err(_) => {
+                last_error = format!("{}: timed out", member.peer_urls.join(","));
+                continue;
+            }
+        };
+        let cluster_id = response.header.map_or(0, |header| header.cluster_id);
+        let found = response.members.iter().find(|candidate| {
+            let mut urls = candidate.peer_ur_ls.clone();
+            urls.sort();
+            urls == own_urls
+        });
+        return match found {
+            Some(found) => Ok(Identity { member_id: found.id, cluster_id }),
+            None => Err(StartError::Join(format!(
+                "no member with peer URLs {} in the cluster; add it first with 'member add'",
+                own_urls.join(",")
+            ))),
+        };
+    }
+    Err(StartError::Join(format!("cannot reach the cluster: {last_error}")))
 }
 
 async fn stopped_signal(mut stopped: signal::Receiver<bool>) {

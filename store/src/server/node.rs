@@ -122,7 +122,7 @@ impl Node {
 
     /// Serves a request on the leader, locally or by forwarding, retrying while
     /// there is no leader or it moved (only when nothing was done yet).
-    async fn on_leader<T, L, LF, F, FF>(&self, local: L, forward: F) -> Result<T, tonic::Status>
+    pub(super) async fn on_leader<T, L, LF, F, FF>(&self, local: L, forward: F) -> Result<T, tonic::Status>
     where
         L: Fn() -> LF,
         LF: Future<Output = Result<T, ProposeError>>,

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
 use cairn_proto::cairnpb::{
-    write_response, CampaignRequest, CampaignResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, WriteRequest,
-    WriteResponse,
+    write_response, CampaignRequest, CampaignResponse, MembershipChange, MembershipChangeResult, RaftPayload,
+    ReadIndexRequest, ReadIndexResponse, WriteRequest, WriteResponse,
 };
 use cairn_proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberListRequest,
+    MemberListResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -105,6 +106,18 @@ impl RaftPeer for PeerService {
         self.check_cluster(request.into_inner().cluster_id)?;
         self.node.raft.trigger().elect().await.map_err(|err| Status::unavailable(err.to_string()))?;
         Ok(Response::new(CampaignResponse {}))
+    }
+
+    async fn change_members(
+        &self,
+        request: Request<MembershipChange>,
+    ) -> Result<Response<MembershipChangeResult>, Status> {
+        Ok(Response::new(self.node.change_members_result(request.into_inner()).await))
+    }
+
+    async fn members(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        let header = self.node.header(self.node.state.current_revision());
+        Ok(Response::new(MemberListResponse { header, members: self.node.member_list() }))
     }
 
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

@@ -51,6 +51,9 @@ pub enum Flavor {
 
 pub struct MemberSpec {
     pub name: String,
+    /// `--initial-cluster` and `--initial-cluster-state` this member starts with.
+    pub initial_cluster: String,
+    pub state: &'static str,
     pub client_url: String,
     pub peer_url: String,
     pub data_dir: PathBuf,
@@ -109,7 +112,6 @@ impl Drop for Member {
 pub struct Cluster {
     pub flavor: Flavor,
     pub members: Vec<Member>,
-    initial_cluster: String,
     extra_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
@@ -122,9 +124,11 @@ impl Cluster {
     pub fn start_with(flavor: Flavor, size: usize, extra_args: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let ip = loopback_ip();
-        let specs: Vec<MemberSpec> = (0..size)
+        let mut specs: Vec<MemberSpec> = (0..size)
             .map(|i| MemberSpec {
                 name: format!("m{i}"),
+                initial_cluster: String::new(),
+                state: "new",
                 client_url: format!("http://{ip}:{}", next_port()),
                 peer_url: format!("http://{ip}:{}", next_port()),
                 data_dir: dir.path().join(format!("m{i}.data")),
@@ -133,10 +137,12 @@ impl Cluster {
             .collect();
         let initial_cluster =
             specs.iter().map(|spec| format!("{}={}", spec.name, spec.peer_url)).collect::<Vec<_>>().join(",");
+        for spec in &mut specs {
+            spec.initial_cluster = initial_cluster.clone();
+        }
         let mut cluster = Cluster {
             flavor,
             members: Vec::new(),
-            initial_cluster,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
             _dir: dir,
         };
@@ -164,8 +170,8 @@ impl Cluster {
             .args(["--advertise-client-urls", &spec.client_url])
             .args(["--listen-peer-urls", &spec.peer_url])
             .args(["--initial-advertise-peer-urls", &spec.peer_url])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster", &spec.initial_cluster])
+            .args(["--initial-cluster-state", spec.state])
             .args(&self.extra_args)
             .env_remove("ETCD_NAME")
             .stdin(Stdio::null())
@@ -174,6 +180,29 @@ impl Cluster {
             .spawn()
             .with_context(|| format!("spawning {}", self.binary().display()))?;
         Ok(child)
+    }
+
+    /// Fresh URLs for a member to be added with `member add`.
+    pub fn new_member_urls(&self) -> (String, String) {
+        (free_url(), free_url())
+    }
+
+    /// Starts a member that `member add` has added, as etcd's docs describe:
+    /// `--initial-cluster` as `member add` printed it, state `existing`.
+    pub fn start_added(&mut self, name: &str, urls: (String, String), initial_cluster: &str) -> Result<usize> {
+        let dir = self._dir.path();
+        let spec = MemberSpec {
+            name: name.to_string(),
+            initial_cluster: initial_cluster.to_string(),
+            state: "existing",
+            client_url: urls.0,
+            peer_url: urls.1,
+            data_dir: dir.join(format!("{name}.data")),
+            log: dir.join(format!("{name}.log")),
+        };
+        let child = self.spawn(&spec)?;
+        self.members.push(Member { spec, child: Some(child) });
+        Ok(self.members.len() - 1)
     }
 
     /// Starts a stopped member again with the same flags and data dir.

@@ -7,5 +7,6 @@ mod etcdctl_compat;
 mod harness;
 mod lease;
 mod maintenance;
+mod membership;
 mod process;
 mod watch;
