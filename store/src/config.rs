@@ -93,6 +93,10 @@ pub enum ConfigError {
     Cluster(#[from] ClusterError),
 }
 
+/// gRPC framing etcd allows on top of `--max-request-bytes`, for requests and
+/// for the size at which watch responses are fragmented.
+pub const GRPC_OVERHEAD_BYTES: u64 = 512 * 1024;
+
 /// etcd's quota when `--quota-backend-bytes` is 0.
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 

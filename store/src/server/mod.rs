@@ -34,7 +34,7 @@ use tokio::sync::watch as signal;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::cluster::InitialCluster;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, GRPC_OVERHEAD_BYTES};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::error::StoreError;
@@ -48,8 +48,6 @@ use node::Node;
 use proposer::Proposer;
 use read_index::ReadIndex;
 
-/// gRPC framing on top of `--max-request-bytes`, as etcd allows.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// How long a new member keeps trying to publish its client URLs.
 const PUBLISH_ATTEMPTS: u32 = 3000;
 
@@ -299,7 +297,7 @@ async fn stopped_signal(mut stopped: signal::Receiver<bool>) {
 }
 
 async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
-    let max_message = node.config.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
+    let max_message = (node.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
     let kv = KvServer::new(kv::KvService { node: node.clone() }).max_decoding_message_size(max_message);
     let cluster = ClusterServer::new(cluster::ClusterService { node: node.clone() });
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { node: node.clone() });

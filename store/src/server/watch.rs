@@ -14,7 +14,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::node::Node;
-use crate::watch::{split_responses, WatchFilter};
+use crate::config::GRPC_OVERHEAD_BYTES;
+use crate::watch::{fragment, WatchFilter};
 
 /// Responses queued for one stream; a slow client stalls only its own watchers.
 const OUTPUT_DEPTH: usize = 256;
@@ -132,7 +133,7 @@ async fn run_watcher(
     let events = node.state.events();
     let mut revisions = events.subscribe();
     let mut next = start;
-    let max_bytes = node.config.max_request_bytes as usize;
+    let max_bytes = (node.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
     let mut progress = tokio::time::interval(node.config.experimental_watch_progress_notify_interval);
     progress.tick().await;
     let mut sent_since_tick = false;
@@ -209,15 +210,14 @@ async fn send_events(
     events: Vec<Event>,
     revision: i64,
     max_bytes: usize,
-    fragment: bool,
+    fragments: bool,
 ) -> bool {
     if events.is_empty() {
         return true;
     }
-    for (events, fragment) in split_responses(events, max_bytes, fragment) {
-        let response =
-            WatchResponse { header: node.header(revision), watch_id: id, events, fragment, ..Default::default() };
-        if out.send(Ok(response)).await.is_err() {
+    let response = WatchResponse { header: node.header(revision), watch_id: id, events, ..Default::default() };
+    for part in fragment(response, max_bytes, fragments) {
+        if out.send(Ok(part)).await.is_err() {
             return false;
         }
     }

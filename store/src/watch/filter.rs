@@ -1,7 +1,7 @@
 //! Which events a watcher gets, and how they are cut into responses.
 
 use cairn_proto::etcdserverpb::watch_create_request::FilterType;
-use cairn_proto::etcdserverpb::WatchCreateRequest;
+use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::Event;
 use prost::Message;
@@ -53,27 +53,31 @@ impl WatchFilter {
     }
 }
 
-/// Cuts events into responses of at most `max_bytes` when fragmenting is on.
-/// Without fragmenting everything goes in one response, as etcd does.
-/// Returns `(events, fragment)` pairs: `fragment` is true on all but the last.
-pub fn split_responses(events: Vec<Event>, max_bytes: usize, fragment: bool) -> Vec<(Vec<Event>, bool)> {
-    if !fragment {
-        return vec![(events, false)];
+/// Cuts a response into fragments of at most `max_bytes` when the watcher
+/// asked for fragments, exactly as etcd's `sendFragments` does: a response
+/// under the limit or with one event goes whole, and every fragment but the
+/// last carries `fragment = true`.
+pub fn fragment(response: WatchResponse, max_bytes: usize, enabled: bool) -> Vec<WatchResponse> {
+    if !enabled || response.encoded_len() < max_bytes || response.events.len() < 2 {
+        return vec![response];
     }
-    let mut responses = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for event in events {
-        let len = event.encoded_len();
-        if !current.is_empty() && size + len > max_bytes {
-            responses.push((std::mem::take(&mut current), true));
-            size = 0;
+    let mut events = response.events.into_iter().peekable();
+    let empty = WatchResponse { events: Vec::new(), fragment: true, ..response };
+    let mut fragments = Vec::new();
+    while events.peek().is_some() {
+        let mut current = empty.clone();
+        while let Some(event) = events.peek() {
+            current.events.push(event.clone());
+            if current.events.len() > 1 && current.encoded_len() >= max_bytes {
+                current.events.pop();
+                break;
+            }
+            events.next();
         }
-        size += len;
-        current.push(event);
+        current.fragment = events.peek().is_some();
+        fragments.push(current);
     }
-    responses.push((current, false));
-    responses
+    fragments
 }
 
 #[cfg(test)]
@@ -108,11 +112,13 @@ mod tests {
     #[test]
     fn fragments_only_when_asked() {
         let events: Vec<Event> = (0..10).map(|_| event("a", EventType::Put)).collect();
-        assert_eq!(split_responses(events.clone(), 250, false).len(), 1);
-        let parts = split_responses(events, 250, true);
+        let response = WatchResponse { watch_id: 3, events, ..Default::default() };
+        assert_eq!(fragment(response.clone(), 250, false).len(), 1);
+        let parts = fragment(response, 250, true);
         assert!(parts.len() > 1);
-        assert!(parts[..parts.len() - 1].iter().all(|(_, fragment)| *fragment));
-        assert!(!parts[parts.len() - 1].1);
-        assert_eq!(parts.iter().map(|(events, _)| events.len()).sum::<usize>(), 10);
+        assert!(parts[..parts.len() - 1].iter().all(|part| part.fragment && part.watch_id == 3));
+        assert!(!parts[parts.len() - 1].fragment);
+        assert!(parts.iter().all(|part| part.encoded_len() < 250 || part.events.len() == 1));
+        assert_eq!(parts.iter().map(|part| part.events.len()).sum::<usize>(), 10);
     }
 }

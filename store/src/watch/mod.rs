@@ -9,4 +9,4 @@ mod event_log;
 mod filter;
 
 pub use event_log::{EventLog, DEFAULT_CAPACITY};
-pub use filter::{split_responses, WatchFilter};
+pub use filter::{fragment, WatchFilter};

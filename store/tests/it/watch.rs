@@ -234,3 +234,48 @@ async fn t92_watch_resumes_on_another_member_across_a_leader_kill() {
     let all: Vec<_> = first_half.into_iter().chain(second_half).collect();
     check_against_history(&all, 2, 201, keys);
 }
+
+async fn progress_and_fragment_script(endpoint: &str) -> Vec<String> {
+    let mut c = client(endpoint).await;
+    c.put("p", "1", None).await.expect("put");
+    let mut out = Vec::new();
+    let mut stream =
+        c.watch("p", Some(WatchOptions::new().with_progress_notify())).await.expect("watch with progress notify");
+    out.extend(read(&mut stream, 1).await);
+    // With nothing happening, a progress notification arrives by itself.
+    match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+        Ok(Ok(Some(resp))) => out.push(format!("periodic: {}", describe(&resp, resp.events()))),
+        other => out.push(format!("no progress notification: {other:?}")),
+    }
+    // A small delete whose events carry large previous values outgrows the
+    // fragment size (the request limit plus etcd's 512 KiB gRPC allowance).
+    let value = "x".repeat(290_000);
+    for i in 0..4 {
+        c.put(format!("f/{i}"), value.clone(), None).await.expect("put");
+    }
+    let options = WatchOptions::new().with_prefix().with_fragment().with_prev_key();
+    let mut fragmented = c.watch("f/", Some(options)).await.expect("watch");
+    out.extend(read(&mut fragmented, 1).await);
+    c.delete("f/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.expect("delete");
+    let mut sizes = Vec::new();
+    while let Ok(Ok(Some(resp))) = tokio::time::timeout(Duration::from_millis(1500), fragmented.message()).await {
+        sizes.push(format!("{} events", resp.events().len()));
+    }
+    out.push(format!("fragments: {sizes:?}"));
+    out
+}
+
+#[tokio::test]
+async fn t93_progress_notify_and_fragments_match_etcd_3_5_1() {
+    let flags = ["--experimental-watch-progress-notify-interval", "1s", "--max-request-bytes", "300000"];
+    let etcd = Cluster::start_with(Flavor::Etcd, 1, &flags).expect("etcd starts");
+    let cairn = Cluster::start_with(Flavor::Cairn, 1, &flags).expect("cairn starts");
+    let expected = progress_and_fragment_script(etcd.members[0].endpoint()).await;
+    let actual = progress_and_fragment_script(cairn.members[0].endpoint()).await;
+    assert_eq!(expected, actual);
+    assert!(
+        actual.iter().any(|line| line.starts_with("periodic: id=0") && line.contains("rev=2 events=[]")),
+        "{actual:?}"
+    );
+    assert!(actual.iter().any(|line| line.starts_with("fragments: [\"2 events\", \"2 events\"]")), "{actual:?}");
+}
