@@ -6,6 +6,7 @@ set -euo pipefail
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
 export CAIRN_ETCD_BIN_DIR="${CAIRN_ETCD_BIN_DIR:-$HOME/.cache/cairn/etcd-v3.5.1}"
+export CAIRN_PYTHON_PATH="${CAIRN_PYTHON_PATH:-$HOME/.cache/cairn/python}"
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
@@ -33,4 +34,12 @@ with zipfile.ZipFile(wheel) as archive:
         os.chmod(target, 0o755)
 PY
   rm -rf "$wheel_dir"
+fi
+
+# The Python etcd3 client, for the client-compatibility test. These pins are the
+# newest versions the client library works with.
+if [ "${1:-}" = "--with-etcd" ] && [ ! -d "$CAIRN_PYTHON_PATH/etcd3" ]; then
+  echo "setup: installing the Python etcd3 client into $CAIRN_PYTHON_PATH" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$CAIRN_PYTHON_PATH" \
+    etcd3==0.12.0 'protobuf<4' tenacity==6.3.1
 fi

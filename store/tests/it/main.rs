@@ -9,4 +9,5 @@ mod lease;
 mod maintenance;
 mod membership;
 mod process;
+mod python;
 mod watch;
