@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/authpb/auth.proto",
         "proto/etcdserverpb/rpc.proto",
         "proto/cairnpb/peer.proto",
+        "proto/cairnpb/snapshot.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -1,12 +1,86 @@
-//! The `cairn` binary: an etcd-compatible member.
+//! The `cairn` binary: an etcd-compatible member, and `cairn snapshot` (like etcdutl).
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_store::config::Config;
+use cairn_store::snapshot::{restore, verify, RestoreArgs};
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "An etcd-v3-compatible key-value store on Raft and RocksDB")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Offline snapshot tools, like etcdutl's.
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Prints the hash, revision, total keys and total size of a snapshot file.
+    Status {
+        file: PathBuf,
+        /// Output format: simple, table or json.
+        #[arg(short = 'w', long = "write-out", default_value = "simple")]
+        write_out: String,
+    },
+    /// Restores a snapshot into a new data dir for one member of a new cluster.
+    Restore(RestoreArgs),
+}
 
 fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Snapshot { action: SnapshotCommand::Status { file, write_out } }) => status(&file, &write_out),
+        Some(Command::Snapshot { action: SnapshotCommand::Restore(args) }) => {
+            restore(&args, &mut std::io::stderr()).map(|_| ()).map_err(|err| err.to_string())
+        }
+        None => serve(cli.config),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cairn: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(file: &std::path::Path, write_out: &str) -> Result<(), String> {
+    let summary = verify(file, false).map_err(|err| err.to_string())?;
+    match write_out {
+        "json" => println!("{}", serde_json::to_string(&summary).map_err(|err| err.to_string())?),
+        "table" => {
+            println!("+----------+----------+------------+------------+");
+            println!("|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |");
+            println!("+----------+----------+------------+------------+");
+            println!(
+                "| {:8x} | {:8} | {:10} | {:10} |",
+                summary.hash, summary.revision, summary.kv_records, summary.total_size
+            );
+            println!("+----------+----------+------------+------------+");
+        }
+        "simple" => {
+            println!("{:x}, {}, {}, {}", summary.hash, summary.revision, summary.kv_records, summary.total_size)
+        }
+        other => return Err(format!("unknown output format {other:?} (simple, table or json)")),
+    }
+    Ok(())
+}
+
+fn serve(config: Config) -> Result<(), String> {
     let level = match config.log_level.as_str() {
         "panic" | "fatal" => "error",
         level => level,
@@ -15,21 +89,11 @@ fn main() -> std::process::ExitCode {
         EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},openraft=warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cairn: cannot start the runtime: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(cairn_store::server::run(config, shutdown_signal())) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("cairn: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start the runtime: {err}"))?;
+    runtime.block_on(cairn_store::server::run(config, shutdown_signal())).map_err(|err| err.to_string())
 }
 
 async fn shutdown_signal() {

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub backend_commit: Histogram,
     pub batch_requests: AtomicU64,
     pub batches: AtomicU64,
+    pub snapshots_built: AtomicU64,
+    pub snapshots_installed: AtomicU64,
     peer_rtt: Mutex<BTreeMap<u64, Histogram>>,
     grpc_handled: Mutex<BTreeMap<(String, String, String), u64>>,
 }
@@ -82,6 +84,8 @@ impl Default for Metrics {
             backend_commit: Histogram::exponential(0.001, 2.0, 14),
             batch_requests: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            snapshots_built: AtomicU64::new(0),
+            snapshots_installed: AtomicU64::new(0),
             peer_rtt: Mutex::new(BTreeMap::new()),
             grpc_handled: Mutex::new(BTreeMap::new()),
         }

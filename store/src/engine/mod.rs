@@ -124,6 +124,25 @@ impl Engine {
         Ok(())
     }
 
+    /// Visits every `(column family, key, value)` of `cfs`, in that order, as
+    /// of one point in time: writes made meanwhile are not seen, and not held up.
+    pub fn scan_consistent(
+        &self,
+        cfs: &[&'static str],
+        mut visit: impl FnMut(&'static str, &[u8], &[u8]) -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let snapshot = self.db.snapshot();
+        for name in cfs {
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_snapshot(&snapshot);
+            for item in self.db.iterator_cf_opt(self.cf(name)?, options, IteratorMode::Start) {
+                let (key, value) = item?;
+                visit(name, &key, &value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The last `(key, value)` of a column family.
     pub fn last(&self, cf: &'static str) -> Result<Option<KeyValuePair>, EngineError> {
         match self.db.iterator_cf(self.cf(cf)?, IteratorMode::End).next() {

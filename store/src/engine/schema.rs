@@ -48,7 +48,20 @@ pub mod meta {
     pub const SM_MEMBER_ATTRS: &[u8] = b"sm_member_attrs";
     /// Active alarms, bincode list of (member ID, alarm type).
     pub const SM_ALARMS: &[u8] = b"sm_alarms";
+    /// The current Raft snapshot: bincode (file name, openraft `SnapshotMeta`).
+    pub const SNAPSHOT_CURRENT: &[u8] = b"snapshot_current";
+    /// Set (synced) while a received snapshot is being installed: the same
+    /// record as `SNAPSHOT_CURRENT`. A restart finds it and installs again.
+    pub const SNAPSHOT_INSTALLING: &[u8] = b"snapshot_installing";
+    /// Written by `cairn snapshot restore`: the members (bincode map) to
+    /// initialize Raft with at the first start.
+    pub const BOOTSTRAP_MEMBERS: &[u8] = b"bootstrap_members";
 }
+
+/// Raft snapshot files live here, under the data dir.
+pub const SNAPSHOT_DIR: &str = "member/snap";
+/// The engine lives here, under the data dir.
+pub const DB_DIR: &str = "member/db";
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

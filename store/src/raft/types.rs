@@ -1,7 +1,6 @@
 //! The openraft type configuration and the payloads cairn puts in the log.
 
 use std::fmt;
-use std::io::Cursor;
 
 use cairn_proto::cairnpb::{WriteBatch, WriteRequest, WriteResponse};
 use prost::Message;
@@ -72,7 +71,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

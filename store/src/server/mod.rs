@@ -14,6 +14,7 @@ pub mod proposer;
 pub mod read_index;
 pub mod watch;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -42,7 +43,7 @@ use crate::metrics::METRICS;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerClients, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::types::Raft;
+use crate::raft::types::{decode, Member, NodeId, Raft};
 use crate::state::KvState;
 use node::Node;
 use proposer::Proposer;
@@ -84,6 +85,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let peers = Arc::new(PeerClients::default());
     let (engine, identity, bootstrap) = open_data_dir(&config, &initial, &peers).await?;
     let engine = Arc::new(engine);
+    let snapshot_dir = data_dir.join(schema::SNAPSHOT_DIR);
+    if crate::state::finish_interrupted_install(&engine, &snapshot_dir)? {
+        tracing::info!("finished a snapshot install that a crash had interrupted");
+    }
     let min_lease_ttl = crate::lease::min_ttl_seconds(config.election_timeout);
     let state = Arc::new(KvState::open(engine.clone(), config.watch_event_log_size, min_lease_ttl)?);
 
@@ -95,7 +100,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         // in [1, 1.5) x --election-timeout, close to etcd's randomized timeout.
         election_timeout_min: config.election_timeout / 4,
         election_timeout_max: config.election_timeout * 3 / 4,
-        snapshot_policy: SnapshotPolicy::Never,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        // Like etcd's catch-up entries: a slightly lagging follower still catches up from the log.
+        max_in_snapshot_log_to_keep: config.snapshot_count.min(5000),
         max_payload_entries: 256,
         ..Default::default()
     }
@@ -107,12 +114,16 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Arc::new(raft_config),
         network,
         LogStore::new(engine.clone()),
-        StateMachine::new(state.clone()),
+        StateMachine::new(state.clone(), snapshot_dir, identity.cluster_id, identity.member_id),
     )
     .await
     .map_err(|err| StartError::Raft(err.to_string()))?;
-    if bootstrap == Bootstrap::NewCluster {
-        raft.initialize(initial.members.clone()).await.map_err(|err| StartError::Raft(err.to_string()))?;
+    if let Bootstrap::NewCluster(members) = bootstrap {
+        raft.initialize(members).await.map_err(|err| StartError::Raft(err.to_string()))?;
+        let done = WriteOp::Delete { cf: schema::CF_META, key: meta::BOOTSTRAP_MEMBERS.to_vec() };
+        engine
+            .write(&[done], Durability::Sync)
+            .map_err(|source| StartError::OpenDataDir { path: data_dir.clone(), source })?;
     }
 
     let proposer = Proposer::start(raft.clone(), Duration::from_secs(5) + 2 * config.election());
@@ -179,10 +190,11 @@ struct Identity {
 }
 
 /// How this start relates to the data dir.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Bootstrap {
-    /// A new cluster: every member initializes Raft with `--initial-cluster`.
-    NewCluster,
+    /// A new cluster: every member initializes Raft with these members
+    /// (`--initial-cluster`, or what `cairn snapshot restore` recorded).
+    NewCluster(BTreeMap<NodeId, Member>),
     /// A member added with `member add` joins: the leader brings it up to date.
     JoinExisting,
     /// The data dir has been used before: flags about the initial cluster are ignored, as in etcd.
@@ -197,7 +209,7 @@ async fn open_data_dir(
     peers: &PeerClients,
 ) -> Result<(Engine, Identity, Bootstrap), StartError> {
     let data_dir = config.data_dir();
-    let db_dir = data_dir.join("member").join("db");
+    let db_dir = data_dir.join(schema::DB_DIR);
     let open_err = |source| StartError::OpenDataDir { path: data_dir.clone(), source };
     if db_dir.exists() {
         let engine = Engine::open(&db_dir).map_err(open_err)?;
@@ -225,27 +237,40 @@ async fn open_data_dir(
                     expected: schema::SCHEMA_VERSION,
                 });
             }
-            return Ok((engine, Identity { member_id, cluster_id }, Bootstrap::Restart));
+            // A data dir made by `cairn snapshot restore` holds data, but Raft starts afresh.
+            let bootstrap = match read(meta::BOOTSTRAP_MEMBERS)? {
+                Some(bytes) => Bootstrap::NewCluster(decode(&bytes).map_err(|err| {
+                    open_err(EngineError::Corrupt { what: "bootstrap members".into(), detail: err.to_string() })
+                })?),
+                None => Bootstrap::Restart,
+            };
+            return Ok((engine, Identity { member_id, cluster_id }, bootstrap));
         }
         // Created but never stamped: a start that failed early. Treat it as new.
     }
     let (identity, bootstrap) = if config.initial_cluster_state == "existing" {
         (discover_identity(config, initial, peers).await?, Bootstrap::JoinExisting)
     } else {
-        (Identity { member_id: initial.local_id, cluster_id: initial.cluster_id }, Bootstrap::NewCluster)
+        let identity = Identity { member_id: initial.local_id, cluster_id: initial.cluster_id };
+        (identity, Bootstrap::NewCluster(initial.members.clone()))
     };
     std::fs::create_dir_all(&db_dir).map_err(|source| StartError::CreateDataDir { path: data_dir.clone(), source })?;
     let engine = Engine::open(&db_dir).map_err(open_err)?;
-    let put = |key: &[u8], value: Vec<u8>| WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
-    let stamp = [
-        put(meta::SCHEMA_VERSION, schema::SCHEMA_VERSION.to_be_bytes().to_vec()),
-        put(meta::MEMBER_ID, identity.member_id.to_be_bytes().to_vec()),
-        put(meta::CLUSTER_ID, identity.cluster_id.to_be_bytes().to_vec()),
-        put(meta::CLUSTER_TOKEN, config.initial_cluster_token.as_bytes().to_vec()),
-        put(meta::MEMBER_NAME, config.name.as_bytes().to_vec()),
-    ];
+    let stamp = stamp_ops(identity.member_id, identity.cluster_id, &config.initial_cluster_token, &config.name);
     engine.write(&stamp, Durability::Sync).map_err(open_err)?;
     Ok((engine, identity, bootstrap))
+}
+
+/// The writes that record whose a data dir is.
+pub fn stamp_ops(member_id: u64, cluster_id: u64, token: &str, name: &str) -> Vec<WriteOp> {
+    let put = |key: &[u8], value: Vec<u8>| WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
+    vec![
+        put(meta::SCHEMA_VERSION, schema::SCHEMA_VERSION.to_be_bytes().to_vec()),
+        put(meta::MEMBER_ID, member_id.to_be_bytes().to_vec()),
+        put(meta::CLUSTER_ID, cluster_id.to_be_bytes().to_vec()),
+        put(meta::CLUSTER_TOKEN, token.as_bytes().to_vec()),
+        put(meta::MEMBER_NAME, name.as_bytes().to_vec()),
+    ]
 }
 
 /// A member added with `member add` asks the others which ID it was given,

@@ -4,6 +4,7 @@
 //! to write, and this module reads and writes the engine.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 
 use cairn_proto::cairnpb::{write_request, write_response, MemberAttributes, WriteResponse};
@@ -24,6 +25,7 @@ use crate::lease::{Lease, Leases};
 use crate::metrics::METRICS;
 use crate::mvcc::{self, Mvcc, Revision, ValueReader};
 use crate::raft::types::{decode, encode, LogId, Proposal, StoredMembership};
+use crate::snapshot::{load_into, LoadOptions};
 use crate::watch::EventLog;
 
 /// Reads values by revision straight from the engine.
@@ -51,7 +53,7 @@ fn corrupt(rev: Revision, detail: &str) -> EngineError {
 }
 
 /// What the state machine has applied, as stored with the data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppliedState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
@@ -59,6 +61,7 @@ pub struct AppliedState {
 
 pub struct KvState {
     engine: Arc<Engine>,
+    min_lease_ttl: i64,
     mvcc: RwLock<Mvcc>,
     leases: RwLock<Leases>,
     member_attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
@@ -72,6 +75,113 @@ pub struct KvState {
 impl KvState {
     /// Rebuilds the in-memory index from the engine, as etcd does at start.
     pub fn open(engine: Arc<Engine>, event_log_capacity: usize, min_lease_ttl: i64) -> Result<Self, StoreError> {
+        let Loaded { mvcc, leases, member_attrs, alarms, applied } = load(&engine, min_lease_ttl)?;
+        let applied_index = applied.last_applied.map_or(0, |log_id: LogId| log_id.index);
+        let events = EventLog::new(mvcc.current_rev, event_log_capacity);
+        Ok(Self {
+            events,
+            engine,
+            min_lease_ttl,
+            mvcc: RwLock::new(mvcc),
+            leases: RwLock::new(leases),
+            member_attrs: RwLock::new(member_attrs),
+            alarms: RwLock::new(alarms),
+            applied: RwLock::new(applied),
+            applied_index: watch::channel(applied_index).0,
+        })
+    }
+
+    /// Records a snapshot just built as the current one.
+    pub fn record_snapshot(&self, record: &[u8]) -> Result<(), StoreError> {
+        Ok(self.engine.write(&[meta_put(meta::SNAPSHOT_CURRENT, record.to_vec())], Durability::Sync)?)
+    }
+
+    pub fn current_snapshot_record(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.engine.get(schema::CF_META, meta::SNAPSHOT_CURRENT)?)
+    }
+
+    /// Replaces the whole state with a snapshot's (a follower that fell behind
+    /// the leader's log). Crash-safe: the install is marked first, and a
+    /// restart that finds the mark installs again.
+    pub fn install_snapshot(&self, path: &Path, record: &[u8], applied: &AppliedState) -> Result<(), StoreError> {
+        let mut mvcc = self.mvcc.write();
+        let marker = meta_put(meta::SNAPSHOT_INSTALLING, record.to_vec());
+        self.engine.write(&[marker], Durability::Sync)?;
+        install_from_file(&self.engine, path, applied)?;
+        let done = [
+            meta_put(meta::SNAPSHOT_CURRENT, record.to_vec()),
+            WriteOp::Delete { cf: schema::CF_META, key: meta::SNAPSHOT_INSTALLING.to_vec() },
+        ];
+        self.engine.write(&done, Durability::Sync)?;
+        let loaded = load(&self.engine, self.min_lease_ttl)?;
+        *mvcc = loaded.mvcc;
+        *self.leases.write() = loaded.leases;
+        *self.member_attrs.write() = loaded.member_attrs;
+        *self.alarms.write() = loaded.alarms;
+        *self.applied.write() = loaded.applied;
+        // Watchers behind the new revision read what they miss from storage.
+        self.events.reset(mvcc.current_rev);
+        drop(mvcc);
+        if let Some(log_id) = applied.last_applied {
+            self.applied_index.send_replace(log_id.index);
+        }
+        Ok(())
+    }
+}
+
+/// Loads a snapshot file's state and the applied position it stands for.
+fn install_from_file(engine: &Engine, path: &Path, applied: &AppliedState) -> Result<(), StoreError> {
+    let options = LoadOptions { with_meta: true, bump_revision: 0, mark_compacted: false, progress: None };
+    load_into(engine, path, options).map_err(|err| EngineError::Corrupt {
+        what: format!("snapshot {}", path.display()),
+        detail: err.to_string(),
+    })?;
+    let encode_err = |err: bincode::Error| EngineError::Corrupt { what: "encode".into(), detail: err.to_string() };
+    let ops = [
+        meta_put(meta::SM_LAST_APPLIED, encode(&applied.last_applied).map_err(encode_err)?),
+        meta_put(meta::SM_MEMBERSHIP, encode(&applied.membership).map_err(encode_err)?),
+    ];
+    engine.write(&ops, Durability::Sync)?;
+    Ok(())
+}
+
+/// Finishes a snapshot install that a crash interrupted, before anything reads the state.
+pub fn finish_interrupted_install(engine: &Engine, snapshot_dir: &Path) -> Result<bool, StoreError> {
+    let Some(record) = engine.get(schema::CF_META, meta::SNAPSHOT_INSTALLING)? else { return Ok(false) };
+    let (file, applied): (String, AppliedState) = decode_snapshot_record(&record)?;
+    install_from_file(engine, &snapshot_dir.join(file), &applied)?;
+    let done = [
+        meta_put(meta::SNAPSHOT_CURRENT, record),
+        WriteOp::Delete { cf: schema::CF_META, key: meta::SNAPSHOT_INSTALLING.to_vec() },
+    ];
+    engine.write(&done, Durability::Sync)?;
+    Ok(true)
+}
+
+/// A snapshot record: the file name and the applied state it stands for.
+pub fn encode_snapshot_record(file: &str, applied: &AppliedState) -> Result<Vec<u8>, StoreError> {
+    let record = (file.to_string(), applied.last_applied, applied.membership.clone());
+    Ok(encode(&record).map_err(|err| EngineError::Corrupt { what: "encode".into(), detail: err.to_string() })?)
+}
+
+pub fn decode_snapshot_record(bytes: &[u8]) -> Result<(String, AppliedState), StoreError> {
+    let (file, last_applied, membership): (String, Option<LogId>, StoredMembership) = decode(bytes)
+        .map_err(|err| EngineError::Corrupt { what: "snapshot record".into(), detail: err.to_string() })?;
+    Ok((file, AppliedState { last_applied, membership }))
+}
+
+/// The in-memory state rebuilt from the engine.
+struct Loaded {
+    mvcc: Mvcc,
+    leases: Leases,
+    member_attrs: BTreeMap<u64, MemberAttributes>,
+    alarms: Vec<(u64, AlarmType)>,
+    applied: AppliedState,
+}
+
+/// Rebuilds the in-memory index and tables from the engine, as etcd does at start.
+fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
+    {
         let mut mvcc = Mvcc::new();
         // The lease each live key holds, from its latest revision.
         let mut key_leases: HashMap<Vec<u8>, i64> = HashMap::new();
@@ -139,20 +249,11 @@ impl KvState {
             .into_iter()
             .filter_map(|(member, alarm)| AlarmType::try_from(alarm).ok().map(|alarm| (member, alarm)))
             .collect();
-        let applied_index = last_applied.map_or(0, |log_id: LogId| log_id.index);
-        let events = EventLog::new(mvcc.current_rev, event_log_capacity);
-        Ok(Self {
-            events,
-            engine,
-            mvcc: RwLock::new(mvcc),
-            leases: RwLock::new(leases),
-            member_attrs: RwLock::new(member_attrs),
-            alarms: RwLock::new(alarms),
-            applied: RwLock::new(AppliedState { last_applied, membership }),
-            applied_index: watch::channel(applied_index).0,
-        })
+        Ok(Loaded { mvcc, leases, member_attrs, alarms, applied: AppliedState { last_applied, membership } })
     }
+}
 
+impl KvState {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -57,6 +57,16 @@ impl EventLog {
         });
     }
 
+    /// Forgets every event: the state was replaced (a snapshot install).
+    pub fn reset(&self, current_rev: i64) {
+        {
+            let mut ring = self.ring.lock();
+            ring.events.clear();
+            ring.first_complete_rev = current_rev + 1;
+        }
+        self.revision.send_replace(current_rev);
+    }
+
     /// Events with revisions in `[from, to]`, or `None` if some are no longer in memory.
     pub fn read(&self, from: i64, to: i64) -> Option<Vec<Event>> {
         let ring = self.ring.lock();

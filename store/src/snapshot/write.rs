@@ -1,0 +1,116 @@
+//! Writing a snapshot from a consistent view of the engine.
+
+use std::io::Write;
+
+use cairn_proto::cairnpb::{
+    snapshot_record, KvRecord, LeaseRecord, MetaRecord, SnapshotFooter, SnapshotHeader, SnapshotRecord,
+};
+use sha2::{Digest, Sha256};
+
+use super::format::{write_record, SnapshotError, SnapshotSummary, ALIGNMENT, FORMAT_VERSION, MAGIC};
+use crate::engine::schema::{self, meta};
+use crate::engine::{Engine, EngineError};
+
+pub struct WriteOptions {
+    pub cluster_id: u64,
+    pub member_id: u64,
+}
+
+/// Counts and hashes what passes through, for the trailer and the summary.
+struct Tee<'a, W> {
+    inner: &'a mut W,
+    sha: Sha256,
+    crc: u32,
+    written: u64,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.sha.update(&bytes[..written]);
+        self.crc = crc32c::crc32c_append(self.crc, &bytes[..written]);
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn be_i64(value: &[u8]) -> i64 {
+    value.try_into().map(i64::from_be_bytes).unwrap_or(0)
+}
+
+/// Writes the state machine as of now into `sink`, and returns the metadata
+/// values of that same moment (for Raft's snapshot meta) with the summary.
+pub fn write_snapshot(
+    engine: &Engine,
+    options: &WriteOptions,
+    sink: &mut impl Write,
+) -> Result<(SnapshotSummary, Vec<(Vec<u8>, Vec<u8>)>), SnapshotError> {
+    let mut tee = Tee { inner: sink, sha: Sha256::new(), crc: 0, written: 0 };
+    tee.write_all(MAGIC)?;
+    let mut summary = SnapshotSummary::default();
+    let mut meta_values = Vec::new();
+    let mut header_written = false;
+    let io = |err: std::io::Error| EngineError::Corrupt { what: "snapshot sink".into(), detail: err.to_string() };
+    let record = |record| SnapshotRecord { record: Some(record) };
+    engine.scan_consistent(&[schema::CF_META, schema::CF_KV, schema::CF_LEASE], |cf, key, value| {
+        if cf == schema::CF_META {
+            meta_values.push((key.to_vec(), value.to_vec()));
+            return Ok(());
+        }
+        if !header_written {
+            header_written = true;
+            let find = |wanted: &[u8]| meta_values.iter().find(|(key, _)| key == wanted).map(|(_, v)| be_i64(v));
+            summary.revision = find(meta::SM_CURRENT_REV).unwrap_or(1);
+            summary.compact_revision = find(meta::SM_COMPACT_REV).unwrap_or(0);
+            let header = SnapshotHeader {
+                format_version: FORMAT_VERSION,
+                current_revision: summary.revision,
+                compact_revision: summary.compact_revision,
+                cluster_id: options.cluster_id,
+                member_id: options.member_id,
+            };
+            write_record(&mut tee, &record(snapshot_record::Record::Header(header))).map_err(io)?;
+            for (key, value) in &meta_values {
+                if [meta::SM_MEMBER_ATTRS, meta::SM_ALARMS].contains(&key.as_slice()) {
+                    let meta = MetaRecord { key: key.clone(), value: value.clone() };
+                    write_record(&mut tee, &record(snapshot_record::Record::Meta(meta))).map_err(io)?;
+                }
+            }
+        }
+        let next = if cf == schema::CF_KV {
+            summary.kv_records += 1;
+            snapshot_record::Record::Kv(KvRecord { key: key.to_vec(), value: value.to_vec() })
+        } else {
+            summary.lease_records += 1;
+            snapshot_record::Record::Lease(LeaseRecord { id: be_i64(key), ttl: be_i64(value) })
+        };
+        write_record(&mut tee, &record(next)).map_err(io)?;
+        Ok(())
+    })?;
+    if !header_written {
+        // An empty store still has a header.
+        let header = SnapshotHeader {
+            format_version: FORMAT_VERSION,
+            current_revision: 1,
+            compact_revision: 0,
+            cluster_id: options.cluster_id,
+            member_id: options.member_id,
+        };
+        summary.revision = 1;
+        write_record(&mut tee, &record(snapshot_record::Record::Header(header)))?;
+    }
+    let footer = SnapshotFooter { kv_records: summary.kv_records, lease_records: summary.lease_records };
+    write_record(&mut tee, &record(snapshot_record::Record::Footer(footer)))?;
+    let padding = (ALIGNMENT - tee.written % ALIGNMENT) % ALIGNMENT;
+    tee.write_all(&vec![0u8; padding as usize])?;
+    let checksum = tee.sha.clone().finalize();
+    summary.hash = tee.crc;
+    summary.total_size = tee.written + checksum.len() as u64;
+    tee.inner.write_all(&checksum)?;
+    tee.inner.flush()?;
+    Ok((summary, meta_values))
+}
