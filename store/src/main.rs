@@ -86,7 +86,7 @@ fn serve(config: Config) -> Result<(), String> {
         level => level,
     };
     let filter =
-        EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},openraft=warn")));
+        EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{level},{QUIET_OPENRAFT}")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -95,6 +95,11 @@ fn serve(config: Config) -> Result<(), String> {
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
     runtime.block_on(cairn_store::server::run(config, shutdown_signal())).map_err(|err| err.to_string())
 }
+
+/// openraft logs every failed retry to an unreachable peer; keep its warnings
+/// but not that stream, which a down member would turn into megabytes.
+const QUIET_OPENRAFT: &str =
+    "openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -66,6 +66,7 @@ pub struct Metrics {
     pub batches: AtomicU64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    pub raft_purged_index: AtomicU64,
     peer_rtt: Mutex<BTreeMap<u64, Histogram>>,
     grpc_handled: Mutex<BTreeMap<(String, String, String), u64>>,
 }
@@ -86,6 +87,7 @@ impl Default for Metrics {
             batches: AtomicU64::new(0),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
+            raft_purged_index: AtomicU64::new(0),
             peer_rtt: Mutex::new(BTreeMap::new()),
             grpc_handled: Mutex::new(BTreeMap::new()),
         }
@@ -210,6 +212,15 @@ impl Metrics {
             "Client writes carried by those entries.",
             load(&self.batch_requests),
         );
+        counter(&mut out, "cairn_snapshots_built_total", "Raft snapshots built.", load(&self.snapshots_built));
+        counter(
+            &mut out,
+            "cairn_snapshots_installed_total",
+            "Raft snapshots received from the leader and installed.",
+            load(&self.snapshots_installed),
+        );
+        let purged = load(&self.raft_purged_index).to_string();
+        gauge(&mut out, "cairn_raft_log_purged_index", "The last Raft log index purged after a snapshot.", purged);
         out
     }
 }
@@ -231,5 +242,7 @@ mod tests {
         assert!(text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"));
         assert!(text.contains("etcd_network_peer_round_trip_time_seconds_count{To=\"ab\"} 1"));
         assert!(text.contains("etcd_debugging_mvcc_keys_total 3"));
+        assert!(text.contains("cairn_snapshots_installed_total 0"));
+        assert!(text.contains("cairn_raft_log_purged_index 0"));
     }
 }

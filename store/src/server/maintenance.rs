@@ -191,7 +191,7 @@ struct ChunkSink {
 impl ChunkSink {
     fn send(&mut self, remaining_bytes: u64) -> std::io::Result<()> {
         let blob = std::mem::replace(&mut self.buffer, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
-        let response = SnapshotResponse { header: self.header.clone(), remaining_bytes, blob };
+        let response = SnapshotResponse { header: self.header, remaining_bytes, blob };
         self.out.blocking_send(Ok(response)).map_err(|_| std::io::Error::other("the client went away"))
     }
 

@@ -49,6 +49,8 @@ use node::Node;
 use proposer::Proposer;
 use read_index::ReadIndex;
 
+/// How long servers and Raft get to stop on SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long a new member keeps trying to publish its client URLs.
 const PUBLISH_ATTEMPTS: u32 = 3000;
 
@@ -164,11 +166,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     lessor.abort();
     leader_metrics.abort();
     let _ = stop.send(true);
+    // Graceful, but bounded: a peer or client that keeps a stream open does not hold us up.
     for server in servers {
-        let _ = server.await;
+        let abort = server.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+            abort.abort();
+        }
     }
-    if let Err(err) = raft.shutdown().await {
-        tracing::warn!(error = %err, "raft shutdown");
+    match tokio::time::timeout(SHUTDOWN_GRACE, raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "raft shutdown"),
+        Err(_) => tracing::warn!("raft did not stop in time"),
     }
     Ok(())
 }
@@ -361,12 +369,16 @@ async fn serve_peers(node: Arc<Node>, listener: TcpListener, stopped: signal::Re
     }
 }
 
-/// Keeps the leadership metrics current.
+/// Keeps the leadership and log metrics current.
 async fn track_leadership(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
     let mut last_leader = None;
     loop {
-        let leader = metrics.borrow_and_update().current_leader;
+        let (leader, purged) = {
+            let current = metrics.borrow_and_update();
+            (current.current_leader, current.purged.map_or(0, |log_id| log_id.index))
+        };
+        METRICS.raft_purged_index.store(purged, Ordering::Relaxed);
         METRICS.has_leader.store(i64::from(leader.is_some()), Ordering::Relaxed);
         METRICS.is_leader.store(i64::from(leader == Some(node.id)), Ordering::Relaxed);
         if leader.is_some() && leader != last_leader {

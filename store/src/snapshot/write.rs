@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::format::{write_record, SnapshotError, SnapshotSummary, ALIGNMENT, FORMAT_VERSION, MAGIC};
 use crate::engine::schema::{self, meta};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, KeyValuePair};
 
 pub struct WriteOptions {
     pub cluster_id: u64,
@@ -48,7 +48,7 @@ pub fn write_snapshot(
     engine: &Engine,
     options: &WriteOptions,
     sink: &mut impl Write,
-) -> Result<(SnapshotSummary, Vec<(Vec<u8>, Vec<u8>)>), SnapshotError> {
+) -> Result<(SnapshotSummary, Vec<KeyValuePair>), SnapshotError> {
     let mut tee = Tee { inner: sink, sha: Sha256::new(), crc: 0, written: 0 };
     tee.write_all(MAGIC)?;
     let mut summary = SnapshotSummary::default();

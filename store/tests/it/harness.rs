@@ -58,6 +58,8 @@ pub struct MemberSpec {
     pub peer_url: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Extra environment (failpoints).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Member {
@@ -68,6 +70,15 @@ pub struct Member {
 impl Member {
     pub fn endpoint(&self) -> &str {
         &self.spec.client_url
+    }
+
+    /// The member's Prometheus metrics, by curl.
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", &format!("{}/metrics", self.spec.client_url)])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
+        out.unwrap_or_default()
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -122,24 +133,12 @@ impl Cluster {
     }
 
     pub fn start_with(flavor: Flavor, size: usize, extra_args: &[&str]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let ip = loopback_ip();
-        let mut specs: Vec<MemberSpec> = (0..size)
-            .map(|i| MemberSpec {
-                name: format!("m{i}"),
-                initial_cluster: String::new(),
-                state: "new",
-                client_url: format!("http://{ip}:{}", next_port()),
-                peer_url: format!("http://{ip}:{}", next_port()),
-                data_dir: dir.path().join(format!("m{i}.data")),
-                log: dir.path().join(format!("m{i}.log")),
-            })
-            .collect();
-        let initial_cluster =
-            specs.iter().map(|spec| format!("{}={}", spec.name, spec.peer_url)).collect::<Vec<_>>().join(",");
-        for spec in &mut specs {
-            spec.initial_cluster = initial_cluster.clone();
-        }
+        let (dir, specs) = plan(size)?;
+        Self::launch(flavor, dir, specs, extra_args)
+    }
+
+    /// Starts members as planned (for example on data dirs restored from a snapshot).
+    pub fn launch(flavor: Flavor, dir: tempfile::TempDir, specs: Vec<MemberSpec>, extra_args: &[&str]) -> Result<Self> {
         let mut cluster = Cluster {
             flavor,
             members: Vec::new(),
@@ -174,6 +173,7 @@ impl Cluster {
             .args(["--initial-cluster-state", spec.state])
             .args(&self.extra_args)
             .env_remove("ETCD_NAME")
+            .envs(spec.env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -190,6 +190,16 @@ impl Cluster {
     /// Starts a member that `member add` has added, as etcd's docs describe:
     /// `--initial-cluster` as `member add` printed it, state `existing`.
     pub fn start_added(&mut self, name: &str, urls: (String, String), initial_cluster: &str) -> Result<usize> {
+        self.start_added_with_env(name, urls, initial_cluster, Vec::new())
+    }
+
+    pub fn start_added_with_env(
+        &mut self,
+        name: &str,
+        urls: (String, String),
+        initial_cluster: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<usize> {
         let dir = self._dir.path();
         let spec = MemberSpec {
             name: name.to_string(),
@@ -199,6 +209,7 @@ impl Cluster {
             peer_url: urls.1,
             data_dir: dir.join(format!("{name}.data")),
             log: dir.join(format!("{name}.log")),
+            env,
         };
         let child = self.spawn(&spec)?;
         self.members.push(Member { spec, child: Some(child) });
@@ -260,6 +271,30 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Members for a new cluster of `size` in a fresh folder: names, URLs on
+/// this process's loopback address, data dirs and log files.
+pub fn plan(size: usize) -> Result<(tempfile::TempDir, Vec<MemberSpec>)> {
+    let dir = tempfile::tempdir()?;
+    let mut specs: Vec<MemberSpec> = (0..size)
+        .map(|i| MemberSpec {
+            name: format!("m{i}"),
+            initial_cluster: String::new(),
+            state: "new",
+            client_url: free_url(),
+            peer_url: free_url(),
+            data_dir: dir.path().join(format!("m{i}.data")),
+            log: dir.path().join(format!("m{i}.log")),
+            env: Vec::new(),
+        })
+        .collect();
+    let initial_cluster =
+        specs.iter().map(|spec| format!("{}={}", spec.name, spec.peer_url)).collect::<Vec<_>>().join(",");
+    for spec in &mut specs {
+        spec.initial_cluster = initial_cluster.clone();
+    }
+    Ok((dir, specs))
 }
 
 /// Runs etcdctl 3.5.1 against `endpoints`, bounded in time.

@@ -10,4 +10,5 @@ mod maintenance;
 mod membership;
 mod process;
 mod python;
+mod snapshot;
 mod watch;
