@@ -325,6 +325,18 @@ async fn discover_identity(
     Err(StartError::Join(format!("cannot reach the cluster: {last_error}")))
 }
 
+/// Accepted connections with Nagle's algorithm off: `Server::tcp_nodelay` only
+/// applies to listeners tonic binds itself, and small responses must not wait
+/// for a delayed ACK.
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            let _ = stream.set_nodelay(true);
+        })
+    })
+}
+
 async fn stopped_signal(mut stopped: signal::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
@@ -348,7 +360,7 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::
         .accept_http1(true)
         .layer(http::GrpcCounterLayer)
         .add_routes(routes.into())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped_signal(stopped))
+        .serve_with_incoming_shutdown(incoming(listener), stopped_signal(stopped))
         .await;
     if let Err(err) = result {
         tracing::error!(error = %err, "client server failed");
@@ -362,7 +374,7 @@ async fn serve_peers(node: Arc<Node>, listener: TcpListener, stopped: signal::Re
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(peer)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped_signal(stopped))
+        .serve_with_incoming_shutdown(incoming(listener), stopped_signal(stopped))
         .await;
     if let Err(err) = result {
         tracing::error!(error = %err, "peer server failed");

@@ -1,0 +1,376 @@
+//! cairn beside etcd at each cluster size, on loopback, with equal settings;
+//! the systems alternate so that the machine's drift falls on both.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::load::{self, LoadOptions, Workload};
+use crate::report::{summarize, Summary};
+use crate::svg;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareOptions {
+    /// Cluster sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
+    pub sizes: Vec<usize>,
+    /// The etcd binary to compare with.
+    #[arg(long)]
+    pub etcd: PathBuf,
+    /// The cairn binary.
+    #[arg(long)]
+    pub cairn: PathBuf,
+    /// Requests per workload.
+    #[arg(long, default_value_t = 5000)]
+    pub total: u64,
+    /// Where results.md, results.json and the charts go.
+    #[arg(long, default_value = "docs/benchmarks")]
+    pub out: PathBuf,
+}
+
+/// One workload of the comparison: (name, workload, clients, serializable).
+const WORKLOADS: [(&str, Workload, usize, bool); 6] = [
+    ("put, 1 client, sequential keys", Workload::Put, 1, false),
+    ("put, 16 clients", Workload::Put, 16, false),
+    ("put, 64 clients", Workload::Put, 64, false),
+    ("put, 256 clients", Workload::Put, 256, false),
+    ("range linearizable, 64 clients", Workload::Range, 64, false),
+    ("range serializable, 64 clients", Workload::Range, 64, true),
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub system: String,
+    pub size: usize,
+    pub workload: String,
+    pub clients: usize,
+    pub summary: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resources {
+    pub system: String,
+    pub size: usize,
+    pub rss_mib_per_member: f64,
+    pub cpu_seconds_per_1000_ops: f64,
+    pub disk_bytes_written_per_op: f64,
+    pub data_dir_mib: f64,
+    pub ops: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub date: String,
+    pub machine: String,
+    pub command: String,
+    pub fdatasync_p50_ms: f64,
+    pub measurements: Vec<Measurement>,
+    pub resources: Vec<Resources>,
+}
+
+struct Cluster {
+    children: Vec<Child>,
+    endpoints: Vec<String>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start(binary: &Path, size: usize, base_port: u16, work: &Path) -> Result<Cluster> {
+    let peer = |i: usize| format!("http://127.0.0.1:{}", base_port + 2 * i as u16 + 1);
+    let client = |i: usize| format!("http://127.0.0.1:{}", base_port + 2 * i as u16);
+    let initial = (0..size).map(|i| format!("b{i}={}", peer(i))).collect::<Vec<_>>().join(",");
+    let mut cluster = Cluster { children: Vec::new(), endpoints: Vec::new(), dirs: Vec::new() };
+    for i in 0..size {
+        let dir = work.join(format!("b{i}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = Command::new(binary)
+            .args(["--name", &format!("b{i}"), "--data-dir", &dir.to_string_lossy()])
+            .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
+            .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
+            .args(["--initial-cluster", &initial, "--initial-cluster-token", "bench"])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000", "--snapshot-count", "10000"])
+            .args(["--quota-backend-bytes", "8589934592"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        cluster.children.push(child);
+        cluster.endpoints.push(client(i));
+        cluster.dirs.push(dir);
+    }
+    Ok(cluster)
+}
+
+async fn wait_ready(endpoints: &[String]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for endpoint in endpoints {
+        loop {
+            let ready = match etcd_client::Client::connect([endpoint.as_str()], None).await {
+                Ok(mut client) => client.put("bench-ready", "1", None).await.is_ok(),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{endpoint} did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(field).map(|rest| rest.trim().trim_end_matches(" kB").to_string()))
+        })
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11..13).map_or(0, |t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    ticks as f64 / 100.0
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| match entry.metadata() {
+                Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+                Ok(meta) => meta.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+/// The disk's own floor: 4 KiB written and fdatasync'ed, median of 200.
+fn fdatasync_p50_ms(dir: &Path) -> Result<f64> {
+    use std::io::Write;
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = vec![7u8; 4096];
+    let mut samples = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_file(&path);
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}
+
+pub async fn compare(options: &CompareOptions) -> Result<Results> {
+    let work = std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let fsync = fdatasync_p50_ms(&work)?;
+    eprintln!("disk: fdatasync p50 {fsync:.3} ms");
+    let mut measurements = Vec::new();
+    let mut resources = Vec::new();
+    for (round, size) in options.sizes.iter().enumerate() {
+        let mut systems = [("cairn", &options.cairn), ("etcd", &options.etcd)];
+        if round % 2 == 1 {
+            systems.reverse();
+        }
+        for (name, binary) in systems {
+            eprintln!("{name}, {size} member(s):");
+            let cluster = start(binary, *size, 32379, &work)?;
+            wait_ready(&cluster.endpoints).await?;
+            let cpu_before: f64 = cluster.children.iter().map(|child| cpu_seconds(child.id())).sum();
+            let io_before: u64 =
+                cluster.children.iter().map(|child| proc_field(child.id(), "io", "write_bytes:")).sum();
+            let mut ops = 0;
+            for (workload_name, workload, clients, serializable) in WORKLOADS {
+                let load = LoadOptions {
+                    endpoints: cluster.endpoints.clone(),
+                    conns: clients.clamp(1, 16),
+                    clients,
+                    total: options.total,
+                    duration: None,
+                    key_size: 8,
+                    val_size: 256,
+                    key_space_size: 100_000,
+                    sequential_keys: clients == 1,
+                    rate: 0.0,
+                    serializable,
+                };
+                eprintln!(" {workload_name}");
+                let outcome = load::run(workload, &load, true).await?;
+                let summary = summarize(&outcome);
+                ops += summary.total;
+                measurements.push(Measurement {
+                    system: name.to_string(),
+                    size: *size,
+                    workload: workload_name.to_string(),
+                    clients,
+                    summary,
+                });
+            }
+            let cpu_after: f64 = cluster.children.iter().map(|child| cpu_seconds(child.id())).sum();
+            let io_after: u64 = cluster.children.iter().map(|child| proc_field(child.id(), "io", "write_bytes:")).sum();
+            let rss: u64 = cluster.children.iter().map(|child| proc_field(child.id(), "status", "VmRSS:")).sum();
+            let data: u64 = cluster.dirs.iter().map(|dir| dir_size(dir)).sum();
+            resources.push(Resources {
+                system: name.to_string(),
+                size: *size,
+                rss_mib_per_member: rss as f64 / 1024.0 / *size as f64,
+                cpu_seconds_per_1000_ops: (cpu_after - cpu_before) * 1000.0 / ops.max(1) as f64,
+                disk_bytes_written_per_op: (io_after - io_before) as f64 / ops.max(1) as f64,
+                data_dir_mib: data as f64 / 1024.0 / 1024.0 / *size as f64,
+                ops,
+            });
+            drop(cluster);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let machine = format!(
+        "{} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| info
+                .lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())))
+            .unwrap_or_default()
+    );
+    let date = Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_default();
+    let command = format!(
+        "cairn-bench compare --sizes {} --total {} --cairn {} --etcd {}",
+        options.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+        options.total,
+        "target/release/cairn",
+        "~/.cache/cairn/etcd-v3.5.1/etcd"
+    );
+    let results = Results { date, machine, command, fdatasync_p50_ms: fsync, measurements, resources };
+    write_outputs(&results, &options.out)?;
+    Ok(results)
+}
+
+fn find<'a>(results: &'a Results, system: &str, size: usize, workload: &str) -> Option<&'a Summary> {
+    results
+        .measurements
+        .iter()
+        .find(|m| m.system == system && m.size == size && m.workload == workload)
+        .map(|m| &m.summary)
+}
+
+fn write_outputs(results: &Results, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(results)?)?;
+    let sizes: Vec<usize> = {
+        let mut sizes: Vec<usize> = results.measurements.iter().map(|m| m.size).collect();
+        sizes.dedup();
+        sizes
+    };
+    let mut md = String::new();
+    md.push_str("# Benchmark results: cairn beside etcd 3.5.1\n\n");
+    md.push_str(&format!(
+        "Measured {} on {}, both systems on loopback in one run, alternating.\n",
+        results.date, results.machine
+    ));
+    md.push_str(&format!("Reproduce with `{}`.\n\n", results.command));
+    md.push_str(&format!(
+        "The disk's own fdatasync of 4 KiB takes {:.3} ms (p50): the floor for a durable write.\n\n",
+        results.fdatasync_p50_ms
+    ));
+    md.push_str("| size | workload | cairn p50 ms | etcd p50 ms | cairn p99 ms | etcd p99 ms | cairn req/s | etcd req/s | throughput ratio |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for size in &sizes {
+        for (workload, _, _, _) in WORKLOADS {
+            let (Some(c), Some(e)) = (find(results, "cairn", *size, workload), find(results, "etcd", *size, workload))
+            else {
+                continue;
+            };
+            let p = |s: &Summary, q: f64| s.percentiles_ms.iter().find(|(p, _)| *p == q).map_or(0.0, |(_, v)| *v);
+            md.push_str(&format!(
+                "| {size} | {workload} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2}x |\n",
+                p(c, 50.0),
+                p(e, 50.0),
+                p(c, 99.0),
+                p(e, 99.0),
+                c.requests_per_second,
+                e.requests_per_second,
+                c.requests_per_second / e.requests_per_second.max(1e-9)
+            ));
+        }
+    }
+    md.push_str("\n| system | size | RSS MiB/member | CPU s per 1000 ops | disk bytes written/op | data dir MiB/member |\n|---|---|---|---|---|---|\n");
+    for r in &results.resources {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.3} | {:.0} | {:.1} |\n",
+            r.system,
+            r.size,
+            r.rss_mib_per_member,
+            r.cpu_seconds_per_1000_ops,
+            r.disk_bytes_written_per_op,
+            r.data_dir_mib
+        ));
+    }
+    md.push_str("\n![p50 and p99 write latency against cluster size](latency-vs-size.svg)\n\n![throughput against cluster size and clients](throughput.svg)\n");
+    std::fs::write(out.join("results.md"), md)?;
+
+    let latency_series = |system: &str, q: f64, workload: &str| -> (String, Vec<(f64, f64)>) {
+        let points = sizes
+            .iter()
+            .filter_map(|size| {
+                let s = find(results, system, *size, workload)?;
+                let value = s.percentiles_ms.iter().find(|(p, _)| *p == q)?.1;
+                Some((*size as f64, value))
+            })
+            .collect();
+        (format!("{system} p{q}"), points)
+    };
+    let single = WORKLOADS[0].0;
+    let latency = [
+        latency_series("cairn", 50.0, single),
+        latency_series("etcd", 50.0, single),
+        latency_series("cairn", 99.0, single),
+        latency_series("etcd", 99.0, single),
+    ];
+    std::fs::write(
+        out.join("latency-vs-size.svg"),
+        svg::line_chart("Put latency, 1 client (ms) against cluster size", "members", "ms", &latency),
+    )?;
+    let mut throughput = Vec::new();
+    for system in ["cairn", "etcd"] {
+        for (workload, _, clients, _) in &WORKLOADS[1..4] {
+            let points = sizes
+                .iter()
+                .filter_map(|size| Some((*size as f64, find(results, system, *size, workload)?.requests_per_second)))
+                .collect();
+            throughput.push((format!("{system} {clients} clients"), points));
+        }
+    }
+    std::fs::write(
+        out.join("throughput.svg"),
+        svg::line_chart("Put throughput (req/s) against cluster size", "members", "req/s", &throughput),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `cairn-bench`: load for any etcd-compatible endpoint, in the spirit of
+//! etcd's `tools/benchmark`, and the cairn-vs-etcd comparison.
+
+mod compare;
+mod load;
+mod report;
+mod svg;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cairn-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Puts.
+    Put(Run),
+    /// Ranges (add --serializable for local reads).
+    Range(Run),
+    /// Txns of one put.
+    TxnPut(Run),
+    /// From a put until its watch event arrives.
+    WatchLatency(Run),
+    /// Lease keepalives, one lease per client.
+    LeaseKeepalive(Run),
+    /// Half puts, half ranges.
+    Mixed(Run),
+    /// cairn beside etcd at each cluster size; writes docs/benchmarks.
+    Compare(compare::CompareOptions),
+}
+
+#[derive(clap::Args)]
+struct Run {
+    #[command(flatten)]
+    load: load::LoadOptions,
+    /// Output: simple or json.
+    #[arg(short = 'w', long = "write-out", default_value = "simple")]
+    write_out: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let (workload, run) = match cli.command {
+        BenchCommand::Put(run) => (load::Workload::Put, run),
+        BenchCommand::Range(run) => (load::Workload::Range, run),
+        BenchCommand::TxnPut(run) => (load::Workload::TxnPut, run),
+        BenchCommand::WatchLatency(run) => (load::Workload::WatchLatency, run),
+        BenchCommand::LeaseKeepalive(run) => (load::Workload::LeaseKeepalive, run),
+        BenchCommand::Mixed(run) => (load::Workload::Mixed, run),
+        BenchCommand::Compare(options) => {
+            let results = compare::compare(&options).await?;
+            eprintln!("wrote {} measurements to {}", results.measurements.len(), options.out.display());
+            return Ok(());
+        }
+    };
+    let outcome = load::run(workload, &run.load, run.write_out != "json").await?;
+    let summary = report::summarize(&outcome);
+    if run.write_out == "json" {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        report::print(&summary);
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Minimal SVG line charts: no font or image dependencies.
+
+use std::fmt::Write;
+
+const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+
+/// Series of (x, y) points on shared axes starting at zero.
+pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
+    let (width, height, left, right, top, bottom) = (760.0, 420.0, 70.0, 220.0, 40.0, 50.0);
+    let points = series.iter().flat_map(|(_, points)| points.iter());
+    let x_max = points.clone().map(|(x, _)| *x).fold(1.0, f64::max);
+    let y_max = points.map(|(_, y)| *y).fold(0.0, f64::max).max(1e-9) * 1.1;
+    let x = |value: f64| left + value / x_max * (width - left - right);
+    let y = |value: f64| height - bottom - value / y_max * (height - top - bottom);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = write!(svg, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#, width / 2.0);
+    let (x0, y0, x1, y1) = (left, height - bottom, width - right, top);
+    let _ = write!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>"#);
+    let _ = write!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="black"/>"#);
+    for tick in 0..=5 {
+        let value = y_max * tick as f64 / 5.0;
+        let _ = write!(svg, r##"<line x1="{x0}" y1="{0}" x2="{x1}" y2="{0}" stroke="#ddd"/>"##, y(value));
+        let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="end">{value:.2}</text>"#, x0 - 6.0, y(value) + 4.0);
+    }
+    let mut xs: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    for value in xs {
+        let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{value}</text>"#, x(value), y0 + 18.0);
+    }
+    let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#, (x0 + x1) / 2.0, height - 10.0);
+    let _ = write!(
+        svg,
+        r#"<text x="16" y="{}" transform="rotate(-90 16 {0})" text-anchor="middle">{y_label}</text>"#,
+        (y0 + y1) / 2.0
+    );
+    for (index, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[index % COLORS.len()];
+        let dash = if name.starts_with("etcd") { r#" stroke-dasharray="6 4""# } else { "" };
+        let path: Vec<String> = points.iter().map(|(px, py)| format!("{:.1},{:.1}", x(*px), y(*py))).collect();
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
+            path.join(" ")
+        );
+        for (px, py) in points {
+            let _ = write!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, x(*px), y(*py));
+        }
+        let ly = top + 16.0 * index as f64 + 10.0;
+        let _ = write!(
+            svg,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/>"#,
+            x1 + 12.0,
+            x1 + 36.0
+        );
+        let _ = write!(svg, r#"<text x="{}" y="{}">{name}</text>"#, x1 + 42.0, ly + 4.0);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
