@@ -6,7 +6,7 @@ use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KvClient, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
 
-use crate::harness::{client, Cluster, Flavor};
+use crate::harness::{assert_same_as_etcd, client};
 
 /// A response reduced to what must be identical between etcd and cairn.
 fn kvs_of(kvs: &[etcd_client::KeyValue]) -> String {
@@ -215,16 +215,5 @@ async fn script(kv: &mut KvClient) -> Vec<String> {
 
 #[tokio::test]
 async fn t30_kv_matches_etcd_3_5_1() {
-    let etcd = Cluster::start(Flavor::Etcd, 1).expect("etcd starts");
-    let cairn = Cluster::start(Flavor::Cairn, 1).expect("cairn starts");
-    let expected = script(&mut client(etcd.members[0].endpoint()).await.kv_client()).await;
-    let actual = script(&mut client(cairn.members[0].endpoint()).await.kv_client()).await;
-    let mut mismatches = Vec::new();
-    for (expected, actual) in expected.iter().zip(&actual) {
-        if expected != actual {
-            mismatches.push(format!("etcd : {expected}\ncairn: {actual}"));
-        }
-    }
-    assert_eq!(expected.len(), actual.len());
-    assert!(mismatches.is_empty(), "{} differences:\n{}", mismatches.len(), mismatches.join("\n\n"));
+    assert_same_as_etcd(&[], |endpoint| async move { script(&mut client(&endpoint).await.kv_client()).await }).await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
 
-use crate::harness::{client, Cluster, Flavor};
+use crate::harness::{assert_same_as_etcd, client, Cluster, Flavor};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -113,19 +113,7 @@ async fn script(endpoint: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn t90_watch_matches_etcd_3_5_1() {
-    let etcd = Cluster::start(Flavor::Etcd, 1).expect("etcd starts");
-    let cairn = Cluster::start(Flavor::Cairn, 1).expect("cairn starts");
-    let expected = script(etcd.members[0].endpoint()).await;
-    let actual = script(cairn.members[0].endpoint()).await;
-    let diffs: Vec<String> = expected
-        .iter()
-        .zip(&actual)
-        .enumerate()
-        .filter(|(_, (expected, actual))| expected != actual)
-        .map(|(i, (expected, actual))| format!("#{i}\netcd : {expected}\ncairn: {actual}"))
-        .collect();
-    assert_eq!(expected.len(), actual.len(), "etcd: {expected:#?}\ncairn: {actual:#?}");
-    assert!(diffs.is_empty(), "{} differences:\n{}", diffs.len(), diffs.join("\n"));
+    let actual = assert_same_as_etcd(&[], |endpoint| async move { script(&endpoint).await }).await;
     assert!(actual.iter().any(|line| line.contains("compact=5")), "{actual:#?}");
 }
 
@@ -268,11 +256,8 @@ async fn progress_and_fragment_script(endpoint: &str) -> Vec<String> {
 #[tokio::test]
 async fn t93_progress_notify_and_fragments_match_etcd_3_5_1() {
     let flags = ["--experimental-watch-progress-notify-interval", "1s", "--max-request-bytes", "300000"];
-    let etcd = Cluster::start_with(Flavor::Etcd, 1, &flags).expect("etcd starts");
-    let cairn = Cluster::start_with(Flavor::Cairn, 1, &flags).expect("cairn starts");
-    let expected = progress_and_fragment_script(etcd.members[0].endpoint()).await;
-    let actual = progress_and_fragment_script(cairn.members[0].endpoint()).await;
-    assert_eq!(expected, actual);
+    let actual =
+        assert_same_as_etcd(&flags, |endpoint| async move { progress_and_fragment_script(&endpoint).await }).await;
     assert!(
         actual.iter().any(|line| line.starts_with("periodic: id=0") && line.contains("rev=2 events=[]")),
         "{actual:?}"
