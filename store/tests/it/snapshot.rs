@@ -30,10 +30,11 @@ async fn populate(endpoint: &str, keys: usize) {
     }
 }
 
-/// Every key with its value and revisions, and the store revision.
+/// Every key with its value and revisions, and the store revision (a
+/// linearizable read: it sees every write acknowledged before it).
 async fn dump(endpoint: &str) -> (i64, Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>) {
     let mut c = client(endpoint).await;
-    let resp = c.get("key/", Some(GetOptions::new().with_prefix().with_serializable())).await.expect("get");
+    let resp = c.get("key/", Some(GetOptions::new().with_prefix())).await.expect("get");
     let kvs = resp
         .kvs()
         .iter()
