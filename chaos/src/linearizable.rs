@@ -64,7 +64,7 @@ pub fn check_key(ops: &[Operation], initial: State, budget: Duration) -> Verdict
     let mut steps = 0u64;
     loop {
         steps += 1;
-        if steps % 4096 == 0 && started.elapsed() > budget {
+        if steps.is_multiple_of(4096) && started.elapsed() > budget {
             return Verdict::Unknown(format!("no answer within {budget:?} ({steps} steps)"));
         }
         while cursor < events.len() && removed[cursor] {
