@@ -50,6 +50,9 @@ pub enum Durability {
     Buffered,
 }
 
+/// Memtable size per column family.
+const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
 /// A raw `(key, value)` of a column family.
 pub type KeyValuePair = (Vec<u8>, Vec<u8>);
 
@@ -64,7 +67,14 @@ impl Engine {
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
-        let cfs = schema::ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        // Smaller memtables than RocksDB's 64 MiB default: four column families
+        // would otherwise hold up to 256 MiB of unflushed writes in memory.
+        let cf_options = || {
+            let mut options = Options::default();
+            options.set_write_buffer_size(WRITE_BUFFER_BYTES);
+            options
+        };
+        let cfs = schema::ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, cf_options()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|err| {
             if err.to_string().contains("lock") {
                 EngineError::Locked { path: path.display().to_string() }

@@ -7,8 +7,9 @@ use cairn_proto::mvccpb::Event;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-/// Events kept in memory; older ones are read back from storage.
-pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+/// Events kept in memory; older ones are read back from storage. Sized for
+/// watchers that lag by a few batches; each event holds its previous value too.
+pub const DEFAULT_CAPACITY: usize = 4096;
 
 pub struct EventLog {
     ring: Mutex<Ring>,
