@@ -54,8 +54,15 @@ async fn t120_learner_is_added_catches_up_and_is_promoted() {
         .start_added("learner1", (client_url.clone(), peer_url.clone()), &initial_cluster_of(&added))
         .expect("start the learner");
     assert!(wait_for_key(&client_url, "before/199").await, "{}", cluster.members[index].log_text());
-    let listed = etcdctl_ok(&all, &["member", "list"]);
-    assert!(listed.contains(&format!("{id}, started, learner1, {peer_url}, {client_url}, true")), "{listed}");
+    // A started member publishes its name and client URLs through Raft soon after it starts.
+    let started = format!("{id}, started, learner1, {peer_url}, {client_url}, true");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut listed = etcdctl_ok(&all, &["member", "list"]);
+    while !listed.contains(&started) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        listed = etcdctl_ok(&all, &["member", "list"]);
+    }
+    assert!(listed.contains(&started), "{listed}");
 
     // Promoting a voter is refused as etcd refuses it.
     let voter_id =
