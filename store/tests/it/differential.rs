@@ -6,7 +6,7 @@ use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KvClient, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
 
-use crate::harness::{assert_same_as_etcd, client};
+use crate::harness::{assert_same_as_etcd, client, err_of};
 
 /// A response reduced to what must be identical between etcd and cairn.
 fn kvs_of(kvs: &[etcd_client::KeyValue]) -> String {
@@ -24,13 +24,6 @@ fn kvs_of(kvs: &[etcd_client::KeyValue]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn err_of(err: etcd_client::Error) -> String {
-    match err {
-        etcd_client::Error::GRpcStatus(status) => format!("ERR {:?} {}", status.code(), status.message()),
-        other => format!("ERR {other}"),
-    }
 }
 
 fn txn_ops(resp: &etcd_client::TxnResponse) -> String {

@@ -364,6 +364,14 @@ where
     actual
 }
 
+/// An error as the comparisons print it: the gRPC code and etcd's message.
+pub fn err_of(err: etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => format!("ERR {:?} {}", status.code(), status.message()),
+        other => format!("ERR {other}"),
+    }
+}
+
 pub fn cairn_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_cairn"))
 }

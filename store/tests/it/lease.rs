@@ -4,14 +4,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
 
-use crate::harness::{assert_same_as_etcd, client, Cluster, Flavor};
-
-fn err_of(err: etcd_client::Error) -> String {
-    match err {
-        etcd_client::Error::GRpcStatus(status) => format!("ERR {:?} {}", status.code(), status.message()),
-        other => format!("ERR {other}"),
-    }
-}
+use crate::harness::{assert_same_as_etcd, client, err_of, Cluster, Flavor};
 
 async fn script(endpoint: &str) -> Vec<String> {
     let mut c = client(endpoint).await;
