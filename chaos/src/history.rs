@@ -3,7 +3,7 @@
 /// Time in nanoseconds since the start of the run.
 pub type Nanos = u64;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Call {
     /// A linearizable get.
     Read,
@@ -14,7 +14,7 @@ pub enum Call {
     Cas { expected: Option<String>, new: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// A read's value (`None`: the key did not exist).
     Read(Option<String>),
@@ -24,7 +24,7 @@ pub enum Outcome {
     Unknown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Operation {
     pub client: u32,
     pub key: String,

@@ -1,17 +1,19 @@
-//! Checkers for histories recorded while members are killed, paused and
-//! partitioned. Pure: they read a history and return a verdict. A checker that
-//! cannot decide within its budget says so; it never passes by default.
-//!
-//! The fault harness and workloads that record histories are still to come
-//! (issue "Chaos"); these checkers are the part they will feed.
+//! The pure half of the chaos harness: the fault schedule, the record of a
+//! run, the checkers and the report. The `cairn-chaos` binary does the I/O
+//! (processes, proxies, workloads) and feeds these. A checker that cannot
+//! decide within its budget says so; it never passes by default.
 
+pub mod check;
 pub mod history;
 pub mod linearizable;
+pub mod record;
+pub mod report;
 pub mod revisions;
+pub mod schedule;
 pub mod watch;
 
 /// A checker's answer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     Pass,
     Fail(String),

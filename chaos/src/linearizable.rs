@@ -3,7 +3,7 @@
 //! An operation with an unknown outcome returns at infinity: it may take
 //! effect at any point after its call, or never.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::history::{Call, Operation, Outcome};
@@ -111,12 +111,14 @@ pub fn check_key(ops: &[Operation], initial: State, budget: Duration) -> Verdict
 
 /// Checks every key of a history, each on its own.
 pub fn check(history: &[Operation], budget: Duration) -> Verdict {
-    let mut keys: Vec<&str> = history.iter().map(|op| op.key.as_str()).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for key in keys {
-        let ops: Vec<Operation> = history.iter().filter(|op| op.key == key).cloned().collect();
-        match check_key(&ops, None, budget) {
+    let mut by_key: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
+    for op in history {
+        by_key.entry(op.key.as_str()).or_default().push(op.clone());
+    }
+    // The budget is for the whole history, shared out as keys are checked.
+    let deadline = Instant::now() + budget;
+    for ops in by_key.values() {
+        match check_key(ops, None, deadline.saturating_duration_since(Instant::now())) {
             Verdict::Pass => {}
             other => return other,
         }

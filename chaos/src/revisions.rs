@@ -7,7 +7,7 @@ use crate::Verdict;
 
 /// A response a client received: its header revision, and whether it
 /// acknowledged a write (then the revision is that write's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
     pub client: u32,
     /// Order of completion at that client.

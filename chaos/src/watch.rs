@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::Verdict;
 
 /// One change in the store, as the KV history (or a watcher) has it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Change {
     pub revision: i64,
     pub key: String,
@@ -16,7 +16,7 @@ pub struct Change {
 }
 
 /// An event a watcher received, with the response that carried it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Received {
     pub response: u64,
     pub change: Change,

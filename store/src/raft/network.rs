@@ -23,10 +23,15 @@ use crate::metrics::METRICS;
 /// Peer messages can carry many log entries; allow well past a client request.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
+/// Lets the chaos harness route each link through its own proxy: a list of
+/// `advertised-peer-url=url-to-dial`, comma-separated. Not for production.
+pub const DIAL_OVERRIDE_ENV: &str = "CAIRN_PEER_DIAL_OVERRIDE";
+
 /// gRPC channels to peers, shared by Raft and by request forwarding.
 #[derive(Default)]
 pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
+    dial_overrides: HashMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +43,22 @@ pub enum PeerError {
 }
 
 impl PeerClients {
+    pub fn from_env() -> Self {
+        let overrides = std::env::var(DIAL_OVERRIDE_ENV).unwrap_or_default();
+        let dial_overrides = overrides
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(advertised, dial)| (advertised.to_string(), dial.to_string()))
+            .collect::<HashMap<_, _>>();
+        if !dial_overrides.is_empty() {
+            tracing::warn!(links = dial_overrides.len(), "peer URLs are dialed through {DIAL_OVERRIDE_ENV}");
+        }
+        PeerClients { channels: Mutex::default(), dial_overrides }
+    }
+
     pub fn client(&self, target: NodeId, member: &Member) -> Result<RaftPeerClient<Channel>, PeerError> {
-        let url = member.peer_urls.first().ok_or(PeerError::NoPeerUrl(target))?;
+        let advertised = member.peer_urls.first().ok_or(PeerError::NoPeerUrl(target))?;
+        let url = self.dial_overrides.get(advertised).unwrap_or(advertised);
         let mut channels = self.channels.lock();
         let channel = match channels.get(url) {
             Some(channel) => channel.clone(),

@@ -84,7 +84,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let peer_listeners = bind_all(&config.peer_listen_addrs()?).await?;
 
     let data_dir = config.data_dir();
-    let peers = Arc::new(PeerClients::default());
+    let peers = Arc::new(PeerClients::from_env());
     let (engine, identity, bootstrap) = open_data_dir(&config, &initial, &peers).await?;
     let engine = Arc::new(engine);
     let snapshot_dir = data_dir.join(schema::SNAPSHOT_DIR);
@@ -160,8 +160,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let lessor = tokio::spawn(lessor::run(node.clone()));
     let leader_metrics = tokio::spawn(track_leadership(node.clone()));
 
-    shutdown.await;
-    tracing::info!("shutting down");
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down"),
+        _ = removed_from_cluster(&node) => {
+            // As etcd does: a removed member stops rather than linger and campaign.
+            tracing::warn!("the member has been permanently removed from the cluster; shutting down");
+        }
+    }
     publisher.abort();
     lessor.abort();
     leader_metrics.abort();
@@ -401,6 +406,24 @@ async fn track_leadership(node: Arc<Node>) {
         }
         if metrics.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Returns once this member has applied a membership without itself, having
+/// applied one with itself before (a joining member starts with none).
+async fn removed_from_cluster(node: &Node) {
+    let mut applied = node.state.subscribe_applied();
+    let mut was_member = false;
+    loop {
+        let state = node.state.applied_state();
+        let is_member = state.membership.membership().nodes().any(|(id, _)| *id == node.id);
+        if was_member && !is_member {
+            return;
+        }
+        was_member |= is_member;
+        if applied.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

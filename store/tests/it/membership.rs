@@ -150,7 +150,13 @@ async fn t122_peer_urls_are_updated_and_the_leader_is_removed() {
     );
     let removed = etcdctl_ok(&all, &["member", "remove", &leader_id]);
     assert!(removed.contains("removed from cluster"), "{removed}");
-    cluster.members[leader].kill();
+    // Like etcd, the removed member stops by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && cluster.members[leader].is_running() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!cluster.members[leader].is_running(), "the removed leader still runs");
+    assert!(cluster.members[leader].log_text().contains("permanently removed from the cluster"));
     let rest: Vec<&str> = endpoints.iter().enumerate().filter(|(i, _)| *i != leader).map(|(_, e)| e.as_str()).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut written = false;

@@ -1,0 +1,193 @@
+//! The nemesis: plays the seeded schedule against the cluster, one fault at
+//! a time, and records the timeline.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use cairn_chaos::record::FaultEvent;
+use cairn_chaos::schedule::{Fault, Step};
+use etcd_client::CompactionOptions;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::proxy::LinkMode;
+use crate::workload::watch::Progress;
+use crate::workload::Shared;
+
+/// What the progress line shows: the index of the fault in force, plus one.
+pub static CURRENT: AtomicUsize = AtomicUsize::new(0);
+
+/// How a fault is undone.
+enum Undo {
+    Nothing,
+    Restart(Vec<usize>),
+    Resume(usize),
+    Links,
+    /// Links, then report whether this slot caught up by a snapshot install.
+    LinksThenSnapshot(usize, usize),
+}
+
+/// What cairn logs when a follower installs the leader's snapshot.
+const SNAPSHOT_INSTALLED: &str = "installed a raft snapshot from the leader";
+
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<Cluster>>,
+    pub recorder: Shared,
+    pub progress: Arc<Progress>,
+}
+
+impl Nemesis {
+    pub async fn run(&self, plan: Vec<Step>, until: Instant) {
+        for (number, step) in plan.into_iter().enumerate() {
+            tokio::time::sleep_until((Instant::now() + step.quiet).min(until)).await;
+            if Instant::now() + step.hold >= until {
+                break;
+            }
+            let at = self.recorder.now();
+            CURRENT.store(number + 1, Ordering::Relaxed);
+            let (detail, undo) = match self.inject(&step).await {
+                Ok(done) => done,
+                Err(err) => (format!("not injected: {err:#}"), Undo::Nothing),
+            };
+            let mut event = FaultEvent { at, healed: None, fault: step.fault.name().into(), detail };
+            tokio::time::sleep(step.hold).await;
+            let mut cluster = self.cluster.lock().await;
+            let snapshot_check = match undo {
+                Undo::LinksThenSnapshot(slot, before) => Some((slot, before)),
+                _ => None,
+            };
+            let healed = match undo {
+                Undo::Nothing => Ok(()),
+                Undo::Restart(slots) => slots.into_iter().try_for_each(|slot| cluster.restart(slot)),
+                Undo::Resume(slot) => {
+                    cluster.resume(slot);
+                    Ok(())
+                }
+                Undo::Links | Undo::LinksThenSnapshot(..) => {
+                    cluster.set_all_links(LinkMode::Pass);
+                    Ok(())
+                }
+            };
+            if let Err(err) = healed.and(cluster.wait_healthy(Duration::from_secs(30)).await) {
+                event.detail.push_str(&format!("; not healthy after healing: {err:#}"));
+            }
+            if let Some((slot, before)) = snapshot_check {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while cluster.log_mentions(slot, SNAPSHOT_INSTALLED) == before && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                let installed = cluster.log_mentions(slot, SNAPSHOT_INSTALLED) > before;
+                event.detail.push_str(if installed { "; caught up by snapshot" } else { "; caught up from the log" });
+            }
+            drop(cluster);
+            event.healed = Some(self.recorder.now());
+            CURRENT.store(0, Ordering::Relaxed);
+            self.recorder.record().timeline.push(event);
+        }
+    }
+
+    async fn inject(&self, step: &Step) -> Result<(String, Undo)> {
+        let mut cluster = self.cluster.lock().await;
+        let size = cluster.slots.len();
+        let picked = (step.pick % size as u64) as usize;
+        Ok(match step.fault {
+            Fault::KillRandom => {
+                cluster.kill(picked);
+                (format!("killed {}", cluster.slots[picked].name), Undo::Restart(vec![picked]))
+            }
+            Fault::KillLeader => {
+                let leader = cluster.leader().await.ok_or_else(|| anyhow!("no leader"))?;
+                cluster.kill(leader);
+                self.recorder.record().leader_kills.push(self.recorder.now());
+                (format!("killed leader {}", cluster.slots[leader].name), Undo::Restart(vec![leader]))
+            }
+            Fault::KillAll => {
+                (0..size).for_each(|slot| cluster.kill(slot));
+                ("killed every member".into(), Undo::Restart((0..size).collect()))
+            }
+            Fault::PauseRandom => {
+                cluster.pause(picked);
+                (format!("paused {}", cluster.slots[picked].name), Undo::Resume(picked))
+            }
+            Fault::PauseLeader => {
+                let leader = cluster.leader().await.ok_or_else(|| anyhow!("no leader"))?;
+                cluster.pause(leader);
+                (format!("paused leader {}", cluster.slots[leader].name), Undo::Resume(leader))
+            }
+            Fault::PartitionLeader | Fault::PartitionOneWay | Fault::SnapshotCatchUp => {
+                let leader = cluster.leader().await.ok_or_else(|| anyhow!("no leader"))?;
+                // The snapshot fault cuts off a follower, the others the leader.
+                let cut = if step.fault == Fault::SnapshotCatchUp {
+                    (leader + 1 + picked % (size - 1)) % size
+                } else {
+                    leader
+                };
+                for other in (0..size).filter(|other| *other != cut) {
+                    cluster.set_link(cut, other, LinkMode::Stall);
+                    if step.fault != Fault::PartitionOneWay {
+                        cluster.set_link(other, cut, LinkMode::Stall);
+                    }
+                }
+                let undo = if step.fault == Fault::SnapshotCatchUp {
+                    Undo::LinksThenSnapshot(cut, cluster.log_mentions(cut, SNAPSHOT_INSTALLED))
+                } else {
+                    Undo::Links
+                };
+                (format!("{} cut off", cluster.slots[cut].name), undo)
+            }
+            Fault::PartitionMajority => {
+                let minority: Vec<usize> = (0..(size - 1) / 2).map(|i| (picked + i) % size).collect();
+                for from in 0..size {
+                    for to in 0..size {
+                        if minority.contains(&from) != minority.contains(&to) {
+                            cluster.set_link(from, to, LinkMode::Stall);
+                        }
+                    }
+                }
+                let names: Vec<&str> = minority.iter().map(|slot| cluster.slots[*slot].name.as_str()).collect();
+                (format!("minority {} cut off", names.join(",")), Undo::Links)
+            }
+            Fault::PartitionRing => {
+                if size < 5 {
+                    return Err(anyhow!("a ring needs 5 members or more"));
+                }
+                for from in 0..size {
+                    for to in 0..size {
+                        let distance = (from + size - to) % size;
+                        if distance > 1 && distance < size - 1 {
+                            cluster.set_link(from, to, LinkMode::Stall);
+                        }
+                    }
+                }
+                ("ring: each member reaches only its neighbours".into(), Undo::Links)
+            }
+            Fault::Delay => {
+                let delay = Duration::from_millis(50 + step.pick % 151);
+                cluster.set_all_links(LinkMode::Delay(delay));
+                (format!("every link delayed {} ms", delay.as_millis()), Undo::Links)
+            }
+            Fault::Drop => {
+                cluster.set_all_links(LinkMode::Lossy(0.02));
+                ("every link resets 2% of transfers".into(), Undo::Links)
+            }
+            Fault::ReplaceMember | Fault::LearnerPromote => {
+                let detail = cluster.replace(picked, step.fault == Fault::LearnerPromote).await?;
+                (detail, Undo::Nothing)
+            }
+            Fault::CompactDefrag => {
+                let revision = self.progress.low_water_mark().saturating_sub(10);
+                let mut client = cluster.any_client(None, crate::cluster::ADMIN_TIMEOUT).await?;
+                if revision > 1 {
+                    client.compact(revision, Some(CompactionOptions::new().with_physical())).await?;
+                }
+                let mut member =
+                    crate::cluster::connect(&cluster.slots[picked].client_url, Duration::from_secs(5)).await?;
+                member.defragment().await?;
+                (format!("compacted at {revision}, defragmented {}", cluster.slots[picked].name), Undo::Nothing)
+            }
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! Registers: linearizable gets, puts of unique values, and compare-and-set
+//! as a Txn on `mod_revision`. Values are unique, so comparing the
+//! revision a client read is comparing the value it read.
+//!
+//! Keys rotate every epoch (`r/<epoch>/<n>`), which keeps each key's
+//! history short enough for an exact linearizability check.
+
+use std::time::Duration;
+
+use cairn_chaos::history::{Call, Operation, Outcome};
+use cairn_chaos::record::OpKind;
+use cairn_chaos::revisions::Observed;
+use cairn_chaos::schedule::Rng;
+use cairn_chaos::watch::Change;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+use super::{text, Conn, Pace, Shared};
+
+pub const PREFIX: &str = "r/";
+
+pub struct Client {
+    pub id: u32,
+    pub keys: u64,
+    pub epoch: Duration,
+    pub per_second: f64,
+}
+
+struct State {
+    id: u32,
+    recorder: Shared,
+    conn: Conn,
+    sequence: u64,
+}
+
+impl State {
+    fn observed(&mut self, revision: i64, acknowledged_write: bool) {
+        self.sequence += 1;
+        let seen = Observed { client: self.id, sequence: self.sequence, revision, acknowledged_write };
+        self.recorder.record().observed.push(seen);
+    }
+
+    fn operation(&self, key: &str, call: Call, outcome: Outcome, invoked: u64, completed: Option<u64>) {
+        let op = Operation { client: self.id, key: key.to_string(), call, outcome, invoked, completed };
+        self.recorder.record().register.push(op);
+    }
+
+    fn acknowledged(&mut self, key: &str, value: &str, revision: i64) {
+        self.observed(revision, true);
+        let change = Change { revision, key: key.to_string(), value: Some(value.to_string()) };
+        self.recorder.record().writes.push(change);
+    }
+
+    /// A get; returns the value and its mod revision (0 when absent).
+    async fn read(&mut self, key: &str) -> Option<(Option<String>, i64)> {
+        let invoked = self.recorder.now();
+        let owned = key.to_string();
+        let response = self.conn.call(|mut client| async move { client.get(owned, None).await }).await;
+        self.recorder.latency(OpKind::Get, response.is_some(), invoked);
+        // A failed read changes nothing: it is left out of the history.
+        let response = response?;
+        let completed = self.recorder.now();
+        let kv = response.kvs().first();
+        let value = kv.map(|kv| text(kv.value()));
+        self.operation(key, Call::Read, Outcome::Read(value.clone()), invoked, Some(completed));
+        self.observed(response.header().map_or(0, |header| header.revision()), false);
+        Some((value, kv.map_or(0, |kv| kv.mod_revision())))
+    }
+
+    async fn write(&mut self, key: &str, value: String) {
+        let invoked = self.recorder.now();
+        let (owned_key, owned_value) = (key.to_string(), value.clone());
+        let response = self.conn.call(|mut client| async move { client.put(owned_key, owned_value, None).await }).await;
+        self.recorder.latency(OpKind::Put, response.is_some(), invoked);
+        match response {
+            Some(response) => {
+                let completed = self.recorder.now();
+                self.operation(key, Call::Write(value.clone()), Outcome::Written, invoked, Some(completed));
+                self.acknowledged(key, &value, response.header().map_or(0, |header| header.revision()));
+            }
+            None => self.operation(key, Call::Write(value), Outcome::Unknown, invoked, None),
+        }
+    }
+
+    async fn compare_and_set(&mut self, key: &str, new: String) {
+        let Some((expected, mod_revision)) = self.read(key).await else { return };
+        let invoked = self.recorder.now();
+        let txn = Txn::new().when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)]).and_then([TxnOp::put(
+            key,
+            new.clone(),
+            None,
+        )]);
+        let response = self.conn.call(|mut client| async move { client.txn(txn).await }).await;
+        self.recorder.latency(OpKind::Cas, response.is_some(), invoked);
+        let call = Call::Cas { expected, new: new.clone() };
+        match response {
+            Some(response) => {
+                let completed = self.recorder.now();
+                let revision = response.header().map_or(0, |header| header.revision());
+                self.operation(key, call, Outcome::Cas(response.succeeded()), invoked, Some(completed));
+                if response.succeeded() {
+                    self.acknowledged(key, &new, revision);
+                } else {
+                    self.observed(revision, false);
+                }
+            }
+            None => self.operation(key, call, Outcome::Unknown, invoked, None),
+        }
+    }
+}
+
+impl Client {
+    pub async fn run(self, recorder: Shared, conn: Conn, mut rng: Rng) {
+        let mut state = State { id: self.id, recorder: recorder.clone(), conn, sequence: 0 };
+        let mut pace = Pace::new(self.per_second);
+        let epoch_nanos = self.epoch.as_nanos().max(1) as u64;
+        let mut written = 0u64;
+        while pace.next(&recorder).await {
+            let key = format!("{PREFIX}{:05}/{}", recorder.now() / epoch_nanos, rng.below(self.keys));
+            written += 1;
+            let value = format!("{}.{written}", self.id);
+            match rng.below(10) {
+                0..=3 => {
+                    state.read(&key).await;
+                }
+                4..=6 => state.write(&key, value).await,
+                _ => state.compare_and_set(&key, value).await,
+            }
+        }
+    }
+}

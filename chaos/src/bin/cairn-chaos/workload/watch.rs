@@ -1,0 +1,114 @@
+//! Watchers of the whole key space from different start revisions. Through
+//! faults a watcher resumes on another member from its last revision + 1; a
+//! watcher that hears nothing for a while assumes its member is cut off.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_chaos::record::WatchSession;
+use cairn_chaos::watch::{Change, Received};
+use etcd_client::{EventType, WatchOptions};
+
+use super::{text, Conn, Shared};
+
+/// Silence after which a watcher moves to another member.
+const SILENCE: Duration = Duration::from_secs(3);
+
+/// What the watchers share with the harness.
+#[derive(Default)]
+pub struct Progress {
+    /// Per watcher, the last revision received (`i64::MAX` before it starts),
+    /// so that compaction can stay behind every watcher.
+    pub last: Vec<AtomicI64>,
+    /// Set at the end: watchers stop once past it.
+    pub fence: AtomicI64,
+}
+
+impl Progress {
+    pub fn new(watchers: usize) -> Arc<Self> {
+        Arc::new(Progress { last: (0..watchers).map(|_| AtomicI64::new(i64::MAX)).collect(), fence: AtomicI64::new(0) })
+    }
+
+    pub fn low_water_mark(&self) -> i64 {
+        self.last.iter().map(|last| last.load(Ordering::Relaxed)).min().unwrap_or(0)
+    }
+
+    fn past_fence(&self, revision: i64) -> bool {
+        let fence = self.fence.load(Ordering::Relaxed);
+        fence > 0 && revision >= fence
+    }
+}
+
+enum Ended {
+    /// Reconnect and resume.
+    Broken,
+    /// Compacted: a new session from this revision.
+    Compacted(i64),
+    Done,
+}
+
+pub async fn run(watcher: u32, start: i64, recorder: Shared, mut conn: Conn, progress: Arc<Progress>) {
+    let mark = &progress.last[watcher as usize];
+    mark.store(start - 1, Ordering::Relaxed);
+    let mut session = WatchSession { watcher, start_revision: start, ..Default::default() };
+    let mut next = start;
+    let mut response = 0u64;
+    loop {
+        let options = WatchOptions::new().with_all_keys().with_start_revision(next).with_prev_key();
+        let stream = conn.call(|mut client| async move { client.watch("", Some(options)).await }).await;
+        let ended = match stream {
+            None => Ended::Broken,
+            Some(mut stream) => loop {
+                let message = match tokio::time::timeout(SILENCE, stream.message()).await {
+                    Ok(Ok(Some(message))) => message,
+                    _ if progress.past_fence(next - 1) => break Ended::Done,
+                    _ => break Ended::Broken,
+                };
+                if message.canceled() {
+                    break match message.compact_revision() {
+                        0 => Ended::Broken,
+                        compacted => Ended::Compacted(compacted),
+                    };
+                }
+                if message.events().is_empty() {
+                    continue;
+                }
+                response += 1;
+                for event in message.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let value = (event.event_type() == EventType::Put).then(|| text(kv.value()));
+                    let change = Change { revision: kv.mod_revision(), key: text(kv.key()), value };
+                    next = next.max(change.revision + 1);
+                    let prev_value = event.prev_kv().map(|prev| text(prev.value()));
+                    session.received.push(Received { response, change, prev_value });
+                }
+                mark.store(next - 1, Ordering::Relaxed);
+                if progress.past_fence(next - 1) {
+                    break Ended::Done;
+                }
+            },
+        };
+        match ended {
+            Ended::Done => break,
+            Ended::Broken if recorder.stopping() && progress.fence.load(Ordering::Relaxed) < 0 => break,
+            Ended::Broken => {
+                session.reconnects += 1;
+                conn.failed();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ended::Compacted(revision) => {
+                let finished = std::mem::take(&mut session);
+                recorder.record().watch_sessions.push(finished);
+                session = WatchSession { watcher, start_revision: revision, ..Default::default() };
+                next = revision;
+            }
+        }
+    }
+    recorder.record().watch_sessions.push(session);
+}
+
+/// Tells watchers still short of the fence to give up (the harness's deadline passed).
+pub fn abandon(progress: &Progress) {
+    progress.fence.store(-1, Ordering::Relaxed);
+}

@@ -1,0 +1,68 @@
+//! The chaos smoke CI runs: real cairn members, a leader kill and partitions,
+//! the real checkers. Then the same harness against a deliberately broken
+//! cairn, which must fail, and the saved history checked again offline.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn chaos_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn-chaos"))
+}
+
+fn run(out: &Path, extra: &[&str]) -> (bool, Value) {
+    let cairn = chaos_binary().with_file_name("cairn");
+    assert!(
+        cairn.exists(),
+        "{} is missing: build the workspace (`cargo build --release --workspace`)",
+        cairn.display()
+    );
+    let status = Command::new(chaos_binary())
+        .arg("run")
+        .args(["--out", &out.to_string_lossy()])
+        .args(extra)
+        .status()
+        .expect("cairn-chaos runs");
+    let report = std::fs::read_to_string(out.join("report.json")).expect("a run writes report.json");
+    (status.success(), serde_json::from_str(&report).expect("report.json is JSON"))
+}
+
+fn verdict<'a>(report: &'a Value, name: &str) -> &'a Value {
+    let checks = report["checks"].as_array().expect("checks");
+    &checks.iter().find(|check| check["name"] == name).unwrap_or_else(|| panic!("no checker {name}"))["verdict"]
+}
+
+#[test]
+fn leader_kills_and_partitions_pass_then_a_broken_member_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // A correct cluster under a leader kill and partitions: every checker passes.
+    let good = dir.path().join("good");
+    let (passed, report) = run(
+        &good,
+        &["--duration", "60s", "--seed", "11", "--faults", "kill-leader,partition-leader,partition-majority"],
+    );
+    let text = std::fs::read_to_string(good.join("report.md")).unwrap_or_default();
+    assert!(passed, "the smoke run failed:\n{text}");
+    assert_eq!(report["passed"], true);
+    assert!(report["faults"].as_u64().unwrap_or(0) >= 3, "too few faults injected:\n{text}");
+    assert!(!report["recovery_ms"].as_array().expect("recovery_ms").is_empty(), "no leader kill:\n{text}");
+    for name in ["linearizability per key", "watch guarantees", "HashKV equal on all members"] {
+        assert_eq!(verdict(&report, name), "Pass", "{name}");
+    }
+    assert!(!good.join("history.json").exists(), "a passing run saves no history unless asked");
+
+    // A member that serves linearizable reads locally, without ReadIndex: caught.
+    let broken = dir.path().join("broken");
+    let args = ["--duration", "30s", "--seed", "12", "--faults", "partition-leader,partition-majority"];
+    let (passed, report) = run(&broken, &[&args[..], &["--broken", "unsafe-local-reads"]].concat());
+    assert!(!passed, "the broken member was not caught");
+    assert!(verdict(&report, "linearizability per key").get("Fail").is_some(), "{report:#}");
+
+    // The saved history fails again offline.
+    let history = broken.join("history.json");
+    let status = Command::new(chaos_binary()).arg("check").arg(&history).output().expect("check runs");
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stdout).contains("**FAIL**: not linearizable"));
+}
