@@ -1,5 +1,7 @@
-//! The Raft log and vote in the engine. An append is fsynced before openraft
-//! is told it is durable.
+//! The Raft log and vote in the engine. An append is written at once (so that
+//! replication can read it) and fsynced by the WAL sync thread, which tells
+//! openraft it is durable only after the fsync. Appends that arrive during an
+//! fsync share the next one.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -17,11 +19,16 @@ use crate::metrics::METRICS;
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<Engine>,
+    /// Appends waiting for the WAL fsync, in log order.
+    unsynced: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>) -> Result<Self, std::io::Error> {
+        let (unsynced, waiting) = std::sync::mpsc::channel();
+        let syncing = engine.clone();
+        std::thread::Builder::new().name("cairn-wal-sync".into()).spawn(move || sync_loop(&syncing, waiting))?;
+        Ok(Self { engine, unsynced })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -120,28 +127,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 value,
             });
         }
-        let engine = self.engine.clone();
-        // The fsync runs off the async workers; openraft learns of it through the callback.
-        let result = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let written = engine.write(&ops, Durability::Sync);
-            METRICS.wal_fsync.observe(started.elapsed());
-            written
-        })
-        .await
-        .map_err(|err| std::io::Error::other(err.to_string()))
-        .and_then(|res| res.map_err(|err| std::io::Error::other(err.to_string())));
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(err) => {
-                let message = err.to_string();
-                callback.log_io_completed(Err(err));
-                Err(StorageIOError::write_logs(openraft::AnyError::error(message)).into())
-            }
-        }
+        self.engine.write(&ops, Durability::Buffered).map_err(|err| StorageIOError::write_logs(&err))?;
+        self.unsynced.send(callback).map_err(|_| {
+            StorageIOError::write_logs(openraft::AnyError::error("the WAL sync thread has stopped"))
+        })?;
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -169,5 +159,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         ];
         self.engine.write(&ops, Durability::Sync).map_err(|err| StorageIOError::write_logs(&err))?;
         Ok(())
+    }
+}
+
+/// fsyncs the WAL for every append that is waiting, oldest first, then completes
+/// their callbacks in order. Ends when the log store is dropped.
+fn sync_loop(engine: &Engine, waiting: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = waiting.recv() {
+        let mut flushed = vec![first];
+        flushed.extend(waiting.try_iter());
+        let started = std::time::Instant::now();
+        let synced = engine.sync_wal();
+        METRICS.wal_fsync.observe(started.elapsed());
+        for callback in flushed {
+            let result = synced.as_ref().map(|_| ()).map_err(|err| std::io::Error::other(err.to_string()));
+            callback.log_io_completed(result);
+        }
     }
 }

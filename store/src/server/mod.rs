@@ -111,11 +111,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     .validate()
     .map_err(|err| StartError::Raft(err.to_string()))?;
     let network = Network { cluster_id: identity.cluster_id, peers: peers.clone() };
+    let log_store = LogStore::new(engine.clone()).map_err(|err| StartError::Raft(err.to_string()))?;
     let raft = Raft::new(
         identity.member_id,
         Arc::new(raft_config),
         network,
-        LogStore::new(engine.clone()),
+        log_store,
         StateMachine::new(state.clone(), snapshot_dir, identity.cluster_id, identity.member_id),
     )
     .await
