@@ -31,9 +31,13 @@ pub struct CompareOptions {
     pub out: PathBuf,
 }
 
+const ROUND_TRIP: &str = "range serializable, 1 client";
+
 /// One workload of the comparison: (name, workload, clients, serializable).
-const WORKLOADS: [(&str, Workload, usize, bool); 6] = [
+const WORKLOADS: [(&str, Workload, usize, bool); 7] = [
     ("put, 1 client, sequential keys", Workload::Put, 1, false),
+    // One client's round trip with no disk: with the fdatasync, the floor of a durable put.
+    (ROUND_TRIP, Workload::Range, 1, true),
     ("put, 16 clients", Workload::Put, 16, false),
     ("put, 64 clients", Workload::Put, 64, false),
     ("put, 256 clients", Workload::Put, 256, false),
@@ -300,6 +304,39 @@ fn find<'a>(results: &'a Results, system: &str, size: usize, workload: &str) -> 
         .map(|m| &m.summary)
 }
 
+fn p50(summary: &Summary) -> f64 {
+    summary.percentiles_ms.iter().find(|(p, _)| *p == 50.0).map_or(0.0, |(_, v)| *v)
+}
+
+/// On one member, a put acknowledged after its fsync cannot beat one client
+/// round trip plus one fdatasync; says which system's put p50 is below that.
+fn durability_floor(results: &Results, sizes: &[usize]) -> String {
+    let mut text = String::new();
+    if !sizes.contains(&1) {
+        return text;
+    }
+    for system in ["cairn", "etcd"] {
+        let (Some(put), Some(trip)) = (find(results, system, 1, WORKLOADS[0].0), find(results, system, 1, ROUND_TRIP))
+        else {
+            continue;
+        };
+        let floor = p50(trip) + results.fdatasync_p50_ms;
+        let verdict = if p50(put) < floor {
+            "below it: this put was acknowledged before its fsync finished"
+        } else {
+            "at or above it"
+        };
+        text.push_str(&format!(
+            "\n{system}, 1 member: put p50 {:.3} ms against a floor of {floor:.3} ms (round trip {:.3} + fdatasync {:.3}), {verdict}.",
+            p50(put),
+            p50(trip),
+            results.fdatasync_p50_ms
+        ));
+    }
+    text.push('\n');
+    text
+}
+
 fn write_outputs(results: &Results, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(results)?)?;
@@ -340,6 +377,7 @@ fn write_outputs(results: &Results, out: &Path) -> Result<()> {
             ));
         }
     }
+    md.push_str(&durability_floor(results, &sizes));
     md.push_str("\nRSS is measured after every key of a 100k key space has been written (values of 256 bytes); CPU and bytes written cover the workloads above; the data dir size is taken last.\n");
     md.push_str("\n| system | size | RSS MiB/member | CPU s per 1000 ops | disk bytes written/op | data dir MiB/member |\n|---|---|---|---|---|---|\n");
     for r in &results.resources {

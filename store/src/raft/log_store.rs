@@ -128,9 +128,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             });
         }
         self.engine.write(&ops, Durability::Buffered).map_err(|err| StorageIOError::write_logs(&err))?;
-        self.unsynced.send(callback).map_err(|_| {
-            StorageIOError::write_logs(openraft::AnyError::error("the WAL sync thread has stopped"))
-        })?;
+        self.unsynced
+            .send(callback)
+            .map_err(|_| StorageIOError::write_logs(openraft::AnyError::error("the WAL sync thread has stopped")))?;
         Ok(())
     }
 

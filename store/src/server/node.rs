@@ -212,6 +212,11 @@ impl Node {
                 },
             )
             .await?;
+        Ok(self.wait_applied(index).await?)
+    }
+
+    /// Waits until this member has applied `index`.
+    async fn wait_applied(&self, index: u64) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.request_timeout();
         let mut applied = self.state.subscribe_applied();
         let caught_up = tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
@@ -219,15 +224,15 @@ impl Node {
             .map(|waited| waited.is_ok());
         match caught_up {
             Ok(true) => Ok(()),
-            Ok(false) => Err(EtcdError::Stopped.into()),
-            Err(_) => Err(EtcdError::Timeout.into()),
+            Ok(false) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::Timeout),
         }
     }
 
     /// Renews a lease on the leader; an unknown lease gets TTL 0, as in etcd.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, tonic::Status> {
         self.on_leader(
-            || async move { Ok(self.keep_alive_here(id)) },
+            || self.keep_alive_here(id),
             |mut client| async move {
                 client
                     .lease_keep_alive(LeaseKeepAliveRequest { id })
@@ -239,12 +244,16 @@ impl Node {
         .await
     }
 
-    /// The keepalive itself, on the leader.
-    pub fn keep_alive_here(&self, id: i64) -> i64 {
-        match self.state.lease(id) {
+    /// The keepalive itself, on the leader. Leadership is confirmed by a
+    /// ReadIndex round first (etcd's `ensureLeadership`): a leader cut off from
+    /// the others must not renew a lease that the new leader is counting down.
+    pub async fn keep_alive_here(&self, id: i64) -> Result<i64, ProposeError> {
+        let index = self.reads.read_index().await?;
+        self.wait_applied(index).await.map_err(ProposeError::Failed)?;
+        Ok(match self.state.lease(id) {
             Some(lease) => self.lessor.renew(id, lease.ttl),
             None => 0,
-        }
+        })
     }
 
     pub async fn lease_time_to_live(

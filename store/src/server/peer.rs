@@ -88,7 +88,7 @@ impl RaftPeer for PeerService {
             return Err(EtcdError::NotLeader.into());
         }
         let id = request.into_inner().id;
-        let ttl = self.node.keep_alive_here(id);
+        let ttl = self.node.keep_alive_here(id).await.map_err(status_of)?;
         Ok(Response::new(LeaseKeepAliveResponse { header: None, id, ttl }))
     }
 
@@ -122,11 +122,15 @@ impl RaftPeer for PeerService {
 
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         self.check_cluster(request.into_inner().cluster_id)?;
-        match self.node.reads.read_index().await {
-            Ok(index) => Ok(Response::new(ReadIndexResponse { index })),
-            Err(ProposeError::NotLeader(_)) => Err(EtcdError::NotLeader.into()),
-            Err(ProposeError::Failed(err)) => Err(err.into()),
-        }
+        let index = self.node.reads.read_index().await.map_err(status_of)?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+}
+
+fn status_of(err: ProposeError) -> Status {
+    match err {
+        ProposeError::NotLeader(_) => EtcdError::NotLeader.into(),
+        ProposeError::Failed(err) => err.into(),
     }
 }
 

@@ -93,6 +93,13 @@ impl Member {
         }
     }
 
+    /// SIGSTOP or SIGCONT.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+        }
+    }
+
     /// SIGTERM, then wait (bounded) for a clean exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else { return false };
@@ -116,6 +123,7 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
+        self.signal("-CONT");
         self.kill();
     }
 }

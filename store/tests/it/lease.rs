@@ -139,3 +139,42 @@ async fn t102_a_leader_change_does_not_shorten_a_lease() {
     let mut kv = c.kv_client();
     assert!(wait_until_gone(&mut kv, "leased", Duration::from_secs(12)).await.is_some());
 }
+
+/// Found by the chaos harness: a leader cut off from the others went on
+/// answering keepalives, so a client thought its lease renewed while the new
+/// leader let it expire. A keepalive must confirm leadership first.
+#[tokio::test]
+async fn t103_a_leader_without_a_quorum_does_not_renew_leases() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let leader = cluster.leader_index().expect("leader");
+    let mut c = client(cluster.members[leader].endpoint()).await;
+    let lease = c.lease_grant(30, None).await.expect("grant").id();
+    let (mut keeper, mut responses) = c.lease_keep_alive(lease).await.expect("keepalive");
+    keeper.keep_alive().await.expect("send");
+    let kept = responses.message().await.expect("message").expect("response");
+    assert_eq!(kept.ttl(), 30, "renewed while the cluster is whole");
+
+    let followers: Vec<usize> = (0..3).filter(|index| *index != leader).collect();
+    for follower in &followers {
+        cluster.members[*follower].signal("-STOP");
+    }
+    let started = Instant::now();
+    let renewed = tokio::time::timeout(Duration::from_secs(20), async {
+        let (mut keeper, mut responses) = c.lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        responses.message().await
+    })
+    .await;
+    for follower in &followers {
+        cluster.members[*follower].signal("-CONT");
+    }
+    let renewed_ttl = match renewed {
+        Ok(Ok(Some(response))) => response.ttl(),
+        _ => 0,
+    };
+    assert!(
+        renewed_ttl <= 0,
+        "a leader without a quorum renewed the lease (TTL {renewed_ttl}) after {:?}",
+        started.elapsed()
+    );
+}

@@ -8,7 +8,7 @@ use cairn_chaos::schedule::Rng;
 use cairn_chaos::watch::Change;
 use etcd_client::PutOptions;
 
-use super::{Conn, Shared};
+use super::{Conn, Failure, Shared};
 
 pub const PREFIX: &str = "l/";
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
@@ -23,7 +23,7 @@ impl Lease<'_> {
     async fn read(&mut self) {
         let invoked = self.recorder.now();
         let key = self.record.key.clone();
-        let response = self.conn.call(|mut client| async move { client.get(key, None).await }).await;
+        let response = self.conn.call(|mut client| async move { client.get(key, None).await }).await.ok();
         self.recorder.latency(OpKind::Get, response.is_some(), invoked);
         if let Some(response) = response {
             let read = LeaseRead { invoked, completed: self.recorder.now(), present: !response.kvs().is_empty() };
@@ -42,7 +42,7 @@ impl Lease<'_> {
                 stream.message().await
             })
             .await;
-        let ttl = response.flatten().map(|response| response.ttl());
+        let ttl = response.ok().flatten().map(|response| response.ttl());
         self.recorder.latency(OpKind::KeepAlive, ttl.is_some(), sent);
         if let Some(ttl_s) = ttl.filter(|ttl| *ttl > 0) {
             self.record.renewals.push(Renewal { sent, acknowledged: self.recorder.now(), ttl_s });
@@ -54,9 +54,11 @@ impl Lease<'_> {
         self.record.revoke_sent = Some(invoked);
         let id = self.record.id;
         let response = self.conn.call(|mut client| async move { client.lease_revoke(id).await }).await;
-        self.recorder.latency(OpKind::LeaseRevoke, response.is_some(), invoked);
-        if response.is_some() {
-            self.record.revoked = Some(self.recorder.now());
+        self.recorder.latency(OpKind::LeaseRevoke, response.is_ok(), invoked);
+        match response {
+            Ok(_) => self.record.revoked = Some(self.recorder.now()),
+            Err(Failure::NotSent) => self.record.revoke_sent = None,
+            Err(Failure::Unknown) => {}
         }
     }
 }
@@ -64,7 +66,7 @@ impl Lease<'_> {
 pub async fn run(recorder: Shared, mut conn: Conn, mut rng: Rng, ttl: i64) {
     while !recorder.stopping() {
         let sent = recorder.now();
-        let granted = conn.call(|mut client| async move { client.lease_grant(ttl, None).await }).await;
+        let granted = conn.call(|mut client| async move { client.lease_grant(ttl, None).await }).await.ok();
         recorder.latency(OpKind::LeaseGrant, granted.is_some(), sent);
         let Some(granted) = granted else {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -82,7 +84,8 @@ pub async fn run(recorder: Shared, mut conn: Conn, mut rng: Rng, ttl: i64) {
         let put = lease
             .conn
             .call(|mut client| async move { client.put(key, "", Some(PutOptions::new().with_lease(id))).await })
-            .await;
+            .await
+            .ok();
         if let Some(put) = put {
             lease.record.attached = Some(recorder.now());
             let revision = put.header().map_or(0, |header| header.revision());

@@ -87,21 +87,48 @@ impl Conn {
         self.at = (self.at + 1) % self.endpoints.len().max(1);
     }
 
-    /// One call, bounded by the timeout; `None` if it failed or timed out (the
-    /// outcome is then unknown) and the next call goes to another member.
-    pub async fn call<T, F, Fut>(&mut self, call: F) -> Option<T>
+    /// One call, bounded by the timeout. After a failure the next call goes to
+    /// another member, after a short pause so that an outage does not pile up
+    /// indeterminate operations.
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, Failure>
     where
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let client = self.client().await?;
-        match tokio::time::timeout(self.timeout, call(client)).await {
-            Ok(Ok(value)) => Some(value),
-            _ => {
-                self.failed();
-                None
-            }
+        let failure = match self.client().await {
+            None => Failure::NotSent,
+            Some(client) => match tokio::time::timeout(self.timeout, call(client)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(err)) => classify(&err),
+                Err(_) => Failure::Unknown,
+            },
+        };
+        self.failed();
+        tokio::time::sleep(FAILURE_PAUSE).await;
+        Err(failure)
+    }
+}
+
+const FAILURE_PAUSE: Duration = Duration::from_millis(300);
+
+/// Why a call gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made: the request never left, and had no effect.
+    NotSent,
+    /// It may or may not have taken effect.
+    Unknown,
+}
+
+fn classify(err: &etcd_client::Error) -> Failure {
+    match err {
+        etcd_client::Error::TransportError(_) => Failure::NotSent,
+        etcd_client::Error::GRpcStatus(status)
+            if status.code() == tonic::Code::Unavailable && status.message().contains("connect error") =>
+        {
+            Failure::NotSent
         }
+        _ => Failure::Unknown,
     }
 }
 

@@ -14,7 +14,7 @@ use cairn_chaos::schedule::Rng;
 use cairn_chaos::watch::Change;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::{text, Conn, Pace, Shared};
+use super::{text, Conn, Failure, Pace, Shared};
 
 pub const PREFIX: &str = "r/";
 
@@ -54,7 +54,7 @@ impl State {
     async fn read(&mut self, key: &str) -> Option<(Option<String>, i64)> {
         let invoked = self.recorder.now();
         let owned = key.to_string();
-        let response = self.conn.call(|mut client| async move { client.get(owned, None).await }).await;
+        let response = self.conn.call(|mut client| async move { client.get(owned, None).await }).await.ok();
         self.recorder.latency(OpKind::Get, response.is_some(), invoked);
         // A failed read changes nothing: it is left out of the history.
         let response = response?;
@@ -70,14 +70,16 @@ impl State {
         let invoked = self.recorder.now();
         let (owned_key, owned_value) = (key.to_string(), value.clone());
         let response = self.conn.call(|mut client| async move { client.put(owned_key, owned_value, None).await }).await;
-        self.recorder.latency(OpKind::Put, response.is_some(), invoked);
+        self.recorder.latency(OpKind::Put, response.is_ok(), invoked);
         match response {
-            Some(response) => {
+            Ok(response) => {
                 let completed = self.recorder.now();
                 self.operation(key, Call::Write(value.clone()), Outcome::Written, invoked, Some(completed));
                 self.acknowledged(key, &value, response.header().map_or(0, |header| header.revision()));
             }
-            None => self.operation(key, Call::Write(value), Outcome::Unknown, invoked, None),
+            Err(Failure::Unknown) => self.operation(key, Call::Write(value), Outcome::Unknown, invoked, None),
+            // Never sent: no effect, nothing to check.
+            Err(Failure::NotSent) => {}
         }
     }
 
@@ -90,10 +92,10 @@ impl State {
             None,
         )]);
         let response = self.conn.call(|mut client| async move { client.txn(txn).await }).await;
-        self.recorder.latency(OpKind::Cas, response.is_some(), invoked);
+        self.recorder.latency(OpKind::Cas, response.is_ok(), invoked);
         let call = Call::Cas { expected, new: new.clone() };
         match response {
-            Some(response) => {
+            Ok(response) => {
                 let completed = self.recorder.now();
                 let revision = response.header().map_or(0, |header| header.revision());
                 self.operation(key, call, Outcome::Cas(response.succeeded()), invoked, Some(completed));
@@ -103,7 +105,8 @@ impl State {
                     self.observed(revision, false);
                 }
             }
-            None => self.operation(key, call, Outcome::Unknown, invoked, None),
+            Err(Failure::Unknown) => self.operation(key, call, Outcome::Unknown, invoked, None),
+            Err(Failure::NotSent) => {}
         }
     }
 }

@@ -5,7 +5,7 @@ use cairn_chaos::record::{AddOutcome, OpKind, SetRecord};
 use cairn_chaos::watch::Change;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::{text, Conn, Pace, Shared};
+use super::{text, Conn, Failure, Pace, Shared};
 
 pub const PREFIX: &str = "s/";
 /// Tries per element when other clients win the compare.
@@ -36,7 +36,7 @@ pub async fn run(id: u32, set: u32, recorder: Shared, mut conn: Conn, per_second
         for _ in 0..TRIES {
             let invoked = recorder.now();
             let owned = key.clone();
-            let Some(current) = conn.call(|mut client| async move { client.get(owned, None).await }).await else {
+            let Ok(current) = conn.call(|mut client| async move { client.get(owned, None).await }).await else {
                 // Nothing was tried yet: this element is simply not added.
                 break;
             };
@@ -47,20 +47,22 @@ pub async fn run(id: u32, set: u32, recorder: Shared, mut conn: Conn, per_second
                 .when([Compare::mod_revision(key.as_str(), CompareOp::Equal, mod_revision)])
                 .and_then([TxnOp::put(key.as_str(), new_value.clone(), None)]);
             let response = conn.call(|mut client| async move { client.txn(txn).await }).await;
-            recorder.latency(OpKind::SetAdd, response.is_some(), invoked);
+            recorder.latency(OpKind::SetAdd, response.is_ok(), invoked);
             match response {
-                None => {
+                Err(Failure::Unknown) => {
                     outcome = AddOutcome::Unknown;
                     break;
                 }
-                Some(response) if response.succeeded() => {
+                // Never sent: not added (the outcome stays Refused unless an earlier try is unknown).
+                Err(Failure::NotSent) => break,
+                Ok(response) if response.succeeded() => {
                     outcome = AddOutcome::Acknowledged;
                     let revision = response.header().map_or(0, |header| header.revision());
                     let change = Change { revision, key: key.clone(), value: Some(new_value) };
                     recorder.record().writes.push(change);
                     break;
                 }
-                Some(_) => {}
+                Ok(_) => {}
             }
         }
         adds.push((element, outcome));

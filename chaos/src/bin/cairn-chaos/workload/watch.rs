@@ -56,7 +56,7 @@ pub async fn run(watcher: u32, start: i64, recorder: Shared, mut conn: Conn, pro
     let mut response = 0u64;
     loop {
         let options = WatchOptions::new().with_all_keys().with_start_revision(next).with_prev_key();
-        let stream = conn.call(|mut client| async move { client.watch("", Some(options)).await }).await;
+        let stream = conn.call(|mut client| async move { client.watch("", Some(options)).await }).await.ok();
         let ended = match stream {
             None => Ended::Broken,
             Some(mut stream) => loop {
