@@ -34,10 +34,20 @@ struct LessorState {
 }
 
 impl Lessor {
-    /// Extends a lease by its TTL; returns the TTL.
+    /// Extends a lease by its TTL and returns the TTL, or 0 for a lease that
+    /// has expired: its revoke is on the way, and a late keepalive must not
+    /// bring it back (etcd's lessor answers "not found" too). Found by chaos.
     pub fn renew(&self, id: i64, ttl: i64) -> i64 {
-        let deadline = Instant::now() + Duration::from_secs(ttl.max(0) as u64);
-        self.inner.lock().deadlines.insert(id, deadline);
+        self.renew_at(id, ttl, Instant::now())
+    }
+
+    fn renew_at(&self, id: i64, ttl: i64, now: Instant) -> i64 {
+        let mut state = self.inner.lock();
+        let expired = state.revoking.contains_key(&id) || state.deadlines.get(&id).is_some_and(|due| *due <= now);
+        if expired {
+            return 0;
+        }
+        state.deadlines.insert(id, now + Duration::from_secs(ttl.max(0) as u64));
         ttl
     }
 
@@ -121,5 +131,20 @@ mod tests {
         // A new term: everyone gets a full TTL from now.
         assert!(lessor.tick(Some(4), &leases, later).is_empty());
         assert_eq!(lessor.tick(Some(4), &leases, later + Duration::from_secs(5)), vec![1]);
+    }
+
+    #[test]
+    fn an_expired_lease_is_not_renewed() {
+        let lessor = Lessor::default();
+        let start = Instant::now();
+        let leases = [(1, 5), (2, 60)];
+        assert!(lessor.tick(Some(3), &leases, start).is_empty());
+        assert_eq!(lessor.renew_at(1, 5, start + Duration::from_secs(4)), 5, "renewed in time");
+        // Past its deadline, before the tick that proposes the revoke.
+        assert_eq!(lessor.renew_at(1, 5, start + Duration::from_secs(10)), 0);
+        let later = start + Duration::from_secs(10);
+        assert_eq!(lessor.tick(Some(3), &leases, later), vec![1]);
+        assert_eq!(lessor.renew_at(1, 5, later), 0, "revoke proposed");
+        assert_eq!(lessor.renew_at(2, 60, later), 60);
     }
 }
