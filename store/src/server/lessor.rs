@@ -103,14 +103,23 @@ pub async fn run(node: Arc<Node>) {
         let expired = node.lessor.tick(leading_term, &node.state.lease_ttls(), Instant::now());
         for id in expired {
             let node = node.clone();
-            tokio::spawn(async move {
-                let request =
-                    WriteRequest { request: Some(write_request::Request::LeaseRevoke(LeaseRevokeRequest { id })) };
-                if let Err(status) = node.write(request).await {
-                    tracing::debug!(%status, lease = id, "revoking an expired lease");
-                }
-            });
+            tokio::spawn(async move { revoke_expired(&node, id).await });
         }
+    }
+}
+
+/// Revokes a lease this member found expired, as the leader that decided it:
+/// leadership is confirmed first and the revoke is proposed here, never
+/// forwarded, so a deposed leader's stale deadlines cannot revoke a lease the
+/// new leader keeps alive (etcd's `ensureLeadership`). Found by chaos.
+async fn revoke_expired(node: &Node, id: i64) {
+    if let Err(err) = node.reads.read_index().await {
+        tracing::debug!(?err, lease = id, "not revoking: leadership not confirmed");
+        return;
+    }
+    let request = WriteRequest { request: Some(write_request::Request::LeaseRevoke(LeaseRevokeRequest { id })) };
+    if let Err(err) = node.proposer.propose(request).await {
+        tracing::debug!(?err, lease = id, "revoking an expired lease");
     }
 }
 
