@@ -4,12 +4,15 @@
 //! tests that run at once never collide on ports. Every wait is bounded and
 //! every process is killed when its handle drops.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use cairn_chaos::proxy::{Link, LinkMode};
 
 /// Where the etcd 3.5.1 binaries are (etcd, etcdctl, etcdutl).
 pub fn etcd_bin_dir() -> PathBuf {
@@ -279,6 +282,54 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// The peer links of a cluster started by `start_behind_proxies`, one TCP
+/// proxy per direction between two members (the chaos harness's proxy).
+pub struct PeerLinks {
+    links: HashMap<(usize, usize), Link>,
+}
+
+impl PeerLinks {
+    /// Cuts `member` off from the others, both ways; nothing queued is lost.
+    pub fn isolate(&self, member: usize) {
+        for ((from, to), link) in &self.links {
+            if *from == member || *to == member {
+                link.set(LinkMode::Stall);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.links.values().for_each(|link| link.set(LinkMode::Pass));
+    }
+}
+
+impl Cluster {
+    /// Starts `size` cairn members that dial each other through proxies
+    /// (`CAIRN_PEER_DIAL_OVERRIDE`). Needs a multi-threaded runtime: the
+    /// proxies run while this blocks until the members are ready.
+    pub async fn start_behind_proxies(size: usize) -> Result<(Cluster, PeerLinks)> {
+        let (dir, mut specs) = plan(size)?;
+        let mut links = HashMap::new();
+        let peer_urls: Vec<String> = specs.iter().map(|spec| spec.peer_url.clone()).collect();
+        for (from, spec) in specs.iter_mut().enumerate() {
+            let mut dial = Vec::new();
+            for (to, peer_url) in peer_urls.iter().enumerate().filter(|(to, _)| *to != from) {
+                let proxy_url = free_url();
+                links.insert((from, to), Link::start(socket_addr(&proxy_url)?, socket_addr(peer_url)?, 0).await?);
+                dial.push(format!("{peer_url}={proxy_url}"));
+            }
+            spec.env.push(("CAIRN_PEER_DIAL_OVERRIDE".to_string(), dial.join(",")));
+        }
+        let cluster = tokio::task::block_in_place(|| Cluster::launch(Flavor::Cairn, dir, specs, &[]))?;
+        Ok((cluster, PeerLinks { links }))
+    }
+}
+
+fn socket_addr(url: &str) -> Result<SocketAddr> {
+    let host_port = url.strip_prefix("http://").unwrap_or(url);
+    host_port.parse().with_context(|| format!("not an address: {url}"))
 }
 
 /// Members for a new cluster of `size` in a fresh folder: names, URLs on

@@ -178,3 +178,55 @@ async fn t103_a_leader_without_a_quorum_does_not_renew_leases() {
         started.elapsed()
     );
 }
+
+/// One keepalive on a fresh stream, bounded: the TTL granted, or `None`.
+async fn renew_once(c: &mut etcd_client::Client, lease: i64) -> Option<i64> {
+    let renewed = tokio::time::timeout(Duration::from_secs(1), async {
+        let (mut keeper, mut responses) = c.lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        responses.message().await
+    })
+    .await;
+    match renewed {
+        Ok(Ok(Some(response))) => Some(response.ttl()),
+        _ => None,
+    }
+}
+
+/// Found by the chaos harness: a leader cut off past a lease's deadline,
+/// still believing it led, proposed a revoke on its stale clock; when the
+/// partition healed, its write path forwarded the revoke to the new leader,
+/// which was keeping the lease alive. Only a leader that has confirmed its
+/// leadership revokes, and it never forwards the revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t104_a_deposed_leader_does_not_revoke_a_lease_kept_alive_elsewhere() {
+    let (cluster, links) = Cluster::start_behind_proxies(3).await.expect("starts");
+    let old_leader = cluster.leader_index().expect("leader");
+    let follower = (old_leader + 1) % 3;
+    let mut c = client(cluster.members[follower].endpoint()).await;
+    let lease = c.lease_grant(3, None).await.expect("grant").id();
+    c.put("kept", "v", Some(PutOptions::new().with_lease(lease))).await.expect("put");
+
+    links.isolate(old_leader);
+    let cut = Instant::now();
+    // Renew through the follower while the old leader's deadline passes and
+    // it proposes its revoke (it cannot commit it while cut off).
+    let mut renewed_by_new_leader = false;
+    while cut.elapsed() < Duration::from_secs(6) {
+        renewed_by_new_leader |= renew_once(&mut c, lease).await == Some(3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    links.heal();
+    assert!(renewed_by_new_leader, "a new leader took over and renewed the lease");
+
+    // The old leader learns of the new term, and its pending revoke is dropped.
+    let healed = Instant::now();
+    let mut renewals = Vec::new();
+    while healed.elapsed() < Duration::from_secs(4) {
+        renewals.push(renew_once(&mut c, lease).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let kept = c.get("kept", None).await.expect("get").count();
+    let left = c.lease_time_to_live(lease, None).await.expect("time to live").ttl();
+    assert!(kept == 1 && left > 0, "the kept lease was revoked: key count {kept}, TTL {left}, renewals {renewals:?}");
+}

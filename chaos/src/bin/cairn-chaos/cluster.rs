@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 
-use crate::proxy::{Link, LinkMode};
+use cairn_chaos::proxy::{Link, LinkMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {

@@ -7,7 +7,6 @@
 mod cluster;
 mod end;
 mod nemesis;
-mod proxy;
 mod workload;
 
 use std::path::{Path, PathBuf};

@@ -13,9 +13,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
-use crate::proxy::LinkMode;
 use crate::workload::watch::Progress;
 use crate::workload::Shared;
+use cairn_chaos::proxy::LinkMode;
 
 /// What the progress line shows: the index of the fault in force, plus one.
 pub static CURRENT: AtomicUsize = AtomicUsize::new(0);

@@ -30,7 +30,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub async fn start(listen: SocketAddr, target: SocketAddr, seed: u64) -> anyhow::Result<Link> {
+    pub async fn start(listen: SocketAddr, target: SocketAddr, seed: u64) -> std::io::Result<Link> {
         let listener = TcpListener::bind(listen).await?;
         let (mode, watcher) = watch::channel(LinkMode::Pass);
         let counter = Arc::new(AtomicU64::new(seed));
