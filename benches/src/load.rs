@@ -90,15 +90,18 @@ pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool)
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let deadline = options.duration.map(|seconds| start + Duration::from_secs(seconds));
-    let total = if deadline.is_some() { u64::MAX } else { options.total };
+    // Clients set up first (a lease to keep alive); the clock starts once all
+    // are ready, so that granting 10,000 leases is not counted as latency.
+    let ready = Arc::new(tokio::sync::Barrier::new(options.clients.max(1) + 1));
+    let (go, started) = tokio::sync::watch::channel(None::<Instant>);
+    let total = if options.duration.is_some() { u64::MAX } else { options.total };
     let value = "v".repeat(options.val_size);
     let mut tasks = Vec::new();
     for client_index in 0..options.clients.max(1) {
         let mut client = connections[client_index % connections.len()].clone();
         let options = options.clone();
         let (issued, done, value) = (issued.clone(), done.clone(), value.clone());
+        let (ready, mut started) = (ready.clone(), started.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = histogram();
             let mut errors = 0u64;
@@ -113,6 +116,11 @@ pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool)
                 Some(Ok((keeper, stream))) => (Some(keeper), Some(stream)),
                 _ => (None, None),
             };
+            ready.wait().await;
+            let Ok(start) = started.wait_for(Option::is_some).await.map(|at| at.unwrap_or_else(Instant::now)) else {
+                return (latencies, errors);
+            };
+            let deadline = options.duration.map(|seconds| start + Duration::from_secs(seconds));
             loop {
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 if n >= total || deadline.is_some_and(|deadline| Instant::now() >= deadline) {
@@ -163,6 +171,10 @@ pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool)
             (latencies, errors)
         }));
     }
+    ready.wait().await;
+    let start = Instant::now();
+    go.send_replace(Some(start));
+    let deadline = options.duration.map(|seconds| start + Duration::from_secs(seconds));
     let progress = show_progress.then(|| tokio::spawn(progress(done.clone(), stop.clone(), options.total, deadline)));
     let mut latencies = histogram();
     let mut errors = 0;

@@ -84,10 +84,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_string();
+        // A Uri clone shares its buffer: no allocation per call.
+        let uri = request.uri().clone();
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
+            let path = uri.path();
             if path.starts_with("/etcdserverpb.") {
                 // Errors travel in the headers (trailers-only); success in the trailers.
                 let code = response
@@ -95,7 +97,7 @@ where
                     .get("grpc-status")
                     .map(|value| tonic::Code::from_bytes(value.as_bytes()))
                     .unwrap_or(tonic::Code::Ok);
-                METRICS.count_grpc(&path, go_code_name(code));
+                METRICS.count_grpc(path, go_code_name(code));
             }
             Ok(response)
         })

@@ -75,7 +75,9 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Repl
             METRICS.batches.fetch_add(1, Ordering::Relaxed);
             METRICS.batch_requests.fetch_add(count as u64, Ordering::Relaxed);
             METRICS.proposals_pending.fetch_add(count as i64, Ordering::Relaxed);
+            let proposed = std::time::Instant::now();
             let outcome = raft.client_write(Proposal(requests)).await;
+            METRICS.proposal_commit.observe(proposed.elapsed());
             METRICS.proposals_pending.fetch_sub(count as i64, Ordering::Relaxed);
             if outcome.is_err() {
                 METRICS.proposals_failed.fetch_add(count as u64, Ordering::Relaxed);
