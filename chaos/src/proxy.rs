@@ -30,7 +30,9 @@ pub struct Link {
 }
 
 impl Link {
-    pub async fn start(listen: SocketAddr, target: SocketAddr, seed: u64) -> std::io::Result<Link> {
+    /// A proxy listening on `listen_url` that forwards to `target_url` (`http://ip:port`).
+    pub async fn start(listen_url: &str, target_url: &str, seed: u64) -> std::io::Result<Link> {
+        let (listen, target) = (socket_addr(listen_url)?, socket_addr(target_url)?);
         let listener = TcpListener::bind(listen).await?;
         let (mode, watcher) = watch::channel(LinkMode::Pass);
         let counter = Arc::new(AtomicU64::new(seed));
@@ -52,6 +54,13 @@ impl Drop for Link {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+fn socket_addr(url: &str) -> std::io::Result<SocketAddr> {
+    let host_port = url.trim_start_matches("http://");
+    host_port
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not an http://ip:port URL: {url}")))
 }
 
 async fn serve(inbound: TcpStream, target: SocketAddr, mut mode: watch::Receiver<LinkMode>, counter: Arc<AtomicU64>) {

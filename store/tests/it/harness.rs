@@ -5,7 +5,6 @@
 //! every process is killed when its handle drops.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -317,7 +316,7 @@ impl Cluster {
             let mut dial = Vec::new();
             for (to, peer_url) in peer_urls.iter().enumerate().filter(|(to, _)| *to != from) {
                 let proxy_url = free_url();
-                links.insert((from, to), Link::start(socket_addr(&proxy_url)?, socket_addr(peer_url)?, 0).await?);
+                links.insert((from, to), Link::start(&proxy_url, peer_url, 0).await?);
                 dial.push(format!("{peer_url}={proxy_url}"));
             }
             spec.env.push(("CAIRN_PEER_DIAL_OVERRIDE".to_string(), dial.join(",")));
@@ -325,11 +324,6 @@ impl Cluster {
         let cluster = tokio::task::block_in_place(|| Cluster::launch(Flavor::Cairn, dir, specs, &[]))?;
         Ok((cluster, PeerLinks { links }))
     }
-}
-
-fn socket_addr(url: &str) -> Result<SocketAddr> {
-    let host_port = url.strip_prefix("http://").unwrap_or(url);
-    host_port.parse().with_context(|| format!("not an address: {url}"))
 }
 
 /// Members for a new cluster of `size` in a fresh folder: names, URLs on

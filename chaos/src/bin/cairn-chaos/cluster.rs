@@ -4,7 +4,6 @@
 //! with a fresh name and data dir.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -66,11 +65,6 @@ pub struct Cluster {
     proxy_urls: HashMap<(usize, usize), String>,
 }
 
-fn addr(url: &str) -> Result<SocketAddr> {
-    let host = url.trim_start_matches("http://");
-    host.parse().with_context(|| format!("bad URL {url}"))
-}
-
 /// Membership changes wait for an apply on the leader: give them longer.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -116,7 +110,7 @@ impl Cluster {
                 for (to, target) in slots.iter().enumerate() {
                     if from != to {
                         let url = next_url();
-                        let link = Link::start(addr(&url)?, addr(&target.peer_url)?, (from * 31 + to) as u64).await?;
+                        let link = Link::start(&url, &target.peer_url, (from * 31 + to) as u64).await?;
                         links.insert((from, to), link);
                         proxy_urls.insert((from, to), url);
                     }
