@@ -98,7 +98,11 @@ fn serve(config: Config) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|err| format!("cannot start the runtime: {err}"))?;
-    runtime.block_on(cairn_store::server::run(config, shutdown_signal())).map_err(|err| err.to_string())
+    let shutdown = {
+        let _runtime = runtime.enter();
+        shutdown_signal()
+    };
+    runtime.block_on(cairn_store::server::run(config, shutdown)).map_err(|err| err.to_string())
 }
 
 /// openraft logs every failed retry to an unreachable peer; keep its warnings
@@ -106,15 +110,21 @@ fn serve(config: Config) -> Result<(), String> {
 const QUIET_OPENRAFT: &str =
     "openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once, not when the future is
+/// first polled: a signal that arrives while the member starts (it may already
+/// serve) then stops it gracefully instead of killing it. Found by a flaky t82.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers, only a kill stops us; wait forever.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let handlers = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers, only a kill stops us; wait forever.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
