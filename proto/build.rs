@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    // Raft payloads are cloned for a resend and sliced on receipt: share, do not copy.
+    tonic_prost_build::configure().bytes(".cairnpb.RaftPayload.data").compile_protos(&protos, &["proto"])?;
     Ok(())
 }

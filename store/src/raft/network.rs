@@ -15,7 +15,10 @@ use openraft::raft::{
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
 
 use super::types::{decode, encode, Member, NodeId, TypeConfig};
 use crate::metrics::METRICS;
@@ -27,11 +30,45 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// `advertised-peer-url=url-to-dial`, comma-separated. Not for production.
 pub const DIAL_OVERRIDE_ENV: &str = "CAIRN_PEER_DIAL_OVERRIDE";
 
-/// gRPC channels to peers, shared by Raft and by request forwarding.
+/// Idle AppendEntries streams kept per peer: one for replication, the rest for
+/// the leadership checks of linearizable reads, which run beside it.
+const IDLE_STREAMS_PER_PEER: usize = 4;
+
+/// gRPC channels to peers, shared by Raft and by request forwarding, and the
+/// idle AppendEntries streams on them.
 #[derive(Default)]
 pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
+    idle_streams: Mutex<HashMap<String, Vec<AppendStream>>>,
     dial_overrides: HashMap<String, String>,
+}
+
+/// A peer's client, with the URL it dials (the key of its idle streams).
+#[derive(Clone)]
+pub struct PeerLink {
+    url: String,
+    client: RaftPeerClient<Channel>,
+}
+
+/// One AppendEntries stream: a request, then its answer, in turn. A stream
+/// goes back to the idle pool only after a whole exchange, so an answer can
+/// never be taken for the answer to another request.
+struct AppendStream {
+    requests: mpsc::Sender<RaftPayload>,
+    answers: Streaming<RaftPayload>,
+}
+
+impl AppendStream {
+    async fn open(mut client: RaftPeerClient<Channel>) -> Result<Self, Status> {
+        let (requests, outgoing) = mpsc::channel(1);
+        let answers = client.append_entries(ReceiverStream::new(outgoing)).await?.into_inner();
+        Ok(AppendStream { requests, answers })
+    }
+
+    async fn exchange(&mut self, payload: RaftPayload) -> Result<RaftPayload, Status> {
+        self.requests.send(payload).await.map_err(|_| Status::unavailable("append stream closed"))?;
+        self.answers.message().await?.ok_or_else(|| Status::unavailable("append stream ended"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +90,14 @@ impl PeerClients {
         if !dial_overrides.is_empty() {
             tracing::warn!(links = dial_overrides.len(), "peer URLs are dialed through {DIAL_OVERRIDE_ENV}");
         }
-        PeerClients { channels: Mutex::default(), dial_overrides }
+        PeerClients { dial_overrides, ..PeerClients::default() }
     }
 
     pub fn client(&self, target: NodeId, member: &Member) -> Result<RaftPeerClient<Channel>, PeerError> {
+        self.link(target, member).map(|link| link.client)
+    }
+
+    fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, PeerError> {
         let advertised = member.peer_urls.first().ok_or(PeerError::NoPeerUrl(target))?;
         let url = self.dial_overrides.get(advertised).unwrap_or(advertised);
         let mut channels = self.channels.lock();
@@ -73,9 +114,38 @@ impl PeerClients {
                 channel
             }
         };
-        Ok(RaftPeerClient::new(channel)
+        let client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
+        Ok(PeerLink { url: url.clone(), client })
+    }
+
+    /// Sends one AppendEntries on an idle stream to the peer, or on a new one.
+    async fn append_entries(&self, link: &PeerLink, payload: RaftPayload) -> Result<RaftPayload, Status> {
+        let idle = self.idle_streams.lock().get_mut(&link.url).and_then(Vec::pop);
+        if let Some(mut stream) = idle {
+            if let Ok(answer) = stream.exchange(payload.clone()).await {
+                self.put_idle(&link.url, stream);
+                return Ok(answer);
+            }
+            // An idle stream may have died with its connection (the peer
+            // restarted). AppendEntries is idempotent: resend on a new stream.
+        }
+        let mut stream = AppendStream::open(link.client.clone()).await?;
+        let answer = stream.exchange(payload).await?;
+        self.put_idle(&link.url, stream);
+        Ok(answer)
+    }
+
+    fn put_idle(&self, url: &str, stream: AppendStream) {
+        let mut idle = self.idle_streams.lock();
+        let streams = match idle.get_mut(url) {
+            Some(streams) => streams,
+            None => idle.entry(url.to_string()).or_default(),
+        };
+        if streams.len() < IDLE_STREAMS_PER_PEER {
+            streams.push(stream);
+        }
     }
 }
 
@@ -89,13 +159,19 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
-        Connection { target, client: self.peers.client(target, node), cluster_id: self.cluster_id }
+        Connection {
+            target,
+            link: self.peers.link(target, node),
+            peers: self.peers.clone(),
+            cluster_id: self.cluster_id,
+        }
     }
 }
 
 pub struct Connection {
     target: NodeId,
-    client: Result<RaftPeerClient<Channel>, PeerError>,
+    link: Result<PeerLink, PeerError>,
+    peers: Arc<PeerClients>,
     cluster_id: u64,
 }
 
@@ -118,25 +194,26 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = match &self.client {
-            Ok(client) => client.clone(),
+        let link = match &self.link {
+            Ok(link) => link.clone(),
             Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
         };
         let data = encode(req).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
-        let payload = RaftPayload { cluster_id: self.cluster_id, data };
-        let mut client = client;
+        let payload = RaftPayload { cluster_id: self.cluster_id, data: data.into() };
+        let peers = &self.peers;
         let call = async move {
+            let mut client = link.client.clone();
             match rpc {
-                Rpc::AppendEntries => client.append_entries(payload).await,
-                Rpc::Vote => client.vote(payload).await,
-                Rpc::InstallSnapshot => client.install_snapshot(payload).await,
+                Rpc::AppendEntries => peers.append_entries(&link, payload).await,
+                Rpc::Vote => client.vote(payload).await.map(tonic::Response::into_inner),
+                Rpc::InstallSnapshot => client.install_snapshot(payload).await.map(tonic::Response::into_inner),
             }
         };
         let started = std::time::Instant::now();
         let response = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(Ok(response)) => {
                 METRICS.observe_peer_rtt(self.target, started.elapsed());
-                response.into_inner()
+                response
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 return Err(RPCError::Unreachable(Unreachable::new(&status)))

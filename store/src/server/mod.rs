@@ -176,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     for server in servers {
         let abort = server.abort_handle();
         if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+            tracing::warn!("a server did not stop in time; its connections are cut");
             abort.abort();
         }
     }
@@ -343,7 +344,7 @@ fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::
     })
 }
 
-async fn stopped_signal(mut stopped: signal::Receiver<bool>) {
+pub(super) async fn stopped_signal(mut stopped: signal::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
@@ -374,7 +375,7 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::
 }
 
 async fn serve_peers(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
-    let peer = RaftPeerServer::new(peer::PeerService { node })
+    let peer = RaftPeerServer::new(peer::PeerService { node, stopped: stopped.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let result = tonic::transport::Server::builder()

@@ -1,5 +1,6 @@
 //! The peer gRPC service: Raft RPCs, and requests forwarded by followers.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
@@ -11,18 +12,25 @@ use cairn_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberListRequest,
     MemberListResponse,
 };
+use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tokio::sync::watch as signal;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::node::Node;
 use super::proposer::ProposeError;
 use crate::error::EtcdError;
 use crate::raft::types::{decode, encode};
 
+#[derive(Clone)]
 pub struct PeerService {
     pub node: Arc<Node>,
+    /// Ends the long-lived AppendEntries streams, so that a graceful stop is not held up by them.
+    pub stopped: signal::Receiver<bool>,
 }
+
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
 
 impl PeerService {
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -39,7 +47,7 @@ impl PeerService {
         &self,
         payload: RaftPayload,
         call: impl FnOnce(Req) -> Fut,
-    ) -> Result<Response<RaftPayload>, Status>
+    ) -> Result<RaftPayload, Status>
     where
         Req: DeserializeOwned,
         Resp: Serialize,
@@ -50,25 +58,44 @@ impl PeerService {
             decode(&payload.data).map_err(|err| Status::invalid_argument(format!("bad raft message: {err}")))?;
         let result = call(request).await;
         let data = encode(&result).map_err(|err| Status::internal(err.to_string()))?;
-        Ok(Response::new(RaftPayload { cluster_id: self.node.cluster_id, data }))
+        Ok(RaftPayload { cluster_id: self.node.cluster_id, data: data.into() })
+    }
+
+    async fn append_entries_payload(&self, payload: RaftPayload) -> Result<RaftPayload, Status> {
+        let raft = self.node.raft.clone();
+        self.raft_call(payload, |req| async move { raft.append_entries(req).await }).await
     }
 }
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let raft = self.node.raft.clone();
-        self.raft_call(request.into_inner(), |req| async move { raft.append_entries(req).await }).await
+    type AppendEntriesStream = AnswerStream;
+
+    /// Answers each request before reading the next: the sender keeps one in
+    /// flight per stream. The first error ends the stream.
+    async fn append_entries(&self, request: Request<Streaming<RaftPayload>>) -> Result<Response<AnswerStream>, Status> {
+        let answers = futures::stream::unfold((self.clone(), request.into_inner()), |(service, mut requests)| async {
+            let answer = match requests.message().await {
+                Ok(Some(payload)) => service.append_entries_payload(payload).await,
+                Ok(None) => return None,
+                Err(status) => Err(status),
+            };
+            Some((answer, (service, requests)))
+        });
+        let stopped = super::stopped_signal(self.stopped.clone());
+        Ok(Response::new(Box::pin(answers.take_until(stopped))))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let raft = self.node.raft.clone();
-        self.raft_call(request.into_inner(), |req| async move { raft.vote(req).await }).await
+        self.raft_call(request.into_inner(), |req| async move { raft.vote(req).await }).await.map(Response::new)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let raft = self.node.raft.clone();
-        self.raft_call(request.into_inner(), |req| async move { raft.install_snapshot(req).await }).await
+        self.raft_call(request.into_inner(), |req| async move { raft.install_snapshot(req).await })
+            .await
+            .map(Response::new)
     }
 
     async fn propose(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {

@@ -153,7 +153,9 @@ fn t82_bad_input_gets_one_clear_line_and_damages_nothing() {
         "--initial-advertise-peer-urls",
         &peer_url,
     ];
-    let mut first = Command::new(cairn_binary()).args(base).stderr(Stdio::null()).spawn().expect("spawn");
+    let first_log = dir.path().join("first.log");
+    let log_file = std::fs::File::create(&first_log).expect("log file");
+    let mut first = Command::new(cairn_binary()).args(base).stderr(log_file).spawn().expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if etcdctl(&[&client_url], &["put", "keep", "me"]).is_ok_and(|out| out.status.success()) {
@@ -162,7 +164,8 @@ fn t82_bad_input_gets_one_clear_line_and_damages_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = Command::new("kill").arg("-TERM").arg(first.id().to_string()).status();
-    assert!(first.wait().expect("exit").success());
+    let status = first.wait().expect("exit");
+    assert!(status.success(), "{status}: {}", std::fs::read_to_string(&first_log).unwrap_or_default());
 
     let mut foreign = base.to_vec();
     foreign.extend(["--initial-cluster-token", "another-cluster"]);
