@@ -1,7 +1,8 @@
 //! The Raft log and vote in the engine. An append is written at once (so that
 //! replication can read it) and fsynced by the WAL sync thread, which tells
-//! openraft it is durable only after the fsync. Appends that arrive during an
-//! fsync share the next one.
+//! openraft it is durable only after the fsync; no tokio worker waits on the
+//! disk. (openraft 0.9's core awaits each callback before its next append, so
+//! an fsync covers one append; the thread takes whatever has queued anyway.)
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
