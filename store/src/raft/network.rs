@@ -44,7 +44,6 @@ pub struct PeerClients {
 }
 
 /// A peer's client, with the URL it dials (the key of its idle streams).
-#[derive(Clone)]
 pub struct PeerLink {
     url: String,
     client: RaftPeerClient<Channel>,
@@ -195,18 +194,19 @@ impl Connection {
         E: std::error::Error + DeserializeOwned,
     {
         let link = match &self.link {
-            Ok(link) => link.clone(),
+            Ok(link) => link,
             Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
         };
         let data = encode(req).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
         let payload = RaftPayload { cluster_id: self.cluster_id, data: data.into() };
         let peers = &self.peers;
         let call = async move {
-            let mut client = link.client.clone();
             match rpc {
-                Rpc::AppendEntries => peers.append_entries(&link, payload).await,
-                Rpc::Vote => client.vote(payload).await.map(tonic::Response::into_inner),
-                Rpc::InstallSnapshot => client.install_snapshot(payload).await.map(tonic::Response::into_inner),
+                Rpc::AppendEntries => peers.append_entries(link, payload).await,
+                Rpc::Vote => link.client.clone().vote(payload).await.map(tonic::Response::into_inner),
+                Rpc::InstallSnapshot => {
+                    link.client.clone().install_snapshot(payload).await.map(tonic::Response::into_inner)
+                }
             }
         };
         let started = std::time::Instant::now();
