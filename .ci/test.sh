@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/setup.sh --with-etcd
 cargo build --release --workspace --all-targets
+bash .ci/invariants.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --workspace --no-fail-fast --test-threads 2
 else

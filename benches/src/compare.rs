@@ -2,10 +2,11 @@
 //! the systems alternate so that the machine's drift falls on both.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use cairn_testkit::{Cluster, Flavor, Member, Options};
 use serde::Serialize;
 
 use crate::load::{self, LoadOptions, Workload};
@@ -78,65 +79,31 @@ pub struct Results {
     pub resources: Vec<Resources>,
 }
 
-struct Cluster {
-    children: Vec<Child>,
-    endpoints: Vec<String>,
-    dirs: Vec<PathBuf>,
+/// Members with equal settings for both systems, in a fresh folder under `work`.
+pub async fn start(name: &str, binary: &Path, size: usize, work: &Path) -> Result<Cluster> {
+    let dir = work.join(format!("{name}-{size}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let flavor = if name == "etcd" { Flavor::Etcd } else { Flavor::Cairn };
+    let mut options = Options::new(flavor, size).args(&[
+        "--initial-cluster-token",
+        "bench",
+        "--heartbeat-interval",
+        "100",
+        "--election-timeout",
+        "1000",
+        "--snapshot-count",
+        "10000",
+        "--quota-backend-bytes",
+        "8589934592",
+    ]);
+    options.binary = Some(binary.to_path_buf());
+    options.dir = Some(dir);
+    options.start().await
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn start(binary: &Path, size: usize, base_port: u16, work: &Path) -> Result<Cluster> {
-    let peer = |i: usize| format!("http://127.0.0.1:{}", base_port + 2 * i as u16 + 1);
-    let client = |i: usize| format!("http://127.0.0.1:{}", base_port + 2 * i as u16);
-    let initial = (0..size).map(|i| format!("b{i}={}", peer(i))).collect::<Vec<_>>().join(",");
-    let mut cluster = Cluster { children: Vec::new(), endpoints: Vec::new(), dirs: Vec::new() };
-    for i in 0..size {
-        let dir = work.join(format!("b{i}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let child = Command::new(binary)
-            .args(["--name", &format!("b{i}"), "--data-dir", &dir.to_string_lossy()])
-            .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
-            .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
-            .args(["--initial-cluster", &initial, "--initial-cluster-token", "bench"])
-            .args(["--heartbeat-interval", "100", "--election-timeout", "1000", "--snapshot-count", "10000"])
-            .args(["--quota-backend-bytes", "8589934592"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        cluster.children.push(child);
-        cluster.endpoints.push(client(i));
-        cluster.dirs.push(dir);
-    }
-    Ok(cluster)
-}
-
-async fn wait_ready(endpoints: &[String]) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for endpoint in endpoints {
-        loop {
-            let ready = match etcd_client::Client::connect([endpoint.as_str()], None).await {
-                Ok(mut client) => client.put("bench-ready", "1", None).await.is_ok(),
-                Err(_) => false,
-            };
-            if ready {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("{endpoint} did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
+/// The member processes' ids, for their figures in /proc.
+pub fn pids(cluster: &Cluster) -> Vec<u32> {
+    cluster.members.iter().filter_map(Member::pid).collect()
 }
 
 fn proc_field(pid: u32, file: &str, field: &str) -> u64 {
@@ -203,15 +170,14 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
         }
         for (name, binary) in systems {
             eprintln!("{name}, {size} member(s):");
-            let cluster = start(binary, *size, 32379, &work)?;
-            wait_ready(&cluster.endpoints).await?;
-            let cpu_before: f64 = cluster.children.iter().map(|child| cpu_seconds(child.id())).sum();
-            let io_before: u64 =
-                cluster.children.iter().map(|child| proc_field(child.id(), "io", "write_bytes:")).sum();
+            let cluster = start(name, binary, *size, &work).await?;
+            let endpoints = cluster.endpoints();
+            let cpu_before: f64 = pids(&cluster).into_iter().map(cpu_seconds).sum();
+            let io_before: u64 = pids(&cluster).into_iter().map(|pid| proc_field(pid, "io", "write_bytes:")).sum();
             let mut ops = 0;
             for (workload_name, workload, clients, serializable) in WORKLOADS {
                 let load = LoadOptions {
-                    endpoints: cluster.endpoints.clone(),
+                    endpoints: endpoints.clone(),
                     conns: clients.clamp(1, 16),
                     clients,
                     total: options.total,
@@ -222,6 +188,7 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
                     sequential_keys: clients == 1,
                     rate: 0.0,
                     serializable,
+                    whole_range: false,
                 };
                 eprintln!(" {workload_name}");
                 let outcome = load::run(workload, &load, true).await?;
@@ -235,12 +202,12 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
                     summary,
                 });
             }
-            let cpu_after: f64 = cluster.children.iter().map(|child| cpu_seconds(child.id())).sum();
-            let io_after: u64 = cluster.children.iter().map(|child| proc_field(child.id(), "io", "write_bytes:")).sum();
+            let cpu_after: f64 = pids(&cluster).into_iter().map(cpu_seconds).sum();
+            let io_after: u64 = pids(&cluster).into_iter().map(|pid| proc_field(pid, "io", "write_bytes:")).sum();
             // Memory is compared with 100k keys in the store: write every key of the key space once.
             eprintln!(" filling 100k keys for the memory figure");
             let fill = LoadOptions {
-                endpoints: cluster.endpoints.clone(),
+                endpoints: endpoints.clone(),
                 conns: 16,
                 clients: 64,
                 total: FILL_KEYS,
@@ -251,10 +218,11 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
                 sequential_keys: true,
                 rate: 0.0,
                 serializable: false,
+                whole_range: false,
             };
             load::run(Workload::Put, &fill, false).await?;
-            let rss: u64 = cluster.children.iter().map(|child| proc_field(child.id(), "status", "VmRSS:")).sum();
-            let data: u64 = cluster.dirs.iter().map(|dir| dir_size(dir)).sum();
+            let rss: u64 = pids(&cluster).into_iter().map(|pid| proc_field(pid, "status", "VmRSS:")).sum();
+            let data: u64 = cluster.members.iter().map(|member| dir_size(&member.spec.data_dir)).sum();
             resources.push(Resources {
                 system: name.to_string(),
                 size: *size,

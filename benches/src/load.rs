@@ -51,6 +51,9 @@ pub struct LoadOptions {
     /// Ranges are served locally by the member (range and mixed).
     #[arg(long)]
     pub serializable: bool,
+    /// Each range reads every key, as a LIST of a whole resource does (range).
+    #[arg(long)]
+    pub whole_range: bool,
 }
 
 /// What a run measured. Latencies are in nanoseconds.
@@ -76,6 +79,10 @@ fn key(options: &LoadOptions, n: u64, seed: &mut u64) -> String {
         *seed % options.key_space_size.max(1)
     };
     format!("{index:0width$}", width = options.key_size.max(1))
+}
+
+fn read_options(options: &LoadOptions) -> Option<GetOptions> {
+    options.serializable.then(|| GetOptions::new().with_serializable())
 }
 
 pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool) -> Result<Outcome> {
@@ -138,18 +145,17 @@ pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool)
                 let key = key(&options, n, &mut seed);
                 let outcome = match workload {
                     Workload::Put => client.put(key, value.clone(), None).await.map(|_| ()),
-                    Workload::Range => {
-                        let get = if options.serializable { Some(GetOptions::new().with_serializable()) } else { None };
-                        client.get(key, get).await.map(|_| ())
+                    Workload::Range if options.whole_range => {
+                        let get = GetOptions::new().with_from_key();
+                        let get = if options.serializable { get.with_serializable() } else { get };
+                        client.get("\0", Some(get)).await.map(|_| ())
                     }
+                    Workload::Range => client.get(key, read_options(&options)).await.map(|_| ()),
                     Workload::TxnPut => {
                         client.txn(Txn::new().and_then([TxnOp::put(key, value.clone(), None)])).await.map(|_| ())
                     }
                     Workload::Mixed if n % 2 == 0 => client.put(key, value.clone(), None).await.map(|_| ()),
-                    Workload::Mixed => {
-                        let get = if options.serializable { Some(GetOptions::new().with_serializable()) } else { None };
-                        client.get(key, get).await.map(|_| ())
-                    }
+                    Workload::Mixed => client.get(key, read_options(&options)).await.map(|_| ()),
                     Workload::LeaseKeepalive => match (keeper.as_mut(), keepalives.as_mut()) {
                         (Some(keeper), Some(stream)) => match keeper.keep_alive().await {
                             Ok(()) => stream.message().await.map(|_| ()),

@@ -4,6 +4,7 @@
 mod compare;
 mod load;
 mod report;
+mod stalls;
 mod svg;
 
 use anyhow::Result;
@@ -32,6 +33,8 @@ enum BenchCommand {
     Mixed(Run),
     /// cairn beside etcd at each cluster size; writes docs/benchmarks.
     Compare(compare::CompareOptions),
+    /// Write latency beside whole-range reads and beside a large compaction.
+    Stalls(stalls::StallOptions),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +59,11 @@ async fn main() -> Result<()> {
         BenchCommand::Compare(options) => {
             let results = compare::compare(&options).await?;
             eprintln!("wrote {} measurements to {}", results.measurements.len(), options.out.display());
+            return Ok(());
+        }
+        BenchCommand::Stalls(options) => {
+            let phases = stalls::run(&options).await?;
+            print!("{}", stalls::table(&phases));
             return Ok(());
         }
     };

@@ -2,30 +2,12 @@
 //! hundred requests, and assertions on the shape of the output only (never on time).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-struct Member(Child);
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use cairn_testkit::{Cluster, Flavor};
 
 fn bench_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cairn-bench"))
-}
-
-/// `cairn` is built into the same folder as `cairn-bench` by the workspace build.
-fn cairn_binary() -> PathBuf {
-    bench_binary().with_file_name("cairn")
-}
-
-fn endpoint() -> String {
-    let pid = std::process::id();
-    format!("127.{}.{}.{}", 200 + (pid >> 16) % 50, (pid >> 8) & 0xff, (pid & 0xff).max(1))
 }
 
 fn run_bench(args: &[&str]) -> serde_json::Value {
@@ -34,33 +16,15 @@ fn run_bench(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("json output")
 }
 
-#[test]
-fn every_workload_reports_the_expected_shape() {
-    let ip = endpoint();
-    let client = format!("http://{ip}:2379");
-    let peer = format!("http://{ip}:2380");
-    let dir = tempfile::tempdir().expect("tempdir");
-    assert!(cairn_binary().exists(), "build the workspace first: {}", cairn_binary().display());
-    let _member = Member(
-        Command::new(cairn_binary())
-            .args(["--data-dir", &dir.path().join("d").to_string_lossy()])
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cairn starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(format!("{ip}:2379")).is_err() {
-        assert!(Instant::now() < deadline, "cairn listens");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+#[tokio::test]
+async fn every_workload_reports_the_expected_shape() {
+    let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("cairn starts");
+    let client = cluster.endpoints()[0].clone();
     let endpoints = ["--endpoints", &client];
     for (workload, extra) in [
         ("put", vec!["--clients", "8", "--conns", "2", "--key-space-size", "100"]),
         ("range", vec!["--clients", "4", "--serializable"]),
+        ("range", vec!["--clients", "2", "--whole-range"]),
         ("txn-put", vec!["--clients", "4"]),
         ("mixed", vec!["--clients", "4"]),
         ("lease-keepalive", vec!["--clients", "4"]),

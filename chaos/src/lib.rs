@@ -1,14 +1,11 @@
 //! The pure half of the chaos harness: the fault schedule, the record of a
 //! run, the checkers and the report. The `cairn-chaos` binary does the I/O
-//! (processes, workloads) and feeds these. A checker that cannot decide
-//! within its budget says so; it never passes by default. The one exception
-//! to "no I/O" is `proxy`, the per-link TCP proxy, shared with the store's
-//! integration tests so that they can partition members too.
+//! (processes through `cairn-testkit`, workloads) and feeds these. A checker
+//! that cannot decide within its budget says so; it never passes by default.
 
 pub mod check;
 pub mod history;
 pub mod linearizable;
-pub mod proxy;
 pub mod record;
 pub mod report;
 pub mod revisions;

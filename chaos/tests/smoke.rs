@@ -12,12 +12,9 @@ fn chaos_binary() -> PathBuf {
 }
 
 fn run(out: &Path, extra: &[&str]) -> (bool, Value) {
-    let cairn = chaos_binary().with_file_name("cairn");
-    assert!(
-        cairn.exists(),
-        "{} is missing: build the workspace (`cargo build --release --workspace`)",
-        cairn.display()
-    );
+    if let Err(missing) = cairn_testkit::binaries::require(cairn_testkit::binaries::cairn()) {
+        panic!("{missing}");
+    }
     let status = Command::new(chaos_binary())
         .arg("run")
         .args(["--out", &out.to_string_lossy()])

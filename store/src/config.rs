@@ -67,6 +67,24 @@ pub struct Config {
         value_parser = parse_duration
     )]
     pub experimental_watch_progress_notify_interval: Duration,
+    /// Before serving, compare this member's HashKV with its peers' and refuse
+    /// to start on a mismatch (a member that had data before only).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub experimental_initial_corrupt_check: bool,
+    /// How often the leader compares every member's HashKV and raises the
+    /// CORRUPT alarm on a mismatch; 0 turns the check off.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s", value_parser = parse_duration)]
+    pub experimental_corrupt_check_time: Duration,
+    /// Revisions deleted per batch by a physical compaction (etcd's default: 1000).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACTION_BATCH_LIMIT", default_value_t = 1000)]
+    pub experimental_compaction_batch_limit: usize,
     /// Recent events kept in memory for watchers; older ones are read from disk.
     #[arg(long, env = "CAIRN_WATCH_EVENT_LOG_SIZE", default_value_t = crate::watch::DEFAULT_CAPACITY, hide = true)]
     pub watch_event_log_size: usize,

@@ -1,7 +1,7 @@
 //! Errors. [`EtcdError`] is every error a client can see, and the one place
 //! where etcd's gRPC codes and messages are produced.
 
-use cairn_proto::cairnpb::WriteError;
+use cairn_proto::cairnpb::{WriteError, WriteErrorReason};
 use tonic::{Code, Status};
 
 use crate::engine::EngineError;
@@ -29,6 +29,8 @@ pub enum EtcdError {
     FutureRev,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -69,6 +71,20 @@ pub enum EtcdError {
     LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// etcd's `mvcc.ErrWatcherDuplicateID`, sent as a cancel reason.
+    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
+    DuplicateWatchId,
+    #[error("cairn: {0} is not supported yet")]
+    NotSupported(&'static str),
+    #[error("etcdserver: snapshot: {0}")]
+    Snapshot(String),
+    /// A peer of another cluster (rafthttp's check of `X-Etcd-Cluster-ID`).
+    #[error("cluster ID mismatch: ours {ours:x}, the peer's {theirs:x}")]
+    ClusterIdMismatch { ours: u64, theirs: u64 },
+    #[error("bad raft message: {0}")]
+    BadPeerMessage(String),
+    #[error("peer unavailable: {0}")]
+    PeerUnavailable(String),
     /// An error another member produced, relayed as it was.
     #[error("{message}")]
     Relayed { code: i32, message: String },
@@ -82,13 +98,18 @@ impl EtcdError {
             | RequestTooLarge | MemberBadUrls => Code::InvalidArgument,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
+            Corrupt => Code::DataLoss,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             NotCapable | NotLeader | LeaseExist | BadLeaderTransferee | MemberExist | PeerUrlExist
             | MemberNotLearner | LearnerNotReady => Code::FailedPrecondition,
             NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped | LeaderTransferTimeout => {
                 Code::Unavailable
             }
-            Internal(_) => Code::Internal,
+            Internal(_) | Snapshot(_) => Code::Internal,
+            NotSupported(_) => Code::Unimplemented,
+            DuplicateWatchId | ClusterIdMismatch { .. } => Code::FailedPrecondition,
+            BadPeerMessage(_) => Code::InvalidArgument,
+            PeerUnavailable(_) => Code::Unavailable,
             Relayed { code, .. } => Code::from_i32(*code),
         }
     }
@@ -100,7 +121,16 @@ impl EtcdError {
 
     /// The error as a write response carries it between members.
     pub fn to_write_error(&self) -> WriteError {
-        WriteError { code: self.code() as i32, message: self.to_string() }
+        let reason = match self {
+            EtcdError::NotLeader => WriteErrorReason::NotLeader,
+            _ => WriteErrorReason::Unspecified,
+        };
+        WriteError { code: self.code() as i32, message: self.to_string(), reason: reason as i32 }
+    }
+
+    /// Whether a member answered that it is not the leader (nothing was done).
+    pub fn is_not_leader(error: &WriteError) -> bool {
+        error.reason == WriteErrorReason::NotLeader as i32
     }
 
     pub fn to_status(&self) -> Status {
@@ -146,5 +176,14 @@ mod tests {
         assert_eq!(status.message(), "etcdserver: mvcc: required revision has been compacted");
         assert_eq!(EtcdError::EmptyKey.to_status().code(), Code::InvalidArgument);
         assert_eq!(EtcdError::LeaseNotFound.to_status().code(), Code::NotFound);
+    }
+
+    #[test]
+    fn not_leader_is_recognised_by_its_reason_not_its_message() {
+        assert!(EtcdError::is_not_leader(&EtcdError::NotLeader.to_write_error()));
+        let same_words =
+            WriteError { message: EtcdError::NotLeader.to_string(), ..EtcdError::Stopped.to_write_error() };
+        assert!(!EtcdError::is_not_leader(&same_words));
+        assert!(!EtcdError::is_not_leader(&EtcdError::LeaderChanged.to_write_error()));
     }
 }

@@ -18,4 +18,5 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod types;
 pub mod watch;

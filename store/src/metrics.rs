@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+/// Distinct gRPC method paths that get their own label (etcd has about 40).
+pub const MAX_GRPC_METHODS: usize = 64;
+
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 /// A cumulative histogram with fixed upper bounds, in seconds.
@@ -110,9 +113,14 @@ impl Metrics {
         rtt.entry(to).or_insert_with(|| Histogram::exponential(0.0001, 2.0, 16)).observe(elapsed);
     }
 
-    /// `method` is the gRPC path, `/etcdserverpb.KV/Range`.
+    /// `method` is the gRPC path, `/etcdserverpb.KV/Range`. The path comes
+    /// from the client, so only the first [`MAX_GRPC_METHODS`] distinct ones
+    /// get a label: made-up method names cannot grow the metrics without bound.
     pub fn count_grpc(&self, path: &str, code: &'static str) {
         let mut handled = self.grpc_handled.lock();
+        if !handled.contains_key(path) && handled.len() >= MAX_GRPC_METHODS {
+            return;
+        }
         let codes = match handled.get_mut(path) {
             Some(codes) => codes,
             None => handled.entry(path.to_string()).or_default(),
@@ -249,6 +257,10 @@ mod tests {
         metrics.wal_fsync.observe(Duration::from_micros(1500));
         metrics.wal_fsync.observe(Duration::from_millis(100));
         metrics.count_grpc("/etcdserverpb.KV/Range", "OK");
+        for n in 0..1000 {
+            metrics.count_grpc(&format!("/etcdserverpb.KV/Made{n}"), "Unimplemented");
+        }
+        assert_eq!(metrics.grpc_handled.lock().len(), MAX_GRPC_METHODS, "labels from client paths are bounded");
         metrics.observe_peer_rtt(0xab, Duration::from_micros(300));
         let text = metrics.render(&Snapshot { db_size_bytes: 10, keys: 3 });
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 1"));

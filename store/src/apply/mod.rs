@@ -33,8 +33,11 @@ pub struct Applier<'a, R: ValueReader> {
     leases: &'a mut Leases,
     ops: Vec<WriteOp>,
     events: Vec<Event>,
+    garbage: Vec<Revision>,
     /// The NOSPACE alarm is active: only writes that free space are applied.
     no_space: bool,
+    /// The CORRUPT alarm is active: no key or lease is changed any more.
+    corrupt: bool,
 }
 
 /// What applying a batch produced: engine writes, and the events watchers see.
@@ -42,6 +45,9 @@ pub struct Applied {
     pub ops: Vec<WriteOp>,
     /// In revision order; every event carries its `prev_kv` when there was one.
     pub events: Vec<Event>,
+    /// Revisions that compactions made unreachable: their values are deleted
+    /// later, in the background, not in this batch.
+    pub garbage: Vec<Revision>,
 }
 
 /// Reads values written earlier in this batch before they reach the engine.
@@ -98,12 +104,18 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             leases,
             ops: Vec::new(),
             events: Vec::new(),
+            garbage: Vec::new(),
             no_space: false,
+            corrupt: false,
         }
     }
 
     pub fn set_no_space(&mut self, no_space: bool) {
         self.no_space = no_space;
+    }
+
+    pub fn set_corrupt(&mut self, corrupt: bool) {
+        self.corrupt = corrupt;
     }
 
     /// The engine writes for everything applied so far, revision counters
@@ -114,16 +126,21 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             (schema::meta::SM_COMPACT_REV, self.mvcc.compact_rev),
         ];
         for (key, value) in counters {
-            self.ops.push(WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value: value.to_be_bytes().to_vec() });
+            self.ops.push(WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value: schema::encode_i64(value) });
         }
-        Applied { ops: self.ops, events: self.events }
+        Applied { ops: self.ops, events: self.events, garbage: self.garbage }
     }
 
     /// Applies one client write. Errors that a client should see become a response;
     /// only a storage failure is an `Err`.
     pub fn apply(&mut self, req: WriteRequest) -> Result<WriteResponse, StoreError> {
-        let outcome =
-            if self.no_space && adds_data(&req) { Err(EtcdError::NoSpace.into()) } else { self.dispatch(req) };
+        let outcome = if self.corrupt && changes_keys_or_leases(&req) {
+            Err(EtcdError::Corrupt.into())
+        } else if self.no_space && adds_data(&req) {
+            Err(EtcdError::NoSpace.into())
+        } else {
+            self.dispatch(req)
+        };
         let response = match outcome {
             Ok(response) => response,
             Err(StoreError::Etcd(err)) => write_response::Response::Error(err.to_write_error()),
@@ -352,12 +369,11 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             return Err(EtcdError::FutureRev.into());
         }
         self.mvcc.compact_rev = req.revision;
-        for rev in self.mvcc.index.compact(req.revision) {
-            self.reader.written.remove(&rev);
-            for tombstone in [false, true] {
-                self.ops.push(WriteOp::Delete { cf: schema::CF_KV, key: rev.to_key(tombstone) });
-            }
+        let garbage = self.mvcc.index.compact(req.revision);
+        for rev in &garbage {
+            self.reader.written.remove(rev);
         }
+        self.garbage.extend(garbage);
         Ok(CompactionResponse { header: header(self.mvcc.current_rev) })
     }
 
@@ -369,11 +385,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             return Err(EtcdError::LeaseExist.into());
         }
         let ttl = self.leases.grant(req.id, req.ttl);
-        self.ops.push(WriteOp::Put {
-            cf: schema::CF_LEASE,
-            key: req.id.to_be_bytes().to_vec(),
-            value: ttl.to_be_bytes().to_vec(),
-        });
+        self.ops.push(schema::lease_record(req.id, ttl));
         Ok(LeaseGrantResponse { header: header(self.mvcc.current_rev), id: req.id, ttl, error: String::new() })
     }
 
@@ -388,7 +400,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             self.delete(&mut txn, &DeleteRangeRequest { key, range_end: Vec::new(), prev_kv: false })?;
         }
         self.leases.remove(req.id);
-        self.ops.push(WriteOp::Delete { cf: schema::CF_LEASE, key: req.id.to_be_bytes().to_vec() });
+        self.ops.push(WriteOp::Delete { cf: schema::CF_LEASE, key: schema::encode_i64(req.id) });
         Ok(LeaseRevokeResponse { header: header(self.end(&txn)) })
     }
 
@@ -400,6 +412,12 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         self.ops.push(WriteOp::Put { cf: schema::CF_KV, key: rev.to_key(tombstone), value: kv.encode_to_vec() });
         self.reader.written.insert(rev, kv);
     }
+}
+
+/// What etcd's corrupt applier refuses: every KV and lease write.
+fn changes_keys_or_leases(req: &WriteRequest) -> bool {
+    use write_request::Request::*;
+    matches!(req.request, Some(Put(_) | DeleteRange(_) | Txn(_) | Compaction(_) | LeaseGrant(_) | LeaseRevoke(_)))
 }
 
 /// Whether a request can grow the store (etcd's quota cost above zero).

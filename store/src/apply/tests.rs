@@ -36,17 +36,21 @@ struct Store {
     mvcc: Mvcc,
     values: Values,
     leases: Leases,
+    /// What compactions handed to the background compactor, not yet deleted.
+    garbage: Vec<Revision>,
 }
 
 impl Store {
     fn new() -> Self {
-        Self { mvcc: Mvcc::new(), values: Values::default(), leases: Leases::new(2) }
+        Self { mvcc: Mvcc::new(), values: Values::default(), leases: Leases::new(2), garbage: Vec::new() }
     }
 
     fn apply(&mut self, request: write_request::Request) -> write_response::Response {
         let mut applier = Applier::new(&mut self.mvcc, &self.values, &mut self.leases);
         let response = applier.apply(WriteRequest { request: Some(request) }).expect("no storage fault");
-        for op in applier.finish().ops {
+        let applied = applier.finish();
+        self.garbage.extend(applied.garbage);
+        for op in applied.ops {
             match op {
                 WriteOp::Put { cf: schema::CF_KV, key, value } => {
                     self.values.0.insert(key, value);
@@ -202,8 +206,17 @@ fn compaction_removes_superseded_revisions() {
     let err = store.range(RangeRequest { key: b"a".to_vec(), revision: 4, ..Default::default() });
     assert!(matches!(err, Err(StoreError::Etcd(EtcdError::Compacted))));
     assert_eq!(store.get("a", 5).expect("a").value, b"2");
-    // Only a's latest value survives: the old one and both b revisions are gone.
-    assert_eq!(store.values.0.len(), 1);
+    // Apply deletes nothing itself: the unreachable revisions go to the compactor.
+    assert_eq!(store.values.0.len(), 4);
+    let garbage = std::mem::take(&mut store.garbage);
+    let expected = [Revision::new(2, 0), Revision::new(4, 0), Revision::new(5, 0)];
+    assert_eq!(garbage, expected, "a's old value and both b revisions");
+    for rev in garbage {
+        store.values.0.remove(&rev.to_key(false));
+    }
+    // Reads at or after the compact revision never needed them.
+    assert_eq!(store.get("a", 0).expect("a").value, b"2");
+    assert_eq!(store.get("b", 5), None);
 }
 
 #[test]

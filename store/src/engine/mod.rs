@@ -17,8 +17,16 @@ pub enum EngineError {
     Locked { path: String },
     #[error("column family {0} is missing")]
     MissingColumnFamily(&'static str),
-    #[error("corrupt value under {what}: {detail}")]
+    /// Bytes on disk that do not decode: the member must not go on with them.
+    #[error("corrupt {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0} has stopped after a storage fault")]
+    Stopped(&'static str),
+    /// A value of ours that could not be encoded: a bug, not damage on disk.
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: String, detail: String },
 }
 
 /// One mutation; a slice of them is written as one atomic batch.
@@ -52,6 +60,39 @@ pub enum Durability {
 
 /// Memtable size per column family.
 const WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Point reads by key; served by the engine or by a snapshot of it.
+pub trait PointRead {
+    fn multi_get(&self, cf: &'static str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, EngineError>;
+}
+
+impl PointRead for Engine {
+    fn multi_get(&self, cf: &'static str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+        Engine::multi_get(self, cf, keys)
+    }
+}
+
+/// A point-in-time view of the engine, for reads that must not hold a lock
+/// while they touch the disk.
+pub struct EngineSnapshot<'a> {
+    engine: &'a Engine,
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
+}
+
+impl PointRead for EngineSnapshot<'_> {
+    fn multi_get(&self, cf: &'static str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+        let handle = self.engine.cf(cf)?;
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_snapshot(&self.snapshot);
+        collect_values(self.engine.db.batched_multi_get_cf_opt(handle, keys.iter(), false, &options))
+    }
+}
+
+fn collect_values(
+    results: Vec<Result<Option<rocksdb::DBPinnableSlice<'_>>, rocksdb::Error>>,
+) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
+    results.into_iter().map(|res| Ok(res?.map(|slice| slice.to_vec()))).collect()
+}
 
 /// A raw `(key, value)` of a column family.
 pub type KeyValuePair = (Vec<u8>, Vec<u8>);
@@ -115,11 +156,13 @@ impl Engine {
 
     pub fn multi_get(&self, cf: &'static str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, EngineError> {
         let handle = self.cf(cf)?;
-        self.db
-            .batched_multi_get_cf(handle, keys.iter(), false)
-            .into_iter()
-            .map(|res| Ok(res?.map(|slice| slice.to_vec())))
-            .collect()
+        collect_values(self.db.batched_multi_get_cf(handle, keys.iter(), false))
+    }
+
+    /// A consistent view as of now: later writes (a compaction's deletes
+    /// included) are not seen by it, and are not held up by it.
+    pub fn snapshot(&self) -> EngineSnapshot<'_> {
+        EngineSnapshot { engine: self, snapshot: self.db.snapshot() }
     }
 
     /// Visits `(key, value)` pairs with `key >= from`, in order, until `visit` returns false.
@@ -187,5 +230,26 @@ impl Engine {
             self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_still_reads_what_is_deleted_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path()).expect("open");
+        let put =
+            |key: &[u8], value: &[u8]| WriteOp::Put { cf: schema::CF_KV, key: key.to_vec(), value: value.to_vec() };
+        engine.write(&[put(b"a", b"1"), put(b"b", b"2")], Durability::Buffered).expect("write");
+        let view = engine.snapshot();
+        engine
+            .write(&[WriteOp::Delete { cf: schema::CF_KV, key: b"a".to_vec() }, put(b"b", b"3")], Durability::Buffered)
+            .expect("write");
+        let keys = [b"a".to_vec(), b"b".to_vec()];
+        assert_eq!(view.multi_get(schema::CF_KV, &keys).expect("read"), vec![Some(b"1".to_vec()), Some(b"2".to_vec())]);
+        assert_eq!(PointRead::multi_get(&engine, schema::CF_KV, &keys).expect("read"), vec![None, Some(b"3".to_vec())]);
     }
 }

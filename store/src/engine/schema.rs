@@ -4,6 +4,9 @@
 //! machine, so that they share one write-ahead log: the fsync of a log append
 //! also makes every earlier state-machine write durable.
 
+use super::{EngineError, WriteOp};
+use crate::mvcc::Revision;
+
 /// Bumped whenever the layout below changes incompatibly.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -65,4 +68,58 @@ pub const DB_DIR: &str = "member/db";
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// The records that say whose a data dir is: schema version, member, cluster, token and name.
+pub fn identity_records(member_id: u64, cluster_id: u64, token: &str, name: &str) -> Vec<WriteOp> {
+    let put = |key: &[u8], value: Vec<u8>| WriteOp::Put { cf: CF_META, key: key.to_vec(), value };
+    vec![
+        put(meta::SCHEMA_VERSION, SCHEMA_VERSION.to_be_bytes().to_vec()),
+        put(meta::MEMBER_ID, member_id.to_be_bytes().to_vec()),
+        put(meta::CLUSTER_ID, cluster_id.to_be_bytes().to_vec()),
+        put(meta::CLUSTER_TOKEN, token.as_bytes().to_vec()),
+        put(meta::MEMBER_NAME, name.as_bytes().to_vec()),
+    ]
+}
+
+/// Decodes an 8-byte big-endian identity number (member or cluster ID, schema version).
+pub fn decode_u64(what: &str, bytes: &[u8]) -> Result<u64, EngineError> {
+    let bytes = bytes.try_into().map_err(|_| corrupt(what, bytes))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Decodes a log key; anything but 8 bytes is damage.
+pub fn decode_log_key(key: &[u8]) -> Result<u64, EngineError> {
+    let bytes = key.try_into().map_err(|_| corrupt("raft log key", key))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Counters, lease IDs and TTLs: 8 bytes big-endian.
+pub fn encode_i64(value: i64) -> Vec<u8> {
+    value.to_be_bytes().to_vec()
+}
+
+/// Decodes what [`encode_i64`] wrote; `what` names the record in the error.
+pub fn decode_i64(what: &str, bytes: &[u8]) -> Result<i64, EngineError> {
+    let bytes = bytes.try_into().map_err(|_| corrupt(what, bytes))?;
+    Ok(i64::from_be_bytes(bytes))
+}
+
+/// A lease record in [`CF_LEASE`].
+pub fn lease_record(id: i64, ttl: i64) -> WriteOp {
+    WriteOp::Put { cf: CF_LEASE, key: encode_i64(id), value: encode_i64(ttl) }
+}
+
+/// Decodes a lease record into (ID, granted TTL).
+pub fn decode_lease_record(key: &[u8], value: &[u8]) -> Result<(i64, i64), EngineError> {
+    Ok((decode_i64("lease ID", key)?, decode_i64("lease TTL", value)?))
+}
+
+/// The deletes of a compacted revision: it is stored either plain or with the tombstone mark.
+pub fn revision_deletes(rev: Revision) -> [WriteOp; 2] {
+    [false, true].map(|tombstone| WriteOp::Delete { cf: CF_KV, key: rev.to_key(tombstone) })
+}
+
+fn corrupt(what: &str, bytes: &[u8]) -> EngineError {
+    EngineError::Corrupt { what: what.to_string(), detail: format!("{} bytes {bytes:02x?}", bytes.len()) }
 }

@@ -1,6 +1,10 @@
 //! The replicated lease table: which leases exist, their granted TTL, and
-//! which keys each one holds. Pure: expiry is decided by the leader's lessor
-//! (`server::lessor`) and carried out as a replicated revoke.
+//! which keys each one holds. Pure: expiry is decided by the leader's
+//! [`Lessor`] and carried out as a replicated revoke by `server::lessor`.
+
+mod lessor;
+
+pub use lessor::Lessor;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -10,7 +10,7 @@ mod revision;
 
 pub use index::{Index, KeyRange};
 pub use key_index::KeyAt;
-pub use range::range;
+pub use range::{plan as plan_range, range, RangePlan};
 pub use revision::Revision;
 
 use cairn_proto::mvccpb::KeyValue;

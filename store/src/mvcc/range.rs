@@ -15,6 +15,22 @@ pub fn range(
     req: &RangeRequest,
     current: i64,
 ) -> Result<RangeResponse, StoreError> {
+    plan(mvcc, req, current)?.execute(reader)
+}
+
+/// What a Range takes from the index: the revisions to read and the count.
+/// Planned under the MVCC lock; the values are read after it is released,
+/// from a view of the engine taken with the plan, so that a large read never
+/// holds up apply.
+pub struct RangePlan<'r> {
+    req: &'r RangeRequest,
+    revision: i64,
+    revs: Vec<Revision>,
+    total: i64,
+}
+
+/// Walks the index for `req` as of `current`; see [`range`].
+pub fn plan<'r>(mvcc: &Mvcc, req: &'r RangeRequest, current: i64) -> Result<RangePlan<'r>, StoreError> {
     if req.revision > current {
         return Err(EtcdError::FutureRev.into());
     }
@@ -23,24 +39,19 @@ pub fn range(
         return Err(EtcdError::Compacted.into());
     }
     let key_range = KeyRange::new(&req.key, &req.range_end);
-    let header = Some(ResponseHeader { revision: current, ..Default::default() });
-
-    if req.count_only {
-        let mut count = 0;
-        mvcc.index.visit(key_range, at, |_, _| {
-            count += 1;
-            true
-        });
-        return Ok(RangeResponse { header, kvs: vec![], more: false, count });
-    }
-
     let filtered_or_sorted = req.sort_order != SortOrder::None as i32
         || req.min_mod_revision != 0
         || req.max_mod_revision != 0
         || req.min_create_revision != 0
         || req.max_create_revision != 0;
     // One extra, to tell whether there are more.
-    let fetch_limit = if filtered_or_sorted || req.limit <= 0 { usize::MAX } else { req.limit as usize + 1 };
+    let fetch_limit = if req.count_only {
+        0
+    } else if filtered_or_sorted || req.limit <= 0 {
+        usize::MAX
+    } else {
+        req.limit as usize + 1
+    };
 
     let mut total = 0i64;
     let mut revs: Vec<Revision> = Vec::new();
@@ -51,33 +62,45 @@ pub fn range(
         }
         true
     });
-    let mut kvs = reader.read(&revs)?;
+    Ok(RangePlan { req, revision: current, revs, total })
+}
 
-    if req.max_mod_revision != 0 {
-        kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
-    }
-    if req.min_mod_revision != 0 {
-        kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
-    }
-    if req.max_create_revision != 0 {
-        kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
-    }
-    if req.min_create_revision != 0 {
-        kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
-    }
-    sort(&mut kvs, req.sort_order, req.sort_target);
-
-    let mut more = false;
-    if req.limit > 0 && kvs.len() > req.limit as usize {
-        kvs.truncate(req.limit as usize);
-        more = true;
-    }
-    if req.keys_only {
-        for kv in &mut kvs {
-            kv.value.clear();
+impl RangePlan<'_> {
+    /// Reads the planned values and applies filters, sorting and the limit.
+    pub fn execute(self, reader: &impl ValueReader) -> Result<RangeResponse, StoreError> {
+        let RangePlan { req, revision, revs, total } = self;
+        let header = Some(ResponseHeader { revision, ..Default::default() });
+        if req.count_only {
+            return Ok(RangeResponse { header, kvs: vec![], more: false, count: total });
         }
+        let mut kvs = reader.read(&revs)?;
+
+        if req.max_mod_revision != 0 {
+            kvs.retain(|kv| kv.mod_revision <= req.max_mod_revision);
+        }
+        if req.min_mod_revision != 0 {
+            kvs.retain(|kv| kv.mod_revision >= req.min_mod_revision);
+        }
+        if req.max_create_revision != 0 {
+            kvs.retain(|kv| kv.create_revision <= req.max_create_revision);
+        }
+        if req.min_create_revision != 0 {
+            kvs.retain(|kv| kv.create_revision >= req.min_create_revision);
+        }
+        sort(&mut kvs, req.sort_order, req.sort_target);
+
+        let mut more = false;
+        if req.limit > 0 && kvs.len() > req.limit as usize {
+            kvs.truncate(req.limit as usize);
+            more = true;
+        }
+        if req.keys_only {
+            for kv in &mut kvs {
+                kv.value.clear();
+            }
+        }
+        Ok(RangeResponse { header, kvs, more, count: total })
     }
-    Ok(RangeResponse { header, kvs, more, count: total })
 }
 
 fn sort(kvs: &mut [KeyValue], order: i32, target: i32) {

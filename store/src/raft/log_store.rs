@@ -14,7 +14,7 @@ use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 
 use super::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::engine::schema::{self, meta};
-use crate::engine::{Durability, Engine, WriteOp};
+use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::metrics::METRICS;
 
 #[derive(Clone)]
@@ -36,15 +36,39 @@ impl LogStore {
         let Some(bytes) = self.engine.get(schema::CF_META, key).map_err(|err| StorageIOError::read(&err))? else {
             return Ok(None);
         };
-        Ok(Some(decode(&bytes).map_err(|err| StorageIOError::read(&err))?))
+        let corrupt = |err: bincode::Error| EngineError::Corrupt {
+            what: format!("meta record {}", String::from_utf8_lossy(key)),
+            detail: err.to_string(),
+        };
+        Ok(Some(decode(&bytes).map_err(corrupt).map_err(|err| StorageIOError::read(&err))?))
     }
 
-    fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+    async fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
         let value = encode(value).map_err(|err| StorageIOError::write(&err))?;
         let op = WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
-        self.engine.write(&[op], Durability::Sync).map_err(|err| StorageIOError::write(&err))?;
+        self.write_synced(vec![op]).await.map_err(|err| StorageIOError::write(&err))?;
         Ok(())
     }
+
+    /// A synced write, off the async workers: no tokio worker waits for an fsync.
+    async fn write_synced(&self, ops: Vec<WriteOp>) -> Result<(), EngineError> {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || engine.write(&ops, Durability::Sync)).await {
+            Ok(written) => written,
+            Err(join) => Err(EngineError::Io(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+/// Decodes a stored entry, which must sit under its own index.
+fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, EngineError> {
+    let index = schema::decode_log_key(key)?;
+    let corrupt = |detail: String| EngineError::Corrupt { what: format!("raft log entry {index}"), detail };
+    let entry: Entry = decode(value).map_err(|err| corrupt(err.to_string()))?;
+    if entry.log_id.index != index {
+        return Err(corrupt(format!("holds the entry of index {}", entry.log_id.index)));
+    }
+    Ok(entry)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -60,15 +84,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         self.engine
             .scan_from(schema::CF_RAFT_LOG, &schema::log_key(start), |key, value| {
-                let index = u64::from_be_bytes(key.try_into().unwrap_or([0xff; 8]));
-                if !range.contains(&index) {
+                if !range.contains(&schema::decode_log_key(key)?) {
                     return Ok(false);
                 }
-                let entry: Entry = decode(value).map_err(|err| crate::engine::EngineError::Corrupt {
-                    what: format!("raft log entry {index}"),
-                    detail: err.to_string(),
-                })?;
-                entries.push(entry);
+                entries.push(decode_entry(key, value)?);
                 Ok(true)
             })
             .map_err(|err| StorageIOError::read_logs(&err))?;
@@ -83,7 +102,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogId> = self.read_meta(meta::RAFT_LAST_PURGED)?;
         let last = self.engine.last(schema::CF_RAFT_LOG).map_err(|err| StorageIOError::read_logs(&err))?;
         let last_log_id = match last {
-            Some((_, value)) => Some(decode::<Entry>(&value).map_err(|err| StorageIOError::read_logs(&err))?.log_id),
+            Some((key, value)) => {
+                Some(decode_entry(&key, &value).map_err(|err| StorageIOError::read_logs(&err))?.log_id)
+            }
             None => last_purged_log_id,
         };
         Ok(LogState { last_purged_log_id, last_log_id })
@@ -94,7 +115,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.write_meta(meta::RAFT_VOTE, vote)
+        self.write_meta(meta::RAFT_VOTE, vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -141,12 +162,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             from: schema::log_key(log_id.index).to_vec(),
             to: schema::log_key(u64::MAX).to_vec(),
         };
-        self.engine.write(&[op], Durability::Sync).map_err(|err| StorageIOError::write_logs(&err))?;
+        self.write_synced(vec![op]).await.map_err(|err| StorageIOError::write_logs(&err))?;
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let ops = [
+        let ops = vec![
             WriteOp::Put {
                 cf: schema::CF_META,
                 key: meta::RAFT_LAST_PURGED.to_vec(),
@@ -158,7 +179,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 to: schema::log_key(log_id.index.saturating_add(1)).to_vec(),
             },
         ];
-        self.engine.write(&ops, Durability::Sync).map_err(|err| StorageIOError::write_logs(&err))?;
+        self.write_synced(ops).await.map_err(|err| StorageIOError::write_logs(&err))?;
         Ok(())
     }
 }

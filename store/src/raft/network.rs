@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::cairnpb::RaftPayload;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::EntryPayload;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,11 +23,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
-use super::types::{decode, encode, Member, NodeId, TypeConfig};
+use super::types::{decode, encode, Entry, Member, NodeId, Proposal, TypeConfig};
 use crate::metrics::METRICS;
 
 /// Peer messages can carry many log entries; allow well past a client request.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// An AppendEntries carries at most this many bytes of requests, or one entry:
+/// openraft takes the entries hint of `PayloadTooLarge` and sends fewer. Like
+/// etcd's `MaxSizePerMsg`, it keeps a catch-up message well inside an election
+/// timeout, so a follower that is catching up goes on hearing from its leader.
+const MAX_APPEND_BYTES: usize = crate::server::proposer::MAX_BATCH_BYTES;
 
 /// Lets the chaos harness route each link through its own proxy: a list of
 /// `advertised-peer-url=url-to-dial`, comma-separated. Not for production.
@@ -227,12 +235,28 @@ impl Connection {
     }
 }
 
+/// How many leading entries fit in `limit` bytes of requests; at least one.
+fn entries_within(entries: &[Entry], limit: usize) -> usize {
+    let mut bytes = 0;
+    let fitting = entries.iter().take_while(|entry| {
+        if let EntryPayload::Normal(Proposal(requests)) = &entry.payload {
+            bytes += requests.iter().map(prost::Message::encoded_len).sum::<usize>();
+        }
+        bytes <= limit
+    });
+    fitting.count().max(1)
+}
+
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let fitting = entries_within(&req.entries, MAX_APPEND_BYTES);
+        if fitting < req.entries.len() {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting as u64)));
+        }
         self.call(Rpc::AppendEntries, &req, &option).await
     }
 
@@ -251,5 +275,34 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &req, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::cairnpb::{write_request, WriteRequest};
+    use cairn_proto::etcdserverpb::PutRequest;
+    use openraft::{CommittedLeaderId, LogId};
+
+    use super::*;
+
+    fn entry(index: u64, value_bytes: usize) -> Entry {
+        let put = PutRequest { key: b"k".to_vec(), value: vec![0; value_bytes], ..Default::default() };
+        let request = WriteRequest { request: Some(write_request::Request::Put(put)) };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal(vec![request])),
+        }
+    }
+
+    #[test]
+    fn append_entries_are_bounded_by_bytes_but_carry_at_least_one_entry() {
+        let small: Vec<Entry> = (1..=5).map(|index| entry(index, 100)).collect();
+        assert_eq!(entries_within(&small, 1024), 5);
+        let large: Vec<Entry> = (1..=5).map(|index| entry(index, 3 << 20)).collect();
+        assert_eq!(entries_within(&large, MAX_APPEND_BYTES), 2, "two 3 MiB entries fit in 8 MiB");
+        assert_eq!(entries_within(&large[..1], 1024), 1, "an entry larger than the bound still goes");
+        let blank = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 9), payload: EntryPayload::Blank };
+        assert_eq!(entries_within(&[blank], 0), 1);
     }
 }

@@ -32,6 +32,33 @@ fn io_error(err: impl std::fmt::Display) -> StorageError {
     StorageIOError::write_snapshot(None, openraft::AnyError::error(err.to_string())).into()
 }
 
+/// Puts the installed snapshot's data at `path`. Usually it is the file that
+/// `begin_receiving_snapshot` opened, which is renamed; data handed over in
+/// another file is copied from its start.
+async fn keep_received(
+    mut data: Box<tokio::fs::File>,
+    receiving: Option<PathBuf>,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    use tokio::io::AsyncSeekExt;
+
+    data.sync_all().await?;
+    let given = data.metadata().await?;
+    if let Some(received) = &receiving {
+        let opened = tokio::fs::metadata(received).await?;
+        if (opened.dev(), opened.ino()) == (given.dev(), given.ino()) {
+            drop(data);
+            return tokio::fs::rename(received, path).await;
+        }
+        tokio::fs::remove_file(received).await?;
+    }
+    data.seek(std::io::SeekFrom::Start(0)).await?;
+    let mut copy = tokio::fs::File::create(path).await?;
+    tokio::io::copy(&mut *data, &mut copy).await?;
+    copy.sync_all().await
+}
+
 fn unique_suffix() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos())
 }
@@ -154,12 +181,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, Member>,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        snapshot.sync_all().await.map_err(io_error)?;
-        drop(snapshot);
-        let received = self.receiving.take().ok_or_else(|| io_error("no snapshot was being received"))?;
         let name = format!("{}.snap", meta.snapshot_id);
         let path = self.snapshot_dir.join(&name);
-        tokio::fs::rename(&received, &path).await.map_err(io_error)?;
+        keep_received(snapshot, self.receiving.take(), &path).await.map_err(io_error)?;
         let applied = AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         let state = self.state.clone();
         let dir = self.snapshot_dir.clone();

@@ -96,11 +96,15 @@ impl Kv for KvService {
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
         let request = request.into_inner();
+        let (revision, physical) = (request.revision, request.physical);
         let write_response::Response::Compaction(mut response) =
             self.write(write_request::Request::Compaction(request)).await?
         else {
             return Err(unexpected());
         };
+        if physical {
+            self.node.state.physically_compacted(revision).await.map_err(Status::from)?;
+        }
         response.header = self.header(&response.header);
         Ok(Response::new(response))
     }

@@ -26,8 +26,8 @@ pub struct MaintenanceService {
     pub node: Arc<Node>,
 }
 
-fn not_yet(method: &str) -> Status {
-    Status::unimplemented(format!("cairn: {method} is not supported yet"))
+fn not_yet(method: &'static str) -> Status {
+    EtcdError::NotSupported(method).into()
 }
 
 /// How etcd prints an alarm in `Status.errors`.
@@ -99,15 +99,7 @@ impl Maintenance for MaintenanceService {
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         let revision = request.into_inner().revision;
-        let state = self.node.state.clone();
-        let (hash, _, compacted) = blocking(move || state.hash_kv(revision)).await?;
-        // etcd reports -1 until the first compaction.
-        let compact_revision = if compacted == 0 { -1 } else { compacted };
-        Ok(Response::new(HashKvResponse {
-            header: self.node.header(self.node.state.current_revision()),
-            hash,
-            compact_revision,
-        }))
+        Ok(Response::new(super::corrupt::hash_kv_response(&self.node, revision).await?))
     }
 
     /// Streams a consistent copy of the whole store, ending with its SHA-256,
@@ -122,7 +114,7 @@ impl Maintenance for MaintenanceService {
             match write_snapshot(node.state.engine(), &options, &mut sink) {
                 Ok(_) => sink.finish(),
                 Err(err) => {
-                    let _ = out.blocking_send(Err(Status::internal(format!("etcdserver: snapshot: {err}"))));
+                    let _ = out.blocking_send(Err(EtcdError::Snapshot(err.to_string()).into()));
                 }
             }
         });
@@ -149,7 +141,8 @@ impl Maintenance for MaintenanceService {
         if target == node.id {
             return Ok(Response::new(MoveLeaderResponse { header }));
         }
-        let mut client = node.peers.client(target, &member).map_err(|err| Status::internal(err.to_string()))?;
+        let mut client =
+            node.peers.client(target, &member).map_err(|err| EtcdError::PeerUnavailable(err.to_string()))?;
         node.raft.runtime_config().heartbeat(false);
         let moved = async {
             // Followers stop honouring the old leader once its lease (the longest election timeout) lapses.
@@ -219,5 +212,6 @@ impl std::io::Write for ChunkSink {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work).await.map_err(|err| Status::internal(err.to_string()))?.map_err(Status::from)
+    let joined = tokio::task::spawn_blocking(work).await;
+    joined.map_err(|err| EtcdError::Internal(err.to_string()))?.map_err(Status::from)
 }

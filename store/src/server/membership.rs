@@ -51,9 +51,7 @@ impl Node {
                     match client.change_members(change).await {
                         Ok(result) => match result.into_inner().error {
                             None => Ok(()),
-                            Some(err) if err.message == EtcdError::NotLeader.to_string() => {
-                                Err(ProposeError::NotLeader(None))
-                            }
+                            Some(err) if EtcdError::is_not_leader(&err) => Err(ProposeError::NotLeader(None)),
                             Some(err) => Err(ProposeError::Failed(EtcdError::relayed(err))),
                         },
                         // A change may or may not have been made: report, do not repeat it.

@@ -2,6 +2,7 @@
 //! etcd API on the client URLs and the peer protocol on the peer URLs.
 
 pub mod cluster;
+pub mod corrupt;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -74,6 +75,8 @@ pub enum StartError {
     Raft(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Corruption(#[from] corrupt::CorruptionFound),
 }
 
 /// Runs a member until `shutdown` resolves, then stops it cleanly.
@@ -92,7 +95,17 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tracing::info!("finished a snapshot install that a crash had interrupted");
     }
     let min_lease_ttl = crate::lease::min_ttl_seconds(config.election_timeout);
-    let state = Arc::new(KvState::open(engine.clone(), config.watch_event_log_size, min_lease_ttl)?);
+    let state_options = crate::state::StateOptions {
+        event_log_capacity: config.watch_event_log_size,
+        min_lease_ttl,
+        compaction_batch_limit: config.experimental_compaction_batch_limit,
+    };
+    let state = Arc::new(KvState::open(engine.clone(), state_options)?);
+    // As etcd: only a member that had data before is checked; a new one has nothing to compare.
+    if config.experimental_initial_corrupt_check && bootstrap == Bootstrap::Restart {
+        let timeout = Duration::from_secs(5) + 2 * config.election();
+        corrupt::initial_check(&state, &peers, identity.member_id, timeout).await?;
+    }
 
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
@@ -160,6 +173,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let publisher = tokio::spawn(publish_attributes(node.clone()));
     let lessor = tokio::spawn(lessor::run(node.clone()));
     let leader_metrics = tokio::spawn(track_leadership(node.clone()));
+    let corruption_monitor = (!config.experimental_corrupt_check_time.is_zero())
+        .then(|| tokio::spawn(corrupt::monitor(node.clone(), config.experimental_corrupt_check_time)));
 
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
@@ -168,9 +183,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             tracing::warn!("the member has been permanently removed from the cluster; shutting down");
         }
     }
+    // A member on its way out must not campaign: while its servers wind down it
+    // hears no heartbeats, and a leader elected now would be gone in a moment.
+    raft.runtime_config().elect(false);
     publisher.abort();
     lessor.abort();
     leader_metrics.abort();
+    if let Some(monitor) = corruption_monitor {
+        monitor.abort();
+    }
     let _ = stop.send(true);
     // Graceful, but bounded: a peer or client that keeps a stream open does not hold us up.
     for server in servers {
@@ -230,7 +251,8 @@ async fn open_data_dir(
         let engine = Engine::open(&db_dir).map_err(open_err)?;
         let read = |key: &[u8]| engine.get(schema::CF_META, key).map_err(open_err);
         let read_u64 = |key: &[u8]| -> Result<Option<u64>, StartError> {
-            Ok(read(key)?.and_then(|bytes| bytes.try_into().ok()).map(u64::from_be_bytes))
+            let what = String::from_utf8_lossy(key);
+            read(key)?.map(|bytes| schema::decode_u64(&what, &bytes)).transpose().map_err(open_err)
         };
         let read_text = |key: &[u8]| -> Result<String, StartError> {
             Ok(String::from_utf8_lossy(&read(key)?.unwrap_or_default()).into_owned())
@@ -271,21 +293,10 @@ async fn open_data_dir(
     };
     std::fs::create_dir_all(&db_dir).map_err(|source| StartError::CreateDataDir { path: data_dir.clone(), source })?;
     let engine = Engine::open(&db_dir).map_err(open_err)?;
-    let stamp = stamp_ops(identity.member_id, identity.cluster_id, &config.initial_cluster_token, &config.name);
+    let stamp =
+        schema::identity_records(identity.member_id, identity.cluster_id, &config.initial_cluster_token, &config.name);
     engine.write(&stamp, Durability::Sync).map_err(open_err)?;
     Ok((engine, identity, bootstrap))
-}
-
-/// The writes that record whose a data dir is.
-pub fn stamp_ops(member_id: u64, cluster_id: u64, token: &str, name: &str) -> Vec<WriteOp> {
-    let put = |key: &[u8], value: Vec<u8>| WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
-    vec![
-        put(meta::SCHEMA_VERSION, schema::SCHEMA_VERSION.to_be_bytes().to_vec()),
-        put(meta::MEMBER_ID, member_id.to_be_bytes().to_vec()),
-        put(meta::CLUSTER_ID, cluster_id.to_be_bytes().to_vec()),
-        put(meta::CLUSTER_TOKEN, token.as_bytes().to_vec()),
-        put(meta::MEMBER_NAME, name.as_bytes().to_vec()),
-    ]
 }
 
 /// A member added with `member add` asks the others which ID it was given,

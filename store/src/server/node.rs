@@ -16,12 +16,12 @@ use cairn_proto::etcdserverpb::{
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::lessor::Lessor;
 use super::proposer::{into_result, ProposeError, Proposer};
 use super::read_index::ReadIndex;
 use crate::apply::adds_data;
 use crate::config::Config;
 use crate::error::EtcdError;
+use crate::lease::Lessor;
 use crate::raft::network::PeerClients;
 use crate::raft::types::{Member, NodeId, Raft};
 use crate::state::KvState;
@@ -251,7 +251,7 @@ impl Node {
         let index = self.reads.read_index().await?;
         self.wait_applied(index).await.map_err(ProposeError::Failed)?;
         Ok(match self.state.lease(id) {
-            Some(lease) => self.lessor.renew(id, lease.ttl),
+            Some(lease) => self.lessor.renew(id, lease.ttl, std::time::Instant::now()),
             None => 0,
         })
     }
@@ -277,7 +277,7 @@ impl Node {
             Some(lease) => LeaseTimeToLiveResponse {
                 header,
                 id: request.id,
-                ttl: self.lessor.remaining(request.id, lease.ttl),
+                ttl: self.lessor.remaining(request.id, lease.ttl, std::time::Instant::now()),
                 granted_ttl: lease.ttl,
                 keys: if request.keys { lease.keys.into_iter().collect() } else { Vec::new() },
             },
@@ -288,7 +288,7 @@ impl Node {
 /// A leader that lost leadership answers "not leader": nothing was done, so retry.
 fn not_leader_to_retry(response: WriteResponse) -> Result<WriteResponse, ProposeError> {
     match &response.response {
-        Some(write_response::Response::Error(err)) if err.message == EtcdError::NotLeader.to_string() => {
+        Some(write_response::Response::Error(err)) if EtcdError::is_not_leader(err) => {
             Err(ProposeError::NotLeader(None))
         }
         _ => Ok(response),

@@ -9,8 +9,8 @@ use cairn_proto::cairnpb::{
     ReadIndexRequest, ReadIndexResponse, WriteRequest, WriteResponse,
 };
 use cairn_proto::etcdserverpb::{
-    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MemberListRequest,
-    MemberListResponse,
+    HashKvRequest, HashKvResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse, MemberListRequest, MemberListResponse,
 };
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -35,10 +35,7 @@ type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Sen
 impl PeerService {
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
         if cluster_id != self.node.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "request from cluster {cluster_id:x}, this member is in cluster {:x}",
-                self.node.cluster_id
-            )));
+            return Err(EtcdError::ClusterIdMismatch { ours: self.node.cluster_id, theirs: cluster_id }.into());
         }
         Ok(())
     }
@@ -54,10 +51,9 @@ impl PeerService {
         Fut: std::future::Future<Output = Resp>,
     {
         self.check_cluster(payload.cluster_id)?;
-        let request: Req =
-            decode(&payload.data).map_err(|err| Status::invalid_argument(format!("bad raft message: {err}")))?;
+        let request: Req = decode(&payload.data).map_err(|err| EtcdError::BadPeerMessage(err.to_string()))?;
         let result = call(request).await;
-        let data = encode(&result).map_err(|err| Status::internal(err.to_string()))?;
+        let data = encode(&result).map_err(|err| EtcdError::Internal(err.to_string()))?;
         Ok(RaftPayload { cluster_id: self.node.cluster_id, data: data.into() })
     }
 
@@ -131,7 +127,7 @@ impl RaftPeer for PeerService {
 
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
         self.check_cluster(request.into_inner().cluster_id)?;
-        self.node.raft.trigger().elect().await.map_err(|err| Status::unavailable(err.to_string()))?;
+        self.node.raft.trigger().elect().await.map_err(|err| EtcdError::PeerUnavailable(err.to_string()))?;
         Ok(Response::new(CampaignResponse {}))
     }
 
@@ -145,6 +141,11 @@ impl RaftPeer for PeerService {
     async fn members(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
         let header = self.node.header(self.node.state.current_revision());
         Ok(Response::new(MemberListResponse { header, members: self.node.member_list() }))
+    }
+
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.into_inner().revision;
+        Ok(Response::new(super::corrupt::hash_kv_response(&self.node, revision).await?))
     }
 
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {

@@ -7,14 +7,19 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::{write_response, WriteRequest, WriteResponse};
 use openraft::error::{ClientWriteError, RaftError};
+use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::EtcdError;
 use crate::metrics::METRICS;
 use crate::raft::types::{Applied, NodeId, Proposal, Raft};
 
-/// Upper bound of requests in one entry; keeps entries well under the peer message limit.
+/// Upper bound of requests in one entry.
 const MAX_BATCH_REQUESTS: usize = 1024;
+/// Upper bound of one entry's requests in bytes (a single larger request still
+/// goes alone): with `--max-request-bytes` requests of 1.5 MiB, a count bound
+/// alone would make entries that no peer message could carry.
+pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Proposals in flight at once; the next batch accumulates meanwhile.
 const MAX_IN_FLIGHT: usize = 1;
 /// Requests waiting for a batch; senders wait beyond this (backpressure).
@@ -58,15 +63,27 @@ impl Proposer {
 
 async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Reply)>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // A request that did not fit the last batch: the first of the next.
+    let mut carried = None;
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let Some(first) = receiver.recv().await else { return };
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut bytes = first.0.encoded_len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_REQUESTS {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+            let Ok(next) = receiver.try_recv() else { break };
+            bytes += next.0.encoded_len();
+            if bytes > MAX_BATCH_BYTES {
+                carried = Some(next);
+                break;
             }
+            batch.push(next);
         }
         let raft = raft.clone();
         tokio::spawn(async move {
@@ -118,9 +135,7 @@ fn propose_error(err: RaftError<NodeId, ClientWriteError<NodeId, crate::raft::ty
 /// A write response as the client sees it: success, or etcd's error.
 pub fn into_result(response: WriteResponse) -> Result<write_response::Response, tonic::Status> {
     match response.response {
-        Some(write_response::Response::Error(err)) => {
-            Err(tonic::Status::new(tonic::Code::from_i32(err.code), err.message))
-        }
+        Some(write_response::Response::Error(err)) => Err(EtcdError::relayed(err).into()),
         Some(other) => Ok(other),
         None => Err(EtcdError::Internal("empty write response".into()).into()),
     }

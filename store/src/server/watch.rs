@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::node::Node;
 use crate::config::GRPC_OVERHEAD_BYTES;
+use crate::error::EtcdError;
 use crate::watch::{fragment, WatchFilter};
 
 /// Responses queued for one stream; a slow client stalls only its own watchers.
@@ -23,8 +24,6 @@ const OUTPUT_DEPTH: usize = 256;
 const CATCH_UP_REVISIONS: i64 = 1000;
 /// The watch ID of responses that belong to no watcher (etcd's `InvalidWatchID`).
 const NO_WATCH_ID: i64 = -1;
-/// etcd's message for a watch ID already in use on the stream.
-const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
 
 pub struct WatchService {
     pub node: Arc<Node>,
@@ -75,7 +74,7 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
                         watch_id: NO_WATCH_ID,
                         created: true,
                         canceled: true,
-                        cancel_reason: DUPLICATE_ID.to_string(),
+                        cancel_reason: EtcdError::DuplicateWatchId.to_string(),
                         ..Default::default()
                     };
                     let _ = out.send(Ok(response)).await;

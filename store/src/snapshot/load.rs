@@ -163,11 +163,7 @@ pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Resu
                 ops.push(WriteOp::Put { cf: schema::CF_KV, key: record.key, value: record.value });
                 loaded += 1;
             }
-            Record::Lease(lease) => ops.push(WriteOp::Put {
-                cf: schema::CF_LEASE,
-                key: lease.id.to_be_bytes().to_vec(),
-                value: lease.ttl.to_be_bytes().to_vec(),
-            }),
+            Record::Lease(lease) => ops.push(schema::lease_record(lease.id, lease.ttl)),
             Record::Meta(record) if options.with_meta => {
                 ops.push(WriteOp::Put { cf: schema::CF_META, key: record.key, value: record.value });
             }
@@ -199,16 +195,9 @@ pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Resu
         ops.push(WriteOp::Delete { cf: schema::CF_META, key: meta::SM_MEMBER_ATTRS.to_vec() });
         ops.push(WriteOp::Delete { cf: schema::CF_META, key: meta::SM_ALARMS.to_vec() });
     }
-    ops.push(WriteOp::Put {
-        cf: schema::CF_META,
-        key: meta::SM_CURRENT_REV.to_vec(),
-        value: current.to_be_bytes().to_vec(),
-    });
-    ops.push(WriteOp::Put {
-        cf: schema::CF_META,
-        key: meta::SM_COMPACT_REV.to_vec(),
-        value: compact.to_be_bytes().to_vec(),
-    });
+    for (key, value) in [(meta::SM_CURRENT_REV, current), (meta::SM_COMPACT_REV, compact)] {
+        ops.push(WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value: schema::encode_i64(value) });
+    }
     engine.write(&ops, Durability::Sync)?;
     if let Some(progress) = options.progress.as_mut() {
         progress(100);

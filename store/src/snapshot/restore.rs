@@ -116,8 +116,8 @@ fn build(
     };
     let summary = load_into(&engine, &args.file, options)?;
     let mut ops =
-        crate::server::stamp_ops(cluster.local_id, cluster.cluster_id, &args.initial_cluster_token, &args.name);
-    let members = crate::raft::types::encode(&cluster.members)
+        schema::identity_records(cluster.local_id, cluster.cluster_id, &args.initial_cluster_token, &args.name);
+    let members = crate::types::encode(&cluster.members)
         .map_err(|err| SnapshotError::Corrupt(format!("encoding members: {err}")))?;
     ops.push(WriteOp::Put { cf: schema::CF_META, key: meta::BOOTSTRAP_MEMBERS.to_vec(), value: members });
     engine.write(&ops, Durability::Sync).map_err(SnapshotError::from)?;

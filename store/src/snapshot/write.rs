@@ -38,10 +38,6 @@ impl<W: Write> Write for Tee<'_, W> {
     }
 }
 
-fn be_i64(value: &[u8]) -> i64 {
-    value.try_into().map(i64::from_be_bytes).unwrap_or(0)
-}
-
 /// Writes the state machine as of now into `sink`, and returns the metadata
 /// values of that same moment (for Raft's snapshot meta) with the summary.
 pub fn write_snapshot(
@@ -54,7 +50,7 @@ pub fn write_snapshot(
     let mut summary = SnapshotSummary::default();
     let mut meta_values = Vec::new();
     let mut header_written = false;
-    let io = |err: std::io::Error| EngineError::Corrupt { what: "snapshot sink".into(), detail: err.to_string() };
+    let io = EngineError::Io;
     let record = |record| SnapshotRecord { record: Some(record) };
     engine.scan_consistent(&[schema::CF_META, schema::CF_KV, schema::CF_LEASE], |cf, key, value| {
         if cf == schema::CF_META {
@@ -63,9 +59,12 @@ pub fn write_snapshot(
         }
         if !header_written {
             header_written = true;
-            let find = |wanted: &[u8]| meta_values.iter().find(|(key, _)| key == wanted).map(|(_, v)| be_i64(v));
-            summary.revision = find(meta::SM_CURRENT_REV).unwrap_or(1);
-            summary.compact_revision = find(meta::SM_COMPACT_REV).unwrap_or(0);
+            let find = |wanted: &'static [u8], what: &str| -> Result<Option<i64>, EngineError> {
+                let found = meta_values.iter().find(|(key, _)| key == wanted);
+                found.map(|(_, value)| schema::decode_i64(what, value)).transpose()
+            };
+            summary.revision = find(meta::SM_CURRENT_REV, "current revision")?.unwrap_or(1);
+            summary.compact_revision = find(meta::SM_COMPACT_REV, "compact revision")?.unwrap_or(0);
             let header = SnapshotHeader {
                 format_version: FORMAT_VERSION,
                 current_revision: summary.revision,
@@ -86,7 +85,8 @@ pub fn write_snapshot(
             snapshot_record::Record::Kv(KvRecord { key: key.to_vec(), value: value.to_vec() })
         } else {
             summary.lease_records += 1;
-            snapshot_record::Record::Lease(LeaseRecord { id: be_i64(key), ttl: be_i64(value) })
+            let (id, ttl) = schema::decode_lease_record(key, value)?;
+            snapshot_record::Record::Lease(LeaseRecord { id, ttl })
         };
         write_record(&mut tee, &record(next)).map_err(io)?;
         Ok(())

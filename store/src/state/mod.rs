@@ -3,6 +3,8 @@
 //! This is the I/O edge of the state machine: [`crate::apply`] decides what
 //! to write, and this module reads and writes the engine.
 
+mod compactor;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,19 +21,30 @@ use tokio::sync::watch;
 
 use crate::apply::{Applied, Applier};
 use crate::engine::schema::{self, meta};
-use crate::engine::{Durability, Engine, EngineError, WriteOp};
+use crate::engine::{Durability, Engine, EngineError, PointRead, WriteOp};
 use crate::error::StoreError;
 use crate::lease::{Lease, Leases};
 use crate::metrics::METRICS;
 use crate::mvcc::{self, Mvcc, Revision, ValueReader};
-use crate::raft::types::{decode, encode, LogId, Proposal, StoredMembership};
 use crate::snapshot::{load_into, LoadOptions};
+use crate::types::{decode, encode, LogId, Proposal, StoredMembership};
 use crate::watch::EventLog;
+pub use compactor::Compactor;
 
-/// Reads values by revision straight from the engine.
-pub struct EngineReader<'a>(pub &'a Engine);
+/// How the state is kept, beside what the Raft log holds.
+#[derive(Debug, Clone, Copy)]
+pub struct StateOptions {
+    /// Recent watch events kept in memory.
+    pub event_log_capacity: usize,
+    pub min_lease_ttl: i64,
+    /// Revisions deleted per batch by physical compaction.
+    pub compaction_batch_limit: usize,
+}
 
-impl ValueReader for EngineReader<'_> {
+/// Reads values by revision from the engine, or from a snapshot of it.
+pub struct EngineReader<'a, E: PointRead = Engine>(pub &'a E);
+
+impl<E: PointRead> ValueReader for EngineReader<'_, E> {
     fn read(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, StoreError> {
         if revs.is_empty() {
             return Ok(Vec::new());
@@ -70,18 +83,22 @@ pub struct KvState {
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
     events: EventLog,
+    compactor: Compactor,
 }
 
 impl KvState {
     /// Rebuilds the in-memory index from the engine, as etcd does at start.
-    pub fn open(engine: Arc<Engine>, event_log_capacity: usize, min_lease_ttl: i64) -> Result<Self, StoreError> {
-        let Loaded { mvcc, leases, member_attrs, alarms, applied } = load(&engine, min_lease_ttl)?;
+    pub fn open(engine: Arc<Engine>, options: StateOptions) -> Result<Self, StoreError> {
+        let Loaded { mvcc, leases, member_attrs, alarms, applied, garbage } = load(&engine, options.min_lease_ttl)?;
         let applied_index = applied.last_applied.map_or(0, |log_id: LogId| log_id.index);
-        let events = EventLog::new(mvcc.current_rev, event_log_capacity);
+        let events = EventLog::new(mvcc.current_rev, options.event_log_capacity);
+        let compactor = Compactor::start(engine.clone(), options.compaction_batch_limit).map_err(EngineError::Io)?;
+        compactor.schedule(mvcc.compact_rev, garbage);
         Ok(Self {
             events,
             engine,
-            min_lease_ttl,
+            compactor,
+            min_lease_ttl: options.min_lease_ttl,
             mvcc: RwLock::new(mvcc),
             leases: RwLock::new(leases),
             member_attrs: RwLock::new(member_attrs),
@@ -114,6 +131,7 @@ impl KvState {
         ];
         self.engine.write(&done, Durability::Sync)?;
         let loaded = load(&self.engine, self.min_lease_ttl)?;
+        self.compactor.schedule(loaded.mvcc.compact_rev, loaded.garbage);
         *mvcc = loaded.mvcc;
         *self.leases.write() = loaded.leases;
         *self.member_attrs.write() = loaded.member_attrs;
@@ -136,7 +154,7 @@ fn install_from_file(engine: &Engine, path: &Path, applied: &AppliedState) -> Re
         what: format!("snapshot {}", path.display()),
         detail: err.to_string(),
     })?;
-    let encode_err = |err: bincode::Error| EngineError::Corrupt { what: "encode".into(), detail: err.to_string() };
+    let encode_err = |err: bincode::Error| EngineError::Encode { what: "state".into(), detail: err.to_string() };
     let ops = [
         meta_put(meta::SM_LAST_APPLIED, encode(&applied.last_applied).map_err(encode_err)?),
         meta_put(meta::SM_MEMBERSHIP, encode(&applied.membership).map_err(encode_err)?),
@@ -161,7 +179,8 @@ pub fn finish_interrupted_install(engine: &Engine, snapshot_dir: &Path) -> Resul
 /// A snapshot record: the file name and the applied state it stands for.
 pub fn encode_snapshot_record(file: &str, applied: &AppliedState) -> Result<Vec<u8>, StoreError> {
     let record = (file.to_string(), applied.last_applied, applied.membership.clone());
-    Ok(encode(&record).map_err(|err| EngineError::Corrupt { what: "encode".into(), detail: err.to_string() })?)
+    Ok(encode(&record)
+        .map_err(|err| EngineError::Encode { what: "snapshot record".into(), detail: err.to_string() })?)
 }
 
 pub fn decode_snapshot_record(bytes: &[u8]) -> Result<(String, AppliedState), StoreError> {
@@ -177,6 +196,8 @@ struct Loaded {
     member_attrs: BTreeMap<u64, MemberAttributes>,
     alarms: Vec<(u64, AlarmType)>,
     applied: AppliedState,
+    /// Values a compaction made unreachable that are still on disk.
+    garbage: Vec<Revision>,
 }
 
 /// Rebuilds the in-memory index and tables from the engine, as etcd does at start.
@@ -200,20 +221,20 @@ fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
             mvcc.current_rev = mvcc.current_rev.max(rev.main);
             Ok(true)
         })?;
-        let read_i64 = |key: &[u8]| -> Result<Option<i64>, StoreError> {
-            Ok(engine.get(schema::CF_META, key)?.and_then(|bytes| bytes.try_into().ok()).map(i64::from_be_bytes))
+        let read_i64 = |key: &[u8], what: &str| -> Result<Option<i64>, StoreError> {
+            Ok(engine.get(schema::CF_META, key)?.map(|bytes| schema::decode_i64(what, &bytes)).transpose()?)
         };
-        if let Some(current) = read_i64(meta::SM_CURRENT_REV)? {
+        if let Some(current) = read_i64(meta::SM_CURRENT_REV, "current revision")? {
             mvcc.current_rev = mvcc.current_rev.max(current);
         }
-        mvcc.compact_rev = read_i64(meta::SM_COMPACT_REV)?.unwrap_or(0);
+        mvcc.compact_rev = read_i64(meta::SM_COMPACT_REV, "compact revision")?.unwrap_or(0);
+        // What the compactor had not deleted yet when the member stopped.
+        let garbage = mvcc.index.compact(mvcc.compact_rev);
 
         let mut leases = Leases::new(min_lease_ttl);
         engine.scan_from(schema::CF_LEASE, &[], |key, value| {
-            let (Ok(id), Ok(ttl)) = (<[u8; 8]>::try_from(key), <[u8; 8]>::try_from(value)) else {
-                return Err(EngineError::Corrupt { what: "lease".into(), detail: format!("{key:?}") });
-            };
-            leases.grant(i64::from_be_bytes(id), i64::from_be_bytes(ttl));
+            let (id, ttl) = schema::decode_lease_record(key, value)?;
+            leases.grant(id, ttl);
             Ok(true)
         })?;
         for (key, lease) in key_leases {
@@ -234,10 +255,12 @@ fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
         let member_attrs = match decode_meta(meta::SM_MEMBER_ATTRS)? {
             Some(bytes) => {
                 let encoded: BTreeMap<u64, Vec<u8>> = decode(&bytes).map_err(|err| corrupt_meta("members", err))?;
-                encoded
-                    .into_iter()
-                    .filter_map(|(id, bytes)| MemberAttributes::decode(bytes.as_slice()).ok().map(|attrs| (id, attrs)))
-                    .collect()
+                let decode_attrs = |(id, bytes): (u64, Vec<u8>)| {
+                    MemberAttributes::decode(bytes.as_slice()).map(|attrs| (id, attrs)).map_err(|err| {
+                        EngineError::Corrupt { what: format!("attributes of member {id:x}"), detail: err.to_string() }
+                    })
+                };
+                encoded.into_iter().map(decode_attrs).collect::<Result<_, _>>()?
             }
             None => BTreeMap::new(),
         };
@@ -245,11 +268,14 @@ fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
             Some(bytes) => decode(&bytes).map_err(|err| corrupt_meta("alarms", err))?,
             None => Vec::new(),
         };
-        let alarms = alarms
-            .into_iter()
-            .filter_map(|(member, alarm)| AlarmType::try_from(alarm).ok().map(|alarm| (member, alarm)))
-            .collect();
-        Ok(Loaded { mvcc, leases, member_attrs, alarms, applied: AppliedState { last_applied, membership } })
+        let decode_alarm = |(member, alarm): (u64, i32)| {
+            let detail = format!("unknown alarm type {alarm} for member {member:x}");
+            AlarmType::try_from(alarm)
+                .map(|alarm| (member, alarm))
+                .map_err(|_| EngineError::Corrupt { what: "alarms".into(), detail })
+        };
+        let alarms = alarms.into_iter().map(decode_alarm).collect::<Result<_, _>>()?;
+        Ok(Loaded { mvcc, leases, member_attrs, alarms, applied: AppliedState { last_applied, membership }, garbage })
     }
 }
 
@@ -258,10 +284,14 @@ impl KvState {
         &self.engine
     }
 
-    /// A local (serializable) read.
+    /// A local (serializable) read. The index is walked under the MVCC lock;
+    /// the values are read after it, from an engine view taken with the walk.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
-        let mvcc = self.mvcc.read();
-        mvcc::range(&mvcc, &EngineReader(&self.engine), req, mvcc.current_rev)
+        let (plan, view) = {
+            let mvcc = self.mvcc.read();
+            (mvcc::plan_range(&mvcc, req, mvcc.current_rev)?, self.engine.snapshot())
+        };
+        plan.execute(&EngineReader(&view))
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -377,7 +407,7 @@ impl KvState {
         })?;
         if with_prev {
             let mvcc = self.mvcc.read();
-            let reader = EngineReader(&self.engine);
+            let reader = EngineReader(self.engine.as_ref());
             for event in &mut events {
                 let Some(kv) = &event.kv else { continue };
                 if let Some(found) = mvcc.index.get(&kv.key, kv.mod_revision - 1) {
@@ -387,6 +417,18 @@ impl KvState {
             }
         }
         Ok(events)
+    }
+
+    /// Waits until a compaction at `revision` (applied here) is physically
+    /// done: etcd's `Compact{physical: true}`.
+    pub async fn physically_compacted(&self, revision: i64) -> Result<(), StoreError> {
+        let mut finished = self.compactor.finished();
+        let reached = finished.wait_for(|done| *done >= revision).await.is_ok();
+        if reached {
+            Ok(())
+        } else {
+            Err(EngineError::Stopped("the compactor").into())
+        }
     }
 
     /// Watches the last applied log index.
@@ -404,8 +446,9 @@ impl KvState {
             return Ok(Vec::new());
         };
         let mut mvcc = self.mvcc.write();
+        let compacted_before = mvcc.compact_rev;
         let mut leases = self.leases.write();
-        let reader = EngineReader(&self.engine);
+        let reader = EngineReader(self.engine.as_ref());
         let mut applier = Applier::new(&mut mvcc, &reader, &mut leases);
         let mut responses = Vec::with_capacity(entries.len());
         let mut new_membership = None;
@@ -413,8 +456,9 @@ impl KvState {
         let mut member_attrs = self.member_attrs.write();
         let mut alarms = self.alarms.write();
         let mut alarms_changed = false;
-        let no_space = |alarms: &[(u64, AlarmType)]| alarms.iter().any(|(_, alarm)| *alarm == AlarmType::Nospace);
-        applier.set_no_space(no_space(&alarms));
+        let active = |alarms: &[(u64, AlarmType)], kind| alarms.iter().any(|(_, alarm)| *alarm == kind);
+        applier.set_no_space(active(&alarms, AlarmType::Nospace));
+        applier.set_corrupt(active(&alarms, AlarmType::Corrupt));
         for (_, proposal, membership) in entries {
             if let Some(membership) = membership {
                 new_membership = Some(membership);
@@ -432,7 +476,8 @@ impl KvState {
                 if let Some(write_request::Request::Alarm(alarm)) = &request.request {
                     let changed = apply_alarm(&mut alarms, alarm);
                     alarms_changed = true;
-                    applier.set_no_space(no_space(&alarms));
+                    applier.set_no_space(active(&alarms, AlarmType::Nospace));
+                    applier.set_corrupt(active(&alarms, AlarmType::Corrupt));
                     let response =
                         AlarmResponse { header: Some(Default::default()), alarms: changed.into_iter().collect() };
                     entry_responses.push(WriteResponse { response: Some(write_response::Response::Alarm(response)) });
@@ -442,11 +487,11 @@ impl KvState {
             }
             responses.push(entry_responses);
         }
-        let Applied { mut ops, events } = applier.finish();
+        let Applied { mut ops, events, garbage } = applier.finish();
 
         let mut applied = self.applied.write();
         let membership = new_membership.unwrap_or_else(|| applied.membership.clone());
-        let encode_err = |err: bincode::Error| EngineError::Corrupt { what: "encode".into(), detail: err.to_string() };
+        let encode_err = |err: bincode::Error| EngineError::Encode { what: "state".into(), detail: err.to_string() };
         ops.push(meta_put(meta::SM_LAST_APPLIED, encode(&Some(last_log_id)).map_err(encode_err)?));
         ops.push(meta_put(meta::SM_MEMBERSHIP, encode(&membership).map_err(encode_err)?));
         if alarms_changed {
@@ -464,6 +509,10 @@ impl KvState {
         METRICS.backend_commit.observe(started.elapsed());
         METRICS.proposals_applied.store(last_log_id.index, std::sync::atomic::Ordering::Relaxed);
         self.events.append(events, mvcc.current_rev);
+        if mvcc.compact_rev != compacted_before {
+            // Only now: the compact revision is in the WAL ahead of the deletes.
+            self.compactor.schedule(mvcc.compact_rev, garbage);
+        }
         *applied = AppliedState { last_applied: Some(last_log_id), membership };
         drop(applied);
         drop(member_attrs);
@@ -495,4 +544,78 @@ fn apply_alarm(alarms: &mut Vec<(u64, AlarmType)>, request: &AlarmRequest) -> Op
 
 fn meta_put(key: &[u8], value: Vec<u8>) -> WriteOp {
     WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cairn_proto::cairnpb::WriteRequest;
+    use cairn_proto::etcdserverpb::{CompactionRequest, PutRequest};
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    type Entry = (LogId, Option<Proposal>, Option<StoredMembership>);
+
+    fn options() -> StateOptions {
+        StateOptions { event_log_capacity: 64, min_lease_ttl: 2, compaction_batch_limit: 100 }
+    }
+
+    fn entry(index: u64, request: write_request::Request) -> Entry {
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), index);
+        (log_id, Some(Proposal(vec![WriteRequest { request: Some(request) }])), None)
+    }
+
+    fn put(index: u64) -> Entry {
+        let put = PutRequest { key: b"a".to_vec(), value: index.to_string().into_bytes(), ..Default::default() };
+        entry(index, write_request::Request::Put(put))
+    }
+
+    fn stored_revisions(engine: &Engine) -> usize {
+        let mut count = 0;
+        engine
+            .scan_from(schema::CF_KV, &[], |_, _| {
+                count += 1;
+                Ok(true)
+            })
+            .expect("scan");
+        count
+    }
+
+    async fn physically_compacted(state: &KvState, revision: i64) {
+        let done = tokio::time::timeout(Duration::from_secs(10), state.physically_compacted(revision)).await;
+        assert!(matches!(done, Ok(Ok(()))), "physical compaction finished");
+    }
+
+    #[tokio::test]
+    async fn compaction_deletes_after_apply_and_resumes_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(Engine::open(dir.path()).expect("open"));
+        let state = KvState::open(engine.clone(), options()).expect("state");
+        state.apply_entries((1..=500).map(put).collect()).expect("puts");
+        assert_eq!((state.current_revision(), stored_revisions(&engine)), (501, 500));
+
+        let compact = CompactionRequest { revision: 501, physical: true };
+        state.apply_entries(vec![entry(501, write_request::Request::Compaction(compact))]).expect("compact");
+        assert_eq!(state.compact_revision(), 501, "decided in apply");
+        physically_compacted(&state, 501).await;
+        assert_eq!(stored_revisions(&engine), 1, "only the latest value of a is left");
+        let read = state.range(&RangeRequest { key: b"a".to_vec(), ..Default::default() }).expect("range");
+        assert_eq!(read.kvs[0].value, b"500");
+
+        // A crash before the compactor finished leaves unreachable values behind.
+        drop(state);
+        let leftovers: Vec<WriteOp> = (100..200)
+            .map(|main| {
+                let kv =
+                    KeyValue { key: b"a".to_vec(), value: b"old".to_vec(), mod_revision: main, ..Default::default() };
+                WriteOp::Put { cf: schema::CF_KV, key: Revision::new(main, 0).to_key(false), value: kv.encode_to_vec() }
+            })
+            .collect();
+        engine.write(&leftovers, Durability::Sync).expect("leftovers");
+        let state = KvState::open(engine.clone(), options()).expect("reopen");
+        physically_compacted(&state, 501).await;
+        assert_eq!(stored_revisions(&engine), 1, "the next start deletes what was left");
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
 
-use crate::harness::{client, etcdctl_ok, Cluster, Flavor};
+use cairn_testkit::{client, etcdctl_ok, Cluster, Flavor};
 
 /// Reads every key under `prefix` from one member, locally (serializable).
 async fn local_keys(endpoint: &str, prefix: &str) -> Vec<String> {
@@ -32,8 +32,8 @@ async fn wait_for_keys(endpoint: &str, prefix: &str, expected: usize) -> Vec<Str
 
 #[tokio::test]
 async fn t40_three_members_replicate_and_forward() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("cluster starts");
-    let leader = cluster.leader_index().expect("leader");
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let follower = (leader + 1) % 3;
     let endpoints = cluster.endpoints();
 
@@ -72,7 +72,7 @@ async fn t40_three_members_replicate_and_forward() {
 
 #[tokio::test]
 async fn t45_five_members_serve_writes_on_every_member() {
-    let cluster = Cluster::start(Flavor::Cairn, 5).expect("cluster starts");
+    let cluster = Cluster::start(Flavor::Cairn, 5).await.expect("cluster starts");
     let endpoints = cluster.endpoints();
     for (index, endpoint) in endpoints.iter().enumerate() {
         etcdctl_ok(&[endpoint], &["put", &format!("five/{index}"), "x"]);
@@ -86,8 +86,8 @@ async fn t45_five_members_serve_writes_on_every_member() {
 
 #[tokio::test]
 async fn t50_leader_kill_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("cluster starts");
-    let leader = cluster.leader_index().expect("leader");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let endpoints = cluster.endpoints();
 
     // A writer streams writes across all members; it records what was acknowledged.
@@ -120,7 +120,9 @@ async fn t50_leader_kill_loses_no_acknowledged_write() {
     cluster.members[leader].kill();
     let killed_at = Instant::now();
 
-    // A new leader accepts writes within 2 s (election timeout 1 s).
+    // A new leader accepts writes within two election rounds: followers
+    // campaign within [1, 1.5) x the election timeout (1 s), and a split vote
+    // takes one more round. How fast recovery is, is measured by chaos, not here.
     let survivor = &endpoints[(leader + 1) % 3];
     let mut kv = client(survivor).await.kv_client();
     let mut recovered = None;
@@ -132,7 +134,7 @@ async fn t50_leader_kill_loses_no_acknowledged_write() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let recovered = recovered.expect("a new leader accepts writes");
-    assert!(recovered < Duration::from_secs(2), "took {recovered:?}");
+    assert!(recovered < Duration::from_secs(4), "took {recovered:?}");
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -142,7 +144,7 @@ async fn t50_leader_kill_loses_no_acknowledged_write() {
 
     // The killed member comes back and holds every acknowledged write, as do the others.
     cluster.restart(leader).expect("restart");
-    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
     for endpoint in &endpoints {
         let keys = wait_for_keys(endpoint, "stream/", acknowledged.len()).await;
         let missing: Vec<&String> = acknowledged.iter().filter(|key| !keys.contains(key)).collect();
@@ -157,8 +159,8 @@ async fn t50_leader_kill_loses_no_acknowledged_write() {
 
 #[tokio::test]
 async fn t60_member_down_during_writes_catches_up_from_the_log() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("cluster starts");
-    let leader = cluster.leader_index().expect("leader");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let down = (leader + 1) % 3;
     let endpoints = cluster.endpoints();
     assert!(cluster.members[down].terminate(), "SIGTERM stops a member cleanly");
@@ -170,7 +172,7 @@ async fn t60_member_down_during_writes_catches_up_from_the_log() {
         kv.put(format!("catchup/{i:04}"), format!("{i}"), None).await.expect("write with one member down");
     }
     cluster.restart(down).expect("restart");
-    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
     assert_eq!(wait_for_keys(&endpoints[down], "catchup/", 300).await.len(), 300);
     let resp = client(&endpoints[down])
         .await
@@ -180,4 +182,50 @@ async fn t60_member_down_during_writes_catches_up_from_the_log() {
         .expect("get");
     assert_eq!(resp.kvs()[0].value(), b"299");
     assert_eq!(resp.kvs()[0].mod_revision(), 301);
+}
+
+/// Requests of the largest size a client may send, from 64 clients at once:
+/// entries and peer messages are bounded by bytes, so a follower that was down
+/// catches up over more than the 256 MiB one peer message may carry.
+#[tokio::test]
+async fn t62_large_values_from_64_clients_replicate_to_a_member_that_was_down() {
+    const CLIENTS: usize = 64;
+    const PUTS_PER_CLIENT: usize = 3;
+    // --max-request-bytes (1.5 MiB) bounds the encoded request; leave room for the key.
+    const VALUE_BYTES: usize = 1536 * 1024 - 64;
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
+    let down = (leader + 1) % 3;
+    let endpoints = cluster.endpoints();
+    assert!(cluster.members[down].terminate(), "the follower stops");
+
+    let value = Arc::new(vec![b'x'; VALUE_BYTES]);
+    let mut writers = Vec::new();
+    for writer in 0..CLIENTS {
+        let (endpoint, value) = (endpoints[leader].clone(), value.clone());
+        writers.push(tokio::spawn(async move {
+            let mut kv = client(&endpoint).await.kv_client();
+            for put in 0..PUTS_PER_CLIENT {
+                kv.put(format!("big/{writer:02}/{put}"), value.as_slice(), None)
+                    .await
+                    .map_err(|err| err.to_string())?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer").expect("every large put is acknowledged");
+    }
+
+    cluster.restart(down).expect("restart");
+    cluster.wait_ready(Duration::from_secs(60)).await.expect("ready");
+    let expected = CLIENTS * PUTS_PER_CLIENT;
+    for endpoint in &endpoints {
+        assert_eq!(wait_for_keys(endpoint, "big/", expected).await.len(), expected, "{endpoint} has every value");
+    }
+    let mut kv = client(&endpoints[down]).await.kv_client();
+    let last =
+        kv.get(format!("big/{:02}/{}", CLIENTS - 1, PUTS_PER_CLIENT - 1), Some(GetOptions::new().with_serializable()));
+    let last = last.await.expect("get");
+    assert_eq!(last.kvs()[0].value().len(), VALUE_BYTES, "the caught-up member holds whole values");
 }

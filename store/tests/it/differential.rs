@@ -6,7 +6,7 @@ use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KvClient, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
 
-use crate::harness::{assert_same_as_etcd, client, err_of};
+use cairn_testkit::{assert_same_as_etcd, client, err_of};
 
 /// A response reduced to what must be identical between etcd and cairn.
 fn kvs_of(kvs: &[etcd_client::KeyValue]) -> String {

@@ -1,7 +1,7 @@
 //! The real etcdctl 3.5.1 against cairn, with its output compared to what the
 //! same commands print against a real etcd 3.5.1.
 
-use crate::harness::{etcdctl_stdin, Cluster, Flavor};
+use cairn_testkit::{etcdctl_stdin, Cluster, Flavor};
 
 const TXN: &str = "mod(\"k1\") > \"0\"\n\nput k1 \"from-txn\"\nget k1\n\nput k9 \"else\"\n";
 
@@ -64,10 +64,10 @@ fn run_all(cluster: &Cluster) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn t20_etcdctl_output_matches_etcd() {
-    let etcd = Cluster::start(Flavor::Etcd, 1).expect("etcd starts");
-    let cairn = Cluster::start(Flavor::Cairn, 1).expect("cairn starts");
+#[tokio::test]
+async fn t20_etcdctl_output_matches_etcd() {
+    let etcd = Cluster::start(Flavor::Etcd, 1).await.expect("etcd starts");
+    let cairn = Cluster::start(Flavor::Cairn, 1).await.expect("cairn starts");
     let expected = run_all(&etcd);
     let actual = run_all(&cairn);
     let diffs: Vec<String> = expected

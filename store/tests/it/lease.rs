@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions};
 
-use crate::harness::{assert_same_as_etcd, client, err_of, Cluster, Flavor};
+use cairn_testkit::{assert_same_as_etcd, client, err_of, Cluster, Flavor, Options};
 
 async fn script(endpoint: &str) -> Vec<String> {
     let mut c = client(endpoint).await;
@@ -80,9 +80,9 @@ async fn wait_until_gone(kv: &mut etcd_client::KvClient, key: &str, limit: Durat
 
 #[tokio::test]
 async fn t101_expired_lease_deletes_its_keys_on_every_member() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
-    let leader = cluster.leader_index().expect("leader");
+    let leader = cluster.leader_index().await.expect("leader");
     let follower = (leader + 1) % 3;
     let mut c = client(&endpoints[follower]).await;
     let lease = c.lease_grant(2, None).await.expect("grant through a follower");
@@ -114,27 +114,33 @@ async fn t101_expired_lease_deletes_its_keys_on_every_member() {
 
 #[tokio::test]
 async fn t102_a_leader_change_does_not_shorten_a_lease() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
-    let leader = cluster.leader_index().expect("leader");
+    let leader = cluster.leader_index().await.expect("leader");
     let survivor = (leader + 1) % 3;
     let mut c = client(&endpoints[survivor]).await;
     let lease = c.lease_grant(6, None).await.expect("grant");
+    // The timeline is measured from the grant: its original deadline is granted + 6 s.
+    let granted = Instant::now();
     c.put("leased", "v", Some(PutOptions::new().with_lease(lease.id()))).await.expect("put");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(granted.elapsed())).await;
     cluster.members[leader].kill();
     let killed = Instant::now();
-    // After the failover the lease has its full TTL again: it outlives its original deadline.
+    // The new leader gives the lease its full TTL from its election, which is
+    // after the kill: the new deadline is at least granted + 8 s.
     let mut ttl_after = None;
     while killed.elapsed() < Duration::from_secs(5) && ttl_after.is_none() {
-        if let Ok(resp) = c.lease_time_to_live(lease.id(), None).await {
-            ttl_after = Some(resp.ttl());
+        match c.lease_time_to_live(lease.id(), None).await {
+            Ok(resp) => ttl_after = Some(resp.ttl()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
     let ttl_after = ttl_after.expect("time to live after failover");
     assert!(ttl_after >= 4, "lease was shortened: {ttl_after}s left");
-    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(killed.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(6500).saturating_sub(granted.elapsed())).await;
+    let checked_at = granted.elapsed();
     assert_eq!(c.get("leased", None).await.expect("get").count(), 1, "still there past the original deadline");
+    assert!(checked_at < Duration::from_secs(8), "checked at {checked_at:?}: inside the window that tells");
     // And it does expire under the new leader.
     let mut kv = c.kv_client();
     assert!(wait_until_gone(&mut kv, "leased", Duration::from_secs(12)).await.is_some());
@@ -145,8 +151,8 @@ async fn t102_a_leader_change_does_not_shorten_a_lease() {
 /// leader let it expire. A keepalive must confirm leadership first.
 #[tokio::test]
 async fn t103_a_leader_without_a_quorum_does_not_renew_leases() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
-    let leader = cluster.leader_index().expect("leader");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let mut c = client(cluster.members[leader].endpoint()).await;
     let lease = c.lease_grant(30, None).await.expect("grant").id();
     let (mut keeper, mut responses) = c.lease_keep_alive(lease).await.expect("keepalive");
@@ -156,12 +162,12 @@ async fn t103_a_leader_without_a_quorum_does_not_renew_leases() {
 
     let followers: Vec<usize> = (0..3).filter(|index| *index != leader).collect();
     for follower in &followers {
-        cluster.members[*follower].signal("-STOP");
+        cluster.members[*follower].pause();
     }
     let started = Instant::now();
     let renewed_ttl = renew_once(&mut c, lease, Duration::from_secs(20)).await.unwrap_or(0);
     for follower in &followers {
-        cluster.members[*follower].signal("-CONT");
+        cluster.members[*follower].resume();
     }
     assert!(
         renewed_ttl <= 0,
@@ -191,14 +197,14 @@ async fn renew_once(c: &mut etcd_client::Client, lease: i64, limit: Duration) ->
 /// leadership revokes, and it never forwards the revoke.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t104_a_deposed_leader_does_not_revoke_a_lease_kept_alive_elsewhere() {
-    let (cluster, links) = Cluster::start_behind_proxies(3).await.expect("starts");
-    let old_leader = cluster.leader_index().expect("leader");
+    let cluster = Options::new(Flavor::Cairn, 3).proxies().start().await.expect("starts");
+    let old_leader = cluster.leader_index().await.expect("leader");
     let follower = (old_leader + 1) % 3;
     let mut c = client(cluster.members[follower].endpoint()).await;
     let lease = c.lease_grant(3, None).await.expect("grant").id();
     c.put("kept", "v", Some(PutOptions::new().with_lease(lease))).await.expect("put");
 
-    links.isolate(old_leader);
+    cluster.isolate(old_leader);
     let cut = Instant::now();
     // Renew through the follower while the old leader's deadline passes and
     // it proposes its revoke (it cannot commit it while cut off).
@@ -207,7 +213,7 @@ async fn t104_a_deposed_leader_does_not_revoke_a_lease_kept_alive_elsewhere() {
         renewed_by_new_leader |= renew_once(&mut c, lease, Duration::from_secs(1)).await == Some(3);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    links.heal();
+    cluster.heal_links();
     assert!(renewed_by_new_leader, "a new leader took over and renewed the lease");
 
     // The old leader learns of the new term, and its pending revoke is dropped.

@@ -1,10 +1,11 @@
-//! One integration binary: real processes, the real etcdctl 3.5.1, the Rust
-//! etcd client, and a real etcd 3.5.1 for differential tests.
+//! One integration binary: real processes (started by `cairn-testkit`), the
+//! real etcdctl 3.5.1, the Rust etcd client, and a real etcd 3.5.1 for
+//! differential tests.
 
 mod cluster;
+mod corruption;
 mod differential;
 mod etcdctl_compat;
-mod harness;
 mod lease;
 mod maintenance;
 mod membership;

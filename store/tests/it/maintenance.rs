@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 
-use crate::harness::{assert_same_as_etcd, client, etcd_tool, etcdctl, etcdctl_ok, Cluster, Flavor};
+use cairn_testkit::{assert_same_as_etcd, client, etcd_tool, etcdctl_ok, Cluster, Flavor};
 
 async fn hash_script(endpoint: &str) -> Vec<String> {
     let mut c = client(endpoint).await;
@@ -41,7 +41,7 @@ async fn t110_hashkv_and_status_match_etcd_3_5_1() {
 
 #[tokio::test]
 async fn t111_hashkv_is_equal_on_all_members() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
     let mut c = client(&endpoints[0]).await;
     for i in 0..200 {
@@ -61,7 +61,7 @@ async fn t111_hashkv_is_equal_on_all_members() {
 
 #[tokio::test]
 async fn t112_nospace_alarm_refuses_writes_until_compact_defrag_disarm() {
-    let cluster = Cluster::start_with(Flavor::Cairn, 1, &["--quota-backend-bytes", "4000000"]).expect("starts");
+    let cluster = Cluster::start_with(Flavor::Cairn, 1, &["--quota-backend-bytes", "4000000"]).await.expect("starts");
     let endpoint = cluster.members[0].endpoint();
     let mut c = client(endpoint).await;
     let value = "x".repeat(100_000);
@@ -107,7 +107,7 @@ fn reqwest_like_get(endpoint: &str, path: &str) -> String {
 
 #[tokio::test]
 async fn t113_health_version_and_metrics_over_http() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoint = cluster.members[0].endpoint();
     etcdctl_ok(&[endpoint], &["put", "m", "v"]);
     etcdctl_ok(&[endpoint], &["get", "m"]);
@@ -136,9 +136,9 @@ async fn t113_health_version_and_metrics_over_http() {
 
 #[tokio::test]
 async fn t114_move_leader() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
-    let leader = cluster.leader_index().expect("leader");
+    let leader = cluster.leader_index().await.expect("leader");
     let target = (leader + 1) % 3;
     let mut c = client(&endpoints[target]).await;
     let target_id = c.status().await.expect("status").header().expect("h").member_id();
@@ -148,7 +148,7 @@ async fn t114_move_leader() {
     let all: Vec<&str> = endpoints.iter().map(String::as_str).collect();
     let out = etcdctl_ok(&all, &["move-leader", &format!("{target_id:x}")]);
     assert!(out.contains("Leadership transferred"), "{out}");
-    assert_eq!(cluster.leader_index().expect("leader"), target);
+    assert_eq!(cluster.leader_index().await.expect("leader"), target);
     c.put("after-move", "v", None).await.expect("writes work after the move");
 }
 
@@ -167,50 +167,73 @@ fn run_bounded(command: &mut Command, limit: Duration) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Polls `probe` every 50 ms until it returns true or `limit` passes.
+async fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if probe() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn t115_etcdctl_lock_and_elect_between_two_clients() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
     let etcdctl_cmd = |endpoint: &str| {
         let mut command = Command::new(etcd_tool("etcdctl"));
-        command.arg(format!("--endpoints={endpoint}"));
+        command.arg(format!("--endpoints={endpoint}")).stdout(Stdio::null()).stderr(Stdio::null());
         command
     };
-    // The first holder keeps the lock for 2 s while the second waits for it.
-    let mut first = etcdctl_cmd(&endpoints[0])
-        .args(["lock", "mylock", "--", "sh", "-c", "echo first-start; sleep 2; echo first-end"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(500));
-    let second = run_bounded(
-        etcdctl_cmd(&endpoints[1]).args(["lock", "mylock", "echo", "second-got-it"]),
-        Duration::from_secs(20),
+    // Both holders append to one file while they hold the lock: with mutual
+    // exclusion, the second line can never come between the first's two.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace = dir.path().join("trace");
+    let trace_text = || std::fs::read_to_string(&trace).unwrap_or_default();
+    let first_script = format!("echo first-start >> {0}; sleep 1; echo first-end >> {0}", trace.display());
+    let mut first =
+        etcdctl_cmd(&endpoints[0]).args(["lock", "mylock", "--", "sh", "-c", &first_script]).spawn().expect("spawn");
+    assert!(
+        eventually(Duration::from_secs(10), || trace_text().contains("first-start")).await,
+        "the first holder got the lock"
     );
-    let first_out = {
-        let _ = first.wait();
-        let mut text = String::new();
-        if let Some(mut stdout) = first.stdout.take() {
-            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
-        }
-        text
-    };
-    assert!(first_out.contains("first-start") && first_out.contains("first-end"), "{first_out}");
-    assert!(second.contains("second-got-it"), "{second}");
+    let second_script = format!("echo second >> {}", trace.display());
+    let mut second =
+        etcdctl_cmd(&endpoints[1]).args(["lock", "mylock", "--", "sh", "-c", &second_script]).spawn().expect("spawn");
+    let both_done = eventually(Duration::from_secs(20), || {
+        matches!(first.try_wait(), Ok(Some(_))) && matches!(second.try_wait(), Ok(Some(_)))
+    })
+    .await;
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(both_done, "both lock holders finished: {:?}", trace_text());
+    assert_eq!(trace_text(), "first-start\nfirst-end\nsecond\n", "one holder at a time, in order");
 
     // Election: the first campaigner leads; observe sees it.
-    let mut leader = etcdctl_cmd(&endpoints[0])
-        .args(["elect", "myelection", "alpha"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_secs(1));
-    let observed = run_bounded(etcdctl_cmd(&endpoints[2]).args(["elect", "-l", "myelection"]), Duration::from_secs(2));
-    assert!(observed.contains("alpha"), "{observed}");
+    let mut leader = etcdctl_cmd(&endpoints[0]).args(["elect", "myelection", "alpha"]).spawn().expect("spawn");
+    let observed = eventually(Duration::from_secs(10), || {
+        run_bounded(
+            Command::new(etcd_tool("etcdctl")).arg(format!("--endpoints={}", endpoints[2])).args([
+                "elect",
+                "-l",
+                "myelection",
+            ]),
+            Duration::from_secs(2),
+        )
+        .contains("alpha")
+    })
+    .await;
+    assert!(observed, "observe sees the leader alpha");
+    // A killed campaigner's key stays until its session lease expires (60 s): exactly one candidate.
     let _ = leader.kill();
     let _ = leader.wait();
     let mut kv = client(&endpoints[1]).await.kv_client();
     let keys = kv.get("myelection", Some(GetOptions::new().with_prefix())).await.expect("get");
-    assert!(keys.count() <= 1);
-    let _ = etcdctl(&[&endpoints[0]], &["get", "x"]);
+    let values: Vec<&[u8]> = keys.kvs().iter().map(|kv| kv.value()).collect();
+    assert_eq!(values, vec![b"alpha".as_slice()]);
 }

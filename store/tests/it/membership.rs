@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
 
-use crate::harness::{client, etcdctl, etcdctl_ok, Cluster, Flavor};
+use cairn_testkit::{client, etcdctl, etcdctl_ok, Cluster, Flavor};
 
 /// The `ETCD_INITIAL_CLUSTER` line that `etcdctl member add` prints.
 fn initial_cluster_of(member_add_output: &str) -> String {
@@ -37,7 +37,7 @@ async fn wait_for_key(endpoint: &str, key: &str) -> bool {
 
 #[tokio::test]
 async fn t120_learner_is_added_catches_up_and_is_promoted() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
     let all: Vec<&str> = endpoints.iter().map(String::as_str).collect();
     let mut kv = client(&endpoints[0]).await.kv_client();
@@ -83,9 +83,9 @@ async fn t120_learner_is_added_catches_up_and_is_promoted() {
 
 #[tokio::test]
 async fn t121_member_is_removed_and_replaced() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
-    let leader = cluster.leader_index().expect("leader");
+    let leader = cluster.leader_index().await.expect("leader");
     let victim = (leader + 1) % 3;
     let victim_id = format!(
         "{:x}",
@@ -113,10 +113,10 @@ async fn t121_member_is_removed_and_replaced() {
 
 #[tokio::test]
 async fn t122_peer_urls_are_updated_and_the_leader_is_removed() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = cluster.endpoints();
     let all: Vec<&str> = endpoints.iter().map(String::as_str).collect();
-    let leader = cluster.leader_index().expect("leader");
+    let leader = cluster.leader_index().await.expect("leader");
 
     // Move a follower to a new peer URL, then restart it there, as etcd's guide does.
     let member = (leader + 1) % 3;
@@ -143,7 +143,7 @@ async fn t122_peer_urls_are_updated_and_the_leader_is_removed() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("etcdserver: member not found"));
 
     // Remove the leader: the others elect a new one and take writes.
-    let leader = cluster.leader_index().expect("leader");
+    let leader = cluster.leader_index().await.expect("leader");
     let leader_id = format!(
         "{:x}",
         client(&endpoints[leader]).await.status().await.expect("status").header().expect("h").member_id()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
 
-use crate::harness::{cairn_binary, client, etcdctl, etcdctl_ok, free_url, Cluster, Flavor};
+use cairn_testkit::{cairn_binary, client, etcdctl, etcdctl_ok, free_url, Cluster, Flavor};
 
 /// Runs cairn expecting it to exit by itself; returns (success, stderr).
 fn run_to_exit(args: &[&str], cwd: &std::path::Path) -> (bool, String) {
@@ -32,7 +32,7 @@ fn run_to_exit(args: &[&str], cwd: &std::path::Path) -> (bool, String) {
 
 #[tokio::test]
 async fn t70_kill_9_keeps_every_acknowledged_write() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+    let mut cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
     let endpoint = cluster.members[0].endpoint().to_string();
     let mut kv = client(&endpoint).await.kv_client();
     let mut last_revision = 0;
@@ -42,7 +42,7 @@ async fn t70_kill_9_keeps_every_acknowledged_write() {
     }
     cluster.members[0].kill();
     cluster.restart(0).expect("restart");
-    cluster.wait_ready(Duration::from_secs(30)).expect("ready");
+    cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
     let mut kv = client(&endpoint).await.kv_client();
     let resp = kv.get("durable/", Some(GetOptions::new().with_prefix())).await.expect("get");
     assert_eq!(resp.count(), 200);
@@ -115,8 +115,8 @@ fn t81_environment_variables_configure_like_flags() {
     assert!(cluster_dir.path().join("from-env.etcd").is_dir());
 }
 
-#[test]
-fn t82_bad_input_gets_one_clear_line_and_damages_nothing() {
+#[tokio::test]
+async fn t82_bad_input_gets_one_clear_line_and_damages_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ok, err) = run_to_exit(&["--no-such-flag"], dir.path());
     assert!(!ok && err.contains("--no-such-flag"), "{err}");
@@ -128,7 +128,7 @@ fn t82_bad_input_gets_one_clear_line_and_damages_nothing() {
     );
 
     // A port in use.
-    let cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
     let taken = &cluster.members[0].spec.client_url;
     let (ok, err) = run_to_exit(&["--listen-client-urls", taken, "--data-dir", "x"], dir.path());
     assert!(!ok);
@@ -188,9 +188,9 @@ fn t82_bad_input_gets_one_clear_line_and_damages_nothing() {
     assert_eq!(value.trim(), "me", "the refused start damaged nothing");
 }
 
-#[test]
-fn t83_member_list_and_endpoint_status_work_with_etcdctl() {
-    let cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+#[tokio::test]
+async fn t83_member_list_and_endpoint_status_work_with_etcdctl() {
+    let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
     let endpoint = cluster.members[0].endpoint();
     let status = etcdctl_ok(&[endpoint], &["endpoint", "status", "-w", "json"]);
     let json: serde_json::Value = serde_json::from_str(&status).expect("json");

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Cluster, Flavor};
+use cairn_testkit::{Cluster, Flavor};
 
 fn python_path() -> String {
     std::env::var("CAIRN_PYTHON_PATH").unwrap_or_else(|_| {
@@ -11,10 +11,10 @@ fn python_path() -> String {
     })
 }
 
-#[test]
-fn t130_python_etcd3_client_through_a_follower() {
-    let cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
-    let leader = cluster.leader_index().expect("leader");
+#[tokio::test]
+async fn t130_python_etcd3_client_through_a_follower() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let follower = &cluster.members[(leader + 1) % 3];
     let url = follower.endpoint().trim_start_matches("http://").to_string();
     let (host, port) = url.rsplit_once(':').expect("host:port");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, Txn, TxnOp};
 
-use crate::harness::{cairn_binary, client, etcd_tool, plan, Cluster, Flavor};
+use cairn_testkit::{cairn_binary, client, etcd_tool, plan, Cluster, Flavor};
 
 /// Writes `keys` keys with txns of 100 puts, overwrites a third, deletes a
 /// tenth, and compacts half way.
@@ -59,7 +59,7 @@ fn documented_procedure(name: &str) -> String {
 
 #[tokio::test]
 async fn t140_backup_and_restore_procedure_on_three_members() {
-    let mut old = Cluster::start(Flavor::Cairn, 3).expect("starts");
+    let mut old = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoints = old.endpoints();
     populate(&endpoints[0], 50_000).await;
     let before = dump(&endpoints[1]).await;
@@ -99,6 +99,7 @@ async fn t140_backup_and_restore_procedure_on_three_members() {
     run("restore");
 
     let restored = Cluster::launch(Flavor::Cairn, dir, specs, &["--initial-cluster-token", "restored-cluster"])
+        .await
         .expect("the restored cluster starts");
     let restored_endpoints = restored.endpoints();
     let after = dump(&restored_endpoints[0]).await;
@@ -126,7 +127,7 @@ fn restore(file: &Path, data_dir: &Path, extra: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn t141_etcdctl_3_4_snapshots_restore_too() {
-    let cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
     let endpoint = cluster.members[0].endpoint().to_string();
     populate(&endpoint, 1000).await;
     let lease = client(&endpoint).await.lease_grant(3600, None).await.expect("lease");
@@ -158,7 +159,7 @@ async fn t141_etcdctl_3_4_snapshots_restore_too() {
         ],
     );
     assert!(ok, "{err}");
-    let restored = Cluster::launch(Flavor::Cairn, dir2, specs, &[]).expect("starts");
+    let restored = Cluster::launch(Flavor::Cairn, dir2, specs, &[]).await.expect("starts");
     let restored_endpoint = restored.members[0].endpoint();
     assert_eq!(dump(restored_endpoint).await, before);
     let ttl = client(restored_endpoint).await.lease_time_to_live(lease.id(), None).await.expect("ttl");
@@ -167,7 +168,7 @@ async fn t141_etcdctl_3_4_snapshots_restore_too() {
 
 #[tokio::test]
 async fn t142_bad_snapshots_are_refused_and_leave_nothing_behind() {
-    let cluster = Cluster::start(Flavor::Cairn, 1).expect("starts");
+    let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
     let endpoint = cluster.members[0].endpoint().to_string();
     populate(&endpoint, 300).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -193,7 +194,7 @@ async fn t142_bad_snapshots_are_refused_and_leave_nothing_behind() {
     garbage[8..40].fill(0xff);
     std::fs::write(&mangled, &garbage).expect("write");
     // A real etcd's snapshot is a bbolt file: foreign to cairn.
-    let etcd = Cluster::start(Flavor::Etcd, 1).expect("etcd starts");
+    let etcd = Cluster::start(Flavor::Etcd, 1).await.expect("etcd starts");
     let foreign = dir.path().join("etcd.db");
     let out = Command::new(etcd_tool("etcdctl"))
         .arg(format!("--endpoints={}", etcd.members[0].endpoint()))
@@ -240,7 +241,7 @@ async fn write_entries(endpoint: &str, txns: usize, prefix: &str) {
     }
 }
 
-fn purged_index(member: &crate::harness::Member) -> u64 {
+fn purged_index(member: &cairn_testkit::Member) -> u64 {
     member
         .metrics()
         .lines()
@@ -270,8 +271,8 @@ async fn wait_for_count(endpoint: &str, prefix: &str, expected: i64) -> i64 {
 /// A cluster whose leader has purged its log well past the start, and a new
 /// member added with `member add` that can only catch up by snapshot.
 async fn cluster_with_purged_log(prefix: &str, env: Vec<(String, String)>) -> (Cluster, usize, usize) {
-    let mut cluster = Cluster::start_with(Flavor::Cairn, 3, &["--snapshot-count", "100"]).expect("starts");
-    let leader = cluster.leader_index().expect("leader");
+    let mut cluster = Cluster::start_with(Flavor::Cairn, 3, &["--snapshot-count", "100"]).await.expect("starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let endpoints = cluster.endpoints();
     write_entries(&endpoints[leader], 400, prefix).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -281,7 +282,7 @@ async fn cluster_with_purged_log(prefix: &str, env: Vec<(String, String)>) -> (C
     }
     let all: Vec<&str> = endpoints.iter().map(String::as_str).collect();
     let (client_url, peer_url) = cluster.new_member_urls();
-    let added = crate::harness::etcdctl_ok(&all, &["member", "add", "late", &format!("--peer-urls={peer_url}")]);
+    let added = cairn_testkit::etcdctl_ok(&all, &["member", "add", "late", &format!("--peer-urls={peer_url}")]);
     let initial = added
         .lines()
         .find_map(|line| line.strip_prefix("ETCD_INITIAL_CLUSTER=\"").and_then(|rest| rest.strip_suffix('"')))
@@ -332,8 +333,8 @@ async fn t144_a_crash_during_snapshot_install_recovers() {
 
 #[tokio::test]
 async fn t145_an_isolated_follower_past_the_snapshot_count_catches_up_by_snapshot() {
-    let mut cluster = Cluster::start_with(Flavor::Cairn, 3, &["--snapshot-count", "100"]).expect("starts");
-    let leader = cluster.leader_index().expect("leader");
+    let mut cluster = Cluster::start_with(Flavor::Cairn, 3, &["--snapshot-count", "100"]).await.expect("starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let follower = (leader + 1) % 3;
     let endpoints = cluster.endpoints();
     assert!(cluster.members[follower].terminate());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
 
-use crate::harness::{assert_same_as_etcd, client, Cluster, Flavor};
+use cairn_testkit::{assert_same_as_etcd, client, Cluster, Flavor};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -162,7 +162,7 @@ fn check_against_history(events: &[(i64, EventType, String, Option<String>)], fi
 #[tokio::test]
 async fn t91_slow_watcher_catches_up_from_storage_without_gaps() {
     // A tiny in-memory event log forces watchers onto the storage path.
-    let cluster = Cluster::start_with(Flavor::Cairn, 1, &["--watch-event-log-size", "16"]).expect("starts");
+    let cluster = Cluster::start_with(Flavor::Cairn, 1, &["--watch-event-log-size", "16"]).await.expect("starts");
     let endpoint = cluster.members[0].endpoint();
     let mut c = client(endpoint).await;
     let mut kv = c.kv_client();
@@ -183,8 +183,8 @@ async fn t91_slow_watcher_catches_up_from_storage_without_gaps() {
 
 #[tokio::test]
 async fn t92_watch_resumes_on_another_member_across_a_leader_kill() {
-    let mut cluster = Cluster::start(Flavor::Cairn, 3).expect("starts");
-    let leader = cluster.leader_index().expect("leader");
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
+    let leader = cluster.leader_index().await.expect("leader");
     let endpoints = cluster.endpoints();
     let watched = (leader + 1) % 3;
     let other = (leader + 2) % 3;

@@ -13,9 +13,9 @@ use cairn_chaos::watch::Change;
 use etcd_client::GetOptions;
 use tokio::sync::Mutex;
 
-use crate::cluster::{connect, Cluster};
 use crate::workload::watch::{abandon, Progress};
 use crate::workload::{register, set, text, Shared};
+use cairn_testkit::{connect, Cluster};
 
 pub struct End {
     pub cluster: Arc<Mutex<Cluster>>,
@@ -59,7 +59,7 @@ impl End {
     }
 
     async fn client(&self) -> Result<etcd_client::Client> {
-        self.cluster.lock().await.any_client(None, crate::cluster::ADMIN_TIMEOUT).await
+        self.cluster.lock().await.any_client(None, cairn_testkit::cluster::ADMIN_TIMEOUT).await
     }
 
     /// Writes a last key and waits until every watcher has received it.
@@ -129,8 +129,14 @@ impl End {
 
     /// Every member's data at the fence revision, read locally, and its HashKV there.
     async fn member_reads(&self, fence: i64) -> Result<()> {
-        let slots: Vec<(String, String)> =
-            self.cluster.lock().await.slots.iter().map(|slot| (slot.name.clone(), slot.client_url.clone())).collect();
+        let slots: Vec<(String, String)> = self
+            .cluster
+            .lock()
+            .await
+            .members
+            .iter()
+            .map(|m| (m.spec.name.clone(), m.spec.client_url.clone()))
+            .collect();
         for (name, url) in slots {
             let mut client =
                 connect(&url, Duration::from_secs(5)).await.with_context(|| format!("connecting to {name}"))?;

@@ -4,7 +4,6 @@
 //! `run` plays a seeded schedule and writes a report; `check` checks a saved
 //! history again, offline.
 
-mod cluster;
 mod end;
 mod nemesis;
 mod workload;
@@ -21,9 +20,9 @@ use cairn_chaos::{check, report};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::Mutex;
 
-use crate::cluster::{Cluster, Settings, System};
 use crate::workload::watch::Progress;
 use crate::workload::{Conn, Recorder};
+use cairn_testkit::{binaries, Flavor, Options};
 
 #[derive(Parser)]
 #[command(name = "cairn-chaos", about = "Fault injection and history checking for etcd-compatible clusters")]
@@ -119,22 +118,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// A loopback address of this run, from the pid, so that runs never collide.
-fn loopback_ip() -> String {
-    let pid = std::process::id();
-    format!("127.{}.{}.{}", 100 + (pid >> 16) % 100, (pid >> 8) & 0xff, (pid & 0xff).max(1))
-}
-
-fn default_binary(system: System) -> Result<PathBuf> {
-    Ok(match system {
-        System::Cairn => std::env::current_exe()?.with_file_name("cairn"),
-        System::Etcd => {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-            PathBuf::from(home).join(".cache/cairn/etcd-v3.5.1/etcd")
-        }
-    })
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -161,8 +144,8 @@ fn main() -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<bool> {
     let system = match args.system {
-        SystemArg::Cairn => System::Cairn,
-        SystemArg::Etcd => System::Etcd,
+        SystemArg::Cairn => Flavor::Cairn,
+        SystemArg::Etcd => Flavor::Etcd,
     };
     let faults: Vec<Fault> = if args.faults == "all" {
         Fault::ALL.to_vec()
@@ -172,7 +155,7 @@ async fn run(args: RunArgs) -> Result<bool> {
     if args.members < 3 {
         bail!("--members must be 3 or more: faults need a majority to survive");
     }
-    if args.broken.is_some() && system == System::Etcd {
+    if args.broken.is_some() && system == Flavor::Etcd {
         bail!("--broken sets a cairn failpoint; it has no meaning for etcd");
     }
     let mut skipped = Vec::new();
@@ -180,7 +163,7 @@ async fn run(args: RunArgs) -> Result<bool> {
         .into_iter()
         .filter(|fault| {
             let (keep, why) = match fault {
-                _ if system == System::Etcd && fault.needs_proxies() => {
+                _ if system == Flavor::Etcd && fault.needs_proxies() => {
                     (false, "etcd cannot be told to dial its peers through the link proxies")
                 }
                 Fault::PartitionRing if args.members < 5 => (false, "a ring needs 5 members or more"),
@@ -199,13 +182,11 @@ async fn run(args: RunArgs) -> Result<bool> {
     let _ = std::fs::remove_dir_all(&args.out);
     std::fs::create_dir_all(&args.out)?;
     let out = std::fs::canonicalize(&args.out)?;
-    let binary = match &args.binary {
-        Some(binary) => binary.clone(),
-        None => default_binary(system)?,
-    };
-    if !binary.exists() {
-        bail!("{} does not exist (build it, or pass --binary)", binary.display());
-    }
+    let binary = binaries::require(match (&args.binary, system) {
+        (Some(binary), _) => binary.clone(),
+        (None, Flavor::Cairn) => binaries::cairn(),
+        (None, Flavor::Etcd) => binaries::etcd_tool("etcd"),
+    })?;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let meta = Meta {
         command,
@@ -221,19 +202,22 @@ async fn run(args: RunArgs) -> Result<bool> {
     };
 
     eprintln!("cairn-chaos: starting {} {system:?} members in {}", args.members, out.display());
-    let settings = Settings {
-        system,
-        binary,
-        dir: out.clone(),
-        ip: loopback_ip(),
-        first_port: args.first_port,
-        members: args.members,
-        election_timeout_ms: args.election_timeout,
-        heartbeat_ms: args.heartbeat_interval,
-        snapshot_count: args.snapshot_count,
-        failpoint: args.broken.clone(),
-    };
-    let cluster = Arc::new(Mutex::new(Cluster::start(settings).await?));
+    let mut options = Options::new(system, args.members).args(&[
+        "--heartbeat-interval",
+        &args.heartbeat_interval.to_string(),
+        "--election-timeout",
+        &args.election_timeout.to_string(),
+        "--snapshot-count",
+        &args.snapshot_count.to_string(),
+    ]);
+    options.binary = Some(binary);
+    options.dir = Some(out.clone());
+    options.first_port = Some(args.first_port);
+    options.proxies = system == Flavor::Cairn;
+    if let Some(failpoint) = &args.broken {
+        options = options.env("CAIRN_FAILPOINT", failpoint);
+    }
+    let cluster = Arc::new(Mutex::new(options.start().await?));
     let endpoints = cluster.lock().await.endpoints();
     let recorder = Arc::new(Recorder::new(Recorded { meta, ..Default::default() }));
     let conn = |first: usize| Conn::new(endpoints.clone(), first, args.request_timeout);

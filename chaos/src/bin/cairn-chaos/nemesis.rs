@@ -12,10 +12,10 @@ use etcd_client::CompactionOptions;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::cluster::Cluster;
 use crate::workload::watch::Progress;
 use crate::workload::Shared;
-use cairn_chaos::proxy::LinkMode;
+use cairn_testkit::proxy::LinkMode;
+use cairn_testkit::Cluster;
 
 /// What the progress line shows: the index of the fault in force, plus one.
 pub static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -63,7 +63,7 @@ impl Nemesis {
                 Undo::Nothing => Ok(()),
                 Undo::Restart(slots) => slots.into_iter().try_for_each(|slot| cluster.restart(slot)),
                 Undo::Resume(slot) => {
-                    cluster.resume(slot);
+                    cluster.members[slot].resume();
                     Ok(())
                 }
                 Undo::Links | Undo::LinksThenSnapshot(..) => {
@@ -76,10 +76,10 @@ impl Nemesis {
             }
             if let Some((slot, before)) = snapshot_check {
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while cluster.log_mentions(slot, SNAPSHOT_INSTALLED) == before && Instant::now() < deadline {
+                while cluster.members[slot].log_mentions(SNAPSHOT_INSTALLED) == before && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                let installed = cluster.log_mentions(slot, SNAPSHOT_INSTALLED) > before;
+                let installed = cluster.members[slot].log_mentions(SNAPSHOT_INSTALLED) > before;
                 event.detail.push_str(if installed { "; caught up by snapshot" } else { "; caught up from the log" });
             }
             drop(cluster);
@@ -91,31 +91,31 @@ impl Nemesis {
 
     async fn inject(&self, step: &Step) -> Result<(String, Undo)> {
         let mut cluster = self.cluster.lock().await;
-        let size = cluster.slots.len();
+        let size = cluster.members.len();
         let picked = (step.pick % size as u64) as usize;
         Ok(match step.fault {
             Fault::KillRandom => {
-                cluster.kill(picked);
-                (format!("killed {}", cluster.slots[picked].name), Undo::Restart(vec![picked]))
+                cluster.members[picked].kill();
+                (format!("killed {}", cluster.members[picked].spec.name), Undo::Restart(vec![picked]))
             }
             Fault::KillLeader => {
                 let leader = cluster.leader().await.ok_or_else(|| anyhow!("no leader"))?;
-                cluster.kill(leader);
+                cluster.members[leader].kill();
                 self.recorder.record().leader_kills.push(self.recorder.now());
-                (format!("killed leader {}", cluster.slots[leader].name), Undo::Restart(vec![leader]))
+                (format!("killed leader {}", cluster.members[leader].spec.name), Undo::Restart(vec![leader]))
             }
             Fault::KillAll => {
-                (0..size).for_each(|slot| cluster.kill(slot));
+                cluster.members.iter_mut().for_each(|member| member.kill());
                 ("killed every member".into(), Undo::Restart((0..size).collect()))
             }
             Fault::PauseRandom => {
-                cluster.pause(picked);
-                (format!("paused {}", cluster.slots[picked].name), Undo::Resume(picked))
+                cluster.members[picked].pause();
+                (format!("paused {}", cluster.members[picked].spec.name), Undo::Resume(picked))
             }
             Fault::PauseLeader => {
                 let leader = cluster.leader().await.ok_or_else(|| anyhow!("no leader"))?;
-                cluster.pause(leader);
-                (format!("paused leader {}", cluster.slots[leader].name), Undo::Resume(leader))
+                cluster.members[leader].pause();
+                (format!("paused leader {}", cluster.members[leader].spec.name), Undo::Resume(leader))
             }
             Fault::PartitionLeader | Fault::PartitionOneWay | Fault::SnapshotCatchUp => {
                 let leader = cluster.leader().await.ok_or_else(|| anyhow!("no leader"))?;
@@ -132,11 +132,11 @@ impl Nemesis {
                     }
                 }
                 let undo = if step.fault == Fault::SnapshotCatchUp {
-                    Undo::LinksThenSnapshot(cut, cluster.log_mentions(cut, SNAPSHOT_INSTALLED))
+                    Undo::LinksThenSnapshot(cut, cluster.members[cut].log_mentions(SNAPSHOT_INSTALLED))
                 } else {
                     Undo::Links
                 };
-                (format!("{} cut off", cluster.slots[cut].name), undo)
+                (format!("{} cut off", cluster.members[cut].spec.name), undo)
             }
             Fault::PartitionMajority => {
                 let minority: Vec<usize> = (0..(size - 1) / 2).map(|i| (picked + i) % size).collect();
@@ -147,7 +147,7 @@ impl Nemesis {
                         }
                     }
                 }
-                let names: Vec<&str> = minority.iter().map(|slot| cluster.slots[*slot].name.as_str()).collect();
+                let names: Vec<&str> = minority.iter().map(|slot| cluster.members[*slot].spec.name.as_str()).collect();
                 (format!("minority {} cut off", names.join(",")), Undo::Links)
             }
             Fault::PartitionRing => {
@@ -179,14 +179,14 @@ impl Nemesis {
             }
             Fault::CompactDefrag => {
                 let revision = self.progress.low_water_mark().saturating_sub(10);
-                let mut client = cluster.any_client(None, crate::cluster::ADMIN_TIMEOUT).await?;
+                let mut client = cluster.any_client(None, cairn_testkit::cluster::ADMIN_TIMEOUT).await?;
                 if revision > 1 {
                     client.compact(revision, Some(CompactionOptions::new().with_physical())).await?;
                 }
                 let mut member =
-                    crate::cluster::connect(&cluster.slots[picked].client_url, Duration::from_secs(5)).await?;
+                    cairn_testkit::connect(&cluster.members[picked].spec.client_url, Duration::from_secs(5)).await?;
                 member.defragment().await?;
-                (format!("compacted at {revision}, defragmented {}", cluster.slots[picked].name), Undo::Nothing)
+                (format!("compacted at {revision}, defragmented {}", cluster.members[picked].spec.name), Undo::Nothing)
             }
         })
     }

@@ -15,7 +15,7 @@ use cairn_chaos::history::Nanos;
 use cairn_chaos::record::{OpKind, OpLatency, Recorded};
 use etcd_client::Client;
 
-use crate::cluster::connect;
+use cairn_testkit::connect;
 
 /// The shared record and the run's clock.
 pub struct Recorder {

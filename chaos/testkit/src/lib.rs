@@ -1,0 +1,24 @@
+//! The one way anything starts Cairn or etcd members. The store's
+//! integration tests, the chaos harness, the benchmarks and the API server's
+//! tests all start members through it, so that any of them can run against
+//! Cairn or against a real etcd.
+//!
+//! - [`binaries`]: where cairn, etcd, etcdctl and etcdutl are;
+//! - [`net`]: loopback addresses and ports that never collide;
+//! - [`cluster`]: members as real processes: start, kill, pause, restart, replace;
+//! - [`proxy`]: one TCP proxy per directed peer link, to partition members;
+//! - [`etcdctl`]: the real etcdctl, bounded in time;
+//! - [`differential`]: one script against etcd and against Cairn, compared.
+
+pub mod binaries;
+pub mod cluster;
+pub mod differential;
+pub mod etcdctl;
+pub mod net;
+pub mod proxy;
+
+pub use binaries::{cairn as cairn_binary, etcd_tool};
+pub use cluster::{client, connect, plan, Cluster, Flavor, Member, MemberSpec, Options};
+pub use differential::{assert_same_as_etcd, err_of};
+pub use etcdctl::{etcdctl, etcdctl_ok, etcdctl_stdin};
+pub use net::free_url;
