@@ -19,13 +19,13 @@ pub struct StallOptions {
     /// A system to measure, as NAME=BINARY (cairn or etcd); repeat for each.
     #[arg(long = "system", required = true)]
     pub systems: Vec<String>,
-    /// Keys the readers list on every read.
+    /// Keys the readers list on every read (8-byte values).
     #[arg(long, default_value_t = 100_000)]
     pub keys: u64,
     /// Concurrent readers.
     #[arg(long, default_value_t = 8)]
     pub readers: usize,
-    /// Revisions the compaction removes.
+    /// Revisions the compaction removes; 0 leaves the compaction phase out.
     #[arg(long, default_value_t = 1_000_000)]
     pub revisions: u64,
     /// How long the writer is measured in each phase.
@@ -59,7 +59,8 @@ pub async fn run(options: &StallOptions) -> Result<Vec<Phase>> {
         };
 
         eprintln!(" writing {} keys", options.keys);
-        fill(&cluster, options.keys, options.keys).await?;
+        // Small values: a whole range must fit the client's 4 MiB response limit.
+        fill(&cluster, options.keys, options.keys, 8).await?;
         phase("idle", writer(&cluster, options.seconds).await?, 0.0);
 
         eprintln!(" {} readers listing every key", options.readers);
@@ -76,8 +77,11 @@ pub async fn run(options: &StallOptions) -> Result<Vec<Phase>> {
         let reads = readers.await.context("readers")??;
         phase("reading", writes, reads.latencies.len() as f64);
 
+        if options.revisions == 0 {
+            continue;
+        }
         eprintln!(" writing {} revisions", options.revisions);
-        fill(&cluster, options.revisions, 1000).await?;
+        fill(&cluster, options.revisions, 1000, 256).await?;
         let mut client = etcd_client::Client::connect(cluster.endpoints(), None).await?;
         let revision = client.status().await?.header().map_or(0, |header| header.revision());
         let writing = writer_task(&cluster, options.seconds);
@@ -116,9 +120,10 @@ fn load_options(cluster: &Cluster) -> LoadOptions {
     }
 }
 
-/// `total` puts over `key_space` keys, in order, from 64 clients.
-async fn fill(cluster: &Cluster, total: u64, key_space: u64) -> Result<()> {
+/// `total` puts of `val_size` bytes over `key_space` keys, in order, from 64 clients.
+async fn fill(cluster: &Cluster, total: u64, key_space: u64, val_size: usize) -> Result<()> {
     let fill = LoadOptions {
+        val_size,
         clients: 64,
         conns: 16,
         total,

@@ -369,11 +369,15 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             return Err(EtcdError::FutureRev.into());
         }
         self.mvcc.compact_rev = req.revision;
+        // Under the MVCC lock: only the index walk. Sorting and deleting the
+        // garbage is the compactor's. Values this batch wrote stay readable in
+        // its overlay; nothing at or after the compact revision asks for them.
         let garbage = self.mvcc.index.compact(req.revision);
-        for rev in &garbage {
-            self.reader.written.remove(rev);
+        if self.garbage.is_empty() {
+            self.garbage = garbage;
+        } else {
+            self.garbage.extend(garbage);
         }
-        self.garbage.extend(garbage);
         Ok(CompactionResponse { header: header(self.mvcc.current_rev) })
     }
 

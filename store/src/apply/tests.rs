@@ -208,7 +208,8 @@ fn compaction_removes_superseded_revisions() {
     assert_eq!(store.get("a", 5).expect("a").value, b"2");
     // Apply deletes nothing itself: the unreachable revisions go to the compactor.
     assert_eq!(store.values.0.len(), 4);
-    let garbage = std::mem::take(&mut store.garbage);
+    let mut garbage = std::mem::take(&mut store.garbage);
+    garbage.sort_unstable();
     let expected = [Revision::new(2, 0), Revision::new(4, 0), Revision::new(5, 0)];
     assert_eq!(garbage, expected, "a's old value and both b revisions");
     for rev in garbage {

@@ -234,6 +234,20 @@ impl Engine {
 }
 
 #[cfg(test)]
+impl Engine {
+    /// How many records a column family holds.
+    pub fn count(&self, cf: &'static str) -> usize {
+        let mut count = 0;
+        self.scan_from(cf, &[], |_, _| {
+            count += 1;
+            Ok(true)
+        })
+        .expect("scan");
+        count
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

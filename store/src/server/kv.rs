@@ -52,7 +52,17 @@ impl Kv for KvService {
         if !request.serializable {
             self.node.linearizable_barrier().await?;
         }
-        let mut response = self.node.state.range(&request)?;
+        let mut response = if request.range_end.is_empty() {
+            // One key: cheaper to read here than to hand to another thread.
+            self.node.state.range(&request)?
+        } else {
+            // A range may read many values: off the async workers, and a bounded
+            // number at once, so that the write path keeps the CPU it needs.
+            let _slot = self.node.range_slots.acquire().await.map_err(|_| EtcdError::Stopped)?;
+            let state = self.node.state.clone();
+            let read = tokio::task::spawn_blocking(move || state.range(&request)).await;
+            read.map_err(|err| EtcdError::Internal(err.to_string()))??
+        };
         response.header = self.header(&response.header);
         Ok(Response::new(response))
     }

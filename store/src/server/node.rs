@@ -39,7 +39,15 @@ pub struct Node {
     pub proposer: Proposer,
     pub reads: ReadIndex,
     pub lessor: Lessor,
+    /// Multi-key reads that may run at once: one core fewer than the machine
+    /// has, so that however many clients list, the write path keeps a core.
+    pub range_slots: tokio::sync::Semaphore,
     lease_id_suffix: AtomicU64,
+}
+
+fn range_slots() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    cores.saturating_sub(1).max(1)
 }
 
 /// Where a request that only the leader may serve went.
@@ -74,6 +82,7 @@ impl Node {
             proposer,
             reads,
             lessor: Lessor::default(),
+            range_slots: tokio::sync::Semaphore::new(range_slots()),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
         }
     }

@@ -185,11 +185,7 @@ pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Resu
     let mut compact = summary.compact_revision;
     if options.mark_compacted {
         compact = current;
-        for rev in index.compact(current) {
-            for tombstone in [false, true] {
-                ops.push(WriteOp::Delete { cf: schema::CF_KV, key: rev.to_key(tombstone) });
-            }
-        }
+        ops.extend(index.compact(current).into_iter().flat_map(schema::revision_deletes));
     }
     if !options.with_meta {
         ops.push(WriteOp::Delete { cf: schema::CF_META, key: meta::SM_MEMBER_ATTRS.to_vec() });
