@@ -50,9 +50,14 @@ impl Index {
         }
     }
 
-    pub fn tombstone(&mut self, key: &[u8], rev: Revision) {
-        if let Some(ki) = self.keys.get_mut(key) {
-            ki.tombstone(rev);
+    /// Ends the key's generation at `rev`; false if the index has no such key.
+    pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
+        match self.keys.get_mut(key) {
+            Some(ki) => {
+                ki.tombstone(rev);
+                true
+            }
+            None => false,
         }
     }
 

@@ -58,9 +58,14 @@ impl Kv for KvService {
         } else {
             // A range may read many values: off the async workers, and a bounded
             // number at once, so that the write path keeps the CPU it needs.
-            let _slot = self.node.range_slots.acquire().await.map_err(|_| EtcdError::Stopped)?;
+            // The slot goes with the read: a client that gives up does not free it early.
+            let slot = self.node.range_slots.clone().acquire_owned().await.map_err(|_| EtcdError::Stopped)?;
             let state = self.node.state.clone();
-            let read = tokio::task::spawn_blocking(move || state.range(&request)).await;
+            let read = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                state.range(&request)
+            })
+            .await;
             read.map_err(|err| EtcdError::Internal(err.to_string()))??
         };
         response.header = self.header(&response.header);

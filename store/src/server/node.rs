@@ -41,7 +41,7 @@ pub struct Node {
     pub lessor: Lessor,
     /// Multi-key reads that may run at once: one core fewer than the machine
     /// has, so that however many clients list, the write path keeps a core.
-    pub range_slots: tokio::sync::Semaphore,
+    pub range_slots: Arc<tokio::sync::Semaphore>,
     lease_id_suffix: AtomicU64,
 }
 
@@ -82,7 +82,7 @@ impl Node {
             proposer,
             reads,
             lessor: Lessor::default(),
-            range_slots: tokio::sync::Semaphore::new(range_slots()),
+            range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
         }
     }

@@ -206,13 +206,18 @@ fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
         let mut mvcc = Mvcc::new();
         // The lease each live key holds, from its latest revision.
         let mut key_leases: HashMap<Vec<u8>, i64> = HashMap::new();
+        // Tombstones whose puts are gone: what a compaction interrupted between
+        // a put's delete and its tombstone's leaves (deletes go in revision order).
+        let mut orphans = Vec::new();
         engine.scan_from(schema::CF_KV, &[], |key, value| {
             let Some((rev, tombstone)) = Revision::from_key(key) else {
                 return Err(EngineError::Corrupt { what: "kv key".into(), detail: format!("{key:?}") });
             };
             let kv = KeyValue::decode(value).map_err(|err| corrupt(rev, &err.to_string()))?;
             if tombstone {
-                mvcc.index.tombstone(&kv.key, rev);
+                if !mvcc.index.tombstone(&kv.key, rev) {
+                    orphans.push(rev);
+                }
                 key_leases.remove(&kv.key);
             } else {
                 mvcc.index.put(&kv.key, rev);
@@ -229,7 +234,8 @@ fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
         }
         mvcc.compact_rev = read_i64(meta::SM_COMPACT_REV, "compact revision")?.unwrap_or(0);
         // What the compactor had not deleted yet when the member stopped.
-        let garbage = mvcc.index.compact(mvcc.compact_rev);
+        let mut garbage = mvcc.index.compact(mvcc.compact_rev);
+        garbage.extend(orphans.into_iter().filter(|rev| rev.main <= mvcc.compact_rev));
 
         let mut leases = Leases::new(min_lease_ttl);
         engine.scan_from(schema::CF_LEASE, &[], |key, value| {
@@ -602,6 +608,14 @@ mod tests {
                 WriteOp::Put { cf: schema::CF_KV, key: Revision::new(main, 0).to_key(false), value: kv.encode_to_vec() }
             })
             .collect();
+        // And a tombstone whose put was deleted before the crash.
+        let orphan = KeyValue { key: b"gone".to_vec(), mod_revision: 300, ..Default::default() };
+        let mut leftovers = leftovers;
+        leftovers.push(WriteOp::Put {
+            cf: schema::CF_KV,
+            key: Revision::new(300, 0).to_key(true),
+            value: orphan.encode_to_vec(),
+        });
         engine.write(&leftovers, Durability::Sync).expect("leftovers");
         let state = KvState::open(engine.clone(), options()).expect("reopen");
         physically_compacted(&state, 501).await;

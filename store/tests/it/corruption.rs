@@ -120,6 +120,12 @@ async fn t120_each_kind_of_damaged_record_stops_the_member_with_its_name() {
     for i in 0..10 {
         c.put(format!("k{i}"), "v", None).await.expect("put");
     }
+    // The member publishes its client URLs through Raft after it starts: wait for them on disk.
+    let started = Instant::now();
+    while c.member_list().await.expect("member list").members()[0].client_urls().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the member published its attributes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(cluster.members[0].terminate(), "a clean stop");
 
     let data_dir = cluster.members[0].spec.data_dir.clone();
