@@ -232,7 +232,8 @@ pub fn recovery_times(run: &Recorded) -> Vec<Option<Nanos>> {
 }
 
 fn recovery(run: &Recorded) -> Verdict {
-    let limit = Duration::from_millis(2 * run.meta.election_timeout_ms + 1000).as_nanos() as u64;
+    let limit_ms = run.meta.recovery_limit_ms.unwrap_or(2 * run.meta.election_timeout_ms + 1000);
+    let limit = Duration::from_millis(limit_ms).as_nanos() as u64;
     let times = recovery_times(run);
     if times.iter().any(Option::is_none) {
         return Verdict::Fail("no write succeeded after a leader kill".into());
@@ -325,6 +326,8 @@ mod tests {
         assert_eq!(recovery(&run), Verdict::Pass);
         run.register = vec![write(10_500_000_000, 14_000_000_000)];
         assert!(matches!(recovery(&run), Verdict::Fail(_)));
+        run.meta.recovery_limit_ms = Some(5000);
+        assert_eq!(recovery(&run), Verdict::Pass, "within a limit given explicitly");
         run.register.clear();
         assert!(matches!(recovery(&run), Verdict::Fail(_)), "no write at all after the kill");
     }

@@ -33,6 +33,10 @@ pub struct Meta {
     pub members: usize,
     pub duration_ms: u64,
     pub election_timeout_ms: u64,
+    /// The longest acceptable recovery after a leader kill; unset: two
+    /// election timeouts and a second.
+    #[serde(default)]
+    pub recovery_limit_ms: Option<u64>,
     pub lease_ttl_s: i64,
     pub faults: Vec<Fault>,
     /// Faults left out, and why (for example partitions against etcd).

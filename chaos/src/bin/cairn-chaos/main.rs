@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Starts a cluster, runs the workloads under faults, checks, and reports.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Checks a history saved by a run again.
     Check {
         history: PathBuf,
@@ -83,6 +83,10 @@ struct RunArgs {
     epoch: Duration,
     #[arg(long, default_value_t = 1000)]
     election_timeout: u64,
+    /// The longest acceptable recovery after a leader kill (default: two
+    /// election timeouts and a second).
+    #[arg(long, value_parser = parse_duration)]
+    recovery_limit: Option<Duration>,
     #[arg(long, default_value_t = 100)]
     heartbeat_interval: u64,
     #[arg(long, default_value_t = 300)]
@@ -133,7 +137,7 @@ fn main() -> Result<()> {
         }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let passed = runtime.block_on(run(args))?;
+            let passed = runtime.block_on(run(*args))?;
             if !passed {
                 std::process::exit(1);
             }
@@ -195,6 +199,7 @@ async fn run(args: RunArgs) -> Result<bool> {
         members: args.members,
         duration_ms: args.duration.as_millis() as u64,
         election_timeout_ms: args.election_timeout,
+        recovery_limit_ms: args.recovery_limit.map(|limit| limit.as_millis() as u64),
         lease_ttl_s: args.lease_ttl,
         faults: faults.clone(),
         skipped,
