@@ -13,9 +13,9 @@ use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUni
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
-    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    AlarmType, CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
@@ -110,12 +110,16 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         }
     }
 
-    pub fn set_no_space(&mut self, no_space: bool) {
-        self.no_space = no_space;
-    }
-
-    pub fn set_corrupt(&mut self, corrupt: bool) {
-        self.corrupt = corrupt;
+    /// Heeds the active alarms: NOSPACE and CORRUPT change what is applied.
+    pub fn set_alarms<'x>(&mut self, active: impl IntoIterator<Item = &'x AlarmType>) {
+        (self.no_space, self.corrupt) = (false, false);
+        for alarm in active {
+            match alarm {
+                AlarmType::Nospace => self.no_space = true,
+                AlarmType::Corrupt => self.corrupt = true,
+                AlarmType::None => {}
+            }
+        }
     }
 
     /// The engine writes for everything applied so far, revision counters

@@ -19,7 +19,7 @@ use cairn_proto::etcdserverpb::{AlarmRequest, AlarmType, HashKvRequest, HashKvRe
 use super::node::Node;
 use crate::error::{EtcdError, StoreError};
 use crate::raft::network::PeerClients;
-use crate::raft::types::{Member, NodeId};
+use crate::raft::types::{Member, NodeId, StoredMembership};
 use crate::state::KvState;
 
 /// A member's HashKV answer, in etcd's terms.
@@ -98,6 +98,12 @@ pub fn periodic_mismatches(before: &MemberHash, after: &MemberHash, peers: &[Mem
     corrupt
 }
 
+/// Every member of `membership` but `own`.
+fn peers_of(membership: &StoredMembership, own: NodeId) -> Vec<(NodeId, Member)> {
+    let nodes = membership.membership().nodes();
+    nodes.filter(|(id, _)| **id != own).map(|(id, member)| (*id, member.clone())).collect()
+}
+
 /// Asks each peer for its HashKV at `revision`. Peers that cannot answer are
 /// left out, as etcd leaves them out, with the reason logged.
 async fn peer_hashes(
@@ -134,13 +140,7 @@ pub async fn initial_check(
 ) -> Result<(), CorruptionFound> {
     tracing::info!(member_id = %format!("{member_id:x}"), "starting initial corruption check");
     let local = local_hash(state.clone(), member_id, 0).await.map_err(|err| CorruptionFound::Check(err.to_string()))?;
-    let membership = state.applied_state().membership;
-    let others: Vec<(NodeId, Member)> = membership
-        .membership()
-        .nodes()
-        .filter(|(id, _)| **id != member_id)
-        .map(|(id, member)| (*id, member.clone()))
-        .collect();
+    let others = peers_of(&state.applied_state().membership, member_id);
     let answers = peer_hashes(peers, others, local.revision, timeout).await;
     let mismatched = initial_mismatches(&local, &answers);
     if !mismatched.is_empty() {
@@ -180,12 +180,7 @@ pub async fn monitor(node: Arc<Node>, every: Duration) {
 
 async fn check_once(node: &Arc<Node>) -> Result<(), StoreError> {
     let before = local_hash(node.state.clone(), node.id, 0).await?;
-    let others: Vec<(NodeId, Member)> = {
-        let metrics = node.raft.metrics();
-        let metrics = metrics.borrow();
-        let membership = metrics.membership_config.membership();
-        membership.nodes().filter(|(id, _)| **id != node.id).map(|(id, member)| (*id, member.clone())).collect()
-    };
+    let others = peers_of(&node.raft.metrics().borrow().membership_config, node.id);
     let timeout = Duration::from_secs(5) + 2 * node.config.election();
     let answers = peer_hashes(&node.peers, others, before.revision, timeout).await;
     // As etcd: applied up to what the peers may have seen before hashing again,

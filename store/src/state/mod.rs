@@ -291,12 +291,17 @@ impl KvState {
     }
 
     /// A local (serializable) read. The index is walked under the MVCC lock;
-    /// the values are read after it, from an engine view taken with the walk.
+    /// the values of a multi-key read are read after it, from an engine view
+    /// taken with the walk.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
-        let (plan, view) = {
-            let mvcc = self.mvcc.read();
-            (mvcc::plan_range(&mvcc, req, mvcc.current_rev)?, self.engine.snapshot())
-        };
+        let mvcc = self.mvcc.read();
+        let plan = mvcc::plan_range(&mvcc, req, mvcc.current_rev)?;
+        if req.range_end.is_empty() {
+            // One key: a point read under the lock costs less than an engine snapshot.
+            return plan.execute(&EngineReader(self.engine.as_ref()));
+        }
+        let view = self.engine.snapshot();
+        drop(mvcc);
         plan.execute(&EngineReader(&view))
     }
 
@@ -462,9 +467,7 @@ impl KvState {
         let mut member_attrs = self.member_attrs.write();
         let mut alarms = self.alarms.write();
         let mut alarms_changed = false;
-        let active = |alarms: &[(u64, AlarmType)], kind| alarms.iter().any(|(_, alarm)| *alarm == kind);
-        applier.set_no_space(active(&alarms, AlarmType::Nospace));
-        applier.set_corrupt(active(&alarms, AlarmType::Corrupt));
+        applier.set_alarms(alarms.iter().map(|(_, alarm)| alarm));
         for (_, proposal, membership) in entries {
             if let Some(membership) = membership {
                 new_membership = Some(membership);
@@ -482,8 +485,7 @@ impl KvState {
                 if let Some(write_request::Request::Alarm(alarm)) = &request.request {
                     let changed = apply_alarm(&mut alarms, alarm);
                     alarms_changed = true;
-                    applier.set_no_space(active(&alarms, AlarmType::Nospace));
-                    applier.set_corrupt(active(&alarms, AlarmType::Corrupt));
+                    applier.set_alarms(alarms.iter().map(|(_, alarm)| alarm));
                     let response =
                         AlarmResponse { header: Some(Default::default()), alarms: changed.into_iter().collect() };
                     entry_responses.push(WriteResponse { response: Some(write_response::Response::Alarm(response)) });
