@@ -51,6 +51,12 @@ offends "proto depends on nothing in the workspace" \
   "$(workspace_deps cairn-proto | grep -E '^cairn-' | grep -vx 'cairn-proto')"
 
 if [ -f apiserver/Cargo.toml ]; then
+  offends "only apiserver/src/storage names etcd_client" \
+    "$(rs -w 'etcd_client' apiserver/src | grep -v '^apiserver/src/storage/')"
+
+  offends "selectors, tables, patches and the registry's kind rules do no I/O" \
+    "$(rs -E 'std::(fs|net|process)|tokio|crate::storage' apiserver/src/selector.rs apiserver/src/table.rs apiserver/src/patch.rs apiserver/src/registry/{kinds,typed,validation}.rs)"
+
   offends "the apiserver reaches the store only through the etcd API (no cairn-store)" \
     "$(for crate in $(cargo metadata --offline --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"] if "/apiserver/" in p["manifest_path"]))'); do workspace_deps "$crate" | grep -x 'cairn-store'; done)"
 fi

@@ -8,12 +8,14 @@
 //! - [`cluster`]: members as real processes: start, kill, pause, restart, replace;
 //! - [`proxy`]: one TCP proxy per directed peer link, to partition members;
 //! - [`etcdctl`]: the real etcdctl, bounded in time;
-//! - [`differential`]: one script against etcd and against Cairn, compared.
+//! - [`differential`]: one script against etcd and against Cairn, compared;
+//! - [`kube`]: `cairn-kube apiserver` as a process, with a kubeconfig and kubectl.
 
 pub mod binaries;
 pub mod cluster;
 pub mod differential;
 pub mod etcdctl;
+pub mod kube;
 pub mod net;
 pub mod proxy;
 

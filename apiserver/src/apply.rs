@@ -1,0 +1,312 @@
+//! Server-side apply: each field manager owns the fields it applied (kept in
+//! `metadata.managedFields` as FieldsV1). Applying a field another manager
+//! owns with a different value is a conflict unless forced; fields a manager
+//! stops applying are removed when nobody else owns them.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use crate::error::{ApiError, GroupResource};
+use crate::meta;
+use crate::openapi;
+use crate::registry::{Registry, WriteOptions, Written};
+use crate::resources::{Resource, Subresource};
+
+/// A field path in FieldsV1 notation: `f:spec`, `k:{"name":"c"}`, `v:"x"`.
+type Path = Vec<String>;
+
+pub async fn apply(
+    registry: &Registry,
+    resource: &'static Resource,
+    namespace: &str,
+    name: &str,
+    subresource: Option<Subresource>,
+    body: &[u8],
+    options: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let applied: Value =
+        serde_yaml_ng::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
+    if !applied.is_object() {
+        return Err(ApiError::BadRequest("error decoding YAML: the applied configuration must be an object".into()));
+    }
+    let manager = options.field_manager.clone();
+    if manager.is_empty() {
+        return Err(ApiError::BadRequest("PATCH, application/apply-patch+yaml requires fieldManager to be set".into()));
+    }
+    let schema = openapi::schemas().get(resource.schema);
+    let mut owned = BTreeSet::new();
+    collect(&applied, schema, &mut Vec::new(), &mut owned, true);
+    let api_version = resource.api_version();
+    let entry = |owned: &BTreeSet<Path>| {
+        json!({
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": api_version,
+            "time": meta::now(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": to_fields_v1(owned),
+        })
+    };
+    let key = registry.keys.object(resource, namespace, name);
+    if registry.storage.get(&key).await?.is_none() {
+        if subresource.is_some() {
+            return Err(ApiError::not_found(resource, name));
+        }
+        let mut object = applied.clone();
+        meta::set(&mut object, "managedFields", json!([entry(&owned)]));
+        return registry.create(resource, namespace, object, options).await;
+    }
+    registry
+        .rewrite(resource, namespace, name, subresource, options, |live| {
+            let mut managers: Vec<Value> =
+                meta::at(live, &["metadata", "managedFields"]).and_then(Value::as_array).cloned().unwrap_or_default();
+            let mine_before: BTreeSet<Path> = managers
+                .iter()
+                .filter(|m| m["manager"] == manager.as_str() && m["operation"] == "Apply")
+                .flat_map(|m| from_fields_v1(&m["fieldsV1"]))
+                .collect();
+            let mut conflicts: Vec<(String, String)> = Vec::new();
+            for other in managers.iter().filter(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply")) {
+                for path in from_fields_v1(&other["fieldsV1"]) {
+                    if owned.contains(&path)
+                        && lookup(live, &path) != lookup(&applied, &path)
+                        && lookup(&applied, &path).is_some()
+                    {
+                        conflicts.push((other["manager"].as_str().unwrap_or("").to_string(), render(&path)));
+                    }
+                }
+            }
+            if !conflicts.is_empty() && !options.force {
+                return Err(conflict_error(resource, name, &api_version, &conflicts));
+            }
+            // Forced: the fields move to this manager.
+            for other in managers.iter_mut() {
+                let mut set = from_fields_v1(&other["fieldsV1"]);
+                if other["manager"] == manager.as_str() && other["operation"] == "Apply" {
+                    continue;
+                }
+                set.retain(|p| !(owned.contains(p) && conflicts.iter().any(|(_, c)| *c == render(p))));
+                other["fieldsV1"] = to_fields_v1(&set);
+            }
+            let others: BTreeSet<Path> = managers
+                .iter()
+                .filter(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply"))
+                .flat_map(|m| from_fields_v1(&m["fieldsV1"]))
+                .collect();
+            let mut next = live.clone();
+            for dropped in mine_before.difference(&owned).filter(|p| !others.contains(*p)) {
+                remove(&mut next, dropped);
+            }
+            let mut patch_body = applied.clone();
+            if let Some(map) = patch_body.get_mut("metadata").and_then(Value::as_object_mut) {
+                map.remove("managedFields");
+                map.remove("resourceVersion");
+            }
+            next = crate::patch::apply(
+                resource.schema,
+                &next,
+                crate::patch::PatchType::Strategic,
+                patch_body.to_string().as_bytes(),
+            )?;
+            managers.retain(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply"));
+            managers.retain(|m| m["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
+            managers.push(entry(&owned));
+            meta::set(&mut next, "managedFields", Value::Array(managers));
+            Ok(next)
+        })
+        .await
+}
+
+fn conflict_error(resource: &Resource, name: &str, api_version: &str, conflicts: &[(String, String)]) -> ApiError {
+    let detail = if let [(manager, field)] = conflicts {
+        format!("Apply failed with 1 conflict: conflict with {manager:?} using {api_version}: {field}")
+    } else {
+        let lines: Vec<String> =
+            conflicts.iter().map(|(m, f)| format!("conflict with {m:?} using {api_version}: {f}")).collect();
+        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+    };
+    ApiError::ApplyConflict { resource: GroupResource::of(resource), name: name.to_string(), detail }
+}
+
+/// The merge key of a list, from the OpenAPI list-map keys or patch merge key.
+fn list_key(node: Option<&Value>) -> Option<String> {
+    let node = node?;
+    node.get("x-kubernetes-list-map-keys")
+        .and_then(|k| k.get(0))
+        .or_else(|| node.get("x-kubernetes-patch-merge-key"))
+        .and_then(Value::as_str)
+        .map(String::from)
+}
+
+fn child_schema(schema: Option<&'static Value>, key: &str) -> (Option<&'static Value>, Option<&'static Value>) {
+    let Some(schema) = schema else { return (None, None) };
+    let node = schema.get("properties").and_then(|p| p.get(key)).or_else(|| schema.get("additionalProperties"));
+    match node {
+        Some(node) => (openapi::resolve(node).or(Some(node)), Some(node)),
+        None => (None, None),
+    }
+}
+
+/// The leaf paths (and list items) a configuration sets.
+fn collect(value: &Value, schema: Option<&'static Value>, path: &mut Path, out: &mut BTreeSet<Path>, top: bool) {
+    let Value::Object(map) = value else {
+        out.insert(path.clone());
+        return;
+    };
+    if map.is_empty() && !top {
+        out.insert(path.clone());
+    }
+    for (key, child) in map {
+        if top && (key == "apiVersion" || key == "kind") {
+            continue;
+        }
+        if top && key == "metadata" {
+            for inner in ["labels", "annotations"] {
+                if let Some(Value::Object(entries)) = child.get(inner) {
+                    for entry in entries.keys() {
+                        out.insert(vec!["f:metadata".into(), format!("f:{inner}"), format!("f:{entry}")]);
+                    }
+                }
+            }
+            continue;
+        }
+        let (inner_schema, node) = child_schema(schema, key);
+        path.push(format!("f:{key}"));
+        match child {
+            Value::Array(items) => match list_key(node) {
+                Some(merge_key) => {
+                    let item_schema = node.and_then(|n| n.get("items")).and_then(|i| openapi::resolve(i).or(Some(i)));
+                    for item in items {
+                        let Some(id) = item.get(&merge_key) else { continue };
+                        path.push(format!("k:{}", json!({ merge_key.clone(): id })));
+                        out.insert(path.clone());
+                        collect(item, item_schema, path, out, false);
+                        path.pop();
+                    }
+                }
+                None => {
+                    out.insert(path.clone());
+                }
+            },
+            _ => collect(child, inner_schema, path, out, false),
+        }
+        path.pop();
+    }
+}
+
+fn to_fields_v1(set: &BTreeSet<Path>) -> Value {
+    let mut root = Map::new();
+    for path in set {
+        let mut node = &mut root;
+        for (i, element) in path.iter().enumerate() {
+            let entry = node.entry(element.clone()).or_insert_with(|| json!({}));
+            let last = i + 1 == path.len();
+            let map = entry.as_object_mut().expect("fieldsV1 nodes are objects");
+            if last && set.iter().any(|p| p.len() > path.len() && p.starts_with(path)) {
+                map.insert(".".into(), json!({}));
+            }
+            node = map;
+        }
+    }
+    Value::Object(root)
+}
+
+fn from_fields_v1(fields: &Value) -> BTreeSet<Path> {
+    fn walk(node: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
+        let Some(map) = node.as_object() else { return };
+        if (map.is_empty() || map.contains_key(".")) && !path.is_empty() {
+            out.insert(path.clone());
+        }
+        for (key, child) in map {
+            if key == "." {
+                continue;
+            }
+            path.push(key.clone());
+            walk(child, path, out);
+            path.pop();
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(fields, &mut Vec::new(), &mut out);
+    out
+}
+
+fn step<'a>(node: &'a Value, element: &str) -> Option<&'a Value> {
+    if let Some(field) = element.strip_prefix("f:") {
+        return node.get(field);
+    }
+    if let Some(key) = element.strip_prefix("k:") {
+        let wanted: Map<String, Value> = serde_json::from_str(key).ok()?;
+        return node.as_array()?.iter().find(|item| wanted.iter().all(|(k, v)| item.get(k) == Some(v)));
+    }
+    None
+}
+
+fn lookup<'a>(object: &'a Value, path: &Path) -> Option<&'a Value> {
+    path.iter().try_fold(object, |node, element| step(node, element))
+}
+
+fn remove(object: &mut Value, path: &Path) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = object;
+    for element in parents {
+        let next = if let Some(field) = element.strip_prefix("f:") {
+            node.get_mut(field)
+        } else if let Some(key) = element.strip_prefix("k:") {
+            let Ok(wanted) = serde_json::from_str::<Map<String, Value>>(key) else { return };
+            node.as_array_mut()
+                .and_then(|items| items.iter_mut().find(|item| wanted.iter().all(|(k, v)| item.get(k) == Some(v))))
+        } else {
+            None
+        };
+        let Some(next) = next else { return };
+        node = next;
+    }
+    if let Some(field) = last.strip_prefix("f:") {
+        if let Some(map) = node.as_object_mut() {
+            map.remove(field);
+        }
+    } else if let Some(key) = last.strip_prefix("k:") {
+        if let (Ok(wanted), Some(items)) = (serde_json::from_str::<Map<String, Value>>(key), node.as_array_mut()) {
+            items.retain(|item| !wanted.iter().all(|(k, v)| item.get(k) == Some(v)));
+        }
+    }
+}
+
+/// A path as kube-apiserver prints it in conflicts: `.spec.replicas`, `.spec.containers[name="c"].image`.
+fn render(path: &Path) -> String {
+    let mut out = String::new();
+    for element in path {
+        if let Some(field) = element.strip_prefix("f:") {
+            out.push('.');
+            out.push_str(field);
+        } else if let Some(key) = element.strip_prefix("k:") {
+            let pairs: Vec<String> = serde_json::from_str::<Map<String, Value>>(key)
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            out.push_str(&format!("[{}]", pairs.join(",")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_sets_round_trip_through_fields_v1() {
+        let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"a": "b"}},
+            "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let schema = openapi::schemas().get("io.k8s.api.apps.v1.Deployment");
+        let mut set = BTreeSet::new();
+        collect(&deploy, schema, &mut Vec::new(), &mut set, true);
+        let rendered: Vec<String> = set.iter().map(render).collect();
+        assert!(rendered.contains(&".spec.replicas".to_string()), "{rendered:?}");
+        assert!(rendered.contains(&".spec.template.spec.containers[name=\"c\"].image".to_string()), "{rendered:?}");
+        assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
+        let image = set.iter().find(|p| render(p).ends_with(".image")).expect("test data");
+        assert_eq!(lookup(&deploy, image), Some(&json!("i")));
+    }
+}

@@ -1,0 +1,360 @@
+//! The watch cache, as kube-apiserver's cacher: one store watch per resource
+//! keeps every object in memory and a window of recent events; every HTTP
+//! watcher and every `resourceVersion=0` list is served from here.
+//!
+//! It lists, then watches from the list revision + 1. When the store watch
+//! breaks (a member dies, a leader changes) it watches again from its last
+//! revision + 1, so nothing is missed or repeated; when its revision has been
+//! compacted it lists again and ends every watcher, which then start over.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use crate::meta;
+use crate::resources::Resource;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::storage::{Storage, StorageError, WatchChange, WatchItem};
+
+/// Events kept per resource for watchers that resume from a revision.
+const WINDOW: usize = 16 * 1024;
+/// Messages a slow HTTP watcher may fall behind before it is ended.
+const FANOUT: usize = 64 * 1024;
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn name(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub kind: EventType,
+    pub key: String,
+    pub object: Arc<Value>,
+    pub prev: Option<Arc<Value>>,
+    pub revision: i64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Message {
+    Event(Arc<CacheEvent>),
+    /// The store is known to have no further change up to this revision.
+    Progress(i64),
+    /// The cache was rebuilt; watchers must end and start over.
+    Reset,
+}
+
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    events: VecDeque<Arc<CacheEvent>>,
+    revision: i64,
+    /// Every event after this revision is in `events`.
+    oldest: i64,
+    listed: bool,
+}
+
+pub struct Cacher {
+    pub resource: &'static Resource,
+    state: Mutex<State>,
+    tx: broadcast::Sender<Message>,
+    revision_tx: watch::Sender<i64>,
+}
+
+/// What a watcher sees: which objects, by key prefix and selectors.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub prefix: String,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    pub fn matches(&self, resource: &Resource, key: &str, object: &Value) -> bool {
+        key.starts_with(&self.prefix)
+            && self.labels.matches(meta::labels(object))
+            && self.fields.matches(resource.kind, object)
+    }
+
+    /// The event this watcher sees, as kube-apiserver's cacher turns an object
+    /// moving into or out of the selection into ADDED or DELETED.
+    pub fn view(&self, resource: &Resource, event: &CacheEvent) -> Option<(EventType, Arc<Value>)> {
+        let now = event.kind != EventType::Deleted && self.matches(resource, &event.key, &event.object);
+        let before = match &event.prev {
+            Some(prev) => self.matches(resource, &event.key, prev),
+            None => false,
+        };
+        match (event.kind, before, now) {
+            (EventType::Deleted, true, _) => Some((EventType::Deleted, event.object.clone())),
+            (EventType::Deleted, false, _) => None,
+            (_, true, true) => Some((EventType::Modified, event.object.clone())),
+            (_, false, true) => Some((EventType::Added, event.object.clone())),
+            (_, true, false) => Some((EventType::Deleted, event.object.clone())),
+            (_, false, false) => None,
+        }
+    }
+}
+
+pub struct Subscription {
+    /// Events to send first: the current objects (a start "at most recent") or
+    /// the buffered events after the requested revision.
+    pub initial: Vec<Arc<CacheEvent>>,
+    pub rx: broadcast::Receiver<Message>,
+    pub revision: i64,
+}
+
+pub enum Start {
+    /// Synthetic ADDED events for the current state, then changes.
+    Current,
+    /// Changes after this revision.
+    After(i64),
+}
+
+pub enum SubscribeError {
+    /// The revision is older than the window; the oldest revision served.
+    TooOld(i64),
+}
+
+impl Cacher {
+    pub fn start(storage: Storage, prefix: String, resource: &'static Resource) -> Arc<Cacher> {
+        let (tx, _) = broadcast::channel(FANOUT);
+        let (revision_tx, _) = watch::channel(0);
+        let cacher = Arc::new(Cacher {
+            resource,
+            state: Mutex::new(State {
+                objects: BTreeMap::new(),
+                events: VecDeque::new(),
+                revision: 0,
+                oldest: 0,
+                listed: false,
+            }),
+            tx,
+            revision_tx,
+        });
+        tokio::spawn(cacher.clone().run(storage, prefix));
+        cacher
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.state.lock().revision
+    }
+
+    /// Waits until the cache has seen `revision` (0: until it has listed once).
+    pub async fn wait_for(&self, revision: i64, timeout: Duration) -> Result<i64, i64> {
+        let mut rx = self.revision_tx.subscribe();
+        let wanted = revision.max(1);
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|seen| *seen >= wanted)).await.is_ok_and(|r| r.is_ok());
+        let seen = *rx.borrow();
+        if reached {
+            Ok(seen)
+        } else {
+            Err(seen)
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.state.lock().objects.get(key).cloned()
+    }
+
+    /// Every object under `prefix`, and the revision of the cache.
+    pub fn list(&self, prefix: &str) -> (Vec<(String, Arc<Value>)>, i64) {
+        let state = self.state.lock();
+        let items = state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (items, state.revision)
+    }
+
+    pub fn subscribe(&self, start: Start, prefix: &str) -> Result<Subscription, SubscribeError> {
+        let state = self.state.lock();
+        let initial = match start {
+            Start::Current => state
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(key, object)| {
+                    Arc::new(CacheEvent {
+                        kind: EventType::Added,
+                        key: key.clone(),
+                        object: object.clone(),
+                        prev: None,
+                        revision: state.revision,
+                    })
+                })
+                .collect(),
+            Start::After(revision) => {
+                if revision < state.oldest {
+                    return Err(SubscribeError::TooOld(state.oldest + 1));
+                }
+                state.events.iter().filter(|e| e.revision > revision && e.key.starts_with(prefix)).cloned().collect()
+            }
+        };
+        Ok(Subscription { initial, rx: self.tx.subscribe(), revision: state.revision })
+    }
+
+    async fn run(self: Arc<Self>, storage: Storage, prefix: String) {
+        loop {
+            let page = match storage.list(&prefix, "", 0, 0).await {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(%err, resource = self.resource.plural, "watch cache list failed");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            };
+            self.reset(page.items.into_iter().map(|(k, s)| (k, s.object)).collect(), page.revision);
+            self.follow(&storage, &prefix).await;
+        }
+    }
+
+    /// Watches until the cache's revision is compacted away.
+    async fn follow(&self, storage: &Storage, prefix: &str) {
+        loop {
+            let next = self.revision() + 1;
+            let mut watch = match storage.watch(prefix, next).await {
+                Ok(watch) => watch,
+                Err(StorageError::Compacted { .. }) => return,
+                Err(err) => {
+                    tracing::debug!(%err, "watch cache: store watch failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            };
+            loop {
+                match watch.next().await {
+                    Ok(Some(WatchItem::Changes(changes))) => self.apply(changes),
+                    Ok(Some(WatchItem::Progress(revision))) => self.progress(revision),
+                    Ok(None) => break,
+                    Err(StorageError::Compacted { .. }) => return,
+                    Err(err) => {
+                        tracing::debug!(%err, resource = self.resource.plural, "watch cache: store watch broke");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn reset(&self, objects: Vec<(String, Value)>, revision: i64) {
+        let mut state = self.state.lock();
+        let was_listed = state.listed;
+        state.objects = objects.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        state.events.clear();
+        state.revision = revision;
+        state.oldest = revision;
+        state.listed = true;
+        if was_listed {
+            let _ = self.tx.send(Message::Reset);
+        }
+        drop(state);
+        self.revision_tx.send_replace(revision);
+    }
+
+    fn progress(&self, revision: i64) {
+        let mut state = self.state.lock();
+        if revision > state.revision {
+            state.revision = revision;
+            let _ = self.tx.send(Message::Progress(revision));
+            drop(state);
+            self.revision_tx.send_replace(revision);
+        }
+    }
+
+    fn apply(&self, changes: Vec<WatchChange>) {
+        let mut state = self.state.lock();
+        for change in changes {
+            let event = match change {
+                WatchChange::Put { key, object, prev } => {
+                    let revision = object.mod_revision;
+                    if revision <= state.revision {
+                        continue;
+                    }
+                    let object = Arc::new(object.object);
+                    let old = state.objects.insert(key.clone(), object.clone());
+                    let prev = prev.map(|p| Arc::new(p.object)).or(old);
+                    let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
+                    CacheEvent { kind, key, object, prev, revision }
+                }
+                WatchChange::Delete { key, prev, revision } => {
+                    if revision <= state.revision {
+                        continue;
+                    }
+                    let old = state.objects.remove(&key);
+                    let prev = prev.map(|p| Arc::new(p.object)).or(old);
+                    let Some(prev) = prev else { continue };
+                    let mut object = (*prev).clone();
+                    meta::set_resource_version(&mut object, revision);
+                    CacheEvent { kind: EventType::Deleted, key, object: Arc::new(object), prev: Some(prev), revision }
+                }
+            };
+            state.revision = event.revision;
+            let event = Arc::new(event);
+            state.events.push_back(event.clone());
+            while state.events.len() > WINDOW {
+                if let Some(dropped) = state.events.pop_front() {
+                    state.oldest = dropped.revision;
+                }
+            }
+            let _ = self.tx.send(Message::Event(event));
+        }
+        let revision = state.revision;
+        drop(state);
+        self.revision_tx.send_replace(revision);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{of, Kind};
+    use serde_json::json;
+
+    fn event(kind: EventType, object: Value, prev: Option<Value>) -> CacheEvent {
+        CacheEvent {
+            kind,
+            key: "/registry/pods/d/p".into(),
+            object: Arc::new(object),
+            prev: prev.map(Arc::new),
+            revision: 2,
+        }
+    }
+
+    #[test]
+    fn objects_leaving_the_selection_are_deleted_for_the_watcher() {
+        let pods = of(Kind::Pod);
+        let filter = Filter {
+            prefix: "/registry/pods/d/".into(),
+            labels: LabelSelector::parse("app=web").expect("test data"),
+            fields: FieldSelector::default(),
+        };
+        let web = json!({"metadata": {"labels": {"app": "web"}}});
+        let db = json!({"metadata": {"labels": {"app": "db"}}});
+        let seen = |e: CacheEvent| filter.view(pods, &e).map(|(k, _)| k);
+        assert_eq!(seen(event(EventType::Modified, web.clone(), Some(db.clone()))), Some(EventType::Added));
+        assert_eq!(seen(event(EventType::Modified, db.clone(), Some(web.clone()))), Some(EventType::Deleted));
+        assert_eq!(seen(event(EventType::Modified, web.clone(), Some(web.clone()))), Some(EventType::Modified));
+        assert_eq!(seen(event(EventType::Modified, db.clone(), Some(db.clone()))), None);
+        assert_eq!(seen(event(EventType::Deleted, web.clone(), Some(web))), Some(EventType::Deleted));
+        assert_eq!(seen(event(EventType::Added, db, None)), None);
+    }
+}

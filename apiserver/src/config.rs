@@ -1,0 +1,135 @@
+//! `cairn-kube apiserver` configuration: kube-apiserver's flag names, one set
+//! of defaults, and `validate()`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Args, Clone, Debug)]
+pub struct ApiServerConfig {
+    /// Store endpoints (Cairn or etcd), comma-separated.
+    #[arg(long = "etcd-servers", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_servers: Vec<String>,
+    /// The prefix of every key the API server writes.
+    #[arg(long = "etcd-prefix", default_value = "/registry")]
+    pub etcd_prefix: String,
+    /// How often history is compacted (Go duration; 0 turns it off).
+    #[arg(long = "etcd-compaction-interval", default_value = "5m0s", value_parser = parse_duration)]
+    pub etcd_compaction_interval: Duration,
+    /// Only application/json is stored.
+    #[arg(long = "storage-media-type", default_value = "application/json")]
+    pub storage_media_type: String,
+    #[arg(long = "bind-address", default_value = "0.0.0.0")]
+    pub bind_address: String,
+    #[arg(long = "secure-port", default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The address other components reach this server at (the kubernetes Service's endpoint).
+    #[arg(long = "advertise-address")]
+    pub advertise_address: Option<String>,
+    #[arg(long = "tls-cert-file")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long = "tls-private-key-file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Where a self-signed certificate is written when none is given.
+    #[arg(long = "cert-dir", default_value = "/var/run/kubernetes")]
+    pub cert_dir: PathBuf,
+    /// kube's token CSV: token,user,uid,"group1,group2".
+    #[arg(long = "token-auth-file")]
+    pub token_auth_file: Option<PathBuf>,
+    /// CA that signs client certificates; the CN is the user, O values are groups.
+    #[arg(long = "client-ca-file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serve requests that carry no credentials as system:anonymous.
+    #[arg(long = "anonymous-auth", default_value_t = false, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
+    /// Only AlwaysAllow for now.
+    #[arg(long = "authorization-mode", default_value = "AlwaysAllow")]
+    pub authorization_mode: String,
+    #[arg(long = "service-cluster-ip-range", default_value = "10.0.0.0/24")]
+    pub service_cluster_ip_range: String,
+    /// How long Events live (Go duration).
+    #[arg(long = "event-ttl", default_value = "1h0m0s", value_parser = parse_duration)]
+    pub event_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--etcd-servers must name at least one endpoint")]
+    NoStore,
+    #[error("--tls-cert-file and --tls-private-key-file go together")]
+    HalfCertificate,
+    #[error("--service-cluster-ip-range: {0}")]
+    ServiceRange(String),
+    #[error("--authorization-mode {0:?} is not supported (AlwaysAllow is)")]
+    Authorization(String),
+    #[error("--storage-media-type {0:?} is not supported (application/json is)")]
+    MediaType(String),
+    #[error("--etcd-prefix must start with '/'")]
+    Prefix,
+}
+
+impl ApiServerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.etcd_servers.iter().all(|s| s.trim().is_empty()) {
+            return Err(ConfigError::NoStore);
+        }
+        if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
+            return Err(ConfigError::HalfCertificate);
+        }
+        crate::registry::parse_cidr(&self.service_cluster_ip_range).map_err(ConfigError::ServiceRange)?;
+        if self.authorization_mode != "AlwaysAllow" {
+            return Err(ConfigError::Authorization(self.authorization_mode.clone()));
+        }
+        if self.storage_media_type != "application/json" {
+            return Err(ConfigError::MediaType(self.storage_media_type.clone()));
+        }
+        if !self.etcd_prefix.starts_with('/') {
+            return Err(ConfigError::Prefix);
+        }
+        Ok(())
+    }
+}
+
+/// Go's duration syntax: "1h0m0s", "5m", "90s", "250ms".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().map_err(|_| format!("invalid duration {text:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
+        };
+        total += Duration::from_secs_f64(number * seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_duration("1h0m0s").expect("test data"), Duration::from_secs(3600));
+        assert_eq!(parse_duration("5m").expect("test data"), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").expect("test data"), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").expect("test data"), Duration::ZERO);
+        assert!(parse_duration("5x").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! The resource verbs over HTTP: decoding requests, calling the registry,
+//! and shaping responses (objects, lists, Tables, Status).
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::request::{flag, Output, ResourceRequest};
+use super::{respond, Reply, Server};
+use crate::error::ApiError;
+use crate::meta;
+use crate::patch::PatchType;
+use crate::registry::{DeleteOptions, FieldValidation, ListOptions, WriteOptions};
+use crate::resources::{Kind, Subresource};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::table::{self, IncludeObject};
+
+/// Decodes a JSON or YAML request body.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let content_type =
+        headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json" | "" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))),
+        "application/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("error converting YAML to JSON: yaml: {e}"))),
+        _ => Err(ApiError::UnsupportedMediaType("application/json, application/yaml".into())),
+    }
+}
+
+pub fn list_options(query: &HashMap<String, String>, kind: Kind) -> Result<ListOptions, ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .map_err(ApiError::BadRequest)?;
+    fields.validate(kind).map_err(ApiError::BadRequest)?;
+    let limit = match query.get("limit").map(String::as_str) {
+        None | Some("") => 0,
+        Some(text) => text.parse::<i64>().map_err(|_| ApiError::BadRequest(format!("invalid limit: {text:?}")))?.max(0),
+    };
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token: query.get("continue").cloned().unwrap_or_default(),
+        resource_version: query.get("resourceVersion").cloned().unwrap_or_default(),
+        resource_version_match: query.get("resourceVersionMatch").cloned().unwrap_or_default(),
+    })
+}
+
+fn write_options(query: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+    let dry_run = match query.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("Invalid dry run value: {other:?}, supported values: All")))
+        }
+    };
+    Ok(WriteOptions {
+        field_validation: FieldValidation::parse(query.get("fieldValidation").map(String::as_str).unwrap_or(""))?,
+        dry_run,
+        field_manager: query.get("fieldManager").cloned().unwrap_or_default(),
+        force: flag(query, "force"),
+    })
+}
+
+fn delete_options(
+    query: &HashMap<String, String>,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<DeleteOptions, ApiError> {
+    let mut options = if body.iter().all(u8::is_ascii_whitespace) {
+        DeleteOptions::default()
+    } else {
+        DeleteOptions::from_body(&decode_body(headers, body)?)
+    };
+    if let Some(grace) = query.get("gracePeriodSeconds") {
+        options.grace_period_seconds =
+            Some(grace.parse().map_err(|_| ApiError::BadRequest(format!("invalid gracePeriodSeconds: {grace:?}")))?);
+    }
+    if query.get("dryRun").map(String::as_str) == Some("All") {
+        options.dry_run = true;
+    }
+    Ok(options)
+}
+
+/// An object or a list as the client asked for it: JSON, Table or metadata only.
+fn shaped(
+    request: &ResourceRequest,
+    output: Output,
+    query: &HashMap<String, String>,
+    value: Value,
+    is_list: bool,
+) -> Value {
+    match output {
+        Output::Table => {
+            let include = IncludeObject::parse(query.get("includeObject").map(String::as_str).unwrap_or(""));
+            if is_list {
+                let items = value["items"].as_array().cloned().unwrap_or_default();
+                table::table(request.resource, &items, value["metadata"].clone(), include)
+            } else {
+                let metadata = json!({"resourceVersion": meta::resource_version(&value)});
+                table::table(request.resource, &[value], metadata, include)
+            }
+        }
+        Output::Metadata => {
+            let partial = |o: &Value| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"].clone()});
+            if is_list {
+                let items: Vec<Value> = value["items"].as_array().into_iter().flatten().map(partial).collect();
+                json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": value["metadata"].clone(), "items": items})
+            } else {
+                partial(&value)
+            }
+        }
+        _ => value,
+    }
+}
+
+fn status_success(request: &ResourceRequest, name: &str, uid: &str, code: u16) -> Value {
+    let mut details = json!({"name": name, "kind": request.resource.plural, "uid": uid});
+    if !request.resource.group.is_empty() {
+        details["group"] = json!(request.resource.group);
+    }
+    let mut status =
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details});
+    if code != 200 {
+        status["code"] = json!(code);
+    }
+    status
+}
+
+pub async fn handle(
+    server: &Server,
+    request: ResourceRequest,
+    method: &Method,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    output: Output,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let registry = &server.registry;
+    let resource = request.resource;
+    let namespace = request.namespace.clone();
+    let watching = request.watch_path || flag(query, "watch");
+    let ok = |value: Value| Ok(respond(StatusCode::OK, value));
+    match (method.as_str(), request.name.clone(), request.subresource) {
+        ("GET", _, None) if watching => {
+            let mut options = list_options(query, resource.kind)?;
+            if let Some(name) = &request.name {
+                options.fields.0.push(("metadata.name".into(), true, name.clone()));
+            }
+            super::watch::serve(server, &request, options, query, output).await
+        }
+        ("GET", None, None) => {
+            let options = list_options(query, resource.kind)?;
+            let list = registry.list(resource, &namespace, &options).await?;
+            ok(shaped(&request, output, query, list, true))
+        }
+        ("GET", Some(name), None | Some(Subresource::Status)) => {
+            let rv = query.get("resourceVersion").map(String::as_str).unwrap_or("");
+            let object = registry.get(resource, &namespace, &name, rv).await?;
+            ok(shaped(&request, output, query, object, false))
+        }
+        ("GET", Some(name), Some(Subresource::Scale)) => ok(registry.get_scale(resource, &namespace, &name).await?),
+        ("POST", None, None) => {
+            let written =
+                registry.create(resource, &namespace, decode_body(headers, body)?, &write_options(query)?).await?;
+            Ok(respond(StatusCode::CREATED, written.object).with_warnings(written.warnings))
+        }
+        ("POST", Some(name), Some(Subresource::Binding)) => {
+            registry.bind(&namespace, &name, &decode_body(headers, body)?).await?;
+            Ok(respond(StatusCode::CREATED, status_success(&request, &name, "", 201)))
+        }
+        ("POST", Some(name), Some(Subresource::Eviction)) => {
+            let eviction = decode_body(headers, body)?;
+            let options = DeleteOptions::from_body(eviction.get("deleteOptions").unwrap_or(&Value::Null));
+            registry.delete(resource, &namespace, &name, &options).await?;
+            Ok(respond(StatusCode::CREATED, status_success(&request, &name, "", 201)))
+        }
+        ("PUT", Some(name), None | Some(Subresource::Status)) => {
+            let written = registry
+                .update(
+                    resource,
+                    &namespace,
+                    &name,
+                    request.subresource,
+                    decode_body(headers, body)?,
+                    &write_options(query)?,
+                )
+                .await?;
+            let code = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(respond(code, written.object).with_warnings(written.warnings))
+        }
+        ("PUT", Some(name), Some(Subresource::Scale)) => {
+            ok(registry.set_scale(resource, &namespace, &name, None, body, &write_options(query)?).await?)
+        }
+        ("PATCH", Some(name), sub) => {
+            let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let kind = PatchType::from_content_type(content_type)?;
+            let options = write_options(query)?;
+            if sub == Some(Subresource::Scale) {
+                return ok(registry.set_scale(resource, &namespace, &name, Some(kind), body, &options).await?);
+            }
+            if !matches!(sub, None | Some(Subresource::Status)) {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let written = registry.patch(resource, &namespace, &name, sub, (kind, body), &options).await?;
+            let code = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+            Ok(respond(code, written.object).with_warnings(written.warnings))
+        }
+        ("DELETE", Some(name), None) => {
+            let options = delete_options(query, body, headers)?;
+            let deleted = registry.delete(resource, &namespace, &name, &options).await?;
+            let returns_object = !deleted.removed || matches!(resource.kind, Kind::Pod | Kind::Namespace);
+            if returns_object {
+                ok(deleted.object)
+            } else {
+                ok(status_success(&request, &name, meta::uid(&deleted.object), 200))
+            }
+        }
+        ("DELETE", None, None) => {
+            let options = delete_options(query, body, headers)?;
+            let list_options = list_options(query, resource.kind)?;
+            ok(registry.delete_collection(resource, &namespace, &list_options, &options).await?)
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}

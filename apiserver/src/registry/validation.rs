@@ -1,0 +1,266 @@
+//! Validation with kube-apiserver's field paths and messages, for the mistakes
+//! people make: bad names, missing containers, selectors that do not match.
+
+use serde_json::Value;
+
+use crate::error::FieldError;
+use crate::meta;
+use crate::resources::Kind;
+use crate::selector::LabelSelector;
+
+const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+fn is_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+fn is_subdomain(text: &str) -> bool {
+    text.split('.').all(is_label)
+}
+
+enum NameRule {
+    Subdomain,
+    Label,
+    Dns1035,
+}
+
+fn name_rule(kind: Kind) -> NameRule {
+    match kind {
+        Kind::Namespace => NameRule::Label,
+        Kind::Service => NameRule::Dns1035,
+        _ => NameRule::Subdomain,
+    }
+}
+
+/// Errors in a name, as `metadata.name` (or the given path) would report them.
+pub fn name_errors(kind: Kind, field: &str, name: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let (max, ok, detail) = match name_rule(kind) {
+        NameRule::Subdomain => (253, is_subdomain(name), DNS1123_SUBDOMAIN),
+        NameRule::Label => (63, is_label(name), DNS1123_LABEL),
+        NameRule::Dns1035 => {
+            (63, is_label(name) && name.as_bytes().first().is_some_and(u8::is_ascii_lowercase), DNS1035_LABEL)
+        }
+    };
+    if name.len() > max {
+        errors.push(FieldError::invalid(field, name, format!("must be no more than {max} characters")));
+    }
+    if !ok {
+        errors.push(FieldError::invalid(field, name, detail));
+    }
+    errors
+}
+
+/// Checks an object after defaulting; `old` is set for updates.
+pub fn validate(kind: Kind, object: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let name = meta::name(object);
+    if name.is_empty() {
+        errors.push(FieldError::required("metadata.name", "name or generateName is required"));
+    } else {
+        errors.extend(name_errors(kind, "metadata.name", name));
+    }
+    if let Some(old) = old {
+        if meta::name(old) != name {
+            errors.push(FieldError::invalid("metadata.name", name, "field is immutable"));
+        }
+    }
+    errors.extend(validate_labels(object));
+    match kind {
+        Kind::Pod => errors.extend(validate_pod_spec(meta::at(object, &["spec"]), "spec")),
+        Kind::Deployment | Kind::ReplicaSet => errors.extend(validate_controller(object, "spec.template")),
+        Kind::Job => {
+            errors.extend(validate_pod_spec(meta::at(object, &["spec", "template", "spec"]), "spec.template.spec"));
+            let policy = meta::str_at(object, &["spec", "template", "spec", "restartPolicy"]).unwrap_or("");
+            if policy != "Never" && policy != "OnFailure" {
+                errors.push(FieldError::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    policy,
+                    &["OnFailure", "Never"],
+                ));
+            }
+        }
+        Kind::Service => errors.extend(validate_service(object)),
+        Kind::ConfigMap | Kind::Secret => {
+            for field in ["data", "binaryData", "stringData"] {
+                for key in meta::at(object, &[field]).and_then(Value::as_object).into_iter().flatten().map(|(k, _)| k) {
+                    let ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                    if !ok {
+                        errors.push(FieldError::invalid(
+                            format!("{field}[{key}]"),
+                            key.as_str(),
+                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                        ));
+                    }
+                }
+            }
+        }
+        Kind::PriorityClass if meta::at(object, &["value"]).and_then(Value::as_i64).is_none() => {
+            errors.push(FieldError::required("value", ""));
+        }
+        _ => {}
+    }
+    errors
+}
+
+fn validate_labels(object: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    for (key, value) in meta::labels(object).into_iter().flatten() {
+        let text = value.as_str().unwrap_or("");
+        let ok = text.len() <= 63
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && text.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
+            && text.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
+        if !ok {
+            errors.push(FieldError::invalid(
+                "metadata.labels",
+                text,
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+            ));
+        }
+        let name = key.rsplit('/').next().unwrap_or("");
+        if name.is_empty() || name.len() > 63 {
+            errors.push(FieldError::invalid(
+                "metadata.labels",
+                key.as_str(),
+                "name part must be no more than 63 characters",
+            ));
+        }
+    }
+    errors
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    match containers {
+        None => errors.push(FieldError::required(format!("{path}.containers"), "")),
+        Some(list) if list.is_empty() => errors.push(FieldError::required(format!("{path}.containers"), "")),
+        Some(list) => {
+            let mut seen = std::collections::HashSet::new();
+            for (i, container) in list.iter().enumerate() {
+                let name = meta::str_at(container, &["name"]).unwrap_or("");
+                let field = format!("{path}.containers[{i}].name");
+                if name.is_empty() {
+                    errors.push(FieldError::required(field, ""));
+                } else if !is_label(name) || name.len() > 63 {
+                    errors.push(FieldError::invalid(field, name, DNS1123_LABEL));
+                } else if !seen.insert(name.to_string()) {
+                    errors.push(FieldError { field, kind: crate::error::FieldErrorKind::Duplicate(name.to_string()) });
+                }
+                if meta::str_at(container, &["image"]).unwrap_or("").is_empty() {
+                    errors.push(FieldError::required(format!("{path}.containers[{i}].image"), ""));
+                }
+            }
+        }
+    }
+    if let Some(policy) = spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str) {
+        if !["Always", "OnFailure", "Never"].contains(&policy) {
+            errors.push(FieldError::not_supported(
+                format!("{path}.restartPolicy"),
+                policy,
+                &["Always", "OnFailure", "Never"],
+            ));
+        }
+    }
+    errors
+}
+
+fn validate_controller(object: &Value, template: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    match meta::at(object, &["spec", "selector"]) {
+        None | Some(Value::Null) => errors.push(FieldError::required("spec.selector", "")),
+        Some(selector) => match LabelSelector::from_object(selector) {
+            Err(err) => errors.push(FieldError::invalid("spec.selector", selector.to_string(), err)),
+            Ok(parsed) if parsed.is_empty() => {
+                errors.push(FieldError::invalid("spec.selector", "null", "empty selector is invalid for deployment"))
+            }
+            Ok(parsed) => {
+                let labels = meta::at(object, &["spec", "template", "metadata", "labels"]).and_then(Value::as_object);
+                if !parsed.matches(labels) {
+                    let shown = labels.map(|l| {
+                        let pairs: Vec<String> = l.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                        format!("map[string]string{{{}}}", pairs.join(", "))
+                    });
+                    errors.push(FieldError::invalid(
+                        format!("{template}.metadata.labels"),
+                        shown.unwrap_or_else(|| "map[string]string(nil)".into()),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+        },
+    }
+    errors.extend(validate_pod_spec(meta::at(object, &["spec", "template", "spec"]), &format!("{template}.spec")));
+    if meta::at(object, &["spec", "replicas"]).and_then(Value::as_i64).is_some_and(|r| r < 0) {
+        errors.push(FieldError::invalid("spec.replicas", "negative", "must be greater than or equal to 0"));
+    }
+    errors
+}
+
+fn validate_service(object: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let kind = meta::str_at(object, &["spec", "type"]).unwrap_or("ClusterIP");
+    let supported = ["ClusterIP", "ExternalName", "NodePort", "LoadBalancer"];
+    if !supported.contains(&kind) {
+        errors.push(FieldError::not_supported("spec.type", kind, &supported));
+    }
+    let ports = meta::at(object, &["spec", "ports"]).and_then(Value::as_array);
+    if kind != "ExternalName"
+        && ports.is_none_or(|p| p.is_empty())
+        && meta::str_at(object, &["spec", "clusterIP"]) != Some("None")
+    {
+        errors.push(FieldError::required("spec.ports", ""));
+    }
+    for (i, port) in ports.into_iter().flatten().enumerate() {
+        let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&number) {
+            errors.push(FieldError::invalid(
+                format!("spec.ports[{i}].port"),
+                number.to_string(),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if ports.is_some_and(|p| p.len() > 1) && port.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+            errors.push(FieldError::required(format!("spec.ports[{i}].name"), ""));
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names() {
+        assert!(name_errors(Kind::ConfigMap, "metadata.name", "a.b-c").is_empty());
+        assert_eq!(name_errors(Kind::ConfigMap, "metadata.name", "Foo_bar").len(), 1);
+        assert_eq!(name_errors(Kind::ConfigMap, "metadata.name", &"a".repeat(254)).len(), 1);
+        assert_eq!(name_errors(Kind::Service, "metadata.name", "1abc").len(), 1);
+        assert_eq!(name_errors(Kind::Namespace, "metadata.name", "a.b").len(), 1);
+    }
+
+    #[test]
+    fn pods_need_containers() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {}});
+        let errors = validate(Kind::Pod, &pod, None);
+        assert_eq!(errors[0].to_string(), "spec.containers: Required value");
+    }
+
+    #[test]
+    fn deployment_selector_must_match_template() {
+        let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
+            "template": {"metadata": {"labels": {"a": "c"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let errors = validate(Kind::Deployment, &d, None);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].to_string().contains("`selector` does not match template `labels`"));
+    }
+}

@@ -1,0 +1,158 @@
+//! Bad input gets a clear Status with kube-apiserver's code and reason, and
+//! writes nothing.
+
+use std::process::Command;
+
+use cairn_testkit::kube::{ApiServer, ADMIN_TOKEN};
+use cairn_testkit::{etcdctl_ok, Flavor};
+use serde_json::Value;
+
+use crate::cluster_and_apiserver;
+
+/// One request by curl; the status code and the decoded Status body.
+fn send(api: &ApiServer, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    let file = api.dir().join("request-body");
+    std::fs::write(&file, body).expect("write body");
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}"), "-H", &format!("Content-Type: {content_type}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("{}{path}", api.url))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[track_caller]
+fn expect(result: (u16, Value), code: u16, reason: &str, message: &str) {
+    let (got, status) = result;
+    assert_eq!(got, code, "{status}");
+    assert_eq!(status["kind"], "Status", "{status}");
+    assert_eq!(status["code"], code, "{status}");
+    assert_eq!(status["reason"], reason, "{status}");
+    let text = status["message"].as_str().unwrap_or("");
+    assert!(text.contains(message), "{text:?} should contain {message:?}");
+}
+
+#[tokio::test]
+async fn t60_bad_input_gets_a_status_and_writes_nothing() {
+    let (cluster, api) = cluster_and_apiserver(Flavor::Cairn, 1, &[]).await.expect("start");
+    let endpoints = cluster.endpoints();
+    let endpoint = [endpoints[0].as_str()];
+    let count = || {
+        etcdctl_ok(&endpoint, &["get", "/registry/configmaps/", "--prefix", "--keys-only"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+    };
+    let before = count();
+    let maps = "/api/v1/namespaces/default/configmaps";
+    let json = "application/json";
+
+    expect(send(&api, "POST", maps, json, b"{\"kind\": \"ConfigMap\", oops"), 400, "BadRequest", "json parse error");
+    expect(
+        send(&api, "POST", maps, "application/yaml", b"kind: ConfigMap\nmetadata: [unclosed"),
+        400,
+        "BadRequest",
+        "yaml",
+    );
+    expect(
+        send(&api, "POST", maps, json, br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#),
+        400,
+        "BadRequest",
+        "does not match the expected kind",
+    );
+    expect(
+        send(&api, "POST", maps, json, br#"{"apiVersion":"v9","kind":"ConfigMap","metadata":{"name":"x"}}"#),
+        400,
+        "BadRequest",
+        "does not match the expected API version",
+    );
+    expect(
+        send(&api, "POST", "/apis/nope.example.com/v1/namespaces/default/widgets", json, b"{}"),
+        404,
+        "NotFound",
+        "could not find the requested resource",
+    );
+    let long = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{}"}}}}"#, "a".repeat(254));
+    expect(send(&api, "POST", maps, json, long.as_bytes()), 422, "Invalid", "must be no more than 253 characters");
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(1_600_000)
+    );
+    expect(send(&api, "POST", maps, json, big.as_bytes()), 413, "RequestEntityTooLarge", "too large");
+    let huge = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"huge"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(3_200_000)
+    );
+    expect(send(&api, "POST", maps, json, huge.as_bytes()), 413, "RequestEntityTooLarge", "limit is 3145728");
+    expect(
+        send(
+            &api,
+            "POST",
+            &format!("{maps}?fieldValidation=Strict"),
+            json,
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"extra":true}"#,
+        ),
+        400,
+        "BadRequest",
+        "strict decoding error: unknown field \"extra\"",
+    );
+    expect(
+        send(&api, "POST", maps, "application/vnd.kubernetes.protobuf", b"\x6b\x38\x73\x00"),
+        415,
+        "UnsupportedMediaType",
+        "application/json",
+    );
+    expect(send(&api, "PUT", maps, json, b"{}"), 405, "MethodNotAllowed", "does not allow this method");
+
+    // Patches: a target that exists, then patches that cannot apply.
+    let (code, _) = send(
+        &api,
+        "POST",
+        maps,
+        json,
+        br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"target"},"data":{"a":"1"}}"#,
+    );
+    assert_eq!(code, 201);
+    let before_patches = count();
+    let target = format!("{maps}/target");
+    expect(
+        send(&api, "PATCH", &target, "application/json-patch+json", br#"[{"op":"remove","path":"/data/missing"}]"#),
+        422,
+        "Invalid",
+        "rejected our request",
+    );
+    expect(
+        send(&api, "PATCH", &target, "application/json-patch+json", b"{\"op\":"),
+        400,
+        "BadRequest",
+        "error decoding patch",
+    );
+    expect(
+        send(&api, "PATCH", &target, "application/merge-patch+json", b"[1,2]"),
+        400,
+        "BadRequest",
+        "merge patch must be an object",
+    );
+    expect(
+        send(&api, "PATCH", &target, "text/plain", b"{}"),
+        415,
+        "UnsupportedMediaType",
+        "application/merge-patch+json",
+    );
+    expect(
+        send(&api, "PATCH", &target, "application/merge-patch+json", br#"{"metadata":{"name":"Renamed_"}}"#),
+        400,
+        "BadRequest",
+        "does not match the name on the URL",
+    );
+    let (_, unchanged) = send(&api, "GET", &target, json, b"");
+    assert_eq!(unchanged["data"]["a"], "1", "failed patches change nothing");
+    assert_eq!(count(), before_patches);
+
+    assert_eq!(count(), before + 1, "only the patch target was written");
+}

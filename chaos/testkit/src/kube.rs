@@ -1,0 +1,200 @@
+//! `cairn-kube apiserver` as a real process for tests: a token file, a
+//! kubeconfig, a fresh kubectl cache, and the real kubectl.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::binaries::{require, workspace_tool};
+use crate::net;
+
+/// The bearer token of the `admin` user (group system:masters) in every test.
+pub const ADMIN_TOKEN: &str = "cairn-test-admin-token";
+/// Overrides the kubectl the tests run (default: kubectl 1.32).
+pub const KUBECTL_ENV: &str = "CAIRN_KUBECTL";
+/// How long one kubectl command may take.
+const KUBECTL_LIMIT: Duration = Duration::from_secs(60);
+
+pub fn kubectl_binary() -> PathBuf {
+    if let Ok(path) = std::env::var(KUBECTL_ENV) {
+        return PathBuf::from(path);
+    }
+    let pinned = PathBuf::from("/usr/lib/google-cloud-sdk/bin/kubectl.1.32");
+    if pinned.is_file() {
+        pinned
+    } else {
+        PathBuf::from("/usr/bin/kubectl")
+    }
+}
+
+pub struct ApiServer {
+    /// `https://ip:port`.
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    dir: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl ApiServer {
+    /// Starts an API server on `endpoints` with extra flags, and waits until it is ready.
+    pub async fn start(endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
+        let temp = tempfile::tempdir()?;
+        let dir = temp.path().to_path_buf();
+        let mut server = ApiServer::prepare(&dir, endpoints, extra)?;
+        server._temp = Some(temp);
+        server.spawn()?;
+        server.wait_ready(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
+    fn prepare(dir: &Path, endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
+        let ip = net::loopback_ip();
+        let port = net::next_port();
+        let url = format!("https://{ip}:{port}");
+        std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"))?;
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: admin\ncurrent-context: cairn\n"
+            ),
+        )?;
+        let mut args: Vec<String> = vec![
+            "apiserver".into(),
+            format!("--etcd-servers={}", endpoints.join(",")),
+            format!("--bind-address={ip}"),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", dir.join("certs").display()),
+            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Ok(ApiServer {
+            url,
+            kubeconfig,
+            dir: dir.to_path_buf(),
+            args,
+            log: dir.join("apiserver.log"),
+            child: None,
+            _temp: None,
+        })
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let binary = require(workspace_tool("cairn-kube"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(binary)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting cairn-kube apiserver")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts again on the same address, then waits until ready.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET a path with the admin token; the status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "--max-time",
+                "5",
+                "-w",
+                "\n%{http_code}",
+                "-H",
+                &format!("Authorization: Bearer {ADMIN_TOKEN}"),
+            ])
+            .arg(format!("{}{path}", self.url))
+            .output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                bail!("cairn-kube apiserver exited ({status}): {}", self.log_text());
+            }
+            let (code, body) = self.get("/readyz");
+            if code == 200 && body.trim() == "ok" {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "cairn-kube apiserver at {} not ready after {timeout:?}: {code} {body}\n{}",
+                    self.url,
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// kubectl against this server, with its own fresh cache directory, bounded in time.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Output {
+        let mut command = Command::new("timeout");
+        command
+            .arg(KUBECTL_LIMIT.as_secs().to_string())
+            .arg(kubectl_binary())
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg(format!("--cache-dir={}", self.dir.join("kubectl-cache").display()))
+            .args(args)
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut run = || -> std::io::Result<Output> {
+            let mut child = command.spawn()?;
+            if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+                use std::io::Write;
+                stdin.write_all(text.as_bytes())?;
+            }
+            child.wait_with_output()
+        };
+        run().unwrap_or_else(|err| Output {
+            status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+            stdout: Vec::new(),
+            stderr: err.to_string().into_bytes(),
+        })
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
