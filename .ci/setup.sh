@@ -47,3 +47,26 @@ if [ "${1:-}" = "--with-etcd" ] && [ ! -d "$CAIRN_PYTHON_PATH/etcd3" ]; then
   python3 -m pip install --quiet --disable-pip-version-check --target "$CAIRN_PYTHON_PATH" \
     etcd3==0.12.0 'protobuf<4' tenacity==6.3.1
 fi
+
+# Kubernetes' protobuf schema (k8s.io/api and k8s.io/apimachinery v0.33.7, from
+# the Go module proxy): cairn-kube's build compiles it into the descriptors it
+# decodes protobuf request bodies with. Nothing of it is committed.
+export CAIRN_K8S_PROTO_DIR="${CAIRN_K8S_PROTO_DIR:-$HOME/.cache/cairn/k8s-proto-v0.33.7}"
+if [ ! -f "$CAIRN_K8S_PROTO_DIR/.complete" ]; then
+  if command -v go >/dev/null 2>&1; then
+    echo "setup: fetching Kubernetes' .proto files into $CAIRN_K8S_PROTO_DIR" >&2
+    modules="$(mktemp -d)"
+    GOMODCACHE="$modules" GOFLAGS=-modcacherw go mod download k8s.io/api@v0.33.7 k8s.io/apimachinery@v0.33.7
+    mkdir -p "$CAIRN_K8S_PROTO_DIR"
+    for module in api apimachinery; do
+      (cd "$modules/k8s.io/$module@v0.33.7" && find . -name generated.proto | while read -r file; do
+        mkdir -p "$CAIRN_K8S_PROTO_DIR/k8s.io/$module/$(dirname "$file")"
+        cp "$file" "$CAIRN_K8S_PROTO_DIR/k8s.io/$module/$file"
+      done)
+    done
+    chmod -R u+w "$modules" && rm -rf "$modules"
+    touch "$CAIRN_K8S_PROTO_DIR/.complete"
+  else
+    echo "setup: no Go toolchain; cairn-kube will be built without protobuf request bodies" >&2
+  fi
+fi

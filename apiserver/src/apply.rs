@@ -109,9 +109,18 @@ pub async fn apply(
                 crate::patch::PatchType::Strategic,
                 patch_body.to_string().as_bytes(),
             )?;
+            // The same fields applied again keep their entry (and its time): a no-op apply writes nothing.
+            let unchanged = managers
+                .iter()
+                .find(|m| {
+                    m["manager"] == manager.as_str()
+                        && m["operation"] == "Apply"
+                        && from_fields_v1(&m["fieldsV1"]) == owned
+                })
+                .cloned();
             managers.retain(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply"));
             managers.retain(|m| m["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
-            managers.push(entry(&owned));
+            managers.push(unchanged.unwrap_or_else(|| entry(&owned)));
             meta::set(&mut next, "managedFields", Value::Array(managers));
             Ok(next)
         })

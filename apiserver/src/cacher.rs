@@ -105,7 +105,12 @@ impl Filter {
             (EventType::Deleted, false, _) => None,
             (_, true, true) => Some((EventType::Modified, event.object.clone())),
             (_, false, true) => Some((EventType::Added, event.object.clone())),
-            (_, true, false) => Some((EventType::Deleted, event.object.clone())),
+            (_, true, false) => {
+                // The object as the watcher last saw it, at the revision it left.
+                let mut last = event.prev.as_deref().cloned().unwrap_or_default();
+                meta::set_resource_version(&mut last, event.revision);
+                Some((EventType::Deleted, Arc::new(last)))
+            }
             (_, false, false) => None,
         }
     }
@@ -133,9 +138,15 @@ pub enum SubscribeError {
 
 impl Cacher {
     pub fn start(storage: Storage, prefix: String, resource: &'static Resource) -> Arc<Cacher> {
+        let cacher = Arc::new(Cacher::empty(resource));
+        tokio::spawn(cacher.clone().run(storage, prefix));
+        cacher
+    }
+
+    fn empty(resource: &'static Resource) -> Cacher {
         let (tx, _) = broadcast::channel(FANOUT);
         let (revision_tx, _) = watch::channel(0);
-        let cacher = Arc::new(Cacher {
+        Cacher {
             resource,
             state: Mutex::new(State {
                 objects: BTreeMap::new(),
@@ -146,9 +157,7 @@ impl Cacher {
             }),
             tx,
             revision_tx,
-        });
-        tokio::spawn(cacher.clone().run(storage, prefix));
-        cacher
+        }
     }
 
     pub fn revision(&self) -> i64 {
@@ -286,7 +295,8 @@ impl Cacher {
             let event = match change {
                 WatchChange::Put { key, object, prev } => {
                     let revision = object.mod_revision;
-                    if revision <= state.revision {
+                    // One revision may change many keys (a lease expiring); none is older.
+                    if revision < state.revision {
                         continue;
                     }
                     let object = Arc::new(object.object);
@@ -296,7 +306,7 @@ impl Cacher {
                     CacheEvent { kind, key, object, prev, revision }
                 }
                 WatchChange::Delete { key, prev, revision } => {
-                    if revision <= state.revision {
+                    if revision < state.revision {
                         continue;
                     }
                     let old = state.objects.remove(&key);
@@ -337,6 +347,33 @@ mod tests {
             prev: prev.map(Arc::new),
             revision: 2,
         }
+    }
+
+    #[test]
+    fn every_key_of_one_revision_is_applied() {
+        let cacher = Cacher::empty(of(Kind::Event));
+        let stored = |name: &str, revision: i64| crate::storage::Stored {
+            object: json!({"metadata": {"name": name}}),
+            mod_revision: revision,
+        };
+        cacher.reset(vec![("/e/a".into(), json!({})), ("/e/b".into(), json!({}))], 5);
+        let subscription = cacher.subscribe(Start::After(5), "/e/").ok().expect("subscribes");
+        // A lease expiring deletes both keys at revision 6.
+        cacher.apply(vec![
+            WatchChange::Delete { key: "/e/a".into(), prev: Some(stored("a", 3)), revision: 6 },
+            WatchChange::Delete { key: "/e/b".into(), prev: Some(stored("b", 4)), revision: 6 },
+        ]);
+        assert!(cacher.list("/e/").0.is_empty(), "both keys are gone");
+        let mut rx = subscription.rx;
+        let mut deleted = 0;
+        while let Ok(Message::Event(event)) = rx.try_recv() {
+            assert_eq!((event.kind, event.revision), (EventType::Deleted, 6));
+            deleted += 1;
+        }
+        assert_eq!(deleted, 2);
+        // A replayed older change is ignored.
+        cacher.apply(vec![WatchChange::Put { key: "/e/a".into(), object: stored("a", 5), prev: None }]);
+        assert!(cacher.list("/e/").0.is_empty());
     }
 
     #[test]

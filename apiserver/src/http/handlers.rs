@@ -26,7 +26,11 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
             .map_err(|e| ApiError::BadRequest(format!("couldn't get version/kind; json parse error: {e}"))),
         "application/yaml" => serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("error converting YAML to JSON: yaml: {e}"))),
-        _ => Err(ApiError::UnsupportedMediaType("application/json, application/yaml".into())),
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "application/json, application/yaml, {}",
+            crate::protobuf::MEDIA_TYPE
+        ))),
     }
 }
 

@@ -85,8 +85,10 @@ struct Session {
 }
 
 impl Session {
+    /// Hands a chunk to the client; false once it is gone, or when it reads
+    /// too slowly to take the chunk before the watch ends.
     async fn send(&self, chunk: bytes::Bytes) -> bool {
-        self.tx.send(chunk).await.is_ok()
+        matches!(tokio::time::timeout_at(self.deadline, self.tx.send(chunk)).await, Ok(Ok(())))
     }
 
     async fn deliver(&mut self, event: &CacheEvent) -> bool {
@@ -193,15 +195,18 @@ fn from_change(change: WatchChange) -> CacheEvent {
 }
 
 /// kube-apiserver picks a watch's lifetime between one and two `--min-request-timeout`s.
+/// The longest watch any client may ask for.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 fn lifetime(query: &HashMap<String, String>) -> Result<Duration, ApiError> {
-    match query.get("timeoutSeconds") {
+    let asked = match query.get("timeoutSeconds").map(String::as_str) {
+        None | Some("") | Some("0") => None,
         Some(text) => {
-            let seconds: u64 =
-                text.parse().map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds: {text:?}")))?;
-            Ok(Duration::from_secs(seconds))
+            Some(text.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds: {text:?}")))?)
         }
-        None => Ok(Duration::from_secs(1800 + uuid::Uuid::new_v4().as_u128() as u64 % 1800)),
-    }
+    };
+    let default = || 1800 + uuid::Uuid::new_v4().as_u128() as u64 % 1800;
+    Ok(Duration::from_secs(asked.unwrap_or_else(default)).min(MAX_LIFETIME))
 }
 
 pub async fn serve(
@@ -215,9 +220,13 @@ pub async fn serve(
     let resource = request.resource;
     let cacher = registry.cacher(resource.kind).clone();
     cacher.wait_for(0, CACHE_WAIT).await.map_err(|_| ApiError::Unavailable("the watch cache is not ready".into()))?;
-    let start = match options.resource_version.as_str() {
-        "" | "0" => Start::Current,
-        text => {
+    // sendInitialEvents=true starts from the current state whatever the
+    // resourceVersion; =false never sends it.
+    let initial_events = query.get("sendInitialEvents").map(|v| v == "true");
+    let start = match (initial_events, options.resource_version.as_str()) {
+        (Some(true), _) | (None, "" | "0") => Start::Current,
+        (Some(false), "" | "0") => Start::After(cacher.revision()),
+        (_, text) => {
             let wanted = meta::parse_resource_version(text)?;
             cacher
                 .wait_for(wanted, CACHE_WAIT)
@@ -245,7 +254,18 @@ pub async fn serve(
         revision: 0,
         filter,
     };
-    let initial_events_end = flag(query, "sendInitialEvents") && session.bookmarks;
+    if initial_events == Some(true) && !session.bookmarks {
+        return Err(ApiError::Invalid {
+            group: "meta.k8s.io".into(),
+            kind: "ListOptions".into(),
+            name: String::new(),
+            causes: vec![crate::error::FieldError::forbidden(
+                "allowWatchBookmarks",
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+            )],
+        });
+    }
+    let initial_events_end = initial_events == Some(true);
     let after = match start {
         Start::After(n) => Some(n),
         Start::Current => None,

@@ -132,7 +132,8 @@ pub fn prepare_for_update(
         }
         _ => {
             let mut object = given;
-            if resource.has(Subresource::Status) {
+            // A binding writes the PodScheduled condition along with spec.nodeName.
+            if resource.has(Subresource::Status) && subresource != Some(Subresource::Binding) {
                 match current.get("status") {
                     Some(status) => object["status"] = status.clone(),
                     None => {
@@ -154,11 +155,26 @@ pub fn prepare_for_update(
     if resource.kind == Kind::Namespace && subresource.is_none() {
         object["spec"] = current.get("spec").cloned().unwrap_or(Value::Null);
     }
+    if resource.kind == Kind::Service {
+        keep_allocated_addresses(&mut object, current);
+    }
     if has_generation(resource.kind) && spec_of(&object) != spec_of(current) {
         let generation = meta::at(current, &["metadata", "generation"]).and_then(Value::as_i64).unwrap_or(0);
         meta::set(&mut object, "generation", json!(generation + 1));
     }
     object
+}
+
+/// A Service keeps the addresses allocated to it when an update leaves them out.
+fn keep_allocated_addresses(next: &mut Value, current: &Value) {
+    for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        let given = next.pointer(&format!("/spec/{field}")).is_some_and(|v| !v.is_null() && v != "");
+        if let (false, Some(value)) = (given, current.pointer(&format!("/spec/{field}"))) {
+            if let Some(spec) = next.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert(field.to_string(), value.clone());
+            }
+        }
+    }
 }
 
 /// Everything but metadata and status: what a generation bump watches.

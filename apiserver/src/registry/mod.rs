@@ -235,23 +235,19 @@ impl Registry {
             if resource.kind == Kind::Service { self.service_ips.allocate(self, &mut object).await? } else { None };
         let key = self.keys.object(resource, namespace, &name);
         let lease = self.lease_for(resource).await?;
-        let swapped = self.storage.swap(&key, 0, &object, lease).await;
-        match swapped {
+        match self.storage.swap(&key, 0, &object, lease).await {
             Ok(Swap::Done(revision)) => {
                 meta::set_resource_version(&mut object, revision);
                 Ok(Written { object, warnings, created: true })
             }
-            other => {
+            Ok(Swap::Lost(_)) => {
                 if let Some(ip) = allocated {
                     self.service_ips.release(self, ip).await;
                 }
-                match other? {
-                    Swap::Lost(_) => {
-                        Err(ApiError::AlreadyExists { resource: crate::error::GroupResource::of(resource), name })
-                    }
-                    Swap::Done(_) => unreachable!("handled above"),
-                }
+                Err(ApiError::AlreadyExists { resource: crate::error::GroupResource::of(resource), name })
             }
+            // The outcome is unknown: keeping the address allocated may waste it, never hand it out twice.
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -294,6 +290,9 @@ impl Registry {
                 }
                 Step::Delete(mut object) => match self.storage.delete(key, expected).await? {
                     Swap::Done(revision) => {
+                        if resource.kind == Kind::Service {
+                            self.service_ips.release_of(self, &object).await;
+                        }
                         meta::set_resource_version(&mut object, revision);
                         return Ok((Step::Delete(object), current));
                     }
@@ -317,7 +316,7 @@ impl Registry {
     ) -> Result<Written, ApiError> {
         let (mut given, warnings) = self.decode(resource, body, options.field_validation)?;
         check_identity(resource, &mut given, namespace, name)?;
-        let precondition = meta::resource_version(&given).to_string();
+        let precondition = precondition_of(&given);
         let key = self.keys.object(resource, namespace, name);
         let mut create_instead = false;
         let (step, _) = self
@@ -386,7 +385,7 @@ impl Registry {
             .guaranteed_update(resource, &key, name, |current| {
                 let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
                 let patched = patch::apply(resource.schema, &current.object, kind, body)?;
-                let precondition = meta::resource_version(&patched);
+                let precondition = precondition_of(&patched);
                 if !precondition.is_empty() && precondition != meta::resource_version(&current.object) {
                     return Err(ApiError::conflict(resource, name));
                 }
@@ -441,11 +440,6 @@ impl Registry {
                 Ok(step)
             })
             .await?;
-        if resource.kind == Kind::Service {
-            if let Step::Delete(object) = &step {
-                self.service_ips.release_of(self, object).await;
-            }
-        }
         Ok(match step {
             Step::Delete(object) => Deleted { object, removed: true },
             Step::Write(object) | Step::Keep(object) => Deleted { object, removed: false },
@@ -503,7 +497,12 @@ impl Registry {
                 if !precondition.is_empty() && precondition != meta::resource_version(current) {
                     return Err(ApiError::conflict(resource, name));
                 }
-                let replicas = meta::at(&wanted, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(0);
+                let replicas = match meta::at(&wanted, &["spec", "replicas"]) {
+                    None | Some(Value::Null) => 0,
+                    Some(value) => value.as_i64().ok_or_else(|| {
+                        ApiError::BadRequest(format!("Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: {value} is not an integer"))
+                    })?,
+                };
                 if replicas < 0 {
                     return Err(ApiError::Invalid {
                         group: "autoscaling".into(),
@@ -556,6 +555,14 @@ fn written(step: Step, warnings: Vec<String>) -> Written {
     }
 }
 
+/// The resourceVersion a write is conditional on; "" and "0" are unconditional.
+fn precondition_of(object: &Value) -> String {
+    match meta::resource_version(object) {
+        "0" => String::new(),
+        other => other.to_string(),
+    }
+}
+
 fn too_large(wanted: i64, seen: i64) -> ApiError {
     ApiError::Timeout(format!("Too large resource version: {wanted}, current: {seen}"))
 }
@@ -578,6 +585,8 @@ fn check_identity(resource: &Resource, object: &mut Value, namespace: &str, name
             ));
         }
         meta::set(object, "namespace", json!(namespace));
+    } else {
+        meta::remove(object, "namespace");
     }
     Ok(())
 }

@@ -70,6 +70,12 @@ pub fn validate(kind: Kind, object: &Value, old: Option<&Value>) -> Vec<FieldErr
         if meta::name(old) != name {
             errors.push(FieldError::invalid("metadata.name", name, "field is immutable"));
         }
+        if kind == Kind::Service {
+            let ip = |o: &Value| meta::str_at(o, &["spec", "clusterIP"]).unwrap_or("").to_string();
+            if !ip(old).is_empty() && ip(object) != ip(old) {
+                errors.push(FieldError::invalid("spec.clusterIPs[0]", ip(object), "may not change once set"));
+            }
+        }
     }
     errors.extend(validate_labels(object));
     match kind {

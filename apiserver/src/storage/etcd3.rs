@@ -200,36 +200,63 @@ impl Storage {
         lease: Option<i64>,
     ) -> Result<Swap, StorageError> {
         let bytes = encode(object)?;
-        self.txn(key, expected, || {
+        let put = || {
             let options = lease.map(|id| PutOptions::new().with_lease(id));
             TxnOp::put(key, bytes.clone(), options)
-        })
-        .await
+        };
+        self.txn(key, expected, put, Some(&bytes)).await
     }
 
     /// Deletes `key` if its mod_revision is `expected`.
     pub async fn delete(&self, key: &str, expected: i64) -> Result<Swap, StorageError> {
-        self.txn(key, expected, || TxnOp::delete(key, None)).await
+        self.txn(key, expected, || TxnOp::delete(key, None), None).await
     }
 
-    async fn txn(&self, key: &str, expected: i64, op: impl Fn() -> TxnOp) -> Result<Swap, StorageError> {
-        let response = self
-            .retry(|mut c| {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-                    .and_then([op()])
-                    .or_else([TxnOp::get(key, None)]);
-                async move { c.txn(txn).await }
-            })
-            .await?;
-        if response.succeeded() {
-            return Ok(Swap::Done(response.header().map(|h| h.revision()).unwrap_or(0)));
+    /// A compare-and-swap on `key`. A failure that may have followed a commit
+    /// (a lost connection, a leader change) is resolved by reading the key
+    /// before trying again, so that our own write is never taken for someone else's.
+    async fn txn(
+        &self,
+        key: &str,
+        expected: i64,
+        op: impl Fn() -> TxnOp,
+        written: Option<&[u8]>,
+    ) -> Result<Swap, StorageError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+                .and_then([op()])
+                .or_else([TxnOp::get(key, None)]);
+            let mut kv = self.kv.clone();
+            let response = match kv.txn(txn).await {
+                Ok(response) => response,
+                Err(err) if attempt < ATTEMPTS && is_transient(&err) => {
+                    tracing::debug!(%err, attempt, "write failed; checking whether it landed");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    let now = self.retry(|mut c| async move { c.get(key, None).await }).await?;
+                    let header = now.header().map(|h| h.revision()).unwrap_or(0);
+                    match (written, now.kvs().first()) {
+                        (Some(bytes), Some(kv)) if kv.mod_revision() > expected && kv.value() == bytes => {
+                            return Ok(Swap::Done(kv.mod_revision()))
+                        }
+                        (None, None) if expected > 0 => return Ok(Swap::Done(header)),
+                        // Not landed, or another writer won: the compare decides when we try again.
+                        _ => continue,
+                    }
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if response.succeeded() {
+                return Ok(Swap::Done(response.header().map(|h| h.revision()).unwrap_or(0)));
+            }
+            let current = response.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(get) => Some(get.kvs().first().map(decode)),
+                _ => None,
+            });
+            return Ok(Swap::Lost(current.flatten().transpose()?));
         }
-        let current = response.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(get) => Some(get.kvs().first().map(decode)),
-            _ => None,
-        });
-        Ok(Swap::Lost(current.flatten().transpose()?))
     }
 
     pub async fn grant_lease(&self, ttl_seconds: i64) -> Result<i64, StorageError> {
@@ -308,11 +335,14 @@ impl StoreWatch {
             let Some(response) = self.stream.message().await? else {
                 return Ok(None);
             };
-            if response.compact_revision() > 0 || response.canceled() {
+            if response.compact_revision() > 0 {
                 return Err(StorageError::Compacted {
                     requested: self.start_revision,
                     compacted: response.compact_revision(),
                 });
+            }
+            if response.canceled() {
+                return Err(StorageError::Unavailable(format!("watch canceled: {}", response.cancel_reason())));
             }
             if response.created() && response.events().is_empty() {
                 continue;
@@ -324,9 +354,18 @@ impl StoreWatch {
             let mut changes = Vec::with_capacity(response.events().len());
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
-                let prev = event.prev_kv().map(decode).transpose()?;
+                // An undecodable value is reported and passed over: one bad key must not stop every watcher.
+                let prev = event
+                    .prev_kv()
+                    .and_then(|p| decode(p).map_err(|err| tracing::warn!(%err, "watch: previous value")).ok());
                 changes.push(match event.event_type() {
-                    EventType::Put => WatchChange::Put { key: key_of(kv), object: decode(kv)?, prev },
+                    EventType::Put => match decode(kv) {
+                        Ok(object) => WatchChange::Put { key: key_of(kv), object, prev },
+                        Err(err) => {
+                            tracing::warn!(%err, "watch: skipping an undecodable value");
+                            continue;
+                        }
+                    },
                     EventType::Delete => WatchChange::Delete { key: key_of(kv), prev, revision: kv.mod_revision() },
                 });
             }

@@ -102,11 +102,12 @@ async fn t60_bad_input_gets_a_status_and_writes_nothing() {
         "strict decoding error: unknown field \"extra\"",
     );
     expect(
-        send(&api, "POST", maps, "application/vnd.kubernetes.protobuf", b"\x6b\x38\x73\x00"),
-        415,
-        "UnsupportedMediaType",
-        "application/json",
+        send(&api, "POST", maps, "application/vnd.kubernetes.protobuf", b"\x6b\x38\x73\x00\x01"),
+        400,
+        "BadRequest",
+        "protobuf",
     );
+    expect(send(&api, "POST", maps, "text/csv", b"a,b"), 415, "UnsupportedMediaType", "application/json");
     expect(send(&api, "PUT", maps, json, b"{}"), 405, "MethodNotAllowed", "does not allow this method");
 
     // Patches: a target that exists, then patches that cannot apply.

@@ -49,6 +49,28 @@ fn session(api: &ApiServer) {
         assert!(resources.contains(line), "api-resources lacks {line}: {resources}");
     }
 
+    // Typed `create` commands send protobuf bodies.
+    assert_eq!(ok(api, &["create", "namespace", "typed"]).trim(), "namespace/typed created");
+    assert_eq!(
+        ok(api, &["create", "configmap", "c", "-n", "typed", "--from-literal=k=v"]).trim(),
+        "configmap/c created"
+    );
+    assert_eq!(
+        ok(api, &["create", "secret", "generic", "s", "-n", "typed", "--from-literal=p=q"]).trim(),
+        "secret/s created"
+    );
+    assert_eq!(
+        ok(api, &["create", "deployment", "d", "-n", "typed", "--image=nginx", "--replicas=0"]).trim(),
+        "deployment.apps/d created"
+    );
+    assert_eq!(ok(api, &["get", "cm", "c", "-n", "typed", "-o", "jsonpath={.data.k}"]), "v");
+    assert_eq!(ok(api, &["get", "secret", "s", "-n", "typed", "-o", "jsonpath={.data.p}"]), "cQ==");
+    let typed = ok(
+        api,
+        &["get", "deploy", "d", "-n", "typed", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.restartPolicy}"],
+    );
+    assert_eq!(typed, "0 Always", "a zero the client set survives, an empty string does not");
+
     // apply: create, unchanged, configure.
     assert_eq!(ok_stdin(api, &["apply", "-f", "-"], NAMESPACE).trim(), "namespace/t created");
     assert_eq!(ok_stdin(api, &["apply", "-f", "-"], DEPLOYMENT).trim(), "deployment.apps/web created");
