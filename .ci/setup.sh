@@ -48,6 +48,14 @@ if [ "${1:-}" = "--with-etcd" ] && [ ! -d "$CAIRN_PYTHON_PATH/etcd3" ]; then
     etcd3==0.12.0 'protobuf<4' tenacity==6.3.1
 fi
 
+# The Python `kubernetes` client, for cairn-kube's client test; apart from the
+# etcd3 client, whose protobuf pin it does not share.
+export CAIRN_PYTHON_KUBE_PATH="${CAIRN_PYTHON_KUBE_PATH:-$HOME/.cache/cairn/python-kube}"
+if [ "${1:-}" = "--with-etcd" ] && [ ! -d "$CAIRN_PYTHON_KUBE_PATH/kubernetes" ]; then
+  echo "setup: installing the Python kubernetes client into $CAIRN_PYTHON_KUBE_PATH" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$CAIRN_PYTHON_KUBE_PATH" kubernetes==33.1.0
+fi
+
 # Kubernetes' protobuf schema (k8s.io/api and k8s.io/apimachinery v0.33.7, from
 # the Go module proxy): cairn-kube's build compiles it into the descriptors it
 # decodes protobuf request bodies with. Nothing of it is committed.

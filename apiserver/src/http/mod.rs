@@ -223,7 +223,7 @@ async fn handle(
                 Err(_) => Err(ApiError::TooLarge(format!("limit is {MAX_BODY_BYTES}"))),
             };
             match body {
-                Ok(body) => dispatch(&server, route, &parts.method, &parts.headers, &query, &body)
+                Ok(body) => dispatch(&server, &user, route, &parts.method, &parts.headers, &query, &body)
                     .await
                     .unwrap_or_else(|e| error_reply(&e)),
                 Err(err) => error_reply(&err),
@@ -236,6 +236,7 @@ async fn handle(
 
 async fn dispatch(
     server: &Server,
+    user: &User,
     route: Route,
     method: &Method,
     headers: &http::HeaderMap,
@@ -304,6 +305,22 @@ async fn dispatch(
         }
         Route::OpenApiV3Index => read_only(respond(StatusCode::OK, openapi::v3_index())),
         Route::OpenApiV3(path) => read_only(Reply::raw_json(openapi::v3_document(&path).ok_or(ApiError::NoRoute)?)),
+        Route::SelfSubjectReview if method == Method::POST => {
+            let mut groups = user.groups.clone();
+            if user.name != "system:anonymous" {
+                groups.push("system:authenticated".into());
+            }
+            Ok(respond(
+                StatusCode::CREATED,
+                json!({
+                    "kind": "SelfSubjectReview",
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "metadata": {"creationTimestamp": null},
+                    "status": {"userInfo": {"username": user.name, "uid": user.uid, "groups": groups}},
+                }),
+            ))
+        }
+        Route::SelfSubjectReview => Err(ApiError::MethodNotAllowed),
         Route::Resource(resource_request) => {
             let output = request::output(accept)?;
             handlers::handle(server, resource_request, method, query, headers, output, body).await

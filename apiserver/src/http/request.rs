@@ -35,6 +35,8 @@ pub enum Route {
     OpenApiV2,
     OpenApiV3Index,
     OpenApiV3(String),
+    /// `kubectl auth whoami`: who the server takes the caller for.
+    SelfSubjectReview,
     Resource(ResourceRequest),
     NotFound,
 }
@@ -53,6 +55,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         ["openapi", "v2"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Index,
         ["openapi", "v3", rest @ ..] => Route::OpenApiV3(rest.join("/")),
+        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => Route::SelfSubjectReview,
         ["api", "v1"] => Route::ResourceList { group: String::new(), version: "v1".into() },
         ["api", "v1", rest @ ..] => resource_route("", "v1", rest)?,
         ["apis", group] => Route::Group(group.to_string()),
@@ -99,8 +102,9 @@ pub fn query(raw: Option<&str>) -> HashMap<String, String> {
     form_urlencoded::parse(raw.unwrap_or("").as_bytes()).into_owned().collect()
 }
 
+/// A boolean parameter, read as Go's strconv.ParseBool reads it.
 pub fn flag(query: &HashMap<String, String>, key: &str) -> bool {
-    matches!(query.get(key).map(String::as_str), Some("true") | Some("1"))
+    matches!(query.get(key).map(String::as_str), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 /// What the client accepts back, from its Accept header.
@@ -183,6 +187,13 @@ mod tests {
         assert!(matches!(route("/api/v1/namespaces/a/nodes").expect("test data"), Route::NotFound));
         assert!(matches!(route("/api/v1/namespaces/a/configmaps/c/scale").expect("test data"), Route::NotFound));
         assert!(matches!(route("/apis/apps/v1").expect("test data"), Route::ResourceList { .. }));
+    }
+
+    #[test]
+    fn booleans_as_go_reads_them() {
+        let q = query(Some("watch=True&pretty=0&a=t"));
+        assert!(flag(&q, "watch") && flag(&q, "a"));
+        assert!(!flag(&q, "pretty") && !flag(&q, "missing"));
     }
 
     #[test]

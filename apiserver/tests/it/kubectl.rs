@@ -343,3 +343,98 @@ async fn t12_unauthenticated_requests_get_401() {
     assert!(body.contains("apiserver_request_total{code=\"401\""), "{body}");
     assert!(eventually(Duration::from_secs(5), || api.get("/readyz").0 == 200).await);
 }
+
+/// Makes a CA and a client certificate signed by it (CN=jane, O=dev), with openssl.
+fn client_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "jane.key",
+        "-out",
+        "jane.csr",
+        "-subj",
+        "/CN=jane/O=dev",
+    ]);
+    // webpki takes v3 certificates only: these extensions make it one.
+    let extensions =
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n";
+    std::fs::write(dir.join("client.ext"), extensions).expect("write the extensions");
+    run(&[
+        "x509",
+        "-extfile",
+        "client.ext",
+        "-req",
+        "-in",
+        "jane.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "jane.crt",
+        "-days",
+        "1",
+    ]);
+    (dir.join("ca.crt"), dir.join("jane.crt"), dir.join("jane.key"))
+}
+
+#[tokio::test]
+async fn t13_x509_client_certificates_authenticate() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = client_certificate(certs.path());
+    let ca_flag = format!("--client-ca-file={}", ca.display());
+    let (_cluster, api) = cluster_and_apiserver(Flavor::Cairn, 1, &[&ca_flag]).await.expect("cluster and API server");
+    let curl = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(extra)
+            .arg(format!("{}/api/v1/namespaces", api.url))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    assert_eq!(curl(&["--cert", &cert, "--key", &key]), "200", "a certificate signed by the client CA authenticates");
+    let review = Command::new("curl")
+        .args(["-sk", "-X", "POST", "-H", "Content-Type: application/json", "-d", "{}", "--cert", &cert, "--key", &key])
+        .arg(format!("{}/apis/authentication.k8s.io/v1/selfsubjectreviews", api.url))
+        .output()
+        .expect("curl");
+    let review: serde_json::Value = serde_json::from_slice(&review.stdout).expect("a SelfSubjectReview");
+    assert_eq!(review["status"]["userInfo"]["username"], "jane", "the CN is the user: {review}");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!(["dev", "system:authenticated"]),
+        "O values are the groups"
+    );
+    let whoami = ok(&api, &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(whoami, "admin", "the token's user");
+    assert_eq!(curl(&[]), "401", "no certificate and no token");
+    let other = tempfile::tempdir().expect("tempdir");
+    let (_, stranger, stranger_key) = client_certificate(other.path());
+    let refused = curl(&["--cert", &stranger.display().to_string(), "--key", &stranger_key.display().to_string()]);
+    assert!(refused == "000" || refused == "401", "a certificate from another CA is refused: {refused}");
+}

@@ -5,6 +5,7 @@
 mod bad_input;
 mod clients;
 mod kubectl;
+mod python;
 mod replicas;
 mod storage;
 mod watch;
