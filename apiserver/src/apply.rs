@@ -31,6 +31,7 @@ pub async fn apply(
         return Err(ApiError::BadRequest("error decoding YAML: the applied configuration must be an object".into()));
     }
     let manager = options.field_manager.clone();
+    let options = &WriteOptions { applying: true, ..options.clone() };
     if manager.is_empty() {
         return Err(ApiError::BadRequest("PATCH, application/apply-patch+yaml requires fieldManager to be set".into()));
     }
@@ -78,7 +79,7 @@ pub async fn apply(
                 }
             }
             if !conflicts.is_empty() && !options.force {
-                return Err(conflict_error(resource, name, &api_version, &conflicts));
+                return Err(conflict_error(resource, name, &conflicts));
             }
             // Forced: the fields move to this manager.
             for other in managers.iter_mut() {
@@ -127,14 +128,94 @@ pub async fn apply(
         .await
 }
 
-fn conflict_error(resource: &Resource, name: &str, api_version: &str, conflicts: &[(String, String)]) -> ApiError {
-    let detail = if let [(manager, field)] = conflicts {
-        format!("Apply failed with 1 conflict: conflict with {manager:?} using {api_version}: {field}")
-    } else {
-        let lines: Vec<String> =
-            conflicts.iter().map(|(m, f)| format!("conflict with {m:?} using {api_version}: {f}")).collect();
-        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+/// Records a create, update or patch in `managedFields`, as kube-apiserver
+/// does for every write: the manager's Update entry gains the fields it
+/// changed, which every other manager loses, and fields it removed leave all
+/// sets. A write that changes no field keeps the entries as they were.
+pub fn track_update(
+    resource: &Resource,
+    manager: &str,
+    subresource: Option<Subresource>,
+    old: Option<&Value>,
+    new: &mut Value,
+) {
+    if manager.is_empty() {
+        return;
+    }
+    let schema = openapi::schemas().get(resource.schema);
+    let fields = |object: &Value| {
+        let mut set = BTreeSet::new();
+        collect(object, schema, &mut Vec::new(), &mut set, true);
+        set
     };
+    let before = old.map(fields).unwrap_or_default();
+    let after = fields(new);
+    let empty = Value::Null;
+    let changed: BTreeSet<Path> =
+        after.iter().filter(|p| old.is_none_or(|o| lookup(new, p) != lookup(o, p))).cloned().collect();
+    let removed: BTreeSet<Path> = before.difference(&after).cloned().collect();
+    let mut managers: Vec<Value> = old
+        .and_then(|o| meta::at(o, &["metadata", "managedFields"]))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if changed.is_empty() && removed.is_empty() {
+        if !managers.is_empty() {
+            meta::set(new, "managedFields", Value::Array(managers));
+        }
+        return;
+    }
+    let subresource = subresource.map(|s| s.name()).unwrap_or("");
+    let is_mine = |m: &Value| {
+        m["manager"] == manager && m["operation"] == "Update" && m["subresource"].as_str().unwrap_or("") == subresource
+    };
+    let mut mine: BTreeSet<Path> =
+        managers.iter().filter(|m| is_mine(m)).flat_map(|m| from_fields_v1(&m["fieldsV1"])).collect();
+    for other in managers.iter_mut().filter(|m| !is_mine(m)) {
+        let mut set = from_fields_v1(&other["fieldsV1"]);
+        set.retain(|p| !changed.contains(p) && !removed.contains(p));
+        other["fieldsV1"] = to_fields_v1(&set);
+    }
+    mine.extend(changed);
+    mine.retain(|p| !removed.contains(p) && lookup(new, p).unwrap_or(&empty) != &empty);
+    managers.retain(|m| !is_mine(m) && m["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
+    let mut entry = json!({
+        "manager": manager,
+        "operation": "Update",
+        "apiVersion": resource.api_version(),
+        "time": meta::now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(&mine),
+    });
+    if !subresource.is_empty() {
+        entry["subresource"] = json!(subresource);
+    }
+    managers.push(entry);
+    meta::set(new, "managedFields", Value::Array(managers));
+}
+
+/// kube-apiserver's conflict message: fields grouped by the manager that owns them.
+fn conflict_error(resource: &Resource, name: &str, conflicts: &[(String, String)]) -> ApiError {
+    let mut by_manager: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (manager, field) in conflicts {
+        match by_manager.iter_mut().find(|(m, _)| m == manager) {
+            Some((_, fields)) => fields.push(field),
+            None => by_manager.push((manager, vec![field])),
+        }
+    }
+    let groups: Vec<String> = by_manager
+        .iter()
+        .map(|(manager, fields)| match fields.as_slice() {
+            [one] => format!("conflict with {manager:?}: {one}"),
+            many => format!(
+                "conflicts with {manager:?}:\n{}",
+                many.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n")
+            ),
+        })
+        .collect();
+    let count = conflicts.len();
+    let plural = if count == 1 { "conflict" } else { "conflicts" };
+    let detail = format!("Apply failed with {count} {plural}: {}", groups.join("\n"));
     ApiError::ApplyConflict { resource: GroupResource::of(resource), name: name.to_string(), detail }
 }
 
@@ -317,5 +398,35 @@ mod tests {
         assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
         let image = set.iter().find(|p| render(p).ends_with(".image")).expect("test data");
         assert_eq!(lookup(&deploy, image), Some(&json!("i")));
+    }
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+    use crate::resources::{of, Kind};
+
+    #[test]
+    fn updates_take_the_fields_they_change() {
+        let deployments = of(Kind::Deployment);
+        let mut created = json!({"metadata": {"name": "d"}, "spec": {"replicas": 1, "paused": false}});
+        track_update(deployments, "creator", None, None, &mut created);
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        track_update(deployments, "scaler", None, Some(&created), &mut scaled);
+        let managers = scaled["metadata"]["managedFields"].as_array().expect("managers").clone();
+        let owner_of = |field: &str| {
+            managers
+                .iter()
+                .filter(|m| m["fieldsV1"]["f:spec"].get(format!("f:{field}")).is_some())
+                .map(|m| m["manager"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(owner_of("replicas"), vec![json!("scaler")]);
+        assert_eq!(owner_of("paused"), vec![json!("creator")]);
+        // Writing the same again changes no entry.
+        let mut again = scaled.clone();
+        track_update(deployments, "scaler", None, Some(&scaled), &mut again);
+        assert_eq!(again["metadata"]["managedFields"], scaled["metadata"]["managedFields"]);
     }
 }

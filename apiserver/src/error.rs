@@ -125,6 +125,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Expired(String),
+    /// What the store refused (etcd's "request is too large"); kube-apiserver
+    /// passes it on as a 500 without a reason.
+    #[error("{0}")]
+    StoreRejected(String),
     /// A JSON patch whose operations do not apply (kube-apiserver's generic 422).
     #[error("the server rejected our request due to an error in our request")]
     PatchFailed(String),
@@ -204,7 +208,7 @@ impl ApiError {
             ApiError::NotAcceptable => 406,
             ApiError::Timeout(_) => 504,
             ApiError::Unavailable(_) => 503,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::StoreRejected(_) => 500,
         }
     }
 
@@ -225,6 +229,7 @@ impl ApiError {
             ApiError::Timeout(_) => "Timeout",
             ApiError::Unavailable(_) => "ServiceUnavailable",
             ApiError::Internal(_) => "InternalError",
+            ApiError::StoreRejected(_) => "",
         }
     }
 
@@ -254,9 +259,7 @@ impl ApiError {
                 Some(details)
             }
             ApiError::Internal(message) => Some(json!({"causes": [{"message": message}]})),
-            ApiError::PatchFailed(message) => {
-                Some(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": message}]}))
-            }
+            ApiError::PatchFailed(_) => Some(json!({})),
             _ => None,
         }
     }
@@ -269,9 +272,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.to_string(),
-            "reason": self.reason(),
             "code": self.code(),
         });
+        if !self.reason().is_empty() {
+            status["reason"] = json!(self.reason());
+        }
         if let Some(details) = self.details() {
             status["details"] = details;
         }
@@ -284,7 +289,7 @@ impl From<crate::storage::StorageError> for ApiError {
         use crate::storage::StorageError;
         match err {
             StorageError::Compacted { .. } => ApiError::Expired(err.to_string()),
-            StorageError::TooLarge => ApiError::TooLarge(err.to_string()),
+            StorageError::TooLarge => ApiError::StoreRejected(err.to_string()),
             StorageError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
             StorageError::Corrupt { .. } | StorageError::Encode(_) => ApiError::Internal(err.to_string()),
         }

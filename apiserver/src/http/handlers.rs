@@ -54,7 +54,19 @@ pub fn list_options(query: &HashMap<String, String>, kind: Kind) -> Result<ListO
     })
 }
 
-fn write_options(query: &HashMap<String, String>) -> Result<WriteOptions, ApiError> {
+/// The field manager: the `fieldManager` parameter, else the client's name
+/// from its User-Agent, as kube-apiserver takes it.
+fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    match query.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(manager) => manager.chars().take(128).collect(),
+        None => {
+            let agent = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+            agent.split('/').next().unwrap_or("unknown").chars().take(128).collect()
+        }
+    }
+}
+
+fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
@@ -65,8 +77,9 @@ fn write_options(query: &HashMap<String, String>) -> Result<WriteOptions, ApiErr
     Ok(WriteOptions {
         field_validation: FieldValidation::parse(query.get("fieldValidation").map(String::as_str).unwrap_or(""))?,
         dry_run,
-        field_manager: query.get("fieldManager").cloned().unwrap_or_default(),
+        field_manager: field_manager(query, headers),
         force: flag(query, "force"),
+        applying: false,
     })
 }
 
@@ -169,8 +182,9 @@ pub async fn handle(
         }
         ("GET", Some(name), Some(Subresource::Scale)) => ok(registry.get_scale(resource, &namespace, &name).await?),
         ("POST", None, None) => {
-            let written =
-                registry.create(resource, &namespace, decode_body(headers, body)?, &write_options(query)?).await?;
+            let written = registry
+                .create(resource, &namespace, decode_body(headers, body)?, &write_options(query, headers)?)
+                .await?;
             Ok(respond(StatusCode::CREATED, written.object).with_warnings(written.warnings))
         }
         ("POST", Some(name), Some(Subresource::Binding)) => {
@@ -191,19 +205,19 @@ pub async fn handle(
                     &name,
                     request.subresource,
                     decode_body(headers, body)?,
-                    &write_options(query)?,
+                    &write_options(query, headers)?,
                 )
                 .await?;
             let code = if written.created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(respond(code, written.object).with_warnings(written.warnings))
         }
         ("PUT", Some(name), Some(Subresource::Scale)) => {
-            ok(registry.set_scale(resource, &namespace, &name, None, body, &write_options(query)?).await?)
+            ok(registry.set_scale(resource, &namespace, &name, None, body, &write_options(query, headers)?).await?)
         }
         ("PATCH", Some(name), sub) => {
             let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let kind = PatchType::from_content_type(content_type)?;
-            let options = write_options(query)?;
+            let options = write_options(query, headers)?;
             if sub == Some(Subresource::Scale) {
                 return ok(registry.set_scale(resource, &namespace, &name, Some(kind), body, &options).await?);
             }

@@ -55,6 +55,8 @@ pub struct WriteOptions {
     pub dry_run: bool,
     pub field_manager: String,
     pub force: bool,
+    /// Set by server-side apply, which keeps `managedFields` itself.
+    pub applying: bool,
 }
 
 /// A written object and the warnings to send with it.
@@ -222,6 +224,9 @@ impl Registry {
         kinds::prepare_for_create(resource.kind, &mut object);
         let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
         admission::mutate_create(self, resource, &mut object).await?;
+        if !options.applying {
+            crate::apply::track_update(resource, &options.field_manager, None, None, &mut object);
+        }
         let name = meta::name(&object).to_string();
         let errors = validation::validate(resource.kind, &object, None);
         if !errors.is_empty() {
@@ -352,7 +357,10 @@ impl Registry {
     ) -> Result<Step, ApiError> {
         let name = meta::name(current).to_string();
         let object = kinds::prepare_for_update(resource, subresource, given, current);
-        let object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
+        let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
+        if !options.applying {
+            crate::apply::track_update(resource, &options.field_manager, subresource, Some(current), &mut object);
+        }
         let errors = validation::validate(resource.kind, &object, Some(current));
         if !errors.is_empty() {
             return Err(ApiError::invalid(resource, &name, errors));

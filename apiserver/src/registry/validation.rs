@@ -94,6 +94,7 @@ pub fn validate(kind: Kind, object: &Value, old: Option<&Value>) -> Vec<FieldErr
         }
         Kind::Service => errors.extend(validate_service(object)),
         Kind::ConfigMap | Kind::Secret => {
+            errors.extend(data_size(kind, object));
             for field in ["data", "binaryData", "stringData"] {
                 for key in meta::at(object, &[field]).and_then(Value::as_object).into_iter().flatten().map(|(k, _)| k) {
                     let ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
@@ -115,12 +116,33 @@ pub fn validate(kind: Kind, object: &Value, old: Option<&Value>) -> Vec<FieldErr
     errors
 }
 
+/// ConfigMaps and Secrets hold at most 1 MiB of data, as kube-apiserver checks.
+fn data_size(kind: Kind, object: &Value) -> Vec<FieldError> {
+    const MAX: usize = 1024 * 1024;
+    let size: usize = ["data", "binaryData", "stringData"]
+        .iter()
+        .filter_map(|f| meta::at(object, &[f]).and_then(Value::as_object))
+        .flatten()
+        .map(|(k, v)| {
+            k.len() + v.as_str().map(|s| if kind == Kind::Secret { s.len() * 3 / 4 } else { s.len() }).unwrap_or(0)
+        })
+        .sum();
+    if size <= MAX {
+        return Vec::new();
+    }
+    let field = if kind == Kind::Secret { "data" } else { "[]" };
+    vec![FieldError { field: field.into(), kind: crate::error::FieldErrorKind::TooLong { max: MAX } }]
+}
+
 fn validate_labels(object: &Value) -> Vec<FieldError> {
     let mut errors = Vec::new();
     for (key, value) in meta::labels(object).into_iter().flatten() {
         let text = value.as_str().unwrap_or("");
-        let ok = text.len() <= 63
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        if text.len() > 63 {
+            errors.push(FieldError::invalid("metadata.labels", text, "must be no more than 63 characters"));
+            continue;
+        }
+        let ok = text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && text.chars().next().is_none_or(|c| c.is_ascii_alphanumeric())
             && text.chars().last().is_none_or(|c| c.is_ascii_alphanumeric());
         if !ok {

@@ -215,7 +215,11 @@ fn session(api: &ApiServer) {
     assert_eq!(managers, "kubectl");
     let second = applied.replace("first", "second");
     let conflict = fails(api, &["apply", "--server-side", "--field-manager=other", "-f", "-"], Some(&second));
-    assert!(conflict.contains("conflict with \"kubectl\"") && conflict.contains(".data.owner"), "{conflict}");
+    assert_eq!(
+        conflict.lines().next().unwrap_or(""),
+        "error: Apply failed with 1 conflict: conflict with \"kubectl\": .data.owner",
+        "{conflict}"
+    );
     ok_stdin(api, &["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], &second);
     assert_eq!(ok(api, &["get", "cm", "ssa", "-n", "t", "-o", "jsonpath={.data.owner}"]), "second");
 
