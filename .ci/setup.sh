@@ -78,3 +78,8 @@ if [ ! -f "$CAIRN_K8S_PROTO_DIR/.complete" ]; then
     echo "setup: no Go toolchain; cairn-kube will be built without protobuf request bodies" >&2
   fi
 fi
+
+# The real kube-apiserver, the specification cairn-kube's differential test compares against.
+if [ "${1:-}" = "--with-etcd" ]; then
+  bash "$(dirname "${BASH_SOURCE[0]}")/kube-apiserver.sh"
+fi

@@ -68,7 +68,9 @@ pub fn prepare_for_create(kind: Kind, object: &mut Value) {
             let qos = qos_class(object);
             object["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
-        Kind::Deployment | Kind::ReplicaSet | Kind::Job | Kind::Service => {
+        // Go writes an empty status struct as {}.
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job => object["status"] = json!({}),
+        Kind::Service => {
             if let Some(map) = object.as_object_mut() {
                 map.remove("status");
             }

@@ -223,6 +223,7 @@ impl Registry {
         kinds::fill_system_fields(resource, &mut object);
         kinds::prepare_for_create(resource.kind, &mut object);
         let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
+        typed::finish(resource.kind, &mut object);
         admission::mutate_create(self, resource, &mut object).await?;
         if !options.applying {
             crate::apply::track_update(resource, &options.field_manager, None, None, &mut object);
@@ -358,6 +359,7 @@ impl Registry {
         let name = meta::name(current).to_string();
         let object = kinds::prepare_for_update(resource, subresource, given, current);
         let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
+        typed::finish(resource.kind, &mut object);
         if !options.applying {
             crate::apply::track_update(resource, &options.field_manager, subresource, Some(current), &mut object);
         }

@@ -39,7 +39,10 @@ fn decode_with(kind: Kind, value: Value, defaults: bool) -> Result<Value, String
         Kind::Node => through(value, |_: &mut Node| {}),
         Kind::Pod => through(value, |p: &mut Pod| {
             if defaults {
-                default_pod_spec(p.spec.get_or_insert_with(Default::default));
+                let spec = p.spec.get_or_insert_with(Default::default);
+                default_pod_spec(spec);
+                // A pod's own default, not its templates' (SetDefaults_Pod).
+                spec.enable_service_links.get_or_insert(true);
             }
         }),
         Kind::Service => through(value, |s: &mut Service| {
@@ -124,7 +127,6 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
     spec.security_context.get_or_insert_with(Default::default);
-    spec.enable_service_links.get_or_insert(true);
     for container in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         default_container(container);
     }
@@ -197,6 +199,21 @@ fn default_job(job: &mut Job) {
     spec.pod_replacement_policy.get_or_insert_with(|| "TerminatingOrFailed".into());
     spec.manual_selector.get_or_insert(false);
     default_pod_spec(spec.template.spec.get_or_insert_with(Default::default));
+}
+
+/// What Go's encoding writes that serde's leaves out: a pod template's zero
+/// `creationTimestamp` is `null`, not absent.
+pub fn finish(kind: Kind, object: &mut Value) {
+    let template = match kind {
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job => object.pointer_mut("/spec/template"),
+        _ => None,
+    };
+    if let Some(Value::Object(template)) = template {
+        let metadata = template.entry("metadata").or_insert_with(|| serde_json::json!({}));
+        if let Value::Object(metadata) = metadata {
+            metadata.entry("creationTimestamp").or_insert(Value::Null);
+        }
+    }
 }
 
 /// Fields present (and not null) in `given` but absent after decoding: the

@@ -7,27 +7,9 @@ use std::time::Duration;
 use cairn_testkit::kube::{kubectl_binary, ApiServer};
 use cairn_testkit::Flavor;
 
-use crate::{cluster_and_apiserver, eventually, fails, ok, ok_stdin};
+use crate::{cluster_and_apiserver, eventually, fails, ok, ok_stdin, DEPLOYMENT};
 
 const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: t\n";
-
-const DEPLOYMENT: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: t
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.25
-";
 
 const POD: &str = "apiVersion: v1
 kind: Pod

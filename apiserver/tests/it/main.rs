@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod clients;
+mod differential;
 mod kubectl;
 mod python;
 mod replicas;
@@ -15,6 +16,26 @@ use std::time::Duration;
 use anyhow::Result;
 use cairn_testkit::kube::ApiServer;
 use cairn_testkit::{Cluster, Flavor, Options};
+
+/// The Deployment both kubectl sessions apply.
+pub const DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: t
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports: [{containerPort: 80}]
+";
 
 /// A store of `size` members and one API server on it.
 pub async fn cluster_and_apiserver(flavor: Flavor, size: usize, flags: &[&str]) -> Result<(Cluster, ApiServer)> {

@@ -29,9 +29,29 @@ pub fn kubectl_binary() -> PathBuf {
     }
 }
 
+/// The real kube-apiserver's binary (`.ci/kube-apiserver.sh` builds it).
+pub const KUBE_APISERVER_ENV: &str = "CAIRN_KUBE_APISERVER";
+
+pub fn kube_apiserver_binary() -> PathBuf {
+    if let Ok(path) = std::env::var(KUBE_APISERVER_ENV) {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/cairn/kube-v1.33.7/kube-apiserver")
+}
+
+/// Which API server a test runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Cairn,
+    /// The real kube-apiserver 1.33.7, for differential tests.
+    Kube,
+}
+
 pub struct ApiServer {
     /// `https://ip:port`.
     pub url: String,
+    binary: PathBuf,
     pub kubeconfig: PathBuf,
     dir: PathBuf,
     args: Vec<String>,
@@ -43,16 +63,20 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts an API server on `endpoints` with extra flags, and waits until it is ready.
     pub async fn start(endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
+        ApiServer::start_as(Server::Cairn, endpoints, extra).await
+    }
+
+    pub async fn start_as(kind: Server, endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
         let temp = tempfile::tempdir()?;
         let dir = temp.path().to_path_buf();
-        let mut server = ApiServer::prepare(&dir, endpoints, extra)?;
+        let mut server = ApiServer::prepare(kind, &dir, endpoints, extra)?;
         server._temp = Some(temp);
         server.spawn()?;
         server.wait_ready(Duration::from_secs(60)).await?;
         Ok(server)
     }
 
-    fn prepare(dir: &Path, endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
+    fn prepare(kind: Server, dir: &Path, endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
         let ip = net::loopback_ip();
         let port = net::next_port();
         let url = format!("https://{ip}:{port}");
@@ -64,17 +88,45 @@ impl ApiServer {
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: admin\ncurrent-context: cairn\n"
             ),
         )?;
-        let mut args: Vec<String> = vec![
-            "apiserver".into(),
+        let mut args: Vec<String> = match kind {
+            Server::Cairn => vec!["apiserver".into()],
+            Server::Kube => {
+                let key = dir.join("sa.key");
+                let made = Command::new("openssl").args(["genrsa", "-out"]).arg(&key).arg("2048").output()?;
+                if !made.status.success() {
+                    bail!("openssl genrsa: {}", String::from_utf8_lossy(&made.stderr));
+                }
+                vec![
+                    format!("--service-account-key-file={}", key.display()),
+                    format!("--service-account-signing-key-file={}", key.display()),
+                    "--service-account-issuer=https://kubernetes.default.svc".into(),
+                    "--authorization-mode=AlwaysAllow".into(),
+                    "--service-cluster-ip-range=10.0.0.0/24".into(),
+                    format!("--advertise-address={ip}"),
+                ]
+            }
+        };
+        args.extend([
             format!("--etcd-servers={}", endpoints.join(",")),
             format!("--bind-address={ip}"),
             format!("--secure-port={port}"),
             format!("--cert-dir={}", dir.join("certs").display()),
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
-        ];
+        ]);
         args.extend(extra.iter().map(|a| a.to_string()));
+        let binary = match kind {
+            Server::Cairn => require(workspace_tool("cairn-kube"))?,
+            Server::Kube => {
+                let binary = kube_apiserver_binary();
+                if !binary.is_file() {
+                    bail!("{} is missing: `.ci/kube-apiserver.sh` builds it", binary.display());
+                }
+                binary
+            }
+        };
         Ok(ApiServer {
             url,
+            binary,
             kubeconfig,
             dir: dir.to_path_buf(),
             args,
@@ -85,15 +137,14 @@ impl ApiServer {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let binary = require(workspace_tool("cairn-kube"))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(binary)
+        let child = Command::new(&self.binary)
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting cairn-kube apiserver")?;
+            .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
     }

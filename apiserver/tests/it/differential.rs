@@ -1,0 +1,175 @@
+//! One kubectl session against cairn-kube (on Cairn) and against the real
+//! kube-apiserver 1.33.7 (on etcd 3.5.1): what kubectl prints must be the same,
+//! once ages and generated names are set aside. kube-apiserver is the specification.
+
+use cairn_testkit::kube::{kube_apiserver_binary, ApiServer, Server};
+use cairn_testkit::{Flavor, Options};
+
+use crate::DEPLOYMENT;
+
+// No service-account token volume: the real server would add one, and its
+// token controller is not part of this comparison.
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web-0
+  namespace: t
+  labels: {app: web}
+spec:
+  automountServiceAccountToken: false
+  containers:
+  - name: nginx
+    image: nginx
+    resources:
+      requests: {cpu: 100m}
+";
+
+/// The kubectl session: arguments and standard input.
+fn session() -> Vec<(Vec<String>, Option<String>)> {
+    let cmd = |args: &[&str]| (args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), None);
+    let with =
+        |args: &[&str], input: &str| (args.iter().map(|a| a.to_string()).collect::<Vec<_>>(), Some(input.to_string()));
+    let long = "a".repeat(70);
+    vec![
+        cmd(&["create", "namespace", "t"]),
+        cmd(&["create", "serviceaccount", "default", "-n", "t"]),
+        cmd(&["get", "ns"]),
+        cmd(&["get", "svc", "-n", "default", "-o", "wide"]),
+        cmd(&["get", "priorityclasses"]),
+        with(&["apply", "-f", "-"], DEPLOYMENT),
+        with(&["apply", "-f", "-"], DEPLOYMENT),
+        with(&["apply", "-f", "-"], &DEPLOYMENT.replace("replicas: 2", "replicas: 3")),
+        cmd(&["get", "deploy", "web", "-n", "t", "-o", "jsonpath={.spec}"]),
+        cmd(&["get", "deploy", "web", "-n", "t", "-o", "jsonpath={.metadata.generation} {.status}"]),
+        cmd(&["scale", "deploy", "web", "-n", "t", "--replicas=4"]),
+        cmd(&["get", "deploy", "-n", "t", "-o", "wide"]),
+        cmd(&["create", "deployment", "typed", "-n", "t", "--image=busybox", "--replicas=0"]),
+        cmd(&["get", "deploy", "typed", "-n", "t", "-o", "jsonpath={.spec}"]),
+        with(&["create", "-f", "-"], POD),
+        cmd(&["get", "pod", "web-0", "-n", "t", "-o", "jsonpath={.spec}"]),
+        cmd(&["get", "pod", "web-0", "-n", "t", "-o", "jsonpath={.status}"]),
+        cmd(&["get", "pods", "-n", "t", "-o", "wide"]),
+        cmd(&["label", "pod", "web-0", "-n", "t", "tier=front"]),
+        cmd(&["annotate", "pod", "web-0", "-n", "t", "note=hi"]),
+        cmd(&["get", "pods", "-n", "t", "-l", "tier in (front),app", "-o", "name"]),
+        cmd(&["get", "pods", "-A", "--field-selector", "status.phase=Pending,metadata.namespace=t", "-o", "name"]),
+        cmd(&["get", "pods", "-n", "t", "--field-selector", "spec.bogus=x"]),
+        cmd(&["create", "configmap", "c", "-n", "t", "--from-literal=a=1"]),
+        cmd(&["create", "secret", "generic", "s", "-n", "t", "--from-literal=p=q"]),
+        cmd(&["get", "cm,secret", "-n", "t"]),
+        cmd(&["patch", "cm", "c", "-n", "t", "--type=merge", "-p", r#"{"data":{"b":"2"}}"#]),
+        cmd(&["patch", "cm", "c", "-n", "t", "--type=json", "-p", r#"[{"op":"remove","path":"/data/missing"}]"#]),
+        cmd(&["get", "cm", "c", "-n", "t", "-o", "jsonpath={.data}"]),
+        with(&["create", "service", "clusterip", "s1", "-n", "t", "--tcp=80:8080"], ""),
+        cmd(&[
+            "get",
+            "svc",
+            "s1",
+            "-n",
+            "t",
+            "-o",
+            "jsonpath={.spec.ports} {.spec.type} {.spec.sessionAffinity} {.spec.ipFamilies}",
+        ]),
+        with(
+            &["apply", "--server-side", "-f", "-"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: t\ndata:\n  owner: first\n",
+        ),
+        with(
+            &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\n  namespace: t\ndata:\n  owner: second\n",
+        ),
+        cmd(&["get", "pod", "nope", "-n", "t"]),
+        cmd(&["get", "deploy", "nope", "-n", "t"]),
+        with(&["create", "-f", "-"], POD),
+        with(
+            &["create", "-f", "-"],
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name","namespace":"t"}}"#,
+        ),
+        with(
+            &["create", "-f", "-"],
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"empty","namespace":"t"},"spec":{"containers":[]}}"#,
+        ),
+        with(
+            &["create", "-f", "-"],
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"strict","namespace":"t"},"bogus":1}"#,
+        ),
+        with(
+            &["create", "-f", "-"],
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"absent"}}"#,
+        ),
+        cmd(&["create", "namespace", &long]),
+        cmd(&["explain", "deployment.spec.replicas"]),
+        cmd(&["delete", "cm", "c", "-n", "t"]),
+        cmd(&["delete", "pod", "web-0", "-n", "t", "--grace-period=0", "--force"]),
+        cmd(&["get", "cm", "-n", "t", "-o", "name"]),
+    ]
+}
+
+/// "0s", "12m", "3d4h": an age column's cell.
+fn is_age(token: &str) -> bool {
+    let mut digits = false;
+    let mut units = false;
+    for c in token.chars() {
+        if c.is_ascii_digit() {
+            digits = true;
+        } else if "smhdy".contains(c) && digits {
+            units = true;
+            digits = false;
+        } else {
+            return false;
+        }
+    }
+    units && !digits
+}
+
+/// Ages, and the spacing that aligns them, set aside.
+fn normalize(text: &str) -> String {
+    text.lines()
+        .map(|line| line.split_whitespace().map(|t| if is_age(t) { "<age>" } else { t }).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn run(api: &ApiServer, (args, input): &(Vec<String>, Option<String>)) -> String {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = api.kubectl_stdin(&args, input.as_deref());
+    format!(
+        "exit: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code().unwrap_or(-1),
+        normalize(&String::from_utf8_lossy(&out.stdout)),
+        normalize(&String::from_utf8_lossy(&out.stderr))
+    )
+}
+
+#[tokio::test]
+async fn t14_kubectl_prints_the_same_as_against_kube_apiserver() {
+    assert!(
+        kube_apiserver_binary().is_file(),
+        "{} is missing: `.ci/kube-apiserver.sh` builds it",
+        kube_apiserver_binary().display()
+    );
+    let etcd = Options::new(Flavor::Etcd, 1).start().await.expect("etcd");
+    let real = ApiServer::start_as(Server::Kube, &etcd.endpoints(), &[]).await.expect("kube-apiserver");
+    let cairn = Options::new(Flavor::Cairn, 1).start().await.expect("cairn");
+    let ours = ApiServer::start(&cairn.endpoints(), &[]).await.expect("cairn-kube");
+    let mut differences = Vec::new();
+    for step in session() {
+        let (expected, got) = (run(&real, &step), run(&ours, &step));
+        if expected != got {
+            differences.push(format!("kubectl {:?}\n--- kube-apiserver\n{expected}\n--- cairn-kube\n{got}\n", step.0));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} commands differ:\n{}",
+        differences.len(),
+        session().len(),
+        differences.join("\n")
+    );
+}
+
+#[test]
+fn ages_are_recognised() {
+    assert!(is_age("0s") && is_age("5m2s") && is_age("3d") && is_age("12h"));
+    assert!(!is_age("web") && !is_age("10") && !is_age("s") && !is_age("80/TCP"));
+}
