@@ -242,7 +242,69 @@ fn session(api: &ApiServer) {
     );
     assert_eq!(ok(api, &["get", "pods", "-n", "t", "-o", "name"]).trim(), "");
 
+    lifecycle(api);
     errors(api);
+}
+
+/// Priority admission, eviction, deletecollection, finalizers, and a terminating namespace.
+fn lifecycle(api: &ApiServer) {
+    let pod = |name: &str, extra: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"t"}},"spec":{{{extra}"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+        )
+    };
+    ok_stdin(api, &["create", "-f", "-"], &pod("critical", r#""priorityClassName":"system-node-critical","#));
+    assert_eq!(ok(api, &["get", "pod", "critical", "-n", "t", "-o", "jsonpath={.spec.priority}"]), "2000001000");
+    let unknown = fails(api, &["create", "-f", "-"], Some(&pod("nope", r#""priorityClassName":"nope","#)));
+    assert_eq!(unknown, "Error from server (Forbidden): error when creating \"STDIN\": pods \"nope\" is forbidden: no PriorityClass with name nope was found");
+
+    let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"critical","namespace":"t"}}"#;
+    ok_stdin(api, &["create", "--raw", "/api/v1/namespaces/t/pods/critical/eviction", "-f", "-"], eviction);
+    assert_eq!(
+        fails(api, &["get", "pod", "critical", "-n", "t"], None),
+        "Error from server (NotFound): pods \"critical\" not found"
+    );
+
+    for name in ["gone-1", "gone-2"] {
+        ok(api, &["create", "configmap", name, "-n", "typed"]);
+        ok(api, &["label", "cm", name, "-n", "typed", "sweep=yes"]);
+    }
+    ok(api, &["delete", "--raw", "/api/v1/namespaces/typed/configmaps?labelSelector=sweep%3Dyes"]);
+    assert_eq!(
+        ok(api, &["get", "cm", "-n", "typed", "-l", "sweep", "-o", "name"]).trim(),
+        "",
+        "deletecollection removed both"
+    );
+
+    let held = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","namespace":"typed","finalizers":["example.com/hold"]}}"#;
+    ok_stdin(api, &["create", "-f", "-"], held);
+    ok(api, &["delete", "cm", "held", "-n", "typed", "--wait=false"]);
+    assert!(
+        !ok(api, &["get", "cm", "held", "-n", "typed", "-o", "jsonpath={.metadata.deletionTimestamp}"]).is_empty(),
+        "marked, not removed"
+    );
+    ok(
+        api,
+        &[
+            "patch",
+            "cm",
+            "held",
+            "-n",
+            "typed",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ],
+    );
+    assert_eq!(
+        fails(api, &["get", "cm", "held", "-n", "typed"], None),
+        "Error from server (NotFound): configmaps \"held\" not found"
+    );
+
+    ok(api, &["delete", "namespace", "typed", "--wait=false"]);
+    assert_eq!(ok(api, &["get", "ns", "typed", "-o", "jsonpath={.status.phase}"]), "Terminating");
+    let late = fails(api, &["create", "configmap", "late", "-n", "typed"], None);
+    assert_eq!(late, "error: failed to create configmap: configmaps \"late\" is forbidden: unable to create new content in namespace typed because it is being terminated");
 }
 
 fn create_fails(api: &ApiServer, input: &str) -> String {

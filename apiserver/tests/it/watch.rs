@@ -158,3 +158,59 @@ async fn t41_compacted_resource_versions_get_410_and_kube_rs_relists() {
     }
     watcher_task.abort();
 }
+
+#[tokio::test]
+async fn t42_continue_tokens_expire_with_compaction_and_watches_get_bookmarks() {
+    let (cluster, api) = cluster_and_apiserver(Flavor::Cairn, 1, &[]).await.expect("start");
+    let client = kube_client(&api).await.expect("client");
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    for name in ["a", "b", "c"] {
+        maps.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).expect("a ConfigMap"),
+        )
+        .await
+        .expect("create");
+    }
+    let (code, body) = api.get("/api/v1/namespaces/default/configmaps?limit=1");
+    assert_eq!(code, 200);
+    let page: serde_json::Value = serde_json::from_str(&body).expect("a list");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(page["metadata"]["remainingItemCount"], 2);
+    let token = page["metadata"]["continue"].as_str().expect("a continue token").to_string();
+    let (code, next) = api.get(&format!("/api/v1/namespaces/default/configmaps?limit=5&continue={token}"));
+    assert_eq!(code, 200, "{next}");
+
+    maps.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "d"}})).expect("a ConfigMap"),
+    )
+    .await
+    .expect("create");
+    let mut store = cairn_testkit::client(&cluster.endpoints()[0]).await;
+    let revision = store.get("x", None).await.expect("get").header().expect("header").revision();
+    store.compact(revision, None).await.expect("compact");
+    let (code, expired) = api.get(&format!("/api/v1/namespaces/default/configmaps?limit=5&continue={token}"));
+    assert_eq!(code, 410, "{expired}");
+    let status: serde_json::Value = serde_json::from_str(&expired).expect("a Status");
+    assert_eq!(status["reason"], "Expired");
+    assert!(
+        status["message"].as_str().unwrap_or("").starts_with("The provided continue parameter is too old"),
+        "{status}"
+    );
+
+    // A quiet watch that allows bookmarks gets one, carrying the current revision.
+    let (code, events) = api.get_with_timeout(
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&allowWatchBookmarks=true&timeoutSeconds=12",
+        20,
+    );
+    assert_eq!(code, 200);
+    let bookmark = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["type"] == "BOOKMARK")
+        .expect("a BOOKMARK event");
+    let at: i64 =
+        bookmark["object"]["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).expect("a revision");
+    assert!(at >= revision - 1, "bookmark at {at}, store at {revision}");
+}

@@ -174,11 +174,16 @@ impl ApiServer {
 
     /// GET a path with the admin token; the status code and body.
     pub fn get(&self, path: &str) -> (u16, String) {
+        self.get_with_timeout(path, 5)
+    }
+
+    /// GET with a longer bound, for watches.
+    pub fn get_with_timeout(&self, path: &str, seconds: u64) -> (u16, String) {
         let out = Command::new("curl")
             .args([
                 "-sk",
                 "--max-time",
-                "5",
+                &seconds.to_string(),
                 "-w",
                 "\n%{http_code}",
                 "-H",
