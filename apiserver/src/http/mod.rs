@@ -95,6 +95,11 @@ impl Reply {
         self
     }
 
+    fn with_warning(mut self, warning: &str) -> Reply {
+        self.warnings.push(warning.to_string());
+        self
+    }
+
     fn with_content_type(mut self, content_type: &'static str) -> Reply {
         self.content_type = content_type;
         self
@@ -323,7 +328,15 @@ async fn dispatch(
         Route::SelfSubjectReview => Err(ApiError::MethodNotAllowed),
         Route::Resource(resource_request) => {
             let output = request::output(accept)?;
-            handlers::handle(server, resource_request, method, query, headers, output, body).await
+            let endpoints = resource_request.resource.kind == crate::resources::Kind::Endpoints;
+            let reply = handlers::handle(server, resource_request, method, query, headers, output, body).await;
+            if endpoints {
+                // kube-apiserver 1.33 warns on every use of v1 Endpoints.
+                return reply.map(|r| {
+                    r.with_warning("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice")
+                });
+            }
+            reply
         }
         Route::NotFound => Err(ApiError::NoRoute),
     }

@@ -11,7 +11,10 @@ use crate::selector::LabelSelector;
 
 /// Kinds whose `metadata.generation` tracks spec changes.
 fn has_generation(kind: Kind) -> bool {
-    matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::Job | Kind::Pod)
+    matches!(
+        kind,
+        Kind::Deployment | Kind::ReplicaSet | Kind::Job | Kind::Pod | Kind::PriorityClass | Kind::EndpointSlice
+    )
 }
 
 /// Kinds that a PUT may create (kube-apiserver's AllowCreateOnUpdate).
@@ -68,14 +71,59 @@ pub fn prepare_for_create(kind: Kind, object: &mut Value) {
             let qos = qos_class(object);
             object["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
+        Kind::Job => {
+            generate_job_selector(object);
+            object["status"] = json!({});
+        }
+        // TaintNodesByCondition: a new node is not ready until the node controller says so.
+        Kind::Node => {
+            let taint = json!({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"});
+            let spec = object.as_object_mut().map(|m| m.entry("spec").or_insert_with(|| json!({})));
+            if let Some(Value::Object(spec)) = spec {
+                let taints = spec.entry("taints").or_insert_with(|| json!([]));
+                if let Value::Array(list) = taints {
+                    if !list.iter().any(|t| t["key"] == taint["key"] && t["effect"] == taint["effect"]) {
+                        list.push(taint);
+                    }
+                }
+            }
+        }
         // Go writes an empty status struct as {}.
-        Kind::Deployment | Kind::ReplicaSet | Kind::Job => object["status"] = json!({}),
+        Kind::Deployment | Kind::ReplicaSet => object["status"] = json!({}),
         Kind::Service => {
             if let Some(map) = object.as_object_mut() {
                 map.remove("status");
             }
         }
         _ => {}
+    }
+}
+
+/// A Job without `manualSelector` selects its pods by its own uid, as
+/// kube-apiserver's job strategy generates it.
+fn generate_job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = meta::uid(job).to_string();
+    let name = meta::name(job).to_string();
+    if let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+        let template = spec.entry("template").or_insert_with(|| json!({}));
+        let metadata = template.as_object_mut().map(|t| t.entry("metadata").or_insert_with(|| json!({})));
+        if let Some(Value::Object(metadata)) = metadata {
+            let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+            if let Value::Object(labels) = labels {
+                for (key, value) in [
+                    ("batch.kubernetes.io/controller-uid", &uid),
+                    ("batch.kubernetes.io/job-name", &name),
+                    ("controller-uid", &uid),
+                    ("job-name", &name),
+                ] {
+                    labels.insert(key.into(), json!(value));
+                }
+            }
+        }
     }
 }
 

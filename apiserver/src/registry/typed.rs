@@ -204,6 +204,9 @@ fn default_job(job: &mut Job) {
 /// What Go's encoding writes that serde's leaves out: a pod template's zero
 /// `creationTimestamp` is `null`, not absent.
 pub fn finish(kind: Kind, object: &mut Value) {
+    if kind == Kind::Node {
+        finish_node_status(object);
+    }
     let template = match kind {
         Kind::Deployment | Kind::ReplicaSet | Kind::Job => object.pointer_mut("/spec/template"),
         _ => None,
@@ -212,6 +215,25 @@ pub fn finish(kind: Kind, object: &mut Value) {
         let metadata = template.entry("metadata").or_insert_with(|| serde_json::json!({}));
         if let Value::Object(metadata) = metadata {
             metadata.entry("creationTimestamp").or_insert(Value::Null);
+        }
+    }
+}
+
+/// A node's status as Go writes it: zero condition times as null, and the
+/// kubelet's endpoint port even when 0.
+fn finish_node_status(node: &mut Value) {
+    let Some(Value::Object(status)) = node.get_mut("status") else { return };
+    let endpoints = status.entry("daemonEndpoints").or_insert_with(|| serde_json::json!({}));
+    if let Value::Object(endpoints) = endpoints {
+        let kubelet = endpoints.entry("kubeletEndpoint").or_insert_with(|| serde_json::json!({}));
+        if let Value::Object(kubelet) = kubelet {
+            kubelet.entry("Port").or_insert(serde_json::json!(0));
+        }
+    }
+    if let Some(Value::Array(conditions)) = status.get_mut("conditions") {
+        for condition in conditions.iter_mut().filter_map(Value::as_object_mut) {
+            condition.entry("lastHeartbeatTime").or_insert(Value::Null);
+            condition.entry("lastTransitionTime").or_insert(Value::Null);
         }
     }
 }
