@@ -69,7 +69,11 @@ pub async fn apply(
                 .collect();
             let mut conflicts: Vec<(String, String)> = Vec::new();
             for other in managers.iter().filter(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply")) {
-                for path in from_fields_v1(&other["fieldsV1"]) {
+                // A list item itself is never a conflict: only the values inside it are.
+                for path in from_fields_v1(&other["fieldsV1"])
+                    .into_iter()
+                    .filter(|p| !p.last().is_some_and(|e| e.starts_with("k:")))
+                {
                     if owned.contains(&path)
                         && lookup(live, &path) != lookup(&applied, &path)
                         && lookup(&applied, &path).is_some()
@@ -110,18 +114,15 @@ pub async fn apply(
                 crate::patch::PatchType::Strategic,
                 patch_body.to_string().as_bytes(),
             )?;
-            // The same fields applied again keep their entry (and its time): a no-op apply writes nothing.
-            let unchanged = managers
-                .iter()
-                .find(|m| {
-                    m["manager"] == manager.as_str()
-                        && m["operation"] == "Apply"
-                        && from_fields_v1(&m["fieldsV1"]) == owned
-                })
-                .cloned();
-            managers.retain(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply"));
-            managers.retain(|m| m["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
-            managers.push(unchanged.unwrap_or_else(|| entry(&owned)));
+            // The same fields applied again keep their entry, its time and its
+            // place: a no-op apply writes nothing.
+            let mine = |m: &Value| m["manager"] == manager.as_str() && m["operation"] == "Apply";
+            match managers.iter().position(&mine) {
+                Some(i) if from_fields_v1(&managers[i]["fieldsV1"]) == owned => {}
+                Some(i) => managers[i] = entry(&owned),
+                None => managers.push(entry(&owned)),
+            }
+            managers.retain(|m| mine(m) || m["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
             meta::set(&mut next, "managedFields", Value::Array(managers));
             Ok(next)
         })
@@ -151,14 +152,25 @@ pub fn track_update(
     let before = old.map(fields).unwrap_or_default();
     let after = fields(new);
     let empty = Value::Null;
-    let changed: BTreeSet<Path> =
-        after.iter().filter(|p| old.is_none_or(|o| lookup(new, p) != lookup(o, p))).cloned().collect();
-    let removed: BTreeSet<Path> = before.difference(&after).cloned().collect();
-    let mut managers: Vec<Value> = old
-        .and_then(|o| meta::at(o, &["metadata", "managedFields"]))
-        .and_then(Value::as_array)
+    // A list item counts as changed when it appears; the values inside it count on their own.
+    let changed: BTreeSet<Path> = after
+        .iter()
+        .filter(|p| match old {
+            None => true,
+            Some(o) if p.last().is_some_and(|e| e.starts_with("k:")) => lookup(o, p).is_none(),
+            Some(o) => lookup(new, p) != lookup(o, p),
+        })
         .cloned()
-        .unwrap_or_default();
+        .collect();
+    let removed: BTreeSet<Path> = before.difference(&after).cloned().collect();
+    // Entries the client rewrote itself (kubectl's migration from client-side
+    // apply does) replace the stored ones, as kube-apiserver accepts them.
+    let stored = old.and_then(|o| meta::at(o, &["metadata", "managedFields"])).and_then(Value::as_array).cloned();
+    let supplied = meta::at(new, &["metadata", "managedFields"]).and_then(Value::as_array).cloned();
+    let mut managers: Vec<Value> = match (supplied, stored) {
+        (Some(given), stored) if old.is_some() && Some(&given) != stored.as_ref() => given,
+        (_, stored) => stored.unwrap_or_default(),
+    };
     if changed.is_empty() && removed.is_empty() {
         if !managers.is_empty() {
             meta::set(new, "managedFields", Value::Array(managers));
@@ -289,14 +301,18 @@ fn to_fields_v1(set: &BTreeSet<Path>) -> Value {
     let mut root = Map::new();
     for path in set {
         let mut node = &mut root;
-        for (i, element) in path.iter().enumerate() {
+        for element in path {
             let entry = node.entry(element.clone()).or_insert_with(|| json!({}));
-            let last = i + 1 == path.len();
-            let map = entry.as_object_mut().expect("fieldsV1 nodes are objects");
-            if last && set.iter().any(|p| p.len() > path.len() && p.starts_with(path)) {
-                map.insert(".".into(), json!({}));
+            node = entry.as_object_mut().expect("fieldsV1 nodes are objects");
+        }
+    }
+    // A member that also has members below it is marked with ".".
+    for path in set {
+        let node = path.iter().try_fold(&mut root, |node, element| node.get_mut(element)?.as_object_mut());
+        if let Some(node) = node {
+            if !node.is_empty() {
+                node.insert(".".into(), json!({}));
             }
-            node = map;
         }
     }
     Value::Object(root)

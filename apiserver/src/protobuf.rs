@@ -178,13 +178,16 @@ mod decoding {
     /// empty ones: a zero is dropped unless it can mean something.
     fn is_unset(name: &str, value: &Field) -> bool {
         let zero = match value {
-            Field::String(s) => return s.is_empty(),
+            Field::String(s) => s.is_empty(),
             Field::Bool(b) => !b,
             Field::I32(n) | Field::EnumNumber(n) => *n == 0,
             Field::I64(n) => *n == 0,
             Field::U32(n) => *n == 0,
             Field::U64(n) => *n == 0,
-            Field::Message(m) if m.descriptor().full_name().ends_with("meta.v1.Time") => {
+            Field::Message(m)
+                if m.descriptor().full_name().ends_with("meta.v1.Time")
+                    || m.descriptor().full_name().ends_with("meta.v1.MicroTime") =>
+            {
                 !m.fields().any(|(_, v)| !matches!(v, Field::I64(0) | Field::I32(0)))
             }
             _ => false,

@@ -167,7 +167,13 @@ fn default_service(service: &mut Service) {
     }
     for port in spec.ports.iter_mut().flatten() {
         port.protocol.get_or_insert_with(|| "TCP".into());
-        if port.target_port.is_none() {
+        // Go writes an unset targetPort as 0: both mean "the port itself".
+        let unset = match &port.target_port {
+            None => true,
+            Some(IntOrString::Int(n)) => *n == 0,
+            Some(IntOrString::String(s)) => s.is_empty(),
+        };
+        if unset {
             port.target_port = Some(IntOrString::Int(port.port));
         }
     }
@@ -204,6 +210,14 @@ fn default_job(job: &mut Job) {
 /// What Go's encoding writes that serde's leaves out: a pod template's zero
 /// `creationTimestamp` is `null`, not absent.
 pub fn finish(kind: Kind, object: &mut Value) {
+    // Go omits empty label and annotation maps.
+    if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
+        for key in ["labels", "annotations"] {
+            if metadata.get(key).is_some_and(|v| v.as_object().is_some_and(|m| m.is_empty())) {
+                metadata.remove(key);
+            }
+        }
+    }
     if kind == Kind::Node {
         finish_node_status(object);
     }

@@ -75,6 +75,10 @@ pub fn validate(kind: Kind, object: &Value, old: Option<&Value>) -> Vec<FieldErr
             if !ip(old).is_empty() && ip(object) != ip(old) {
                 errors.push(FieldError::invalid("spec.clusterIPs[0]", ip(object), "may not change once set"));
             }
+            let ips = |o: &Value| o.pointer("/spec/clusterIPs").cloned().unwrap_or(Value::Null);
+            if !ips(old).is_null() && ips(object) != ips(old) {
+                errors.push(FieldError::invalid("spec.clusterIPs", ips(object).to_string(), "may not change once set"));
+            }
         }
     }
     errors.extend(validate_labels(object));

@@ -76,6 +76,12 @@ fn is_transient(err: &etcd_client::Error) -> bool {
     }
 }
 
+/// Failures that happen before a request leaves this process: nothing to be unsure about.
+fn never_sent(err: &etcd_client::Error) -> bool {
+    let text = err.to_string();
+    ["error trying to connect", "tcp connect error", "Connection refused", "no leader"].iter().any(|m| text.contains(m))
+}
+
 pub(crate) fn decode(kv: &KeyValue) -> Result<Stored, StorageError> {
     let key = String::from_utf8_lossy(kv.key()).to_string();
     let mut object: Value =
@@ -204,24 +210,20 @@ impl Storage {
             let options = lease.map(|id| PutOptions::new().with_lease(id));
             TxnOp::put(key, bytes.clone(), options)
         };
-        self.txn(key, expected, put, Some(&bytes)).await
+        self.txn(key, expected, put).await
     }
 
     /// Deletes `key` if its mod_revision is `expected`.
     pub async fn delete(&self, key: &str, expected: i64) -> Result<Swap, StorageError> {
-        self.txn(key, expected, || TxnOp::delete(key, None), None).await
+        self.txn(key, expected, || TxnOp::delete(key, None)).await
     }
 
-    /// A compare-and-swap on `key`. A failure that may have followed a commit
-    /// (a lost connection, a leader change) is resolved by reading the key
-    /// before trying again, so that our own write is never taken for someone else's.
-    async fn txn(
-        &self,
-        key: &str,
-        expected: i64,
-        op: impl Fn() -> TxnOp,
-        written: Option<&[u8]>,
-    ) -> Result<Swap, StorageError> {
+    /// A compare-and-swap on `key`. It is sent again only after failures that
+    /// prove it never reached a member; after any other (a connection lost
+    /// mid-request, a leader change) its outcome is unknown and the error goes
+    /// to the caller, as kube-apiserver's does: reading the key afterwards
+    /// cannot tell our write from another writer's identical one.
+    async fn txn(&self, key: &str, expected: i64, op: impl Fn() -> TxnOp) -> Result<Swap, StorageError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -232,19 +234,14 @@ impl Storage {
             let mut kv = self.kv.clone();
             let response = match kv.txn(txn).await {
                 Ok(response) => response,
-                Err(err) if attempt < ATTEMPTS && is_transient(&err) => {
-                    tracing::debug!(%err, attempt, "write failed; checking whether it landed");
+                Err(err) if attempt < ATTEMPTS && never_sent(&err) => {
+                    tracing::debug!(%err, attempt, "write not sent; sending it again");
                     tokio::time::sleep(RETRY_PAUSE).await;
-                    let now = self.retry(|mut c| async move { c.get(key, None).await }).await?;
-                    let header = now.header().map(|h| h.revision()).unwrap_or(0);
-                    match (written, now.kvs().first()) {
-                        (Some(bytes), Some(kv)) if kv.mod_revision() > expected && kv.value() == bytes => {
-                            return Ok(Swap::Done(kv.mod_revision()))
-                        }
-                        (None, None) if expected > 0 => return Ok(Swap::Done(header)),
-                        // Not landed, or another writer won: the compare decides when we try again.
-                        _ => continue,
-                    }
+                    continue;
+                }
+                // It may have landed: only the caller (and its client) can decide what to do.
+                Err(err) if is_transient(&err) => {
+                    return Err(StorageError::Unavailable(format!("the outcome of the write is unknown: {err}")))
                 }
                 Err(err) => return Err(err.into()),
             };
