@@ -64,10 +64,15 @@ fn leader_kills_and_partitions_pass_then_a_broken_member_fails() {
     // A member that serves linearizable reads locally, without ReadIndex: caught
     // by a stale read, of a register, of a revoked lease's key, or of a header
     // revision behind one the client saw, whichever the timing exposes first.
-    let broken = dir.path().join("broken");
-    let args = ["--duration", "30s", "--seed", "12", "--faults", "partition-leader,partition-majority"];
-    let (passed, report) = run(&broken, &[&args[..], &["--broken", "unsafe-local-reads"]].concat());
-    assert!(!passed, "the broken member was not caught");
+    // Whether a client reads from the cut-off leader in time is up to the
+    // scheduler of a loaded machine: up to three seeds, and one must catch it.
+    let caught = ["12", "13", "14"].into_iter().find_map(|seed| {
+        let broken = dir.path().join(format!("broken-{seed}"));
+        let args = ["--duration", "30s", "--seed", seed, "--faults", "partition-leader,partition-majority"];
+        let (passed, report) = run(&broken, &[&args[..], &["--broken", "unsafe-local-reads"]].concat());
+        (!passed).then_some((broken, report))
+    });
+    let (broken, report) = caught.expect("the broken member was not caught with any of three seeds");
     let stale_read = ["linearizability per key", "leases", "revisions unique and monotonic"]
         .into_iter()
         .find_map(|name| verdict(&report, name)["Fail"].as_str())
