@@ -9,5 +9,9 @@ bash .ci/invariants.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --release --workspace --no-fail-fast --test-threads 2
 else
-  cargo test --release --workspace --no-fail-fast -- --test-threads 2
+  # Unit tests one at a time: two RocksDB instances torn down at once at the
+  # end of the process can abort it after every test has passed.
+  cargo test --release --workspace --no-fail-fast --lib --bins -- --test-threads 1
+  cargo test --release --workspace --no-fail-fast --test '*' -- --test-threads 2
+  cargo test --release --workspace --no-fail-fast --doc
 fi
