@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
@@ -223,10 +223,7 @@ async fn handle(
         Err(err) => error_reply(&err),
         Ok(user) => {
             tracing::debug!(user = %user.name, %peer, method = %parts.method, path = %parts.uri.path(), "request");
-            let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-                Ok(collected) => Ok(collected.to_bytes()),
-                Err(_) => Err(ApiError::TooLarge(format!("limit is {MAX_BODY_BYTES}"))),
-            };
+            let body = read_body(body).await;
             match body {
                 Ok(body) => dispatch(&server, &user, route, &parts.method, &parts.headers, &query, &body)
                     .await
@@ -237,6 +234,30 @@ async fn handle(
     };
     server.metrics.observe(labels, reply.status.as_u16(), started.elapsed());
     reply.into_response(pretty)
+}
+
+/// How much of a too-large body is read and thrown away before answering, so
+/// that the client, still sending, gets the 413 rather than a reset connection.
+const DRAIN_BYTES: usize = 4 * MAX_BODY_BYTES;
+
+async fn read_body(mut body: Incoming) -> Result<bytes::Bytes, ApiError> {
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len();
+        if seen > DRAIN_BYTES {
+            break;
+        }
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError::TooLarge(format!("limit is {MAX_BODY_BYTES}")));
+    }
+    Ok(kept.freeze())
 }
 
 async fn dispatch(
