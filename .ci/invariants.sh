@@ -57,6 +57,12 @@ if [ -f apiserver/Cargo.toml ]; then
   offends "selectors, tables, patches and the registry's kind rules do no I/O" \
     "$(rs -E 'std::(fs|net|process)|tokio|crate::storage' apiserver/src/selector.rs apiserver/src/table.rs apiserver/src/patch.rs apiserver/src/registry/{kinds,typed,validation}.rs)"
 
+  offends "scheduler plugins, preemption, endpoint reconcile and proxy rules are pure (no I/O, no clock)" \
+    "$(rs -E 'std::(fs|process)|std::net::(Tcp|Udp)|tokio|Instant::now|Timestamp::now|client::now|\.await' apiserver/src/scheduler/{plugins,preemption}.rs apiserver/src/proxy/rules.rs apiserver/src/controllers/endpoints.rs apiserver/src/quantity.rs | grep -v 'pub async fn pass')"
+
+  offends "the cluster's components reach the store only through the API server" \
+    "$(rs -E 'crate::(storage|registry|cacher)' apiserver/src/{client,controllers,scheduler,kubelet,proxy})"
+
   offends "the apiserver reaches the store only through the etcd API (no cairn-store)" \
     "$(for crate in $(cargo metadata --offline --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"] if "/apiserver/" in p["manifest_path"]))'); do workspace_deps "$crate" | grep -x 'cairn-store'; done)"
 fi

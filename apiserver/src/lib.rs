@@ -16,3 +16,24 @@ pub mod selector;
 pub mod server;
 pub mod storage;
 pub mod table;
+
+// The cluster's other components; they reach the API server only.
+pub mod client;
+pub mod controllers;
+pub mod kubelet;
+pub mod proxy;
+pub mod quantity;
+pub mod scheduler;
+pub mod up;
+
+/// Resolves on Ctrl-C or SIGTERM, as every component stops on either.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

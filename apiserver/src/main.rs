@@ -16,6 +16,16 @@ struct Cli {
 enum Command {
     /// The Kubernetes API server, keeping every object in Cairn or etcd.
     Apiserver(Box<cairn_kube::config::ApiServerConfig>),
+    /// kube-controller-manager's controllers, with leader election.
+    ControllerManager(Box<cairn_kube::controllers::ControllerManagerConfig>),
+    /// The scheduler: filter, score, preempt, bind; with leader election.
+    Scheduler(Box<cairn_kube::scheduler::SchedulerConfig>),
+    /// Hollow nodes: kubelets over a simulated container runtime.
+    Kubelet(Box<cairn_kube::kubelet::KubeletConfig>),
+    /// kube-proxy for hollow nodes: the rule table, and userspace forwarding on loopback ClusterIPs.
+    Proxy(Box<cairn_kube::proxy::ProxyConfig>),
+    /// The whole cluster in one command: store, API server, controllers, scheduler, nodes, proxy.
+    Up(Box<cairn_kube::up::UpConfig>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +41,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Apiserver(config) => runtime.block_on(cairn_kube::server::run(*config))?,
+        Command::ControllerManager(config) => runtime.block_on(cairn_kube::controllers::run(*config))?,
+        Command::Scheduler(config) => runtime.block_on(cairn_kube::scheduler::run(*config))?,
+        Command::Kubelet(config) => runtime.block_on(cairn_kube::kubelet::run(*config))?,
+        Command::Proxy(config) => runtime.block_on(cairn_kube::proxy::run(*config))?,
+        Command::Up(config) => runtime.block_on(cairn_kube::up::run(*config))?,
     }
     Ok(())
 }

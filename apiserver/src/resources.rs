@@ -27,6 +27,8 @@ pub enum Subresource {
     Scale,
     Binding,
     Eviction,
+    /// A namespace's `spec.finalizers`, which the namespace controller clears.
+    Finalize,
 }
 
 impl Subresource {
@@ -35,12 +37,13 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
+            Subresource::Finalize => "finalize",
             Subresource::Eviction => "eviction",
         }
     }
 
     pub fn parse(name: &str) -> Option<Subresource> {
-        [Subresource::Status, Subresource::Scale, Subresource::Binding, Subresource::Eviction]
+        [Subresource::Status, Subresource::Scale, Subresource::Binding, Subresource::Eviction, Subresource::Finalize]
             .into_iter()
             .find(|s| s.name() == name)
     }
@@ -89,6 +92,7 @@ impl Resource {
 
 const ALL: &[&str] = &["all"];
 const STATUS: &[Subresource] = &[Subresource::Status];
+const STATUS_FINALIZE: &[Subresource] = &[Subresource::Status, Subresource::Finalize];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 
 pub static RESOURCES: &[Resource] = &[
@@ -102,7 +106,7 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: false,
         short_names: &["ns"],
         categories: &[],
-        subresources: STATUS,
+        subresources: STATUS_FINALIZE,
         storage_folder: "namespaces",
         schema: "io.k8s.api.core.v1.Namespace",
     },

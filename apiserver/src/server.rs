@@ -127,5 +127,13 @@ async fn bootstrap_once(registry: &Registry, advertised: &str, port: u16) -> Res
         "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": advertised}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
-    ignore_exists(registry.create(of(Kind::Endpoints), "default", endpoints, &options).await)
+    ignore_exists(registry.create(of(Kind::Endpoints), "default", endpoints, &options).await)?;
+    // kube-apiserver keeps the slice too; kube-proxy routes the kubernetes Service by it.
+    let slice = json!({
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [advertised], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    ignore_exists(registry.create(of(Kind::EndpointSlice), "default", slice, &options).await)
 }

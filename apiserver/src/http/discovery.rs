@@ -25,6 +25,7 @@ fn subresource_shape(
         Subresource::Scale => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
         Subresource::Binding => ("", "v1", "Binding", &["create"]),
         Subresource::Eviction => ("policy", "v1", "Eviction", &["create"]),
+        Subresource::Finalize => ("", "v1", "Namespace", &["update"]),
     }
 }
 

@@ -11,7 +11,7 @@ use super::{respond, Reply, Server};
 use crate::error::ApiError;
 use crate::meta;
 use crate::patch::PatchType;
-use crate::registry::{DeleteOptions, FieldValidation, ListOptions, WriteOptions};
+use crate::registry::{DeleteOptions, FieldValidation, ListOptions, Propagation, WriteOptions};
 use crate::resources::{Kind, Subresource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::table::{self, IncludeObject};
@@ -99,6 +99,12 @@ fn delete_options(
     }
     if query.get("dryRun").map(String::as_str) == Some("All") {
         options.dry_run = true;
+    }
+    let orphan = query.get("orphanDependents").map(|v| v == "true");
+    if let Some(policy) =
+        Propagation::parse(query.get("propagationPolicy").map(String::as_str), orphan).map_err(ApiError::BadRequest)?
+    {
+        options.propagation = Some(policy);
     }
     Ok(options)
 }
@@ -197,7 +203,7 @@ pub async fn handle(
             registry.delete(resource, &namespace, &name, &options).await?;
             Ok(respond(StatusCode::CREATED, status_success(&request, &name, "", 201)))
         }
-        ("PUT", Some(name), None | Some(Subresource::Status)) => {
+        ("PUT", Some(name), None | Some(Subresource::Status) | Some(Subresource::Finalize)) => {
             let written = registry
                 .update(
                     resource,

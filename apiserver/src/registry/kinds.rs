@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::Step;
+use super::{Propagation, Step};
 use crate::meta;
 use crate::resources::{Kind, Resource, Subresource};
 use crate::selector::LabelSelector;
@@ -161,6 +161,12 @@ pub fn prepare_for_update(
     current: &Value,
 ) -> Value {
     let mut object = match subresource {
+        // finalize changes spec.finalizers and nothing else.
+        Some(Subresource::Finalize) => {
+            let mut object = current.clone();
+            object["spec"]["finalizers"] = given["spec"]["finalizers"].clone();
+            object
+        }
         Some(Subresource::Status) => {
             let mut object = current.clone();
             match given.get("status") {
@@ -202,7 +208,7 @@ pub fn prepare_for_update(
             None => meta::remove(&mut object, key),
         }
     }
-    if resource.kind == Kind::Namespace && subresource.is_none() {
+    if resource.kind == Kind::Namespace && subresource != Some(Subresource::Finalize) {
         object["spec"] = current.get("spec").cloned().unwrap_or(Value::Null);
     }
     if resource.kind == Kind::Service {
@@ -239,6 +245,10 @@ fn spec_of(object: &Value) -> Value {
 
 /// Removing the last finalizer of an object being deleted deletes it.
 pub fn should_delete_during_update(kind: Kind, next: &Value, current: &Value) -> bool {
+    let spec_finalizers = |o: &Value| o["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    if kind == Kind::Namespace && meta::is_deleting(next) && spec_finalizers(current) {
+        return !spec_finalizers(next) && meta::finalizers(next).is_empty();
+    }
     if !meta::is_deleting(next) || !meta::finalizers(next).is_empty() || meta::finalizers(current).is_empty() {
         return false;
     }
@@ -247,8 +257,24 @@ pub fn should_delete_during_update(kind: Kind, next: &Value, current: &Value) ->
 }
 
 /// What a DELETE does to the stored object.
-pub(super) fn delete_step(kind: Kind, current: &Value, grace: Option<i64>) -> Step {
+pub(super) fn delete_step(kind: Kind, current: &Value, grace: Option<i64>, propagation: Option<Propagation>) -> Step {
     let mut marked = current.clone();
+    // Foreground and Orphan deletion are finalizers the garbage collector removes.
+    // batch/v1 Jobs orphan their pods unless told otherwise, for compatibility.
+    let policy = propagation.or((kind == Kind::Job).then_some(Propagation::Orphan));
+    let finalizer = match policy {
+        Some(Propagation::Foreground) => Some("foregroundDeletion"),
+        Some(Propagation::Orphan) => Some("orphan"),
+        _ => None,
+    };
+    if let Some(finalizer) = finalizer.filter(|_| kind != Kind::Namespace && !meta::is_deleting(current)) {
+        let mut finalizers = meta::finalizers(current);
+        if !finalizers.iter().any(|f| f == finalizer) {
+            finalizers.push(finalizer.to_string());
+        }
+        meta::set(&mut marked, "finalizers", json!(finalizers));
+    }
+    let current = &marked.clone();
     if kind == Kind::Namespace {
         if meta::is_deleting(current) {
             return Step::Keep(marked);
@@ -379,15 +405,15 @@ mod tests {
     #[test]
     fn pod_deletion_is_graceful_once_scheduled() {
         let unscheduled = json!({"metadata": {"name": "p"}, "spec": {}});
-        assert!(matches!(delete_step(Kind::Pod, &unscheduled, None), Step::Delete(_)));
+        assert!(matches!(delete_step(Kind::Pod, &unscheduled, None, None), Step::Delete(_)));
         let scheduled = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
-        match delete_step(Kind::Pod, &scheduled, None) {
+        match delete_step(Kind::Pod, &scheduled, None, None) {
             Step::Write(o) => assert_eq!(o["metadata"]["deletionGracePeriodSeconds"], 30),
             _ => panic!("expected a graceful mark"),
         }
-        assert!(matches!(delete_step(Kind::Pod, &scheduled, Some(0)), Step::Delete(_)));
+        assert!(matches!(delete_step(Kind::Pod, &scheduled, Some(0), None), Step::Delete(_)));
         let finalized = json!({"metadata": {"name": "c", "finalizers": ["x"]}});
-        assert!(matches!(delete_step(Kind::ConfigMap, &finalized, None), Step::Write(_)));
+        assert!(matches!(delete_step(Kind::ConfigMap, &finalized, None, None), Step::Write(_)));
     }
 
     #[test]

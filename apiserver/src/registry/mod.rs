@@ -80,6 +80,33 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// Foreground or Orphan; Background (or the kind's default) when None.
+    pub propagation: Option<Propagation>,
+}
+
+/// What happens to an object's dependents when it is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+impl Propagation {
+    /// `propagationPolicy`, or the deprecated `orphanDependents`.
+    pub fn parse(policy: Option<&str>, orphan_dependents: Option<bool>) -> Result<Option<Propagation>, String> {
+        match (policy, orphan_dependents) {
+            (Some("Background"), _) => Ok(Some(Propagation::Background)),
+            (Some("Foreground"), _) => Ok(Some(Propagation::Foreground)),
+            (Some("Orphan"), _) => Ok(Some(Propagation::Orphan)),
+            (Some(other), _) => Err(format!(
+                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            )),
+            (None, Some(true)) => Ok(Some(Propagation::Orphan)),
+            (None, Some(false)) => Ok(Some(Propagation::Background)),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 impl DeleteOptions {
@@ -90,6 +117,12 @@ impl DeleteOptions {
             uid: meta::str_at(body, &["preconditions", "uid"]).map(String::from),
             resource_version: meta::str_at(body, &["preconditions", "resourceVersion"]).map(String::from),
             dry_run: body.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty()),
+            propagation: Propagation::parse(
+                body.get("propagationPolicy").and_then(Value::as_str),
+                body.get("orphanDependents").and_then(Value::as_bool),
+            )
+            .ok()
+            .flatten(),
         }
     }
 }
@@ -441,7 +474,12 @@ impl Registry {
             .guaranteed_update(resource, &key, name, |current| {
                 let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
                 check_preconditions(resource, name, &current.object, options)?;
-                let step = kinds::delete_step(resource.kind, &current.object, options.grace_period_seconds);
+                let step = kinds::delete_step(
+                    resource.kind,
+                    &current.object,
+                    options.grace_period_seconds,
+                    options.propagation,
+                );
                 if options.dry_run {
                     return Ok(Step::Keep(match step {
                         Step::Write(o) | Step::Delete(o) | Step::Keep(o) => o,

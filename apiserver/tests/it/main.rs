@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod clients;
+mod cluster;
 mod differential;
 mod kubectl;
 mod python;

@@ -254,3 +254,191 @@ impl Drop for ApiServer {
         self.kill();
     }
 }
+
+/// Another `cairn-kube` component (controller-manager, scheduler, kubelet,
+/// proxy) as a real process, pointed at an API server through its kubeconfig.
+pub struct Component {
+    pub name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Component {
+    /// Starts `cairn-kube <subcommand> --kubeconfig=… <args>`; its log goes beside the API server's.
+    pub fn start(api: &ApiServer, name: &str, subcommand: &str, args: &[&str]) -> Result<Component> {
+        let mut all = vec![subcommand.to_string(), format!("--kubeconfig={}", api.kubeconfig.display())];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut component =
+            Component { name: name.to_string(), args: all, log: api.dir().join(format!("{name}.log")), child: None };
+        component.spawn()?;
+        Ok(component)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let binary = require(workspace_tool("cairn-kube"))?;
+        let child = Command::new(&binary)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} {}", binary.display(), self.args[0]))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the process dies without a word, as a crashed machine does.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Still running?
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A whole cluster of processes for a test: store, API server, controller
+/// managers and schedulers (leader-elected), one kubelet process per hollow
+/// node, and a proxy. Pod and Service addresses come from a loopback block of
+/// the test's own, so clusters of concurrent tests never share an address.
+pub struct KubeCluster {
+    pub store: crate::Cluster,
+    pub api: ApiServer,
+    pub controller_managers: Vec<Component>,
+    pub schedulers: Vec<Component>,
+    pub kubelets: Vec<Component>,
+    pub proxy: Option<Component>,
+    /// Where the proxy serves `/rules`.
+    pub proxy_status: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    pub store_members: usize,
+    pub replicas: usize,
+    pub nodes: usize,
+    pub proxy: bool,
+    pub controller_flags: Vec<String>,
+    pub scheduler_flags: Vec<String>,
+    pub kubelet_flags: Vec<String>,
+}
+
+impl Default for KubeOptions {
+    fn default() -> KubeOptions {
+        KubeOptions {
+            store_members: 3,
+            replicas: 1,
+            nodes: 3,
+            proxy: true,
+            controller_flags: Vec::new(),
+            scheduler_flags: Vec::new(),
+            kubelet_flags: vec!["--image-pull-delay=200ms".into(), "--node-status-update-frequency=2s".into()],
+        }
+    }
+}
+
+static BLOCKS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// A second octet for this cluster's pod (64–95) and service (96–127) blocks.
+fn address_block() -> u8 {
+    let n = BLOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ((std::process::id() % 8) as u8 * 4 + n % 4) % 32
+}
+
+fn as_refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+impl KubeCluster {
+    pub async fn start(options: KubeOptions) -> Result<KubeCluster> {
+        let store = crate::Options::new(crate::Flavor::Cairn, options.store_members).start().await?;
+        let block = address_block();
+        let service_range = format!("--service-cluster-ip-range=127.{}.0.0/16", 96 + block);
+        let api = ApiServer::start(&store.endpoints(), &[&service_range]).await?;
+        let mut cluster = KubeCluster {
+            store,
+            api,
+            controller_managers: Vec::new(),
+            schedulers: Vec::new(),
+            kubelets: Vec::new(),
+            proxy: None,
+            proxy_status: format!("{}:{}", net::loopback_ip(), net::next_port()),
+        };
+        for i in 0..options.replicas {
+            let mut flags = vec![format!("--leader-elect-identity=controller-manager-{i}")];
+            flags.extend(options.controller_flags.clone());
+            let name = format!("controller-manager-{i}");
+            cluster.controller_managers.push(Component::start(
+                &cluster.api,
+                &name,
+                "controller-manager",
+                &as_refs(&flags),
+            )?);
+            let mut flags = vec![format!("--leader-elect-identity=scheduler-{i}")];
+            flags.extend(options.scheduler_flags.clone());
+            let name = format!("scheduler-{i}");
+            cluster.schedulers.push(Component::start(&cluster.api, &name, "scheduler", &as_refs(&flags))?);
+        }
+        for i in 0..options.nodes {
+            let mut flags = vec![
+                "--nodes=1".to_string(),
+                format!("--first-node-index={i}"),
+                format!("--cluster-cidr=127.{}.0.0/16", 64 + block),
+            ];
+            flags.extend(options.kubelet_flags.clone());
+            cluster.kubelets.push(Component::start(
+                &cluster.api,
+                &format!("kubelet-{i}"),
+                "kubelet",
+                &as_refs(&flags),
+            )?);
+        }
+        if options.proxy {
+            let flags = vec![format!("--metrics-bind-address={}", cluster.proxy_status)];
+            cluster.proxy = Some(Component::start(&cluster.api, "proxy", "proxy", &as_refs(&flags))?);
+        }
+        Ok(cluster)
+    }
+
+    /// kubectl's stdout; an error with its stderr if it failed.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.api.kubectl(args);
+        if !out.status.success() {
+            bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Every component's log, for a failing test's message.
+    pub fn logs(&self) -> String {
+        let components =
+            self.controller_managers.iter().chain(&self.schedulers).chain(&self.kubelets).chain(&self.proxy);
+        components.map(|c| format!("--- {}\n{}", c.name, tail(&c.log_text(), 40))).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

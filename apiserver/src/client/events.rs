@@ -1,0 +1,71 @@
+//! core/v1 Events, written as kube's components write them, so that
+//! `kubectl describe` and `kubectl get events` show them.
+
+use k8s_openapi::api::core::v1::Event;
+use serde_json::{json, Value};
+
+use super::Write;
+
+/// Who reports: `default-scheduler`, `kubelet` on a host, a controller.
+#[derive(Clone, Debug)]
+pub struct Reporter {
+    pub component: String,
+    pub host: Option<String>,
+}
+
+impl Reporter {
+    pub fn new(component: &str, host: Option<&str>) -> Reporter {
+        Reporter { component: component.to_string(), host: host.map(String::from) }
+    }
+
+    /// An Event about `object` (any kube object as JSON); `warning` selects the type.
+    pub fn event(&self, object: &Value, warning: bool, reason: &str, message: &str) -> Write {
+        self.event_on(object, None, warning, reason, message)
+    }
+
+    /// An Event about one field of the object, as the kubelet reports a container's.
+    pub fn event_on(
+        &self,
+        object: &Value,
+        field_path: Option<&str>,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) -> Write {
+        let metadata = &object["metadata"];
+        let name = metadata["name"].as_str().unwrap_or_default();
+        let namespace = metadata["namespace"].as_str().filter(|n| !n.is_empty()).unwrap_or("default");
+        let now = super::now();
+        let mut involved = json!({
+            "apiVersion": object["apiVersion"],
+            "kind": object["kind"],
+            "name": name,
+            "uid": metadata["uid"],
+            "resourceVersion": metadata["resourceVersion"],
+        });
+        if let Some(object_namespace) = metadata["namespace"].as_str() {
+            involved["namespace"] = json!(object_namespace);
+        }
+        if let Some(path) = field_path {
+            involved["fieldPath"] = json!(path);
+        }
+        let mut source = json!({"component": self.component});
+        if let Some(host) = &self.host {
+            source["host"] = json!(host);
+        }
+        let event = json!({
+            "metadata": {"name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message,
+            "type": if warning { "Warning" } else { "Normal" },
+            "source": source,
+            "firstTimestamp": super::time_text(now),
+            "lastTimestamp": super::time_text(now),
+            "count": 1,
+            "reportingComponent": self.component,
+            "reportingInstance": self.host.clone().unwrap_or_default(),
+        });
+        Write::create::<Event>(namespace, event)
+    }
+}

@@ -1,0 +1,94 @@
+//! An informer: a kube watcher feeding a reflector cache, bumping a shared
+//! change counter (`Changes`) that wakes every reconcile loop subscribed to it.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch as channel;
+
+pub struct Informer<K: Resource + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    store: Store<K>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K> Informer<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default + Send + Sync,
+{
+    /// Starts watching; `changed` is bumped after every event is in the cache.
+    pub fn start(api: Api<K>, config: watcher::Config, changed: Changes) -> Informer<K> {
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(error) = event {
+                    tracing::debug!(%error, "watch failed; retrying with backoff");
+                }
+                changed.bump();
+            }
+        });
+        Informer { store, task }
+    }
+
+    /// Waits, at most `timeout`, for the first list to be in the cache.
+    pub async fn synced(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.store.wait_until_ready()).await.is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn state(&self) -> Vec<Arc<K>> {
+        self.store.state()
+    }
+
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+impl<K: Resource + 'static> Drop for Informer<K>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A counter of cache changes that any number of loops can wait on.
+#[derive(Clone)]
+pub struct Changes(Arc<channel::Sender<u64>>);
+
+impl Default for Changes {
+    fn default() -> Changes {
+        Changes(Arc::new(channel::channel(0).0))
+    }
+}
+
+impl Changes {
+    pub fn bump(&self) {
+        self.0.send_modify(|count| *count += 1);
+    }
+
+    pub fn subscribe(&self) -> channel::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+/// Waits for a change, then lets a burst of changes settle so that one
+/// reconcile pass covers them; returns after `resync` at the latest.
+pub async fn next_pass(changed: &mut channel::Receiver<u64>, resync: Duration) {
+    let _ = tokio::time::timeout(resync, changed.changed()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    changed.borrow_and_update();
+}

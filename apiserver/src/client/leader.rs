@@ -1,0 +1,194 @@
+//! Leader election on a coordination Lease, as client-go's leaderelection
+//! does it: a candidate takes the Lease once its holder has not renewed it for
+//! a lease duration *as observed locally* (no clock is compared across
+//! machines), the leader renews every retry period, and a leader that cannot
+//! renew within the renew deadline stops.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::ClientError;
+
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+impl Default for Timing {
+    /// kube-controller-manager's and kube-scheduler's defaults.
+    fn default() -> Timing {
+        Timing {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What the candidate last saw of the lease, and when (by its own clock).
+#[derive(Clone, Debug, PartialEq)]
+struct Observed {
+    holder: String,
+    renew_time: Option<String>,
+    at: Instant,
+}
+
+/// What to do with the lease as read now.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    /// Write the lease naming us (a takeover counts a transition).
+    Take { transition: bool },
+    /// Someone else holds a live lease.
+    Wait,
+}
+
+fn decide(me: &str, holder: &str, observed: &Observed, now: Instant, duration: Duration) -> Decision {
+    if holder.is_empty() {
+        return Decision::Take { transition: true };
+    }
+    if holder == me {
+        return Decision::Take { transition: false };
+    }
+    if now.duration_since(observed.at) >= duration {
+        Decision::Take { transition: true }
+    } else {
+        Decision::Wait
+    }
+}
+
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timing: Timing,
+    observed: Option<Observed>,
+}
+
+impl Elector {
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, timing: Timing) -> Elector {
+        Elector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            timing,
+            observed: None,
+        }
+    }
+
+    /// One attempt to acquire or renew; true when we hold the lease afterwards.
+    async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+        let now = Instant::now();
+        let stamp = super::micro_time_text(super::now());
+        let seconds = self.timing.lease_duration.as_secs() as i32;
+        let Some(lease) = self.api.get_opt(&self.name).await? else {
+            let lease = crate::client::from_json(json!({
+                "metadata": {"name": self.name},
+                "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": seconds,
+                         "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0},
+            }))?;
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(e) if super::is_conflict(&e) => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let renew_time = spec.renew_time.as_ref().map(|t| t.0.to_string());
+        let seen = Observed { holder: holder.clone(), renew_time, at: now };
+        let observed = match &self.observed {
+            Some(old) if old.holder == seen.holder && old.renew_time == seen.renew_time => old.clone(),
+            _ => seen,
+        };
+        self.observed = Some(observed.clone());
+        let Decision::Take { transition } = decide(&self.identity, &holder, &observed, now, self.timing.lease_duration)
+        else {
+            return Ok(false);
+        };
+        let mut updated = crate::client::to_json(&lease)?;
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(transition);
+        updated["spec"]["holderIdentity"] = json!(self.identity);
+        updated["spec"]["leaseDurationSeconds"] = json!(seconds);
+        updated["spec"]["renewTime"] = json!(stamp);
+        updated["spec"]["leaseTransitions"] = json!(transitions);
+        if transition {
+            updated["spec"]["acquireTime"] = json!(stamp);
+        }
+        // The resourceVersion in the body makes this a compare-and-swap.
+        match self.api.replace(&self.name, &PostParams::default(), &crate::client::from_json(updated)?).await {
+            Ok(_) => {
+                self.observed = None;
+                Ok(true)
+            }
+            Err(e) if super::is_conflict(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until this candidate leads; retries every retry period.
+    pub async fn acquire(&mut self) {
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    tracing::info!(lease = %self.name, identity = %self.identity, "acquired the leader lease");
+                    return;
+                }
+                Ok(false) => {}
+                Err(error) => tracing::debug!(%error, "leader election attempt failed"),
+            }
+            tokio::time::sleep(self.timing.retry_period).await;
+        }
+    }
+
+    /// Renews until a renewal fails for longer than the renew deadline.
+    pub async fn hold(&mut self) -> ClientError {
+        let mut last_renewal = Instant::now();
+        loop {
+            tokio::time::sleep(self.timing.retry_period).await;
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewal = Instant::now(),
+                Ok(false) => return ClientError::LeaderLost(format!("lease {} taken by another holder", self.name)),
+                Err(error) => tracing::warn!(%error, "renewing the leader lease failed"),
+            }
+            if last_renewal.elapsed() >= self.timing.renew_deadline {
+                return ClientError::LeaderLost(format!("lease {} not renewed within the deadline", self.name));
+            }
+        }
+    }
+}
+
+/// Runs `work` while this process leads; returns when leadership is lost
+/// (the process should then exit, as kube's components do), or when `work` ends.
+pub async fn run_elected<F: Future<Output = Result<(), ClientError>>>(
+    mut elector: Elector,
+    work: impl FnOnce() -> F,
+) -> Result<(), ClientError> {
+    elector.acquire().await;
+    tokio::select! {
+        lost = elector.hold() => Err(lost),
+        done = work() => done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn t10_a_live_lease_of_another_holder_is_left_alone_until_it_expires_locally() {
+        let start = Instant::now();
+        let observed = Observed { holder: "b".into(), renew_time: Some("t".into()), at: start };
+        let d = Duration::from_secs(15);
+        assert_eq!(decide("a", "b", &observed, start + Duration::from_secs(14), d), Decision::Wait);
+        assert_eq!(decide("a", "b", &observed, start + d, d), Decision::Take { transition: true });
+        assert_eq!(decide("b", "b", &observed, start, d), Decision::Take { transition: false });
+        assert_eq!(decide("a", "", &observed, start, d), Decision::Take { transition: true });
+    }
+}

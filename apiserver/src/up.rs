@@ -1,0 +1,344 @@
+//! `cairn-kube up`: the whole cluster in one command. A Cairn store, the API
+//! server(s), the controller-manager and scheduler replicas (with leader
+//! election), one kubelet process per hollow node and a proxy, all on
+//! loopback, everything kept under `--dir` so that a second `up` starts again
+//! from what is there. Components that exit are started again (as a kubelet
+//! restarts static pods), except kubelets: a dead hollow node is a dead node.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::config::parse_duration;
+
+#[derive(Args, Clone, Debug)]
+pub struct UpConfig {
+    /// Where everything lives: store data, certificates, logs, the kubeconfig.
+    #[arg(long = "dir", default_value = "cairn-cluster")]
+    pub dir: PathBuf,
+    #[arg(long = "store-members", default_value_t = 3)]
+    pub store_members: u32,
+    #[arg(long = "apiservers", default_value_t = 1)]
+    pub apiservers: u32,
+    /// Replicas of the controller-manager and of the scheduler.
+    #[arg(long = "replicas", default_value_t = 2)]
+    pub replicas: u32,
+    #[arg(long = "nodes", default_value_t = 3)]
+    pub nodes: u32,
+    /// The loopback address every component listens on.
+    #[arg(long = "address", default_value = "127.0.0.1")]
+    pub address: std::net::Ipv4Addr,
+    /// The first API server's port; more API servers take the next ones.
+    #[arg(long = "apiserver-port", default_value_t = 6443)]
+    pub apiserver_port: u16,
+    /// Store member i listens for clients on this port + 2i and for peers on the next.
+    #[arg(long = "store-port", default_value_t = 32379)]
+    pub store_port: u16,
+    /// The proxy's status port; the kube-proxy default.
+    #[arg(long = "proxy-port", default_value_t = 10249)]
+    pub proxy_port: u16,
+    #[arg(long = "service-cluster-ip-range", default_value = "127.96.0.0/16")]
+    pub service_cluster_ip_range: String,
+    #[arg(long = "cluster-cidr", default_value = "127.64.0.0/12")]
+    pub cluster_cidr: String,
+    /// The Cairn store binary; by default `cairn` beside this one.
+    #[arg(long = "cairn-binary")]
+    pub cairn_binary: Option<PathBuf>,
+    // Timings that pass through, so that a test can shorten the timeline.
+    #[arg(long = "node-monitor-period", default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+    #[arg(long = "node-monitor-grace-period", default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    #[arg(long = "node-status-update-frequency", default_value = "10s", value_parser = parse_duration)]
+    pub node_status_update_frequency: Duration,
+    #[arg(long = "node-lease-duration-seconds", default_value_t = 40)]
+    pub node_lease_duration_seconds: u32,
+    #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    #[arg(long = "leader-elect-renew-deadline", default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    #[arg(long = "leader-elect-retry-period", default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    #[arg(long = "image-pull-delay", default_value = "1s", value_parser = parse_duration)]
+    pub image_pull_delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("starting {name}: {source}")]
+    Spawn { name: String, source: std::io::Error },
+    #[error("the API server did not become ready within {0:?}; see {1}")]
+    NotReady(Duration, String),
+    #[error("{0}")]
+    Tls(#[from] crate::http::tls::TlsError),
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
+    move |source| UpError::Io { path: path.display().to_string(), source }
+}
+
+fn go_duration(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// One supervised process.
+struct Process {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    restart: bool,
+    child: Option<Child>,
+    started: Instant,
+}
+
+impl Process {
+    fn spawn(&mut self, logs: &Path) -> Result<(), UpError> {
+        let log_path = logs.join(format!("{}.log", self.name));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io_error(&log_path))?;
+        let err = log.try_clone().map_err(io_error(&log_path))?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| UpError::Spawn { name: self.name.clone(), source })?;
+        if let Some(pid) = child.id() {
+            let pid_path = logs.join(format!("{}.pid", self.name));
+            let _ = std::fs::write(pid_path, pid.to_string());
+        }
+        self.child = Some(child);
+        self.started = Instant::now();
+        Ok(())
+    }
+
+    fn terminate(&mut self) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+    }
+}
+
+struct Cluster {
+    processes: Vec<Process>,
+    logs: PathBuf,
+}
+
+impl Cluster {
+    fn add(&mut self, name: String, program: &Path, args: Vec<String>, restart: bool) -> Result<(), UpError> {
+        let mut process =
+            Process { name, program: program.to_path_buf(), args, restart, child: None, started: Instant::now() };
+        process.spawn(&self.logs)?;
+        self.processes.push(process);
+        Ok(())
+    }
+
+    /// Starts again what exited and should run; reports kubelets that died.
+    fn supervise(&mut self) {
+        for process in &mut self.processes {
+            let Some(child) = process.child.as_mut() else { continue };
+            let Ok(Some(status)) = child.try_wait() else { continue };
+            process.child = None;
+            if process.restart {
+                tracing::warn!(component = %process.name, %status, "exited; starting it again");
+                // Back off a little if it keeps dying at once.
+                if process.started.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                if let Err(error) = process.spawn(&self.logs) {
+                    tracing::error!(%error, "restart failed");
+                }
+            } else {
+                tracing::warn!(component = %process.name, %status, "exited; not restarted (a dead node stays dead)");
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        // Nodes and controllers first, the store last.
+        for process in self.processes.iter_mut().rev() {
+            process.terminate();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for process in self.processes.iter_mut().rev() {
+            if let Some(child) = process.child.as_mut() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if tokio::time::timeout(left, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+        }
+    }
+}
+
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<(), UpError> {
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: admin\ncurrent-context: cairn\n",
+        ca.display()
+    );
+    std::fs::write(path, text).map_err(io_error(path))
+}
+
+/// The admin token, made once and kept.
+fn admin_token(dir: &Path) -> Result<String, UpError> {
+    let path = dir.join("tokens.csv");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(token) = text.split(',').next().filter(|t| !t.is_empty()) {
+            return Ok(token.to_string());
+        }
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(&path, format!("{token},admin,admin,\"system:masters\"\n")).map_err(io_error(&path))?;
+    Ok(token)
+}
+
+async fn wait_ready(kubeconfig: &Path, address: (std::net::Ipv4Addr, u16), timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        // Connect first: the client logs every refused connection as an error.
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        if let Ok(client) = crate::client::connect(kubeconfig, "cairn-kube-up").await {
+            if client.apiserver_version().await.is_ok() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+pub async fn run(config: UpConfig) -> Result<(), UpError> {
+    for (flag, value) in
+        [("store-members", config.store_members), ("apiservers", config.apiservers), ("replicas", config.replicas)]
+    {
+        if value == 0 {
+            return Err(UpError::Zero(flag));
+        }
+    }
+    let dir = std::path::absolute(&config.dir).map_err(io_error(&config.dir))?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io_error(&logs))?;
+    let me = std::env::current_exe().map_err(io_error(Path::new("current executable")))?;
+    let cairn = config.cairn_binary.clone().unwrap_or_else(|| me.with_file_name("cairn"));
+    let mut cluster = Cluster { processes: Vec::new(), logs: logs.clone() };
+
+    let address = config.address;
+    let peer = |i: u32| format!("http://{address}:{}", config.store_port + 1 + 2 * i as u16);
+    let client_url = |i: u32| format!("http://{address}:{}", config.store_port + 2 * i as u16);
+    let initial: Vec<String> = (0..config.store_members).map(|i| format!("store-{i}={}", peer(i))).collect();
+    for i in 0..config.store_members {
+        let args = vec![
+            format!("--name=store-{i}"),
+            format!("--data-dir={}", dir.join("store").join(format!("store-{i}")).display()),
+            format!("--listen-client-urls={}", client_url(i)),
+            format!("--advertise-client-urls={}", client_url(i)),
+            format!("--listen-peer-urls={}", peer(i)),
+            format!("--initial-advertise-peer-urls={}", peer(i)),
+            format!("--initial-cluster={}", initial.join(",")),
+        ];
+        cluster.add(format!("store-{i}"), &cairn, args, true)?;
+    }
+    let endpoints: Vec<String> = (0..config.store_members).map(client_url).collect();
+
+    let certs = dir.join("apiserver");
+    let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), address.to_string()];
+    let (cert, key) = crate::http::tls::self_signed(&certs, &hosts)?;
+    let token = admin_token(&dir)?;
+    for i in 0..config.apiservers {
+        let args = vec![
+            "apiserver".to_string(),
+            format!("--etcd-servers={}", endpoints.join(",")),
+            format!("--bind-address={address}"),
+            format!("--secure-port={}", config.apiserver_port + i as u16),
+            format!("--tls-cert-file={}", cert.display()),
+            format!("--tls-private-key-file={}", key.display()),
+            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            format!("--service-cluster-ip-range={}", config.service_cluster_ip_range),
+        ];
+        cluster.add(format!("apiserver-{i}"), &me, args, true)?;
+    }
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &format!("https://{address}:{}", config.apiserver_port), &cert, &token)?;
+    let ready_within = Duration::from_secs(60);
+    if !wait_ready(&kubeconfig, (address, config.apiserver_port), ready_within).await {
+        cluster.stop().await;
+        return Err(UpError::NotReady(ready_within, logs.join("apiserver-0.log").display().to_string()));
+    }
+
+    let kube = format!("--kubeconfig={}", kubeconfig.display());
+    let election = vec![
+        format!("--leader-elect-lease-duration={}", go_duration(config.leader_elect_lease_duration)),
+        format!("--leader-elect-renew-deadline={}", go_duration(config.leader_elect_renew_deadline)),
+        format!("--leader-elect-retry-period={}", go_duration(config.leader_elect_retry_period)),
+    ];
+    for i in 0..config.replicas {
+        let mut args = vec![
+            "controller-manager".to_string(),
+            kube.clone(),
+            format!("--leader-elect-identity=controller-manager-{i}"),
+        ];
+        args.extend(election.clone());
+        args.push(format!("--node-monitor-period={}", go_duration(config.node_monitor_period)));
+        args.push(format!("--node-monitor-grace-period={}", go_duration(config.node_monitor_grace_period)));
+        cluster.add(format!("controller-manager-{i}"), &me, args, true)?;
+        let mut args = vec!["scheduler".to_string(), kube.clone(), format!("--leader-elect-identity=scheduler-{i}")];
+        args.extend(election.clone());
+        cluster.add(format!("scheduler-{i}"), &me, args, true)?;
+    }
+    for i in 0..config.nodes {
+        let args = vec![
+            "kubelet".to_string(),
+            kube.clone(),
+            "--nodes=1".to_string(),
+            format!("--first-node-index={i}"),
+            format!("--cluster-cidr={}", config.cluster_cidr),
+            format!("--node-status-update-frequency={}", go_duration(config.node_status_update_frequency)),
+            format!("--node-lease-duration-seconds={}", config.node_lease_duration_seconds),
+            format!("--image-pull-delay={}", go_duration(config.image_pull_delay)),
+        ];
+        cluster.add(format!("kubelet-{i}"), &me, args, false)?;
+    }
+    let args = vec![
+        "proxy".to_string(),
+        kube.clone(),
+        format!("--metrics-bind-address={address}:{}", config.proxy_port),
+        format!("--rules-file={}", dir.join("proxy-rules").display()),
+    ];
+    cluster.add("proxy".to_string(), &me, args, true)?;
+
+    println!(
+        "Cairn cluster is up: {} store members, {} API server(s), {} controller-manager and scheduler replicas, {} hollow nodes.\n\
+         Everything is under {}; logs in {}.\n\n  export KUBECONFIG={}\n  kubectl get nodes\n\nCtrl-C stops the cluster; `cairn-kube up --dir {}` starts it again from its data.",
+        config.store_members,
+        config.apiservers,
+        config.replicas,
+        config.nodes,
+        dir.display(),
+        logs.display(),
+        kubeconfig.display(),
+        config.dir.display()
+    );
+    let mut shutdown = std::pin::pin!(crate::shutdown_signal());
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => cluster.supervise(),
+        }
+    }
+    println!("stopping the cluster");
+    cluster.stop().await;
+    Ok(())
+}
