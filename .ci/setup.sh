@@ -79,6 +79,27 @@ if [ ! -f "$CAIRN_K8S_PROTO_DIR/.complete" ]; then
   fi
 fi
 
+# The CRI API (k8s.io/cri-api v0.33.7): the hollow kubelets reach their
+# simulated runtime through it, on a unix socket. gogoproto's Go-only options
+# are dropped; nothing of it is committed.
+if [ ! -f "$CAIRN_K8S_PROTO_DIR/.cri-complete" ] && command -v go >/dev/null 2>&1; then
+  echo "setup: fetching the CRI's api.proto into $CAIRN_K8S_PROTO_DIR" >&2
+  modules="$(mktemp -d)"
+  GOMODCACHE="$modules" GOFLAGS=-modcacherw go mod download k8s.io/cri-api@v0.33.7
+  mkdir -p "$CAIRN_K8S_PROTO_DIR/k8s.io/cri-api/pkg/apis/runtime/v1"
+  grep -v gogoproto "$modules/k8s.io/cri-api@v0.33.7/pkg/apis/runtime/v1/api.proto" \
+    >"$CAIRN_K8S_PROTO_DIR/k8s.io/cri-api/pkg/apis/runtime/v1/api.proto"
+  chmod -R u+w "$modules" && rm -rf "$modules"
+  touch "$CAIRN_K8S_PROTO_DIR/.cri-complete"
+fi
+
+# crictl (cri-tools v1.37.0, built from Go modules) inspects the simulated runtime in the tests.
+export CAIRN_CRICTL="${CAIRN_CRICTL:-$HOME/.cache/cairn/cri-tools-v1.37.0/crictl}"
+if [ "${1:-}" = "--with-etcd" ] && [ ! -x "$CAIRN_CRICTL" ] && command -v go >/dev/null 2>&1; then
+  echo "setup: building crictl v1.37.0 into $(dirname "$CAIRN_CRICTL")" >&2
+  GOBIN="$(dirname "$CAIRN_CRICTL")" GOFLAGS=-modcacherw go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
+fi
+
 # The real kube-apiserver, the specification cairn-kube's differential test compares against.
 if [ "${1:-}" = "--with-etcd" ]; then
   bash "$(dirname "${BASH_SOURCE[0]}")/kube-apiserver.sh"

@@ -2,6 +2,10 @@
 //! module proxy into `$CAIRN_K8S_PROTO_DIR`) into a descriptor set, with which
 //! the API server decodes protobuf request bodies. Without the schema the
 //! server is built without protobuf, and says so.
+//!
+//! It also compiles the CRI's `runtime.v1` API (fetched the same way) into
+//! the gRPC client and server the hollow kubelets and their simulated runtime
+//! speak; without it, kubelets call the simulated runtime in-process.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,14 +23,31 @@ const FILES: &[&str] = &[
     "k8s.io/apimachinery/pkg/runtime/generated.proto",
 ];
 
+const CRI: &str = "k8s.io/cri-api/pkg/apis/runtime/v1/api.proto";
+
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(k8s_protobuf)");
+    println!("cargo::rustc-check-cfg=cfg(cri_grpc)");
     println!("cargo::rerun-if-env-changed=CAIRN_K8S_PROTO_DIR");
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let dir = std::env::var("CAIRN_K8S_PROTO_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(home).join(".cache/cairn/k8s-proto-v0.33.7"));
     println!("cargo::rerun-if-changed={}", dir.join(".complete").display());
+    println!("cargo::rerun-if-changed={}", dir.join(".cri-complete").display());
+    if dir.join(CRI).is_file() {
+        match tonic_prost_build::configure().compile_protos(&[dir.join(CRI)], std::slice::from_ref(&dir)) {
+            Ok(()) => println!("cargo::rustc-cfg=cri_grpc"),
+            Err(error) => println!(
+                "cargo::warning=compiling the CRI API failed ({error}); kubelets call their runtime in-process"
+            ),
+        }
+    } else {
+        println!(
+            "cargo::warning=the CRI's api.proto is not in {}; kubelets call their runtime in-process",
+            dir.display()
+        );
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("k8s.descriptors");
     if !FILES.iter().all(|f| dir.join(f).is_file()) {
         println!(

@@ -35,7 +35,7 @@ pub struct UpConfig {
     #[arg(long = "apiserver-port", default_value_t = 6443)]
     pub apiserver_port: u16,
     /// Store member i listens for clients on this port + 2i and for peers on the next.
-    #[arg(long = "store-port", default_value_t = 32379)]
+    #[arg(long = "store-port", default_value_t = 12379)]
     pub store_port: u16,
     /// The proxy's status port; the kube-proxy default.
     #[arg(long = "proxy-port", default_value_t = 10249)]
@@ -307,6 +307,7 @@ pub async fn run(config: UpConfig) -> Result<(), UpError> {
             format!("--node-status-update-frequency={}", go_duration(config.node_status_update_frequency)),
             format!("--node-lease-duration-seconds={}", config.node_lease_duration_seconds),
             format!("--image-pull-delay={}", go_duration(config.image_pull_delay)),
+            format!("--root-dir={}", dir.join("kubelet").display()),
         ];
         cluster.add(format!("kubelet-{i}"), &me, args, false)?;
     }

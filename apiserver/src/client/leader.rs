@@ -7,12 +7,64 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use clap::Args;
+
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
 
 use super::ClientError;
+use crate::config::parse_duration;
+
+/// kube's leader-election flags, shared by the controller-manager and the scheduler.
+#[derive(Args, Clone, Debug)]
+pub struct LeaderElectionFlags {
+    #[arg(long = "leader-elect", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    #[arg(long = "leader-elect-renew-deadline", default_value = "10s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+    #[arg(long = "leader-elect-retry-period", default_value = "2s", value_parser = parse_duration)]
+    pub retry_period: Duration,
+    /// This replica's name in the Lease; the host name and process id by default.
+    #[arg(long = "leader-elect-identity")]
+    pub identity: Option<String>,
+}
+
+impl LeaderElectionFlags {
+    pub fn timing(&self) -> Timing {
+        Timing {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        }
+    }
+
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}_{}", host.trim(), std::process::id())
+        })
+    }
+}
+
+impl LeaderElectionFlags {
+    /// Runs `work` under the named lease in kube-system (or at once, with `--leader-elect=false`).
+    pub async fn run<F: Future<Output = Result<(), ClientError>>>(
+        &self,
+        client: Client,
+        lease: &str,
+        work: impl FnOnce() -> F,
+    ) -> Result<(), ClientError> {
+        if !self.leader_elect {
+            return work().await;
+        }
+        let elector = Elector::new(client, "kube-system", lease, &self.identity(), self.timing());
+        run_elected(elector, work).await
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Timing {

@@ -62,6 +62,11 @@ pub fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Re
     serde_json::from_value(value).map_err(kube::Error::SerdeError)
 }
 
+/// A typed list (conditions, taints) as JSON values, for writing back with changes.
+pub fn json_items<T: serde::Serialize>(items: Option<&Vec<T>>) -> Vec<serde_json::Value> {
+    items.into_iter().flatten().filter_map(|item| serde_json::to_value(item).ok()).collect()
+}
+
 /// True when the error is the API server's 409 Conflict or AlreadyExists.
 pub fn is_conflict(error: &kube::Error) -> bool {
     status_code(error) == Some(409)

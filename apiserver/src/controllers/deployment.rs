@@ -324,14 +324,7 @@ fn status(
     let available = sum(&|rs| available_of(rs));
     let updated = new.map(|rs| status_count(rs, |s| Some(s.replicas))).unwrap_or(0);
     let generation = d.metadata.generation.unwrap_or(0);
-    let previous: Vec<Value> = d
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|c| serde_json::to_value(c).ok())
-        .collect();
+    let previous = client::json_items(d.status.as_ref().and_then(|s| s.conditions.as_ref()));
     let stamp = client::time_text(now);
     let condition = |kind: &str, ok: bool, reason: &str, message: String| {
         let before = previous.iter().find(|c| c["type"] == kind);

@@ -31,42 +31,9 @@ use kube::{Api, Client};
 
 use crate::client::events::Reporter;
 use crate::client::informer::Changes;
-use crate::client::leader::{self, Elector, Timing};
+use crate::client::leader::LeaderElectionFlags;
 use crate::client::{self, ClientError, Informer, Write};
 use crate::config::parse_duration;
-
-/// kube's leader-election flags, shared by the controller-manager and the scheduler.
-#[derive(Args, Clone, Debug)]
-pub struct LeaderElectionFlags {
-    #[arg(long = "leader-elect", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_elect: bool,
-    #[arg(long = "leader-elect-lease-duration", default_value = "15s", value_parser = parse_duration)]
-    pub lease_duration: Duration,
-    #[arg(long = "leader-elect-renew-deadline", default_value = "10s", value_parser = parse_duration)]
-    pub renew_deadline: Duration,
-    #[arg(long = "leader-elect-retry-period", default_value = "2s", value_parser = parse_duration)]
-    pub retry_period: Duration,
-    /// This replica's name in the Lease; the host name and process id by default.
-    #[arg(long = "leader-elect-identity")]
-    pub identity: Option<String>,
-}
-
-impl LeaderElectionFlags {
-    pub fn timing(&self) -> Timing {
-        Timing {
-            lease_duration: self.lease_duration,
-            renew_deadline: self.renew_deadline,
-            retry_period: self.retry_period,
-        }
-    }
-
-    pub fn identity(&self) -> String {
-        self.identity.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            format!("{}_{}", host.trim(), std::process::id())
-        })
-    }
-}
 
 #[derive(Args, Clone, Debug)]
 pub struct ControllerManagerConfig {
@@ -236,18 +203,8 @@ where
 
 pub async fn run(config: ControllerManagerConfig) -> Result<(), ClientError> {
     let client = client::connect(&config.kubeconfig, "kube-controller-manager/v1.33.7-cairn").await?;
-    let work = || controllers(client.clone(), config.clone());
-    if !config.leader_election.leader_elect {
-        return work().await;
-    }
-    let elector = Elector::new(
-        client.clone(),
-        "kube-system",
-        "kube-controller-manager",
-        &config.leader_election.identity(),
-        config.leader_election.timing(),
-    );
-    leader::run_elected(elector, work).await
+    let election = config.leader_election.clone();
+    election.run(client.clone(), "kube-controller-manager", || controllers(client, config)).await
 }
 
 async fn controllers(client: Client, config: ControllerManagerConfig) -> Result<(), ClientError> {

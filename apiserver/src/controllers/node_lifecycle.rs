@@ -80,14 +80,7 @@ pub fn wanted_taints(node: &Node, now: &str) -> Option<Vec<Value>> {
 
 /// Every condition Unknown, as kube writes it for a silent kubelet.
 fn unknown_conditions(node: &Node, now: &str) -> Vec<Value> {
-    let mut conditions: Vec<Value> = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|c| serde_json::to_value(c).ok())
-        .collect();
+    let mut conditions = client::json_items(node.status.as_ref().and_then(|s| s.conditions.as_ref()));
     for kind in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
         if !conditions.iter().any(|c| c["type"] == kind) {
             conditions.push(json!({"type": kind}));
@@ -117,9 +110,8 @@ fn not_ready_patch(pod: &Pod, now: &str) -> Option<Write> {
     if !conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True") {
         return None;
     }
-    let conditions: Vec<Value> = conditions
+    let conditions: Vec<Value> = client::json_items(Some(&conditions))
         .into_iter()
-        .filter_map(|c| serde_json::to_value(c).ok())
         .map(|mut c| {
             if c["type"] == "Ready" {
                 c["status"] = json!("False");

@@ -3,6 +3,7 @@
 //! status, and runs the pods bound to it (a watch on `spec.nodeName`) on a
 //! simulated runtime (`runtime`). One process hosts `--nodes N` of them.
 
+pub mod cri;
 pub mod node;
 pub mod pod;
 pub mod runtime;
@@ -56,6 +57,13 @@ pub struct KubeletConfig {
     pub node_status_update_frequency: Duration,
     #[arg(long = "node-lease-duration-seconds", default_value_t = 40)]
     pub node_lease_duration_seconds: u32,
+    /// A CRI runtime's socket (`unix:///run/containerd/containerd.sock`);
+    /// by default each node runs the built-in simulated runtime.
+    #[arg(long = "container-runtime-endpoint")]
+    pub container_runtime_endpoint: Option<String>,
+    /// Where each node keeps its files: the simulated runtime's CRI socket is `<root-dir>/<node>/cri.sock`.
+    #[arg(long = "root-dir")]
+    pub root_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +74,12 @@ pub enum KubeletError {
     OutOfRange { cidr: String, room: u32, index: u32 },
     #[error("{0}")]
     Client(#[from] crate::client::ClientError),
+    #[error("{0}")]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("serving the CRI on {path}: {source}")]
+    Socket { path: String, source: std::io::Error },
+    #[error("--container-runtime-endpoint needs cairn-kube built with the CRI API (`.ci/setup.sh` fetches it)")]
+    NoCri,
     #[error("{0}")]
     Kube(#[from] kube::Error),
 }
@@ -85,6 +99,10 @@ impl KubeletConfig {
             return Err(KubeletError::OutOfRange { cidr: self.cluster_cidr.clone(), room, index });
         }
         Ok(Ipv4Addr::from((u32::from(base) & !((1u64 << (32 - prefix)) as u32).wrapping_sub(1)) + index * 256))
+    }
+
+    pub fn root_dir(&self) -> PathBuf {
+        self.root_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("cairn-kubelet"))
     }
 
     pub fn validate(&self) -> Result<(), KubeletError> {

@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::cri::Runtime;
 use super::pod::{NodeContext, Worker};
 use super::runtime::{self, SimRuntime};
 use super::{KubeletConfig, KubeletError};
@@ -24,6 +25,9 @@ pub const KUBELET_VERSION: &str = "v1.33.7-cairn";
 
 pub struct HollowNode {
     ctx: Arc<NodeContext>,
+    pod_cidr: String,
+    /// The simulated runtime's CRI server, when it has one.
+    _cri_server: Option<tokio::task::JoinHandle<()>>,
     labels: Value,
     taints: Vec<Value>,
     capacity: Value,
@@ -62,12 +66,44 @@ pub fn healthy_conditions(now: &str, since: &HashMap<String, String>) -> Vec<Val
     .collect()
 }
 
+/// The runtime a node's pods run on: `--container-runtime-endpoint` if given;
+/// otherwise the built-in simulated runtime, served on a CRI socket under
+/// `--root-dir` and reached through it (in-process when built without the CRI API).
+fn connect_runtime(
+    config: &KubeletConfig,
+    node: &str,
+    sim: Arc<SimRuntime>,
+) -> Result<(Runtime, Option<tokio::task::JoinHandle<()>>), KubeletError> {
+    #[cfg(cri_grpc)]
+    {
+        use super::cri::remote::RemoteRuntime;
+        if let Some(endpoint) = &config.container_runtime_endpoint {
+            return Ok((Runtime::Remote(Box::new(RemoteRuntime::connect(endpoint)?)), None));
+        }
+        let socket = config.root_dir().join(node).join("cri.sock");
+        let server = super::cri::serve(sim, &socket)
+            .map_err(|source| KubeletError::Socket { path: socket.display().to_string(), source })?;
+        let runtime = RemoteRuntime::connect(&format!("unix://{}", socket.display()))?;
+        Ok((Runtime::Remote(Box::new(runtime)), Some(server)))
+    }
+    #[cfg(not(cri_grpc))]
+    {
+        if config.container_runtime_endpoint.is_some() {
+            return Err(KubeletError::NoCri);
+        }
+        let _ = node;
+        Ok((Runtime::Local(sim), None))
+    }
+}
+
 impl HollowNode {
     pub fn new(client: Client, config: &KubeletConfig, index: u32) -> Result<HollowNode, KubeletError> {
         let name = format!("{}{index}", config.node_name_prefix);
         let pod_cidr = config.pod_cidr(index)?;
         let node_ip = Ipv4Addr::from(u32::from(config.node_ip_base) + index);
-        let runtime = SimRuntime::new(pod_cidr, &config.images, config.image_pull_delay);
+        let sim = SimRuntime::new(pod_cidr, node_ip, &config.images, config.image_pull_delay);
+        let pod_cidr = sim.pod_cidr().to_string();
+        let (runtime, cri_server) = connect_runtime(config, &name, sim)?;
         let mut labels = json!({
             "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
@@ -82,6 +118,8 @@ impl HollowNode {
             "ephemeral-storage": "100Gi", "hugepages-1Gi": "0", "hugepages-2Mi": "0",
         });
         Ok(HollowNode {
+            pod_cidr,
+            _cri_server: cri_server,
             ctx: Arc::new(NodeContext {
                 client,
                 reporter: Reporter::new("kubelet", Some(&name)),
@@ -97,11 +135,12 @@ impl HollowNode {
         })
     }
 
-    fn status(&self, conditions: Vec<Value>) -> Value {
+    async fn status(&self, conditions: Vec<Value>) -> Value {
         let images: Vec<Value> = self
             .ctx
             .runtime
             .images()
+            .await
             .iter()
             .map(|image| json!({"names": [runtime::image_id(image), image], "sizeBytes": 10_000_000}))
             .collect();
@@ -131,9 +170,9 @@ impl HollowNode {
         let node = json!({
             "metadata": {"name": self.ctx.node_name, "labels": self.labels,
                          "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
-            "spec": {"podCIDR": self.ctx.runtime.pod_cidr(), "podCIDRs": [self.ctx.runtime.pod_cidr()],
+            "spec": {"podCIDR": self.pod_cidr, "podCIDRs": [self.pod_cidr],
                      "taints": self.taints},
-            "status": self.status(healthy_conditions(&now, &HashMap::new())),
+            "status": self.status(healthy_conditions(&now, &HashMap::new())).await,
         });
         match nodes.create(&PostParams::default(), &crate::client::from_json(node)?).await {
             Ok(_) => {}
@@ -171,7 +210,7 @@ impl HollowNode {
             _ => HashMap::new(),
         };
         let now = client::time_text(client::now());
-        let patch = json!({"status": self.status(healthy_conditions(&now, &since))});
+        let patch = json!({"status": self.status(healthy_conditions(&now, &since)).await});
         let write = Write::merge_status::<Node>("", &self.ctx.node_name, patch);
         client::writes::perform_all(&self.ctx.client, "kubelet", vec![write]).await;
     }

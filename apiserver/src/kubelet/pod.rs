@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::runtime::{self, SimRuntime};
+use super::cri::Runtime;
+use super::runtime::{self, ContainerSpec, ContainerState, SandboxMeta};
 use crate::client::events::Reporter;
 use crate::client::{self, writes::Op, Write};
 
@@ -23,7 +24,7 @@ pub struct NodeContext {
     pub client: Client,
     pub node_name: String,
     pub node_ip: Ipv4Addr,
-    pub runtime: Arc<SimRuntime>,
+    pub runtime: Runtime,
     pub reporter: Reporter,
 }
 
@@ -329,43 +330,50 @@ impl Worker {
         let Some(container) = self.spec_of(index) else { return };
         let image = container.image.clone().unwrap_or_default();
         let policy = container.image_pull_policy.clone().unwrap_or_default();
-        if self.ctx.runtime.image_present(&image) && policy != "Always" {
+        if self.ctx.runtime.image_present(&image).await && policy != "Always" {
             self.emit(index, false, "Pulled", format!("Container image {image:?} already present on machine")).await;
         } else {
             self.emit(index, false, "Pulling", format!("Pulling image {image:?}")).await;
-            let took = self.ctx.runtime.pull_image(&image).await;
-            let took = format!("{:.3}s", took.as_secs_f64());
-            self.emit(
-                index,
-                false,
-                "Pulled",
-                format!(
-                    "Successfully pulled image {image:?} in {took} ({took} including waiting). Image size: 0 bytes."
-                ),
-            )
-            .await;
+            match self.ctx.runtime.pull_image(&image).await {
+                Ok(took) => {
+                    let took = format!("{:.3}s", took.as_secs_f64());
+                    let message = format!("Successfully pulled image {image:?} in {took} ({took} including waiting). Image size: 10000000 bytes.");
+                    self.emit(index, false, "Pulled", message).await;
+                }
+                Err(error) => {
+                    self.emit(index, true, "Failed", format!("Failed to pull image {image:?}: {error}")).await;
+                    let run = &mut self.view.containers[index];
+                    run.state = State::Waiting("ErrImagePull");
+                    run.restart_at = Some(Instant::now() + back_off(run.restart_count));
+                    return;
+                }
+            }
         }
-        let pod_name = self.pod.metadata.name.clone().unwrap_or_default();
         let sandbox = self.sandbox.clone().unwrap_or_default();
-        match self.ctx.runtime.start_container(&sandbox, &container, &pod_name).await {
+        let job = self.owned_by_job();
+        let init = self.view.containers[index].init;
+        // Init containers with nothing to run complete at once.
+        let exit = runtime::exit_plan(&container, init || job).or(init.then_some((Duration::ZERO, 0)));
+        let spec = ContainerSpec {
+            name: container.name.clone(),
+            image: image.clone(),
+            ports: container.ports.iter().flatten().map(|p| p.container_port).collect(),
+            exit,
+        };
+        match self.ctx.runtime.start_container(&sandbox, spec).await {
             Ok(id) => {
                 let name = container.name.clone();
                 self.emit(index, false, "Created", format!("Created container: {name}")).await;
                 self.emit(index, false, "Started", format!("Started container {name}")).await;
                 let now = Instant::now();
-                let job = self.owned_by_job();
                 let run = &mut self.view.containers[index];
                 run.id = Some(id);
                 run.state = State::Running { started_at: client::time_text(client::now()) };
-                run.exit_at = runtime::exit_plan(&container, run.init || job).map(|(after, code)| (now + after, code));
+                run.exit_at = exit.map(|(after, code)| (now + after, code));
                 run.ready = container.readiness_probe.is_none() && !run.init;
                 run.next_readiness = container.readiness_probe.as_ref().map(|p| now + probe_delay(p));
                 run.next_liveness = container.liveness_probe.as_ref().map(|p| now + probe_delay(p) + probe_period(p));
                 run.liveness_failures = 0;
-                // Init containers with nothing to run complete at once.
-                if run.init && run.exit_at.is_none() {
-                    run.exit_at = Some((now, 0));
-                }
             }
             Err(error) => {
                 self.emit(index, true, "Failed", format!("Error: {error}")).await;
@@ -376,11 +384,11 @@ impl Worker {
         }
     }
 
-    fn stop(&mut self, index: usize, exit_code: i32) {
-        let run = &mut self.view.containers[index];
-        if let Some(id) = &run.id {
-            self.ctx.runtime.stop_container(id);
+    async fn stop(&mut self, index: usize, exit_code: i32) {
+        if let Some(id) = self.view.containers[index].id.clone() {
+            self.ctx.runtime.stop_container(&id, exit_code).await;
         }
+        let run = &mut self.view.containers[index];
         let started_at = match &run.state {
             State::Running { started_at } => started_at.clone(),
             _ => return,
@@ -450,9 +458,18 @@ impl Worker {
     async fn step(&mut self) {
         let now = Instant::now();
         for index in 0..self.view.containers.len() {
-            if let Some((at, code)) = self.view.containers[index].exit_at {
+            if let Some((at, planned)) = self.view.containers[index].exit_at {
                 if at <= now {
-                    self.stop(index, code);
+                    // The runtime says how the container ended; ask it, as the PLEG does.
+                    let id = self.view.containers[index].id.clone().unwrap_or_default();
+                    match self.ctx.runtime.container_state(&id).await {
+                        Some(ContainerState::Running) => {
+                            self.view.containers[index].exit_at = Some((now + Duration::from_millis(50), planned));
+                            continue;
+                        }
+                        Some(ContainerState::Exited(code)) => self.stop(index, code).await,
+                        _ => self.stop(index, planned).await,
+                    }
                     self.after_exit(index);
                 }
             }
@@ -505,7 +522,7 @@ impl Worker {
                             format!("Container {name} failed liveness probe, will be restarted"),
                         )
                         .await;
-                        self.stop(index, 137);
+                        self.stop(index, 137).await;
                         self.after_exit(index);
                     }
                 }
@@ -520,7 +537,7 @@ impl Worker {
             if self.view.containers[index].running() {
                 let name = self.view.containers[index].name.clone();
                 self.emit(index, false, "Killing", format!("Stopping container {name}")).await;
-                self.stop(index, 0);
+                self.stop(index, 0).await;
             }
             self.view.containers[index].restart_at = None;
         }
@@ -540,7 +557,13 @@ impl Worker {
         let already_done =
             matches!(self.pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"));
         if !already_done && self.pod.metadata.deletion_timestamp.is_none() {
-            match self.ctx.runtime.run_pod_sandbox(host_network.then_some(self.ctx.node_ip)) {
+            let meta = SandboxMeta {
+                name: self.pod.metadata.name.clone().unwrap_or_default(),
+                namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+                uid: self.pod.metadata.uid.clone().unwrap_or_default(),
+                labels: self.pod.metadata.labels.clone().unwrap_or_default(),
+            };
+            match self.ctx.runtime.run_pod_sandbox(meta, host_network).await {
                 Ok((id, ip)) => {
                     self.sandbox = Some(id);
                     self.view.pod_ip = Some(ip);
@@ -577,11 +600,11 @@ impl Worker {
         }
         for run in &self.view.containers {
             if let Some(id) = &run.id {
-                self.ctx.runtime.stop_container(id);
+                self.ctx.runtime.stop_container(id, 0).await;
             }
         }
         if let Some(sandbox) = &self.sandbox {
-            self.ctx.runtime.remove_pod_sandbox(sandbox);
+            self.ctx.runtime.remove_pod_sandbox(sandbox).await;
         }
     }
 }

@@ -23,6 +23,8 @@ pub const ECHO_IMAGE: &str = "cairn.io/echo";
 pub enum RuntimeError {
     #[error("no pod IP left in {0}")]
     NoAddress(String),
+    #[error("the container runtime: {0}")]
+    Cri(String),
     #[error("listening on {address}: {source}")]
     Listen { address: String, source: std::io::Error },
 }
@@ -91,41 +93,134 @@ pub fn exit_plan(container: &Container, owned_by_job: bool) -> Option<(Duration,
     }
 }
 
-struct Sandbox {
-    ip: Ipv4Addr,
+/// What the kubelet tells the runtime about a pod's sandbox (CRI's PodSandboxMetadata).
+#[derive(Clone, Debug, Default)]
+pub struct SandboxMeta {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
-struct RunningContainer {
-    sandbox: String,
+/// What the kubelet tells the runtime about a container (CRI's ContainerConfig, in short).
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// The containerPorts the echo image serves.
+    pub ports: Vec<i32>,
+    /// When it exits on its own, and how (`exit_plan`).
+    pub exit: Option<(Duration, i32)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited(i32),
+}
+
+/// A sandbox as RuntimeService.ListPodSandbox reports it.
+#[derive(Clone, Debug)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub meta: SandboxMeta,
+    pub ip: Ipv4Addr,
+    pub ready: bool,
+    pub created_ns: i64,
+}
+
+/// A container as RuntimeService.ListContainers and ContainerStatus report it.
+#[derive(Clone, Debug)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub sandbox: String,
+    pub spec: ContainerSpec,
+    pub state: ContainerState,
+    pub created_ns: i64,
+    pub started_ns: i64,
+    pub finished_ns: i64,
+}
+
+struct Running {
+    info: ContainerInfo,
+    exit_at: Option<(tokio::time::Instant, i32)>,
     servers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Applies a due exit: the container's processes are gone.
+    fn refresh(&mut self) {
+        if let (ContainerState::Running, Some((at, code))) = (self.info.state, self.exit_at) {
+            if tokio::time::Instant::now() >= at {
+                self.halt(code);
+            }
+        }
+    }
+
+    fn halt(&mut self, code: i32) {
+        self.servers.iter().for_each(JoinHandle::abort);
+        self.servers.clear();
+        if self.info.state == ContainerState::Running {
+            self.info.finished_ns = now_ns();
+        }
+        if self.info.state != ContainerState::Created || code != 0 {
+            self.info.state = ContainerState::Exited(code);
+        }
+        self.exit_at = None;
+    }
+}
+
+fn now_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
 }
 
 #[derive(Default)]
 struct State {
     images: BTreeSet<String>,
-    sandboxes: HashMap<String, Sandbox>,
-    containers: HashMap<String, RunningContainer>,
+    sandboxes: HashMap<String, SandboxInfo>,
+    containers: HashMap<String, Running>,
     free: BTreeSet<u32>,
     next_id: u64,
+}
+
+impl State {
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        let seed = format!("{}-{}", std::process::id(), self.next_id);
+        use sha2::Digest;
+        sha2::Sha256::digest(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// One hollow node's runtime.
 pub struct SimRuntime {
     state: Mutex<State>,
     pod_cidr: String,
+    node_ip: Ipv4Addr,
     pull_delay: Duration,
 }
 
 impl SimRuntime {
-    /// Pod IPs are the /24 `pod_cidr`'s .2 to .254.
-    pub fn new(pod_cidr: Ipv4Addr, cached_images: &[String], pull_delay: Duration) -> Arc<SimRuntime> {
+    /// Pod IPs are the /24 `pod_cidr`'s .2 to .254; host-network pods get `node_ip`.
+    pub fn new(
+        pod_cidr: Ipv4Addr,
+        node_ip: Ipv4Addr,
+        cached_images: &[String],
+        pull_delay: Duration,
+    ) -> Arc<SimRuntime> {
         let base = u32::from(pod_cidr) & 0xffff_ff00;
         let state = State {
             images: cached_images.iter().map(|i| normalize_image(i)).collect(),
             free: (base + 2..base + 255).collect(),
             ..State::default()
         };
-        Arc::new(SimRuntime { state: Mutex::new(state), pod_cidr: format!("{}/24", Ipv4Addr::from(base)), pull_delay })
+        Arc::new(SimRuntime {
+            state: Mutex::new(state),
+            pod_cidr: format!("{}/24", Ipv4Addr::from(base)),
+            node_ip,
+            pull_delay,
+        })
     }
 
     pub fn pod_cidr(&self) -> &str {
@@ -143,82 +238,144 @@ impl SimRuntime {
     }
 
     /// ImageService.PullImage: takes the pull delay unless the image is cached.
-    pub async fn pull_image(&self, image: &str) -> Duration {
+    pub async fn pull_image(&self, image: &str) {
         let delay = if self.image_present(image) { Duration::from_millis(50) } else { self.pull_delay };
         tokio::time::sleep(delay).await;
         self.state.lock().images.insert(normalize_image(image));
-        delay
+    }
+
+    /// ImageService.RemoveImage.
+    pub fn remove_image(&self, image: &str) {
+        self.state.lock().images.remove(&normalize_image(image));
     }
 
     /// RuntimeService.RunPodSandbox: returns the sandbox id and its IP.
-    pub fn run_pod_sandbox(&self, host_ip: Option<Ipv4Addr>) -> Result<(String, Ipv4Addr), RuntimeError> {
+    pub fn run_pod_sandbox(&self, meta: SandboxMeta, host_network: bool) -> Result<(String, Ipv4Addr), RuntimeError> {
         let mut state = self.state.lock();
-        let ip = match host_ip {
-            Some(ip) => ip,
-            None => {
-                let first = state.free.pop_first().ok_or_else(|| RuntimeError::NoAddress(self.pod_cidr.clone()))?;
-                Ipv4Addr::from(first)
-            }
+        let ip = if host_network {
+            self.node_ip
+        } else {
+            let first = state.free.pop_first().ok_or_else(|| RuntimeError::NoAddress(self.pod_cidr.clone()))?;
+            Ipv4Addr::from(first)
         };
-        state.next_id += 1;
-        let id = format!("{:064x}", state.next_id);
-        state.sandboxes.insert(id.clone(), Sandbox { ip });
+        let id = state.new_id();
+        state.sandboxes.insert(id.clone(), SandboxInfo { id: id.clone(), meta, ip, ready: true, created_ns: now_ns() });
         Ok((id, ip))
     }
 
-    /// RuntimeService.StopPodSandbox + RemovePodSandbox: its containers stop, its IP is free again.
-    pub fn remove_pod_sandbox(&self, id: &str) {
+    /// RuntimeService.StopPodSandbox: its containers stop, its IP is free again.
+    pub fn stop_pod_sandbox(&self, id: &str) {
         let mut state = self.state.lock();
-        let stopped: Vec<String> =
-            state.containers.iter().filter(|(_, c)| c.sandbox == id).map(|(k, _)| k.clone()).collect();
-        for container in stopped {
-            if let Some(container) = state.containers.remove(&container) {
-                container.servers.iter().for_each(JoinHandle::abort);
-            }
+        for container in state.containers.values_mut().filter(|c| c.info.sandbox == id) {
+            container.halt(0);
         }
-        if let Some(sandbox) = state.sandboxes.remove(id) {
-            let ip = u32::from(sandbox.ip);
-            let base = ip & 0xffff_ff00;
-            if format!("{}/24", Ipv4Addr::from(base)) == self.pod_cidr {
-                state.free.insert(ip);
-            }
+        let Some(sandbox) = state.sandboxes.get_mut(id) else { return };
+        if !sandbox.ready {
+            return;
+        }
+        sandbox.ready = false;
+        let ip = u32::from(sandbox.ip);
+        if sandbox.ip != self.node_ip {
+            state.free.insert(ip);
         }
     }
 
-    /// RuntimeService.CreateContainer + StartContainer. An echo container
-    /// listens on every containerPort of its pod IP.
-    pub async fn start_container(
-        &self,
-        sandbox: &str,
-        container: &Container,
-        pod_name: &str,
-    ) -> Result<String, RuntimeError> {
-        let ip = self.state.lock().sandboxes.get(sandbox).map(|s| s.ip);
+    /// RuntimeService.RemovePodSandbox, with its containers.
+    pub fn remove_pod_sandbox(&self, id: &str) {
+        self.stop_pod_sandbox(id);
+        let mut state = self.state.lock();
+        state.containers.retain(|_, c| c.info.sandbox != id);
+        state.sandboxes.remove(id);
+    }
+
+    /// RuntimeService.CreateContainer.
+    pub fn create_container(&self, sandbox: &str, spec: ContainerSpec) -> String {
+        let mut state = self.state.lock();
+        let id = state.new_id();
+        let info = ContainerInfo {
+            id: id.clone(),
+            sandbox: sandbox.to_string(),
+            spec,
+            state: ContainerState::Created,
+            created_ns: now_ns(),
+            started_ns: 0,
+            finished_ns: 0,
+        };
+        state.containers.insert(id.clone(), Running { info, exit_at: None, servers: Vec::new() });
+        id
+    }
+
+    /// RuntimeService.StartContainer: an echo container listens on its ports of the pod IP.
+    pub async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let (spec, sandbox) = {
+            let state = self.state.lock();
+            let Some(container) = state.containers.get(id) else { return Ok(()) };
+            let sandbox = state.sandboxes.get(&container.info.sandbox).cloned();
+            (container.info.spec.clone(), sandbox)
+        };
         let mut servers = Vec::new();
-        if let (Some(ip), true) = (ip, is_echo(&container.image.clone().unwrap_or_default())) {
-            for port in container.ports.iter().flatten() {
-                let address = format!("{ip}:{}", port.container_port);
+        if let (Some(sandbox), true) = (&sandbox, is_echo(&spec.image)) {
+            for port in &spec.ports {
+                let address = format!("{}:{port}", sandbox.ip);
                 let listener = TcpListener::bind(&address)
                     .await
                     .map_err(|source| RuntimeError::Listen { address: address.clone(), source })?;
-                servers.push(tokio::spawn(serve_echo(listener, pod_name.to_string())));
+                servers.push(tokio::spawn(serve_echo(listener, sandbox.meta.name.clone())));
             }
         }
         let mut state = self.state.lock();
-        state.next_id += 1;
-        let id = format!("{:064x}", state.next_id);
-        state.containers.insert(id.clone(), RunningContainer { sandbox: sandbox.to_string(), servers });
-        Ok(id)
+        let Some(container) = state.containers.get_mut(id) else {
+            servers.iter().for_each(JoinHandle::abort);
+            return Ok(());
+        };
+        container.info.state = ContainerState::Running;
+        container.info.started_ns = now_ns();
+        container.exit_at = spec.exit.map(|(after, code)| (tokio::time::Instant::now() + after, code));
+        container.servers = servers;
+        Ok(())
     }
 
-    /// RuntimeService.StopContainer + RemoveContainer.
-    pub fn stop_container(&self, id: &str) {
-        if let Some(container) = self.state.lock().containers.remove(id) {
-            container.servers.iter().for_each(JoinHandle::abort);
+    /// RuntimeService.StopContainer: a stopped container exits 0 (it handles SIGTERM).
+    pub fn stop_container(&self, id: &str, exit_code: i32) {
+        if let Some(container) = self.state.lock().containers.get_mut(id) {
+            container.refresh();
+            container.halt(exit_code);
         }
     }
 
-    /// RuntimeService.ListPodSandbox's count, for metrics and tests.
+    /// RuntimeService.RemoveContainer.
+    pub fn remove_container(&self, id: &str) {
+        if let Some(mut container) = self.state.lock().containers.remove(id) {
+            container.halt(0);
+        }
+    }
+
+    /// RuntimeService.ContainerStatus.
+    pub fn container_status(&self, id: &str) -> Option<ContainerInfo> {
+        let mut state = self.state.lock();
+        let container = state.containers.get_mut(id)?;
+        container.refresh();
+        Some(container.info.clone())
+    }
+
+    /// RuntimeService.ListContainers.
+    pub fn list_containers(&self) -> Vec<ContainerInfo> {
+        let mut state = self.state.lock();
+        state
+            .containers
+            .values_mut()
+            .map(|c| {
+                c.refresh();
+                c.info.clone()
+            })
+            .collect()
+    }
+
+    /// RuntimeService.ListPodSandbox and PodSandboxStatus.
+    pub fn list_sandboxes(&self) -> Vec<SandboxInfo> {
+        self.state.lock().sandboxes.values().cloned().collect()
+    }
+
     pub fn sandbox_count(&self) -> usize {
         self.state.lock().sandboxes.len()
     }
@@ -296,12 +453,35 @@ mod tests {
 
     #[tokio::test]
     async fn t12_sandboxes_take_and_return_addresses_of_the_node_cidr() {
-        let runtime = SimRuntime::new(Ipv4Addr::new(127, 64, 3, 0), &[], Duration::ZERO);
-        let (a, ip_a) = runtime.run_pod_sandbox(None).expect("sandbox");
-        let (_, ip_b) = runtime.run_pod_sandbox(None).expect("sandbox");
+        let node = Ipv4Addr::new(127, 32, 0, 1);
+        let runtime = SimRuntime::new(Ipv4Addr::new(127, 64, 3, 0), node, &[], Duration::ZERO);
+        let (a, ip_a) = runtime.run_pod_sandbox(SandboxMeta::default(), false).expect("sandbox");
+        let (_, ip_b) = runtime.run_pod_sandbox(SandboxMeta::default(), false).expect("sandbox");
         assert_eq!((ip_a, ip_b), (Ipv4Addr::new(127, 64, 3, 2), Ipv4Addr::new(127, 64, 3, 3)));
+        assert_eq!(runtime.run_pod_sandbox(SandboxMeta::default(), true).expect("host network").1, node);
         runtime.remove_pod_sandbox(&a);
-        assert_eq!(runtime.run_pod_sandbox(None).expect("sandbox").1, ip_a);
-        assert_eq!(runtime.sandbox_count(), 2);
+        assert_eq!(runtime.run_pod_sandbox(SandboxMeta::default(), false).expect("sandbox").1, ip_a);
+        assert_eq!(runtime.sandbox_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn t13_containers_exit_as_planned_and_echo_containers_serve_their_pod_name() {
+        let runtime = SimRuntime::new(Ipv4Addr::new(127, 64, 3, 0), Ipv4Addr::new(127, 32, 0, 1), &[], Duration::ZERO);
+        let meta = SandboxMeta { name: "job-x".into(), ..SandboxMeta::default() };
+        let (sandbox, _) = runtime.run_pod_sandbox(meta, false).expect("sandbox");
+        let spec = ContainerSpec {
+            name: "c".into(),
+            image: "busybox".into(),
+            ports: vec![],
+            exit: Some((Duration::from_millis(200), 3)),
+        };
+        let id = runtime.create_container(&sandbox, spec);
+        runtime.start_container(&id).await.expect("start");
+        assert_eq!(runtime.container_status(&id).map(|c| c.state), Some(ContainerState::Running));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(runtime.container_status(&id).map(|c| c.state), Some(ContainerState::Exited(3)));
+        assert_eq!(runtime.list_containers().len(), 1);
+        runtime.remove_container(&id);
+        assert!(runtime.container_status(&id).is_none());
     }
 }

@@ -19,10 +19,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::client::events::Reporter;
-use crate::client::leader::{self, Elector};
+use crate::client::leader::LeaderElectionFlags;
 use crate::client::writes::{Op, Propagation};
 use crate::client::{self, ClientError, Informer, Write};
-use crate::controllers::LeaderElectionFlags;
 use plugins::{NodeInfo, ScoringStrategy};
 
 #[derive(Args, Clone, Debug)]
@@ -225,15 +224,8 @@ impl Scheduler {
             let condition = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                     "message": message, "lastProbeTime": null,
                                     "lastTransitionTime": client::time_text(client::now())});
-            let mut conditions: Vec<serde_json::Value> = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c.type_ != "PodScheduled")
-                .filter_map(|c| serde_json::to_value(c).ok())
-                .collect();
+            let mut conditions = client::json_items(pod.status.as_ref().and_then(|s| s.conditions.as_ref()));
+            conditions.retain(|c| c["type"] != "PodScheduled");
             conditions.push(condition);
             let writes = vec![
                 self.reporter.event(&pod_json(pod), true, "FailedScheduling", &message),
@@ -274,18 +266,8 @@ impl Scheduler {
 
 pub async fn run(config: SchedulerConfig) -> Result<(), ClientError> {
     let client = client::connect(&config.kubeconfig, "kube-scheduler/v1.33.7-cairn").await?;
-    let work = || schedule(client.clone(), config.clone());
-    if !config.leader_election.leader_elect {
-        return work().await;
-    }
-    let elector = Elector::new(
-        client.clone(),
-        "kube-system",
-        "kube-scheduler",
-        &config.leader_election.identity(),
-        config.leader_election.timing(),
-    );
-    leader::run_elected(elector, work).await
+    let election = config.leader_election.clone();
+    election.run(client.clone(), "kube-scheduler", || schedule(client, config)).await
 }
 
 async fn schedule(client: Client, config: SchedulerConfig) -> Result<(), ClientError> {

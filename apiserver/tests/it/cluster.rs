@@ -149,6 +149,37 @@ async fn t70_pods_deployments_jobs_and_services_run_on_hollow_nodes() {
     apply(&cluster, &echo_deployment("web", 6, ""));
     rollout(&cluster, "web");
     assert_eq!(spread(&cluster, "web"), vec![2, 2, 2]);
+    // The kubelets run pods through the CRI: crictl sees the same pods and containers.
+    let on_node_0: std::collections::BTreeSet<String> = live_pods(&cluster, "web")
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == "hollow-node-0")
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    let sandboxes: Value = serde_json::from_str(
+        &cluster.crictl("hollow-node-0", &["pods", "--label", "app=web", "-o", "json"]).expect("crictl pods"),
+    )
+    .expect("json");
+    let crictl_names: std::collections::BTreeSet<String> = sandboxes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["state"] == "SANDBOX_READY")
+        .filter_map(|s| s["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(crictl_names, on_node_0, "crictl pods lists the node's pods");
+    let containers = cluster.crictl("hollow-node-0", &["ps", "-o", "json"]).expect("crictl ps");
+    let containers: Value = serde_json::from_str(&containers).expect("json");
+    let listed = containers["containers"].as_array().cloned().unwrap_or_default();
+    assert!(listed.len() >= 2, "crictl ps shows the running containers: {containers}");
+    for container in &listed {
+        let pod = container["labels"]["io.kubernetes.pod.name"].as_str().unwrap_or_default();
+        assert!(on_node_0.contains(pod), "each container names its pod as the kubelet labels it: {container}");
+    }
+    let images = cluster.crictl("hollow-node-0", &["images"]).expect("crictl images");
+    assert!(images.contains("cairn.io/echo"), "{images}");
+    let version = cluster.crictl("hollow-node-0", &["version"]).expect("crictl version");
+    assert!(version.contains("RuntimeName:  cairn-sim"), "{version}");
+
     must(&cluster, &["scale", "deployment/web", "--replicas=9"]);
     rollout(&cluster, "web");
     assert_eq!(spread(&cluster, "web"), vec![3, 3, 3]);

@@ -405,6 +405,7 @@ impl KubeCluster {
                 "--nodes=1".to_string(),
                 format!("--first-node-index={i}"),
                 format!("--cluster-cidr=127.{}.0.0/16", 64 + block),
+                format!("--root-dir={}", cluster.api.dir().join("kubelet").display()),
             ];
             flags.extend(options.kubelet_flags.clone());
             cluster.kubelets.push(Component::start(
@@ -441,4 +442,31 @@ impl KubeCluster {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// crictl (cri-tools v1.37.0, built by `.ci/setup.sh --with-etcd`), to inspect the simulated runtime.
+pub fn crictl_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("CAIRN_CRICTL") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/cairn/cri-tools-v1.37.0/crictl")
+}
+
+impl KubeCluster {
+    /// crictl against one node's runtime socket; stdout, or an error with stderr.
+    pub fn crictl(&self, node: &str, args: &[&str]) -> Result<String> {
+        let socket = self.api.dir().join("kubelet").join(node).join("cri.sock");
+        let out = Command::new("timeout")
+            .arg("30")
+            .arg(crictl_binary())
+            .arg(format!("--runtime-endpoint=unix://{}", socket.display()))
+            .arg(format!("--image-endpoint=unix://{}", socket.display()))
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("crictl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
