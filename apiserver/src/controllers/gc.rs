@@ -88,11 +88,17 @@ pub fn plan(owners: &[Object], dependents: &[Object]) -> Plan {
             } else if owner_finalizers.iter().any(|f| f == "foregroundDeletion") {
                 *waiting.entry(owner.uid()).or_default() += 1;
                 if dependent.meta.deletion_timestamp.is_none() {
+                    // Owners among the dependents go in the foreground too; leaves (pods) need not.
+                    let cascade = if owner_resource(&dependent.resource.kind).is_some() {
+                        Propagation::Foreground
+                    } else {
+                        Propagation::Background
+                    };
                     plan.writes.push(dependent.write(Op::Delete {
                         name: dependent.name(),
                         uid: dependent.meta.uid.clone(),
                         grace_seconds: None,
-                        propagation: Some(Propagation::Foreground),
+                        propagation: Some(cascade),
                     }));
                 }
             }
@@ -110,7 +116,9 @@ pub fn plan(owners: &[Object], dependents: &[Object]) -> Plan {
             plan.suspects.push(dependent.clone());
         }
     }
-    for owner in owners.iter().filter(|o| o.meta.deletion_timestamp.is_some()) {
+    // An object deleted in the foreground that owns nothing the collector tracks has no dependents to wait for.
+    let leaves = dependents.iter().filter(|d| !by_uid.contains_key(d.uid()));
+    for owner in owners.iter().chain(leaves).filter(|o| o.meta.deletion_timestamp.is_some()) {
         if waiting.contains_key(owner.uid()) {
             continue;
         }
@@ -229,6 +237,10 @@ mod tests {
         assert!(
             matches!(&childless.writes[0].op, Op::Merge { patch, .. } if patch["metadata"]["finalizers"] == json!([]))
         );
+
+        // A pod deleted in the foreground owns nothing: its finalizer goes at once.
+        let leaf = plan(&[], &[object("Pod", "p", Some(("ReplicaSet", "rs")), Some("foregroundDeletion"))]);
+        assert!(matches!(&leaf.writes[0].op, Op::Merge { patch, .. } if patch["metadata"]["finalizers"] == json!([])));
 
         let orphaning = vec![object("Deployment", "d", None, Some("orphan"))];
         let unlinked = plan(&orphaning, &[object("ReplicaSet", "rs", Some(("Deployment", "d")), None)]);

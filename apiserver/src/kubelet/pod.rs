@@ -531,15 +531,33 @@ impl Worker {
     }
 
     /// Stops every container, posts the final status, and deletes the pod.
+    /// Stops every container within the pod's grace period (a container that
+    /// ignores SIGTERM is killed when it runs out), posts the final status, and
+    /// deletes the pod.
     async fn terminate(&mut self) {
         self.view.deleting = true;
+        let grace = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0);
+        let deadline = Instant::now() + Duration::from_secs(grace as u64);
+        let mut stubborn = Vec::new();
         for index in 0..self.view.containers.len() {
-            if self.view.containers[index].running() {
-                let name = self.view.containers[index].name.clone();
-                self.emit(index, false, "Killing", format!("Stopping container {name}")).await;
+            self.view.containers[index].restart_at = None;
+            if !self.view.containers[index].running() {
+                continue;
+            }
+            let name = self.view.containers[index].name.clone();
+            self.emit(index, false, "Killing", format!("Stopping container {name}")).await;
+            if self.spec_of(index).is_some_and(|c| runtime::ignores_sigterm(&c)) {
+                stubborn.push(index);
+            } else {
                 self.stop(index, 0).await;
             }
-            self.view.containers[index].restart_at = None;
+        }
+        if !stubborn.is_empty() {
+            self.post_status().await;
+            tokio::time::sleep_until(deadline).await;
+            for index in stubborn {
+                self.stop(index, 137).await;
+            }
         }
         self.post_status().await;
         let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();

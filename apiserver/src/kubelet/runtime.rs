@@ -59,6 +59,17 @@ pub fn is_echo(image: &str) -> bool {
     normalize_image(image) == normalize_image(ECHO_IMAGE)
 }
 
+/// A container's environment variable, as its spec sets it.
+pub fn env_var(container: &Container, name: &str) -> Option<String> {
+    container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
+}
+
+/// A simulated container with `CAIRN_IGNORE_SIGTERM=true` does not stop on
+/// SIGTERM: it is killed (exit 137) when the pod's grace period runs out.
+pub fn ignores_sigterm(container: &Container) -> bool {
+    env_var(container, "CAIRN_IGNORE_SIGTERM").as_deref() == Some("true")
+}
+
 /// When and how a simulated container exits on its own:
 /// - env `CAIRN_EXIT_AFTER` (seconds) and `CAIRN_EXIT_CODE` say it directly;
 /// - otherwise `sleep N` and `exit N` in its command and args are honoured
@@ -66,7 +77,7 @@ pub fn is_echo(image: &str) -> bool {
 /// - otherwise a container of a Job's pod completes after one second, as kwok's
 ///   pod-complete stage does; every other container runs until stopped.
 pub fn exit_plan(container: &Container, owned_by_job: bool) -> Option<(Duration, i32)> {
-    let env = |name: &str| container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone());
+    let env = |name: &str| env_var(container, name);
     if let Some(after) = env("CAIRN_EXIT_AFTER").and_then(|v| v.parse::<f64>().ok()) {
         let code = env("CAIRN_EXIT_CODE").and_then(|v| v.parse().ok()).unwrap_or(0);
         return Some((Duration::from_secs_f64(after.max(0.0)), code));

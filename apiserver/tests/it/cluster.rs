@@ -136,8 +136,12 @@ async fn t70_pods_deployments_jobs_and_services_run_on_hollow_nodes() {
             .await;
     assert!(running, "the seed pod runs\n{}", cluster.logs());
     eprintln!("seed pod Running after {:?}", started.elapsed());
-    let reasons: Vec<String> =
-        events_of(&cluster, "seed").iter().map(|e| e["reason"].as_str().unwrap_or_default().to_string()).collect();
+    let events = events_of(&cluster, "seed");
+    for event in &events {
+        let text = |field: &str| event[field].as_str().unwrap_or_default().to_string();
+        eprintln!("seed pod: {} {} {}", text("firstTimestamp"), text("reason"), text("message"));
+    }
+    let reasons: Vec<String> = events.iter().map(|e| e["reason"].as_str().unwrap_or_default().to_string()).collect();
     for (step, reason) in ["Scheduled", "Pulling", "Pulled", "Created", "Started"].iter().enumerate() {
         assert!(reasons.contains(&reason.to_string()), "step {step} {reason} in {reasons:?}");
     }
@@ -171,9 +175,19 @@ async fn t70_pods_deployments_jobs_and_services_run_on_hollow_nodes() {
     let containers: Value = serde_json::from_str(&containers).expect("json");
     let listed = containers["containers"].as_array().cloned().unwrap_or_default();
     assert!(listed.len() >= 2, "crictl ps shows the running containers: {containers}");
+    let every_pod_on_node_0 = json(&cluster, &["get", "pods", "--field-selector", "spec.nodeName=hollow-node-0"]);
+    let every_pod_on_node_0: Vec<&str> = every_pod_on_node_0["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
     for container in &listed {
         let pod = container["labels"]["io.kubernetes.pod.name"].as_str().unwrap_or_default();
-        assert!(on_node_0.contains(pod), "each container names its pod as the kubelet labels it: {container}");
+        assert!(
+            every_pod_on_node_0.contains(&pod),
+            "each container names its pod as the kubelet labels it: {container}"
+        );
     }
     let images = cluster.crictl("hollow-node-0", &["images"]).expect("crictl images");
     assert!(images.contains("cairn.io/echo"), "{images}");
@@ -243,9 +257,10 @@ async fn t70_pods_deployments_jobs_and_services_run_on_hollow_nodes() {
     .await;
     assert!(reached, "the Service spreads over its pods: {answered:?}\n{}", cluster.logs());
     must(&cluster, &["scale", "deployment/web", "--replicas=1"]);
-    rollout(&cluster, "web");
+    // `rollout status` may return before a scale-down's pods are deleted, as against kube.
+    let one = eventually(Duration::from_secs(30), || live_pods(&cluster, "web").len() == 1).await;
+    assert!(one, "the scale-down leaves one pod");
     let left = live_pods(&cluster, "web");
-    assert_eq!(left.len(), 1);
     let survivor = left[0]["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let followed =
         eventually(Duration::from_secs(30), || (0..10).all(|_| curl(&url).as_deref() == Some(survivor.as_str()))).await;
@@ -265,6 +280,37 @@ async fn t70_pods_deployments_jobs_and_services_run_on_hollow_nodes() {
     })
     .await;
     assert!(collected, "the garbage collector removes the deployment's sets and pods");
+    // Orphan deletion leaves the ReplicaSet without its owner; foreground deletion removes the
+    // Deployment only after its ReplicaSet and pods are gone.
+    must(&cluster, &["create", "deployment", "kept", "--image=nginx", "--replicas=1"]);
+    rollout(&cluster, "kept");
+    must(&cluster, &["delete", "deployment", "kept", "--cascade=orphan"]);
+    let sets = json(&cluster, &["get", "rs", "-l", "app=kept"]);
+    assert_eq!(sets["items"].as_array().map(Vec::len), Some(1), "the orphaned set stays");
+    assert!(
+        sets["items"][0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty),
+        "and has no owner: {sets}"
+    );
+    must(&cluster, &["delete", "rs", "-l", "app=kept"]);
+    must(&cluster, &["create", "deployment", "front", "--image=nginx", "--replicas=2"]);
+    rollout(&cluster, "front");
+    must(&cluster, &["delete", "deployment", "front", "--cascade=foreground", "--wait=true", "--timeout=60s"]);
+    assert!(live_pods(&cluster, "front").is_empty(), "foreground deletion finished the pods before the deployment");
+    assert!(json(&cluster, &["get", "rs", "-l", "app=front"])["items"].as_array().is_some_and(Vec::is_empty));
+
+    // A container that ignores SIGTERM is killed when the grace period runs out.
+    let stubborn = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: nginx\n    env: [{name: CAIRN_IGNORE_SIGTERM, value: \"true\"}]\n";
+    apply(&cluster, stubborn);
+    let up = eventually(Duration::from_secs(20), || {
+        json(&cluster, &["get", "pod", "stubborn"])["status"]["phase"] == "Running"
+    })
+    .await;
+    assert!(up, "the stubborn pod runs");
+    let deleting = Instant::now();
+    must(&cluster, &["delete", "pod", "stubborn", "--timeout=30s"]);
+    let took = deleting.elapsed();
+    assert!(took >= Duration::from_secs(2), "the kubelet waited out the 2 s grace period: {took:?}");
+
     must(&cluster, &["create", "namespace", "doomed"]);
     must(&cluster, &["-n", "doomed", "create", "deployment", "d", "--image=nginx", "--replicas=2"]);
     must(&cluster, &["-n", "doomed", "create", "configmap", "c"]);

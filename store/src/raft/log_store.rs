@@ -20,16 +20,37 @@ use crate::metrics::METRICS;
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<Engine>,
-    /// Appends waiting for the WAL fsync, in log order.
+    wal_sync: Arc<WalSync>,
+}
+
+/// The WAL sync thread and the queue of appends waiting for its fsync, in log
+/// order. When the last log store goes, the queue closes and the thread is
+/// joined: it holds the engine, and a RocksDB closed by a thread still running
+/// while the process exits aborts it ("pthread lock: Invalid argument").
+struct WalSync {
     unsynced: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for WalSync {
+    fn drop(&mut self) {
+        // Close the queue first (a fresh channel replaces ours), then wait for the thread.
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.unsynced, closed));
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LogStore {
     pub fn new(engine: Arc<Engine>) -> Result<Self, std::io::Error> {
         let (unsynced, waiting) = std::sync::mpsc::channel();
         let syncing = engine.clone();
-        std::thread::Builder::new().name("cairn-wal-sync".into()).spawn(move || sync_loop(&syncing, waiting))?;
-        Ok(Self { engine, unsynced })
+        let thread =
+            std::thread::Builder::new().name("cairn-wal-sync".into()).spawn(move || sync_loop(&syncing, waiting))?;
+        let wal_sync = Arc::new(WalSync { unsynced, thread: parking_lot::Mutex::new(Some(thread)) });
+        Ok(Self { engine, wal_sync })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
@@ -150,7 +171,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             });
         }
         self.engine.write(&ops, Durability::Buffered).map_err(|err| StorageIOError::write_logs(&err))?;
-        self.unsynced
+        self.wal_sync
+            .unsynced
             .send(callback)
             .map_err(|_| StorageIOError::write_logs(openraft::AnyError::error("the WAL sync thread has stopped")))?;
         Ok(())
