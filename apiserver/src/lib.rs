@@ -2,6 +2,7 @@
 //! its store only through the etcd v3 API; it never links cairn-store.
 
 pub mod apply;
+pub mod balancer;
 pub mod cacher;
 pub mod config;
 pub mod error;

@@ -31,7 +31,8 @@ pub struct UpConfig {
     /// The loopback address every component listens on.
     #[arg(long = "address", default_value = "127.0.0.1")]
     pub address: std::net::Ipv4Addr,
-    /// The first API server's port; more API servers take the next ones.
+    /// The API server's port; with several API servers, the load balancer's, and
+    /// the API servers take the next ones.
     #[arg(long = "apiserver-port", default_value_t = 6443)]
     pub apiserver_port: u16,
     /// Store member i listens for clients on this port + 2i and for peers on the next.
@@ -256,18 +257,27 @@ pub async fn run(config: UpConfig) -> Result<(), UpError> {
     let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), address.to_string()];
     let (cert, key) = crate::http::tls::self_signed(&certs, &hosts)?;
     let token = admin_token(&dir)?;
+    // One API server listens on the port itself; several sit behind a balancer there.
+    let api_port = |i: u32| config.apiserver_port + u16::from(config.apiservers > 1) + i as u16;
     for i in 0..config.apiservers {
         let args = vec![
             "apiserver".to_string(),
             format!("--etcd-servers={}", endpoints.join(",")),
             format!("--bind-address={address}"),
-            format!("--secure-port={}", config.apiserver_port + i as u16),
+            format!("--secure-port={}", api_port(i)),
             format!("--tls-cert-file={}", cert.display()),
             format!("--tls-private-key-file={}", key.display()),
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
             format!("--service-cluster-ip-range={}", config.service_cluster_ip_range),
         ];
         cluster.add(format!("apiserver-{i}"), &me, args, true)?;
+    }
+    if config.apiservers > 1 {
+        let front = std::net::SocketAddr::from((address, config.apiserver_port));
+        let listener =
+            tokio::net::TcpListener::bind(front).await.map_err(io_error(Path::new("the load balancer's address")))?;
+        let backends = (0..config.apiservers).map(|i| std::net::SocketAddr::from((address, api_port(i)))).collect();
+        tokio::spawn(crate::balancer::run(listener, backends));
     }
     let kubeconfig = dir.join("kubeconfig");
     write_kubeconfig(&kubeconfig, &format!("https://{address}:{}", config.apiserver_port), &cert, &token)?;

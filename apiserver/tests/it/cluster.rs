@@ -667,6 +667,32 @@ impl Drop for Up {
     }
 }
 
+/// `up`'s flags on this test's loopback address and ports (the store's first
+/// port given, 3 members' worth and up to 3 API servers after it), with a pod
+/// and Service block from `block`.
+fn up_flags(ip: &str, store_port: u16, block: u32, extra: &[&str]) -> Vec<String> {
+    for _ in 0..6 {
+        cairn_testkit::net::next_port();
+    }
+    let api_port = cairn_testkit::net::next_port();
+    for _ in 0..3 {
+        cairn_testkit::net::next_port();
+    }
+    let proxy_port = cairn_testkit::net::next_port();
+    let block = block + std::process::id() % 4;
+    let mut flags = vec![
+        format!("--address={ip}"),
+        format!("--store-port={store_port}"),
+        format!("--apiserver-port={api_port}"),
+        format!("--proxy-port={proxy_port}"),
+        format!("--cluster-cidr=127.{}.0.0/16", 64 + block),
+        format!("--service-cluster-ip-range=127.{}.0.0/16", 96 + block),
+        "--image-pull-delay=100ms".to_string(),
+    ];
+    flags.extend(extra.iter().map(|f| f.to_string()));
+    flags
+}
+
 fn log_tail(dir: &std::path::Path) -> String {
     let text = std::fs::read_to_string(dir.join("up.log")).unwrap_or_default();
     text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -677,24 +703,8 @@ fn log_tail(dir: &std::path::Path) -> String {
 #[tokio::test]
 async fn t74_up_runs_the_cluster_and_comes_back_from_a_restored_snapshot() {
     let temp = tempfile::tempdir().expect("temp dir");
-    let ip = cairn_testkit::net::loopback_ip();
-    let store_port = cairn_testkit::net::next_port();
-    for _ in 0..6 {
-        cairn_testkit::net::next_port();
-    }
-    let (api_port, proxy_port) = (cairn_testkit::net::next_port(), cairn_testkit::net::next_port());
-    let block = 28 + std::process::id() % 4;
-    let flags: Vec<String> = vec![
-        format!("--address={ip}"),
-        format!("--store-port={store_port}"),
-        format!("--apiserver-port={api_port}"),
-        format!("--proxy-port={proxy_port}"),
-        format!("--cluster-cidr=127.{}.0.0/16", 64 + block),
-        format!("--service-cluster-ip-range=127.{}.0.0/16", 96 + block),
-        "--nodes=2".into(),
-        "--replicas=1".into(),
-        "--image-pull-delay=100ms".into(),
-    ];
+    let (ip, store_port) = (cairn_testkit::net::loopback_ip(), cairn_testkit::net::next_port());
+    let flags = up_flags(&ip, store_port, 28, &["--nodes=2", "--replicas=1"]);
     let started = Instant::now();
     let mut up = Up::start(temp.path(), &flags);
     let ready = eventually(Duration::from_secs(90), || {
@@ -777,5 +787,71 @@ async fn t74_up_runs_the_cluster_and_comes_back_from_a_restored_snapshot() {
         started.elapsed(),
         before.len()
     );
+    assert!(up.stop(), "up stops cleanly");
+}
+
+/// `up --apiservers 3` behind its load balancer, with leader-elected
+/// controller-managers and schedulers: kill one API server, one store member,
+/// the controller-manager leader and the scheduler leader in turn; kubectl
+/// keeps working through the balancer, and the cluster keeps converging.
+#[tokio::test]
+async fn t75_the_ha_cluster_survives_the_kill_of_any_one_component() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (ip, store_port) = (cairn_testkit::net::loopback_ip(), cairn_testkit::net::next_port());
+    let election =
+        ["--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms"];
+    let mut extra = vec!["--apiservers=3", "--nodes=2", "--replicas=2"];
+    extra.extend(election);
+    let flags = up_flags(&ip, store_port, 24, &extra);
+    let mut up = Up::start(temp.path(), &flags);
+    let ready = eventually(Duration::from_secs(90), || {
+        up.json(&["get", "nodes"])["items"].as_array().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    assert!(ready, "up starts the HA cluster\n{}", log_tail(temp.path()));
+    let manifest_path = temp.path().join("ha.yaml");
+    std::fs::write(&manifest_path, echo_deployment("ha", 2, "")).expect("manifest");
+    assert!(up.kubectl(&["apply", "-f", &manifest_path.display().to_string()]).status.success());
+    let converged =
+        |up: &Up, replicas: i64| up.json(&["get", "deployment", "ha"])["status"]["availableReplicas"] == replicas;
+    let available = eventually(Duration::from_secs(60), || converged(&up, 2)).await;
+    assert!(available, "the deployment runs\n{}", log_tail(temp.path()));
+
+    let holder = |up: &Up, lease: &str| -> String {
+        up.json(&["-n", "kube-system", "get", "lease", lease])["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut replicas = 2;
+    for victim in ["apiserver-0", "store-0", "controller-manager", "scheduler"] {
+        let process = match victim {
+            "controller-manager" => holder(&up, "kube-controller-manager"),
+            "scheduler" => holder(&up, "kube-scheduler"),
+            other => other.to_string(),
+        };
+        let pid = std::fs::read_to_string(up.dir.join("logs").join(format!("{process}.pid"))).expect("pid file");
+        assert!(std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill").success());
+        // kubectl goes through the balancer the whole time.
+        let started = Instant::now();
+        let mut failures = Vec::new();
+        while started.elapsed() < Duration::from_secs(6) {
+            let out = up.kubectl(&["get", "pods", "-o", "name"]);
+            if !out.status.success() {
+                failures.push(String::from_utf8_lossy(&out.stderr).to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(failures.is_empty(), "kubectl failed after {process} was killed: {failures:?}");
+        replicas += 1;
+        let scaled = up.kubectl(&["scale", "deployment/ha", &format!("--replicas={replicas}")]);
+        assert!(scaled.status.success(), "scale after {process}: {}", String::from_utf8_lossy(&scaled.stderr));
+        let again = eventually(Duration::from_secs(60), || converged(&up, replicas)).await;
+        assert!(again, "the cluster converges after {process} was killed\n{}", log_tail(temp.path()));
+        eprintln!(
+            "killed {process}: kubectl never failed, and {replicas} replicas converged after {:?}",
+            started.elapsed()
+        );
+    }
     assert!(up.stop(), "up stops cleanly");
 }
