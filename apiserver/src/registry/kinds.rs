@@ -164,7 +164,11 @@ pub fn prepare_for_update(
         // finalize changes spec.finalizers and nothing else.
         Some(Subresource::Finalize) => {
             let mut object = current.clone();
-            object["spec"]["finalizers"] = given["spec"]["finalizers"].clone();
+            // Go omits an empty list: the namespace's spec is then `{}`.
+            match given["spec"]["finalizers"].as_array().filter(|f| !f.is_empty()) {
+                Some(finalizers) => object["spec"]["finalizers"] = json!(finalizers),
+                None => object["spec"] = json!({}),
+            }
             object
         }
         Some(Subresource::Status) => {
@@ -400,6 +404,18 @@ mod tests {
         assert_eq!(status["spec"]["replicas"], 1, "status writes keep the spec");
         assert_eq!(status["status"]["replicas"], 3);
         assert_eq!(status["metadata"]["uid"], "u");
+    }
+
+    #[test]
+    fn finalize_changes_only_the_finalizers_and_omits_an_empty_list() {
+        let namespaces = crate::resources::of(Kind::Namespace);
+        let current = json!({"metadata": {"name": "zz", "labels": {"a": "b"}}, "spec": {"finalizers": ["kubernetes"]},
+                             "status": {"phase": "Terminating"}});
+        let given = json!({"metadata": {"name": "zz"}, "spec": {"finalizers": []}, "status": {"phase": "Active"}});
+        let next = prepare_for_update(namespaces, Some(Subresource::Finalize), given, &current);
+        assert_eq!(next["spec"], json!({}));
+        assert_eq!(next["status"]["phase"], "Terminating");
+        assert_eq!(next["metadata"]["labels"], json!({"a": "b"}));
     }
 
     #[test]
