@@ -33,6 +33,9 @@ offends "etcd's error messages are written only in error.rs" \
 offends "the chaos library does no I/O and reads no clock but the checker's budget" \
   "$(rs -E 'std::(fs|net|process)|tokio::(net|fs|process)|Instant::now|SystemTime' chaos/src --exclude-dir=bin | grep -v '^chaos/src/linearizable.rs')"
 
+offends "the density run's measures and SLO table are pure (no I/O, no clock)" \
+  "$(rs -E 'std::(fs|net|process|time)|tokio|Instant::now|SystemTime|\.await' benches/src/kube/measure.rs)"
+
 # Member processes are started by the testkit alone. process.rs tests the
 # binary's own flags, signals and exit codes; `cairn snapshot` is a tool run.
 member_spawns() {

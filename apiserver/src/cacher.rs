@@ -7,13 +7,13 @@
 //! revision + 1, so nothing is missed or repeated; when its revision has been
 //! compacted it lists again and ends every watcher, which then start over.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::meta;
 use crate::resources::Resource;
@@ -22,8 +22,9 @@ use crate::storage::{Storage, StorageError, WatchChange, WatchItem};
 
 /// Events kept per resource for watchers that resume from a revision.
 const WINDOW: usize = 16 * 1024;
-/// Messages a slow HTTP watcher may fall behind before it is ended.
-const FANOUT: usize = 64 * 1024;
+/// Messages a slow HTTP watcher may fall behind before it is ended. The
+/// channel keeps this many events alive, so it matches the window.
+const FANOUT: usize = WINDOW;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +51,26 @@ pub struct CacheEvent {
     pub object: Arc<Value>,
     pub prev: Option<Arc<Value>>,
     pub revision: i64,
+    /// `object` as JSON, made by the first watcher that sends it unchanged
+    /// and shared by the rest: a thousand watchers encode an event once.
+    pub encoded: OnceLock<bytes::Bytes>,
+}
+
+impl CacheEvent {
+    pub fn new(
+        kind: EventType,
+        key: String,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+        revision: i64,
+    ) -> CacheEvent {
+        CacheEvent { kind, key, object, prev, revision, encoded: OnceLock::new() }
+    }
+
+    /// The object's JSON text.
+    pub fn encoded(&self) -> &bytes::Bytes {
+        self.encoded.get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +95,8 @@ pub struct Cacher {
     pub resource: &'static Resource,
     state: Mutex<State>,
     tx: broadcast::Sender<Message>,
+    /// Per-node feeds of pod watchers; locked only while `state` is.
+    by_node: Mutex<HashMap<String, Vec<mpsc::Sender<Message>>>>,
     revision_tx: watch::Sender<i64>,
 }
 
@@ -120,8 +143,51 @@ pub struct Subscription {
     /// Events to send first: the current objects (a start "at most recent") or
     /// the buffered events after the requested revision.
     pub initial: Vec<Arc<CacheEvent>>,
-    pub rx: broadcast::Receiver<Message>,
+    pub feed: Feed,
     pub revision: i64,
+}
+
+/// Where a watcher's later messages come from: every event of the resource,
+/// or only the events of pods on one node. kube-apiserver indexes pod watches
+/// by `spec.nodeName` the same way, so that a thousand kubelets do not each
+/// wake for every pod event of the cluster.
+pub enum Feed {
+    All(broadcast::Receiver<Message>),
+    /// With the cache's revision, which a node's watcher reports in its
+    /// bookmarks once it has sent everything queued for it.
+    Node(mpsc::Receiver<Message>, watch::Receiver<i64>),
+}
+
+impl Feed {
+    /// The next message; None once the watcher must end (it fell behind, or
+    /// the cache was rebuilt).
+    pub async fn next(&mut self) -> Option<Message> {
+        match self {
+            Feed::All(rx) => rx.recv().await.ok(),
+            Feed::Node(rx, _) => rx.recv().await,
+        }
+    }
+
+    /// A revision every event of this feed up to which has been taken from
+    /// it. An unindexed feed sees every event and tracks that itself; a node's
+    /// feed sees only its node's pods, so without this its bookmarks would
+    /// name the revision of its last event, minutes old, and a resumed watch
+    /// would start outside the window, from the store.
+    pub fn caught_up(&self) -> Option<i64> {
+        match self {
+            Feed::All(_) => None,
+            Feed::Node(rx, revision) => {
+                // Events are queued before the revision that covers them is published.
+                let revision = *revision.borrow();
+                rx.is_empty().then_some(revision)
+            }
+        }
+    }
+}
+
+/// The node a pod is bound to, for the per-node feeds.
+fn node_of(object: &Value) -> Option<&str> {
+    object.get("spec")?.get("nodeName")?.as_str().filter(|n| !n.is_empty())
 }
 
 pub enum Start {
@@ -156,6 +222,7 @@ impl Cacher {
                 listed: false,
             }),
             tx,
+            by_node: Mutex::new(HashMap::new()),
             revision_tx,
         }
     }
@@ -193,7 +260,9 @@ impl Cacher {
         (items, state.revision)
     }
 
-    pub fn subscribe(&self, start: Start, prefix: &str) -> Result<Subscription, SubscribeError> {
+    /// Subscribes from `start`; `node` narrows a pod watch to the pods bound
+    /// to that node (the watcher's own filter still applies).
+    pub fn subscribe(&self, start: Start, prefix: &str, node: Option<&str>) -> Result<Subscription, SubscribeError> {
         let state = self.state.lock();
         let initial = match start {
             Start::Current => state
@@ -201,13 +270,7 @@ impl Cacher {
                 .range(prefix.to_string()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .map(|(key, object)| {
-                    Arc::new(CacheEvent {
-                        kind: EventType::Added,
-                        key: key.clone(),
-                        object: object.clone(),
-                        prev: None,
-                        revision: state.revision,
-                    })
+                    Arc::new(CacheEvent::new(EventType::Added, key.clone(), object.clone(), None, state.revision))
                 })
                 .collect(),
             Start::After(revision) => {
@@ -217,7 +280,15 @@ impl Cacher {
                 state.events.iter().filter(|e| e.revision > revision && e.key.starts_with(prefix)).cloned().collect()
             }
         };
-        Ok(Subscription { initial, rx: self.tx.subscribe(), revision: state.revision })
+        let feed = match node {
+            Some(node) if self.resource.kind == crate::resources::Kind::Pod => {
+                let (tx, rx) = mpsc::channel(FANOUT);
+                self.by_node.lock().entry(node.to_string()).or_default().push(tx);
+                Feed::Node(rx, self.revision_tx.subscribe())
+            }
+            _ => Feed::All(self.tx.subscribe()),
+        };
+        Ok(Subscription { initial, feed, revision: state.revision })
     }
 
     async fn run(self: Arc<Self>, storage: Storage, prefix: String) {
@@ -275,6 +346,8 @@ impl Cacher {
         if was_listed {
             let _ = self.tx.send(Message::Reset);
         }
+        // Dropping the per-node feeds ends their watchers as Reset ends the rest.
+        self.by_node.lock().clear();
         drop(state);
         self.revision_tx.send_replace(revision);
     }
@@ -284,8 +357,33 @@ impl Cacher {
         if revision > state.revision {
             state.revision = revision;
             let _ = self.tx.send(Message::Progress(revision));
+            for feeds in self.by_node.lock().values() {
+                for feed in feeds {
+                    // A full feed just misses one progress note.
+                    let _ = feed.try_send(Message::Progress(revision));
+                }
+            }
             drop(state);
             self.revision_tx.send_replace(revision);
+        }
+    }
+
+    /// Sends a pod event to the watchers of the nodes it is (or was) bound to;
+    /// a watcher whose feed is full is dropped and ends, as a lagging one does.
+    fn to_nodes(&self, event: &Arc<CacheEvent>) {
+        let mut by_node = self.by_node.lock();
+        if by_node.is_empty() {
+            return;
+        }
+        let now = node_of(&event.object);
+        let before = event.prev.as_deref().and_then(node_of).filter(|b| Some(*b) != now);
+        for node in now.into_iter().chain(before) {
+            if let Some(feeds) = by_node.get_mut(node) {
+                feeds.retain(|feed| feed.try_send(Message::Event(event.clone())).is_ok());
+                if feeds.is_empty() {
+                    by_node.remove(node);
+                }
+            }
         }
     }
 
@@ -303,7 +401,7 @@ impl Cacher {
                     let old = state.objects.insert(key.clone(), object.clone());
                     let prev = prev.map(|p| Arc::new(p.object)).or(old);
                     let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-                    CacheEvent { kind, key, object, prev, revision }
+                    CacheEvent::new(kind, key, object, prev, revision)
                 }
                 WatchChange::Delete { key, prev, revision } => {
                     if revision < state.revision {
@@ -314,7 +412,7 @@ impl Cacher {
                     let Some(prev) = prev else { continue };
                     let mut object = (*prev).clone();
                     meta::set_resource_version(&mut object, revision);
-                    CacheEvent { kind: EventType::Deleted, key, object: Arc::new(object), prev: Some(prev), revision }
+                    CacheEvent::new(EventType::Deleted, key, Arc::new(object), Some(prev), revision)
                 }
             };
             state.revision = event.revision;
@@ -325,6 +423,7 @@ impl Cacher {
                     state.oldest = dropped.revision;
                 }
             }
+            self.to_nodes(&event);
             let _ = self.tx.send(Message::Event(event));
         }
         let revision = state.revision;
@@ -340,13 +439,34 @@ mod tests {
     use serde_json::json;
 
     fn event(kind: EventType, object: Value, prev: Option<Value>) -> CacheEvent {
-        CacheEvent {
-            kind,
-            key: "/registry/pods/d/p".into(),
-            object: Arc::new(object),
-            prev: prev.map(Arc::new),
-            revision: 2,
+        CacheEvent::new(kind, "/registry/pods/d/p".into(), Arc::new(object), prev.map(Arc::new), 2)
+    }
+
+    #[test]
+    fn a_node_feed_gets_only_the_events_of_pods_on_its_node() {
+        let cacher = Cacher::empty(of(Kind::Pod));
+        cacher.reset(Vec::new(), 1);
+        let subscription = cacher.subscribe(Start::After(1), "/p/", Some("n1")).ok().expect("subscribes");
+        let feed = subscription.feed;
+        assert_eq!(feed.caught_up(), Some(1), "nothing queued: caught up with the cache");
+        let Feed::Node(mut rx, _) = feed else { panic!("a pod watch on one node is indexed") };
+        let pod = |node: Option<&str>, revision: i64| crate::storage::Stored {
+            object: json!({"metadata": {"name": "p"}, "spec": {"nodeName": node}}),
+            mod_revision: revision,
+        };
+        cacher.apply(vec![WatchChange::Put { key: "/p/a".into(), object: pod(None, 2), prev: None }]);
+        cacher.apply(vec![WatchChange::Put { key: "/p/b".into(), object: pod(Some("n2"), 3), prev: None }]);
+        let quiet = cacher.subscribe(Start::After(3), "/p/", Some("n3")).ok().expect("subscribes").feed;
+        assert_eq!(quiet.caught_up(), Some(3), "a node with no events still reports the cache's revision");
+        cacher.apply(vec![WatchChange::Put { key: "/p/a".into(), object: pod(Some("n1"), 4), prev: None }]);
+        cacher.apply(vec![WatchChange::Delete { key: "/p/a".into(), prev: None, revision: 5 }]);
+        let mut seen = Vec::new();
+        while let Ok(Message::Event(event)) = rx.try_recv() {
+            seen.push((event.key.clone(), event.revision));
         }
+        assert_eq!(seen, vec![("/p/a".to_string(), 4), ("/p/a".to_string(), 5)]);
+        cacher.reset(Vec::new(), 6);
+        assert!(rx.try_recv().is_err(), "a rebuilt cache ends the node feeds");
     }
 
     #[test]
@@ -357,14 +477,14 @@ mod tests {
             mod_revision: revision,
         };
         cacher.reset(vec![("/e/a".into(), json!({})), ("/e/b".into(), json!({}))], 5);
-        let subscription = cacher.subscribe(Start::After(5), "/e/").ok().expect("subscribes");
+        let subscription = cacher.subscribe(Start::After(5), "/e/", None).ok().expect("subscribes");
         // A lease expiring deletes both keys at revision 6.
         cacher.apply(vec![
             WatchChange::Delete { key: "/e/a".into(), prev: Some(stored("a", 3)), revision: 6 },
             WatchChange::Delete { key: "/e/b".into(), prev: Some(stored("b", 4)), revision: 6 },
         ]);
         assert!(cacher.list("/e/").0.is_empty(), "both keys are gone");
-        let mut rx = subscription.rx;
+        let Feed::All(mut rx) = subscription.feed else { panic!("an unindexed watch") };
         let mut deleted = 0;
         while let Ok(Message::Event(event)) = rx.try_recv() {
             assert_eq!((event.kind, event.revision), (EventType::Deleted, 6));

@@ -2,6 +2,7 @@
 //! etcd's `tools/benchmark`, and the cairn-vs-etcd comparison.
 
 mod compare;
+mod kube;
 mod load;
 mod report;
 mod stalls;
@@ -35,6 +36,9 @@ enum BenchCommand {
     Compare(compare::CompareOptions),
     /// Write latency beside whole-range reads and beside a large compaction.
     Stalls(stalls::StallOptions),
+    /// A whole Kubernetes cluster on Cairn at density: hollow nodes, pods,
+    /// and Kubernetes' SLOs; writes docs/benchmarks/kube.
+    Kube(kube::DensityOptions),
 }
 
 #[derive(clap::Args)]
@@ -59,6 +63,16 @@ async fn main() -> Result<()> {
         BenchCommand::Compare(options) => {
             let results = compare::compare(&options).await?;
             eprintln!("wrote {} measurements to {}", results.measurements.len(), options.out.display());
+            return Ok(());
+        }
+        BenchCommand::Kube(options) => {
+            let results = kube::run(&options).await?;
+            let failed: Vec<_> = results.slos.iter().filter(|row| !row.pass).map(|row| row.name.as_str()).collect();
+            eprintln!(
+                "{} of {} SLO rows pass; failed: {failed:?}",
+                results.slos.len() - failed.len(),
+                results.slos.len()
+            );
             return Ok(());
         }
         BenchCommand::Stalls(options) => {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
 
 /// Series of (x, y) points on shared axes starting at zero.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> String {
@@ -30,6 +30,11 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, 
     let mut xs: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
+    // A time series labels six even ticks; a few measured sizes label themselves.
+    let many = xs.len() > 12;
+    if many {
+        xs = (0..=5).map(|tick| (x_max * tick as f64 / 5.0).round()).collect();
+    }
     for value in xs {
         let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{value}</text>"#, x(value), y0 + 18.0);
     }
@@ -48,7 +53,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, 
             r#"<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{}"/>"#,
             path.join(" ")
         );
-        for (px, py) in points {
+        for (px, py) in points.iter().filter(|_| !many) {
             let _ = write!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, x(*px), y(*py));
         }
         let ly = top + 16.0 * index as f64 + 10.0;

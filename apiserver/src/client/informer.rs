@@ -18,6 +18,7 @@ where
     K::DynamicType: Eq + Hash + Clone,
 {
     store: Store<K>,
+    changes: Changes,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,6 +30,7 @@ where
     /// Starts watching; `changed` is bumped after every event is in the cache.
     pub fn start(api: Api<K>, config: watcher::Config, changed: Changes) -> Informer<K> {
         let (store, writer) = reflector::store();
+        let changes = changed.clone();
         let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -39,7 +41,7 @@ where
                 changed.bump();
             }
         });
-        Informer { store, task }
+        Informer { store, changes, task }
     }
 
     /// Waits, at most `timeout`, for the first list to be in the cache.
@@ -53,6 +55,11 @@ where
 
     pub fn store(&self) -> &Store<K> {
         &self.store
+    }
+
+    /// The counter this informer bumps.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
     }
 }
 
@@ -82,6 +89,24 @@ impl Changes {
 
     pub fn subscribe(&self) -> channel::Receiver<u64> {
         self.0.subscribe()
+    }
+
+    /// A counter bumped whenever any of `sources` is, so that a loop wakes
+    /// only for the caches it reads (node Leases change a hundred times a
+    /// second at a thousand nodes; few loops care).
+    pub fn any_of(sources: &[&Changes]) -> Changes {
+        let merged = Changes::default();
+        for source in sources {
+            let mut changed = source.subscribe();
+            let merged = merged.clone();
+            // Ends when the source's informer goes.
+            tokio::spawn(async move {
+                while changed.changed().await.is_ok() {
+                    merged.bump();
+                }
+            });
+        }
+        merged
     }
 }
 

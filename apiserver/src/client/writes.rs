@@ -178,18 +178,37 @@ impl Write {
 pub async fn perform_all(client: &Client, component: &str, writes: Vec<Write>) -> Vec<Result<Value, kube::Error>> {
     let mut results = Vec::with_capacity(writes.len());
     for write in writes {
-        let result = write.perform(client).await;
-        match &result {
-            Ok(_) => tracing::debug!(component, "{} {} {}", write.verb(), write.resource.kind, write.name()),
-            // Conflicts and vanished objects are the normal races of level-triggered loops.
-            Err(error) if super::is_conflict(error) || super::is_not_found(error) => {
-                tracing::debug!(component, %error, "{} {} {}", write.verb(), write.resource.kind, write.name())
-            }
-            Err(error) => {
-                tracing::warn!(component, %error, "{} {} {} failed", write.verb(), write.resource.kind, write.name())
-            }
-        }
-        results.push(result);
+        results.push(perform_logged(client, component, write).await);
     }
     results
+}
+
+/// Performs independent writes (a set's pod creates, Events) `parallel` at
+/// a time, as kube's controllers do with goroutines; results in the writes' order.
+pub async fn perform_concurrently(
+    client: &Client,
+    component: &str,
+    writes: Vec<Write>,
+    parallel: usize,
+) -> Vec<Result<Value, kube::Error>> {
+    use futures::StreamExt;
+    futures::stream::iter(writes.into_iter().map(|write| perform_logged(client, component, write)))
+        .buffered(parallel.max(1))
+        .collect()
+        .await
+}
+
+async fn perform_logged(client: &Client, component: &str, write: Write) -> Result<Value, kube::Error> {
+    let result = write.perform(client).await;
+    match &result {
+        Ok(_) => tracing::debug!(component, "{} {} {}", write.verb(), write.resource.kind, write.name()),
+        // Conflicts and vanished objects are the normal races of level-triggered loops.
+        Err(error) if super::is_conflict(error) || super::is_not_found(error) => {
+            tracing::debug!(component, %error, "{} {} {}", write.verb(), write.resource.kind, write.name())
+        }
+        Err(error) => {
+            tracing::warn!(component, %error, "{} {} {} failed", write.verb(), write.resource.kind, write.name())
+        }
+    }
+    result
 }

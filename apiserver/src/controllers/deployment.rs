@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::{by_controller, controller_ref, Context};
 use crate::client::events::Reporter;
+use crate::client::informer::Changes;
 use crate::client::{self, Write};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -445,7 +446,8 @@ impl Expectations {
 
 pub async fn run(ctx: Arc<Context>) {
     let reporter: Reporter = ctx.reporter("deployment-controller");
-    let mut wake = ctx.caches.changes.subscribe();
+    let c = &ctx.caches;
+    let mut wake = Changes::any_of(&[c.deployments.changes(), c.replica_sets.changes()]).subscribe();
     let mut expectations = Expectations::default();
     loop {
         client::informer::next_pass(&mut wake, ctx.config.min_resync_period).await;

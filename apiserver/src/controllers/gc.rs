@@ -11,28 +11,51 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject};
 use kube::{Api, Resource};
 use serde_json::json;
 
 use super::Context;
+use crate::client::informer::Changes;
 use crate::client::writes::{Op, Propagation};
-use crate::client::{self, Write};
+use crate::client::{self, Informer, Write};
 
 /// An object as the collector sees it: where it is and whom it names as owners.
 #[derive(Clone, Debug)]
 pub struct Object {
-    pub resource: ApiResource,
+    pub resource: Arc<ApiResource>,
+    /// Only what the collector reads: names, owners, deletion and finalizers.
     pub meta: ObjectMeta,
 }
 
+/// How often at most a pass looks at every object.
+const GC_PACE: Duration = Duration::from_secs(1);
+
 impl Object {
-    fn of<K: Resource<DynamicType = ()>>(object: &K) -> Object {
-        Object { resource: ApiResource::erase::<K>(&()), meta: object.meta().clone() }
+    fn of<K: Resource<DynamicType = ()>>(object: &K, resource: &Arc<ApiResource>) -> Object {
+        let meta = object.meta();
+        let meta = ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            owner_references: meta.owner_references.clone(),
+            deletion_timestamp: meta.deletion_timestamp.clone(),
+            finalizers: meta.finalizers.clone(),
+            ..ObjectMeta::default()
+        };
+        Object { resource: resource.clone(), meta }
+    }
+
+    /// Every object of an informer's cache.
+    fn all<K>(informer: &Informer<K>) -> impl Iterator<Item = Object>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let resource = Arc::new(ApiResource::erase::<K>(&()));
+        informer.state().into_iter().map(move |o| Object::of(&*o, &resource))
     }
 
     fn uid(&self) -> &str {
@@ -40,7 +63,7 @@ impl Object {
     }
 
     fn write(&self, op: Op) -> Write {
-        Write { resource: self.resource.clone(), namespace: self.meta.namespace.clone(), op }
+        Write { resource: (*self.resource).clone(), namespace: self.meta.namespace.clone(), op }
     }
 
     fn name(&self) -> String {
@@ -163,21 +186,35 @@ async fn owners_gone(client: &kube::Client, dependent: &Object) -> bool {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let mut wake = ctx.caches.changes.subscribe();
+    let c = &ctx.caches;
+    let reads = [
+        c.deployments.changes(),
+        c.replica_sets.changes(),
+        c.jobs.changes(),
+        c.services.changes(),
+        c.nodes.changes(),
+        c.pods.changes(),
+        c.endpoint_slices.changes(),
+        c.node_leases.changes(),
+    ];
+    let mut wake = Changes::any_of(&reads).subscribe();
     loop {
         client::informer::next_pass(&mut wake, Duration::from_secs(30)).await;
+        // Every object is looked at each pass: at most one a second, as
+        // kube's collector is no quicker than its graph's resync either.
+        tokio::time::sleep(GC_PACE).await;
         let caches = &ctx.caches;
         let mut owners: Vec<Object> = Vec::new();
-        owners.extend(caches.deployments.state().iter().map(|o| Object::of(&**o)));
-        owners.extend(caches.replica_sets.state().iter().map(|o| Object::of(&**o)));
-        owners.extend(caches.jobs.state().iter().map(|o| Object::of(&**o)));
-        owners.extend(caches.services.state().iter().map(|o| Object::of(&**o)));
-        owners.extend(caches.nodes.state().iter().map(|o| Object::of(&**o)));
+        owners.extend(Object::all(&caches.deployments));
+        owners.extend(Object::all(&caches.replica_sets));
+        owners.extend(Object::all(&caches.jobs));
+        owners.extend(Object::all(&caches.services));
+        owners.extend(Object::all(&caches.nodes));
         let mut dependents: Vec<Object> = Vec::new();
-        dependents.extend(caches.pods.state().iter().map(|o| Object::of::<Pod>(o)));
-        dependents.extend(caches.replica_sets.state().iter().map(|o| Object::of::<ReplicaSet>(o)));
-        dependents.extend(caches.endpoint_slices.state().iter().map(|o| Object::of::<EndpointSlice>(o)));
-        dependents.extend(caches.node_leases.state().iter().map(|o| Object::of::<Lease>(o)));
+        dependents.extend(Object::all(&caches.pods));
+        dependents.extend(Object::all(&caches.replica_sets));
+        dependents.extend(Object::all(&caches.endpoint_slices));
+        dependents.extend(Object::all(&caches.node_leases));
         let plan = plan(&owners, &dependents);
         let mut writes = plan.writes;
         for suspect in plan.suspects {
@@ -197,6 +234,7 @@ pub async fn run(ctx: Arc<Context>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     fn object(kind: &str, uid: &str, owner: Option<(&str, &str)>, deleting: Option<&str>) -> Object {
         let mut meta = json!({"name": uid, "namespace": "default", "uid": uid});
@@ -212,7 +250,7 @@ mod tests {
             "Deployment" => ApiResource::erase::<Deployment>(&()),
             _ => ApiResource::erase::<Pod>(&()),
         };
-        Object { resource, meta: serde_json::from_value(meta).expect("meta") }
+        Object { resource: Arc::new(resource), meta: serde_json::from_value(meta).expect("meta") }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::replicaset::{pod_from_template, status_changed, Expectations};
 use super::{by_controller, controller_ref, is_active, is_ready, Context};
+use crate::client::informer::Changes;
 use crate::client::{self, Write};
 
 pub struct Plan {
@@ -91,15 +92,19 @@ pub fn plan(job: &Job, pods: &[Arc<Pod>], now: &str) -> Plan {
 pub async fn run(ctx: Arc<Context>) {
     let reporter = ctx.reporter("job-controller");
     let mut expectations = Expectations::default();
-    let mut wake = ctx.caches.changes.subscribe();
+    let mut wake = Changes::any_of(&[ctx.caches.jobs.changes(), ctx.caches.pods.changes()]).subscribe();
     loop {
         client::informer::next_pass(&mut wake, ctx.config.min_resync_period).await;
+        let jobs = ctx.caches.jobs.state();
+        if jobs.is_empty() {
+            continue;
+        }
         let pods = ctx.caches.pods.state();
         let owned = by_controller(&pods);
         let now = client::time_text(client::now());
-        for job in ctx.caches.jobs.state() {
+        for job in jobs {
             let uid = job.metadata.uid.clone().unwrap_or_default();
-            let mine = owned.get(&uid).cloned().unwrap_or_default();
+            let mine = owned.get(uid.as_str()).cloned().unwrap_or_default();
             if finished(&job) || job.metadata.deletion_timestamp.is_some() || !expectations.satisfied(&uid, &mine) {
                 continue;
             }

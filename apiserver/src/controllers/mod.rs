@@ -13,7 +13,7 @@ pub mod node_lifecycle;
 pub mod replicaset;
 pub mod serviceaccount;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,30 +64,25 @@ pub struct Caches {
     pub node_leases: Informer<Lease>,
     pub namespaces: Informer<Namespace>,
     pub service_accounts: Informer<ServiceAccount>,
-    pub changes: Changes,
 }
 
 impl Caches {
     pub fn start(client: &Client) -> Caches {
-        let changes = Changes::default();
         let all = watcher::Config::default();
+        // Each informer its own counter: a controller wakes for what it reads.
+        let changes = Changes::default;
         Caches {
-            pods: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            replica_sets: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            deployments: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            jobs: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            services: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            endpoints: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            endpoint_slices: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            nodes: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            node_leases: Informer::start(
-                Api::namespaced(client.clone(), "kube-node-lease"),
-                all.clone(),
-                changes.clone(),
-            ),
-            namespaces: Informer::start(Api::all(client.clone()), all.clone(), changes.clone()),
-            service_accounts: Informer::start(Api::all(client.clone()), all, changes.clone()),
-            changes,
+            pods: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            replica_sets: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            deployments: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            jobs: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            services: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            endpoints: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            endpoint_slices: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            nodes: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            node_leases: Informer::start(Api::namespaced(client.clone(), "kube-node-lease"), all.clone(), changes()),
+            namespaces: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            service_accounts: Informer::start(Api::all(client.clone()), all, changes()),
         }
     }
 
@@ -137,12 +132,13 @@ pub fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
     meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.as_str())
 }
 
-/// Groups objects by their controller's uid.
-pub fn by_controller<K: kube::Resource>(objects: &[Arc<K>]) -> BTreeMap<String, Vec<Arc<K>>> {
-    let mut groups: BTreeMap<String, Vec<Arc<K>>> = BTreeMap::new();
+/// Groups objects by their controller's uid (borrowed: this runs over every
+/// pod on every pass).
+pub fn by_controller<K: kube::Resource>(objects: &[Arc<K>]) -> HashMap<&str, Vec<Arc<K>>> {
+    let mut groups: HashMap<&str, Vec<Arc<K>>> = HashMap::new();
     for object in objects {
         if let Some(uid) = controller_uid(object.meta()) {
-            groups.entry(uid.to_string()).or_default().push(object.clone());
+            groups.entry(uid).or_default().push(object.clone());
         }
     }
     groups
@@ -185,13 +181,13 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) -> 
     }
 }
 
-/// Runs one controller: wait for a change (or the resync), reconcile, write.
-pub async fn run_loop<F, Fut>(ctx: Arc<Context>, name: &'static str, resync: Duration, mut pass: F)
+/// Runs one controller: wait for a change to what it reads (or the resync), reconcile, write.
+pub async fn run_loop<F, Fut>(ctx: Arc<Context>, name: &'static str, reads: Changes, resync: Duration, mut pass: F)
 where
     F: FnMut(Arc<Context>) -> Fut,
     Fut: Future<Output = Vec<Write>>,
 {
-    let mut wake = ctx.caches.changes.subscribe();
+    let mut wake = reads.subscribe();
     loop {
         client::informer::next_pass(&mut wake, resync).await;
         let writes = pass(ctx.clone()).await;
@@ -221,8 +217,12 @@ async fn controllers(client: Client, config: ControllerManagerConfig) -> Result<
     tasks.spawn(job::run(ctx.clone()));
     tasks.spawn(node_lifecycle::run(ctx.clone()));
     tasks.spawn(node_lifecycle::run_taint_eviction(ctx.clone()));
-    tasks.spawn(run_loop(ctx.clone(), "endpoints", resync, endpoints::pass));
-    tasks.spawn(run_loop(ctx.clone(), "serviceaccount", resync, serviceaccount::pass));
+    let c = &ctx.caches;
+    let endpoint_reads =
+        Changes::any_of(&[c.services.changes(), c.pods.changes(), c.endpoints.changes(), c.endpoint_slices.changes()]);
+    tasks.spawn(run_loop(ctx.clone(), "endpoints", endpoint_reads, resync, endpoints::pass));
+    let account_reads = Changes::any_of(&[c.namespaces.changes(), c.service_accounts.changes()]);
+    tasks.spawn(run_loop(ctx.clone(), "serviceaccount", account_reads, resync, serviceaccount::pass));
     tasks.spawn(namespace::run(ctx.clone()));
     tasks.spawn(gc::run(ctx.clone()));
     while let Some(done) = tasks.join_next().await {

@@ -71,7 +71,7 @@ pub fn finalize(namespace: &Namespace) -> Write {
 
 pub async fn run(ctx: Arc<Context>) {
     let mut resources = Vec::new();
-    let mut wake = ctx.caches.changes.subscribe();
+    let mut wake = ctx.caches.namespaces.changes().subscribe();
     loop {
         client::informer::next_pass(&mut wake, Duration::from_secs(5)).await;
         let doomed: Vec<Arc<Namespace>> =

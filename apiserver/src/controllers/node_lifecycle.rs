@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use serde_json::{json, Value};
 
 use super::Context;
+use crate::client::informer::Changes;
 use crate::client::{self, Write};
 use crate::scheduler::plugins::{taints, tolerates, tolerations};
 
@@ -209,7 +210,7 @@ pub fn eviction_deadline(pod: &Pod, node_taints: &[Taint]) -> Option<jiff::Times
 
 pub async fn run_taint_eviction(ctx: Arc<Context>) {
     let reporter = ctx.reporter("taint-eviction-controller");
-    let mut wake = ctx.caches.changes.subscribe();
+    let mut wake = Changes::any_of(&[ctx.caches.nodes.changes(), ctx.caches.pods.changes()]).subscribe();
     loop {
         client::informer::next_pass(&mut wake, Duration::from_secs(1)).await;
         let nodes: HashMap<String, Vec<Taint>> =
@@ -235,6 +236,8 @@ pub async fn run_taint_eviction(ctx: Arc<Context>) {
             }
         }
         client::writes::perform_all(&ctx.client, "taint-eviction", writes).await;
+        // Tolerations count in seconds; one look a second over every pod is enough.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -3,18 +3,26 @@
 //! again on pods it created or deleted before the cache shows them.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 use super::{by_controller, controller_ref, is_active, is_available, is_ready, Context};
+use crate::client::events::Reporter;
+use crate::client::informer::Changes;
 use crate::client::{self, Write};
 
 /// Creates a pass may make at once, as kube's burst of 500 does.
 const BURST: usize = 500;
+/// Writes of one set in flight at once.
+const PARALLEL: usize = 16;
+/// Sets synced at once (kube's --concurrent-replicaset-syncs).
+const WORKERS: usize = 5;
 /// How long an unmet expectation blocks its owner (kube waits 5 minutes).
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -142,66 +150,113 @@ pub fn status_changed(current: Option<&Value>, wanted: &Value) -> bool {
     })
 }
 
+/// What the owned pods and the set were when a pass found nothing to do:
+/// order-independent, so an unchanged set is skipped without planning.
+fn fingerprint(rs: &ReplicaSet, pods: &[Arc<Pod>]) -> u64 {
+    let hash = |version: &Option<String>| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        version.hash(&mut hasher);
+        hasher.finish()
+    };
+    pods.iter()
+        .fold(hash(&rs.metadata.resource_version), |sum, pod| sum.wrapping_add(hash(&pod.metadata.resource_version)))
+}
+
 pub async fn run(ctx: Arc<Context>) {
     let mut expectations = Expectations::default();
-    let mut wake = ctx.caches.changes.subscribe();
+    let reads = Changes::any_of(&[ctx.caches.replica_sets.changes(), ctx.caches.pods.changes()]);
+    let mut wake = reads.subscribe();
     let reporter = ctx.reporter("replicaset-controller");
+    let mut settled: HashMap<String, u64> = HashMap::new();
     loop {
         client::informer::next_pass(&mut wake, ctx.config.min_resync_period).await;
         let pods = ctx.caches.pods.state();
         let owned = by_controller(&pods);
         let now = client::now();
+        let sets = ctx.caches.replica_sets.state();
+        let live: std::collections::HashSet<&str> = sets.iter().filter_map(|rs| rs.metadata.uid.as_deref()).collect();
+        settled.retain(|uid, _| live.contains(uid.as_str()));
         let mut available_soon = false;
-        for rs in ctx.caches.replica_sets.state() {
+        let mut work = Vec::new();
+        for rs in &sets {
             let uid = rs.metadata.uid.clone().unwrap_or_default();
-            let namespace = rs.metadata.namespace.clone().unwrap_or_default();
-            let name = rs.metadata.name.clone().unwrap_or_default();
-            let mine = owned.get(&uid).cloned().unwrap_or_default();
+            let mine = owned.get(uid.as_str()).cloned().unwrap_or_default();
+            let seen = fingerprint(rs, &mine);
+            if settled.get(&uid) == Some(&seen) {
+                continue;
+            }
             if rs.metadata.deletion_timestamp.is_some() || !expectations.satisfied(&uid, &mine) {
                 continue;
             }
-            let plan = plan(&rs, &mine, now);
-            let mut writes = Vec::new();
-            let owner = json!(controller_ref("apps/v1", "ReplicaSet", &rs.metadata));
-            let template = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone())).unwrap_or_default();
-            for _ in 0..plan.create {
-                writes.push(Write::create::<Pod>(&namespace, pod_from_template(&template, &name, &namespace, &owner)));
+            let plan = plan(rs, &mine, now);
+            let soon = plan.status["readyReplicas"] != plan.status["availableReplicas"];
+            available_soon |= soon;
+            let write_status = status_changed(serde_json::to_value(&rs.status).ok().as_ref(), &plan.status);
+            if plan.create == 0 && plan.delete.is_empty() && !write_status {
+                if !soon {
+                    settled.insert(uid, seen);
+                }
+                continue;
             }
-            let rs_json = super::object_json(&*rs);
-            for pod in &plan.delete {
-                let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                writes.push(Write::delete::<Pod>(&namespace, &pod_name, pod.metadata.uid.as_deref()));
-            }
-            let results = client::writes::perform_all(&ctx.client, "replicaset", writes).await;
-            let created: Vec<String> = results
-                .iter()
-                .take(plan.create)
-                .filter_map(|r| r.as_ref().ok())
-                .filter_map(|o| o["metadata"]["name"].as_str().map(String::from))
-                .collect();
-            let deleted: Vec<String> = plan.delete.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-            let mut events = Vec::new();
-            for pod_name in &created {
-                events.push(reporter.event(&rs_json, false, "SuccessfulCreate", &format!("Created pod: {pod_name}")));
-            }
-            for pod in &plan.delete {
-                let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                events.push(reporter.event(&rs_json, false, "SuccessfulDelete", &format!("Deleted pod: {pod_name}")));
-            }
+            settled.remove(&uid);
+            work.push(sync(&ctx, &reporter, rs.clone(), plan, write_status));
+        }
+        // A few sets at a time, as kube-controller-manager's five workers.
+        let synced: Vec<_> = futures::stream::iter(work).buffer_unordered(WORKERS).collect().await;
+        for (uid, created, deleted) in synced {
             expectations.expect(&uid, created, deleted);
-            let current = serde_json::to_value(&rs.status).ok();
-            if status_changed(current.as_ref(), &plan.status) {
-                events.push(Write::merge_status::<ReplicaSet>(&namespace, &name, json!({"status": plan.status})));
-            }
-            available_soon |= plan.status["readyReplicas"] != plan.status["availableReplicas"];
-            client::writes::perform_all(&ctx.client, "replicaset", events).await;
         }
         // Pods become available minReadySeconds after ready, with no event to say so.
         if available_soon {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            ctx.caches.changes.bump();
+            reads.bump();
         }
     }
+}
+
+/// Carries out one set's plan; the pods it created (by name) and deleted (by uid).
+async fn sync(
+    ctx: &Context,
+    reporter: &Reporter,
+    rs: Arc<ReplicaSet>,
+    plan: Plan,
+    write_status: bool,
+) -> (String, Vec<String>, Vec<String>) {
+    let uid = rs.metadata.uid.clone().unwrap_or_default();
+    let namespace = rs.metadata.namespace.clone().unwrap_or_default();
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    let owner = json!(controller_ref("apps/v1", "ReplicaSet", &rs.metadata));
+    let template = serde_json::to_value(rs.spec.as_ref().and_then(|s| s.template.clone())).unwrap_or_default();
+    let mut writes = Vec::new();
+    for _ in 0..plan.create {
+        writes.push(Write::create::<Pod>(&namespace, pod_from_template(&template, &name, &namespace, &owner)));
+    }
+    for pod in &plan.delete {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        writes.push(Write::delete::<Pod>(&namespace, &pod_name, pod.metadata.uid.as_deref()));
+    }
+    let results = client::writes::perform_concurrently(&ctx.client, "replicaset", writes, PARALLEL).await;
+    let created: Vec<String> = results
+        .iter()
+        .take(plan.create)
+        .filter_map(|r| r.as_ref().ok())
+        .filter_map(|o| o["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    let deleted: Vec<String> = plan.delete.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+    let rs_json = super::object_json(&*rs);
+    let mut events = Vec::new();
+    for pod_name in &created {
+        events.push(reporter.event(&rs_json, false, "SuccessfulCreate", &format!("Created pod: {pod_name}")));
+    }
+    for pod in &plan.delete {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        events.push(reporter.event(&rs_json, false, "SuccessfulDelete", &format!("Deleted pod: {pod_name}")));
+    }
+    if write_status {
+        events.push(Write::merge_status::<ReplicaSet>(&namespace, &name, json!({"status": plan.status})));
+    }
+    client::writes::perform_concurrently(&ctx.client, "replicaset", events, PARALLEL).await;
+    (uid, created, deleted)
 }
 
 #[cfg(test)]

@@ -178,6 +178,11 @@ pub async fn handle(
         }
         ("GET", None, None) => {
             let options = list_options(query, resource.kind)?;
+            if output == Output::Json && !flag(query, "pretty") {
+                if let Some(cached) = registry.list_cached(resource, &namespace, &options).await? {
+                    return Ok(Reply::stream(cached.to_json().into()));
+                }
+            }
             let list = registry.list(resource, &namespace, &options).await?;
             ok(shaped(&request, output, query, list, true))
         }

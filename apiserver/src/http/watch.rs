@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::request::{flag, Output, ResourceRequest};
@@ -75,6 +75,17 @@ impl Encoder {
     }
 }
 
+/// `{"type":…,"object":…}` around an object already encoded.
+fn encoded_event(kind: &str, object: &[u8]) -> bytes::Bytes {
+    let mut line = Vec::with_capacity(object.len() + 32);
+    line.extend_from_slice(br#"{"type":""#);
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(br#"","object":"#);
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    bytes::Bytes::from(line)
+}
+
 struct Session {
     tx: mpsc::Sender<bytes::Bytes>,
     encoder: Encoder,
@@ -94,6 +105,10 @@ impl Session {
     async fn deliver(&mut self, event: &CacheEvent) -> bool {
         self.revision = self.revision.max(event.revision);
         match self.filter.view(self.encoder.resource, event) {
+            Some((kind, object)) if Arc::ptr_eq(&object, &event.object) && self.encoder.output == Output::Json => {
+                let chunk = encoded_event(kind.name(), event.encoded());
+                self.send(chunk).await
+            }
             Some((kind, object)) => {
                 let chunk = self.encoder.event(kind.name(), &object);
                 self.send(chunk).await
@@ -103,7 +118,7 @@ impl Session {
     }
 
     async fn serve_cache(mut self, subscription: Subscription, initial_events_end: bool) {
-        let Subscription { initial, mut rx, revision } = subscription;
+        let Subscription { initial, mut feed, revision } = subscription;
         self.revision = revision;
         for event in initial {
             if !self.deliver(&event).await {
@@ -115,17 +130,21 @@ impl Session {
         }
         let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
         ticker.tick().await;
+        // One timer for the watch's life, not one armed per message.
+        let end = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(end);
         loop {
             tokio::select! {
-                message = rx.recv() => match message {
-                    Ok(Message::Event(event)) => if !self.deliver(&event).await { return },
-                    Ok(Message::Progress(revision)) => self.revision = self.revision.max(revision),
-                    Ok(Message::Reset) | Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                message = feed.next() => match message {
+                    Some(Message::Event(event)) => if !self.deliver(&event).await { return },
+                    Some(Message::Progress(revision)) => self.revision = self.revision.max(revision),
+                    Some(Message::Reset) | None => return,
                 },
                 _ = ticker.tick(), if self.bookmarks => {
+                    self.revision = self.revision.max(feed.caught_up().unwrap_or(0));
                     if !self.send(self.encoder.bookmark(self.revision, false)).await { return }
                 }
-                _ = tokio::time::sleep_until(self.deadline) => return,
+                _ = &mut end => return,
             }
         }
     }
@@ -172,24 +191,12 @@ fn from_change(change: WatchChange) -> CacheEvent {
     match change {
         WatchChange::Put { key, object, prev } => {
             let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
-            CacheEvent {
-                kind,
-                key,
-                revision: object.mod_revision,
-                object: Arc::new(object.object),
-                prev: prev.map(|p| Arc::new(p.object)),
-            }
+            CacheEvent::new(kind, key, Arc::new(object.object), prev.map(|p| Arc::new(p.object)), object.mod_revision)
         }
         WatchChange::Delete { key, prev, revision } => {
             let mut object = prev.as_ref().map(|p| p.object.clone()).unwrap_or_else(|| json!({}));
             meta::set_resource_version(&mut object, revision);
-            CacheEvent {
-                kind: EventType::Deleted,
-                key,
-                object: Arc::new(object),
-                prev: prev.map(|p| Arc::new(p.object)),
-                revision,
-            }
+            CacheEvent::new(EventType::Deleted, key, Arc::new(object), prev.map(|p| Arc::new(p.object)), revision)
         }
     }
 }
@@ -270,7 +277,13 @@ pub async fn serve(
         Start::After(n) => Some(n),
         Start::Current => None,
     };
-    match cacher.subscribe(start, &session.filter.prefix) {
+    let node = session
+        .filter
+        .fields
+        .0
+        .iter()
+        .find(|(field, equal, value)| field == "spec.nodeName" && *equal && !value.is_empty());
+    match cacher.subscribe(start, &session.filter.prefix, node.map(|(_, _, value)| value.as_str())) {
         Ok(subscription) => {
             tokio::spawn(session.serve_cache(subscription, initial_events_end));
         }

@@ -55,6 +55,10 @@ pub struct KubeletConfig {
     pub image_pull_delay: Duration,
     #[arg(long = "node-status-update-frequency", default_value = "10s", value_parser = parse_duration)]
     pub node_status_update_frequency: Duration,
+    /// How often an unchanged status is posted anyway (the kubelet's
+    /// nodeStatusReportFrequency); the Lease is the heartbeat in between.
+    #[arg(long = "node-status-report-frequency", default_value = "5m", value_parser = parse_duration)]
+    pub node_status_report_frequency: Duration,
     #[arg(long = "node-lease-duration-seconds", default_value_t = 40)]
     pub node_lease_duration_seconds: u32,
     /// A CRI runtime's socket (`unix:///run/containerd/containerd.sock`);

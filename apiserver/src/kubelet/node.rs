@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::PostParams;
+use kube::api::{GetParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::{json, Value};
@@ -32,6 +32,7 @@ pub struct HollowNode {
     taints: Vec<Value>,
     capacity: Value,
     status_every: Duration,
+    report_every: Duration,
     lease_seconds: u32,
 }
 
@@ -131,6 +132,7 @@ impl HollowNode {
             taints: config.register_with_taints.iter().filter_map(|t| parse_taint(t)).collect(),
             capacity,
             status_every: config.node_status_update_frequency,
+            report_every: config.node_status_report_frequency,
             lease_seconds: config.node_lease_duration_seconds,
         })
     }
@@ -182,7 +184,7 @@ impl HollowNode {
             }
             Err(e) => return Err(e),
         }
-        self.post_status().await;
+        self.post_status(&mut None).await;
         let event = self.ctx.reporter.event(
             &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.ctx.node_name, "uid": self.ctx.node_name}}),
             false,
@@ -193,52 +195,55 @@ impl HollowNode {
         Ok(())
     }
 
-    async fn post_status(&self) {
+    /// Posts the node's status when the server's copy is not healthy, the
+    /// images changed, or `--node-status-report-frequency` has passed; the
+    /// Lease is the heartbeat in between, as with the kubelet.
+    async fn post_status(&self, last_report: &mut Option<Instant>) {
         let nodes: Api<Node> = Api::all(self.ctx.client.clone());
-        let since: HashMap<String, String> = match nodes.get_opt(&self.ctx.node_name).await {
-            Ok(Some(node)) => node
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| {
-                    let healthy = if c.type_ == "Ready" { "True" } else { "False" };
-                    c.status == healthy
-                })
-                .filter_map(|c| c.last_transition_time.map(|t| (c.type_, client::time_text(t.0))))
-                .collect(),
-            _ => HashMap::new(),
+        // From the API server's cache, as the kubelet reads it (resourceVersion=0).
+        let current = nodes.get_with(&self.ctx.node_name, &GetParams::any()).await.ok();
+        let status = current.as_ref().and_then(|n| n.status.as_ref());
+        let conditions = status.and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let healthy = |c: &k8s_openapi::api::core::v1::NodeCondition| {
+            let want = if c.type_ == "Ready" { "True" } else { "False" };
+            c.status == want
         };
+        let all_healthy = conditions.len() >= 4 && conditions.iter().all(healthy);
+        let images_posted = status.and_then(|s| s.images.as_ref()).map_or(0, Vec::len);
+        let due = last_report.is_none_or(|at| at.elapsed() >= self.report_every);
+        if all_healthy && images_posted == self.ctx.runtime.images().await.len() && !due {
+            return;
+        }
+        let since: HashMap<String, String> = conditions
+            .into_iter()
+            .filter(healthy)
+            .filter_map(|c| c.last_transition_time.map(|t| (c.type_, client::time_text(t.0))))
+            .collect();
         let now = client::time_text(client::now());
         let patch = json!({"status": self.status(healthy_conditions(&now, &since)).await});
         let write = Write::merge_status::<Node>("", &self.ctx.node_name, patch);
-        client::writes::perform_all(&self.ctx.client, "kubelet", vec![write]).await;
+        if client::writes::perform_all(&self.ctx.client, "kubelet", vec![write]).await.iter().all(Result::is_ok) {
+            *last_report = Some(Instant::now());
+        }
     }
 
+    /// Renews the Lease by a patch, and creates it only when it is missing.
     async fn renew_lease(&self, owner_uid: &Option<String>) {
-        let leases: Api<Lease> = Api::namespaced(self.ctx.client.clone(), "kube-node-lease");
         let now = client::micro_time_text(client::now());
         let name = &self.ctx.node_name;
-        match leases.get_opt(name).await {
-            Ok(Some(_)) => {
-                let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": self.lease_seconds, "renewTime": now}});
-                let write = Write::merge::<Lease>("kube-node-lease", name, patch);
-                client::writes::perform_all(&self.ctx.client, "kubelet", vec![write]).await;
-            }
-            Ok(None) => {
-                let mut lease = json!({
-                    "metadata": {"name": name, "namespace": "kube-node-lease"},
-                    "spec": {"holderIdentity": name, "leaseDurationSeconds": self.lease_seconds, "renewTime": now},
-                });
-                if let Some(uid) = owner_uid {
-                    lease["metadata"]["ownerReferences"] =
-                        json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
-                }
-                let write = Write::create::<Lease>("kube-node-lease", lease);
-                client::writes::perform_all(&self.ctx.client, "kubelet", vec![write]).await;
-            }
-            Err(error) => tracing::debug!(%error, node = %name, "reading the node lease failed"),
+        let spec = json!({"holderIdentity": name, "leaseDurationSeconds": self.lease_seconds, "renewTime": now});
+        let renew = Write::merge::<Lease>("kube-node-lease", name, json!({"spec": spec}));
+        let renewed = client::writes::perform_all(&self.ctx.client, "kubelet", vec![renew]).await;
+        if !renewed.iter().any(|r| r.as_ref().err().is_some_and(client::is_not_found)) {
+            return;
         }
+        let mut lease = json!({"metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec});
+        if let Some(uid) = owner_uid {
+            lease["metadata"]["ownerReferences"] =
+                json!([{"apiVersion": "v1", "kind": "Node", "name": name, "uid": uid}]);
+        }
+        let write = Write::create::<Lease>("kube-node-lease", lease);
+        client::writes::perform_all(&self.ctx.client, "kubelet", vec![write]).await;
     }
 
     pub async fn run(self) -> Result<(), KubeletError> {
@@ -256,10 +261,11 @@ impl HollowNode {
             let lease_every = Duration::from_secs(u64::from(heartbeat.lease_seconds / 4).max(1));
             let mut lease_tick = tokio::time::interval(lease_every);
             let mut status_tick = tokio::time::interval(heartbeat.status_every);
+            let mut last_report = Some(Instant::now());
             loop {
                 tokio::select! {
                     _ = lease_tick.tick() => heartbeat.renew_lease(&uid).await,
-                    _ = status_tick.tick() => heartbeat.post_status().await,
+                    _ = status_tick.tick() => heartbeat.post_status(&mut last_report).await,
                 }
             }
         });

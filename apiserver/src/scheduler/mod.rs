@@ -22,7 +22,7 @@ use crate::client::events::Reporter;
 use crate::client::leader::LeaderElectionFlags;
 use crate::client::writes::{Op, Propagation};
 use crate::client::{self, ClientError, Informer, Write};
-use plugins::{NodeInfo, ScoringStrategy};
+use plugins::{pod_requests, NodeInfo, Resources, ScoringStrategy};
 
 #[derive(Args, Clone, Debug)]
 pub struct SchedulerConfig {
@@ -55,7 +55,11 @@ struct Assumed {
 }
 
 fn key(pod: &Pod) -> String {
-    pod.metadata.uid.clone().unwrap_or_default()
+    uid(pod).to_string()
+}
+
+fn uid(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or_default()
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -81,26 +85,54 @@ struct Scheduler {
     attempts: HashMap<String, Attempt>,
     bound_tx: mpsc::UnboundedSender<(String, bool)>,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Each pod's requests by uid: parsed once, not on every pass.
+    requests: HashMap<String, (Resources, Resources)>,
+    /// Where the next pod's search over the nodes starts, as kube rotates it.
+    next_start: usize,
+}
+
+const PASS_PAUSE: Duration = Duration::from_millis(50);
+
+/// How many feasible nodes kube-scheduler looks for before it stops
+/// filtering: all below 100 nodes, else an adaptive share (50% less one
+/// point per 125 nodes, at least 5%) and never fewer than 100.
+pub fn feasible_nodes_to_find(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes;
+    }
+    let percentage = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * percentage / 100).max(100)
 }
 
 impl Scheduler {
     /// The node snapshot: bound pods from the cache plus the ones we assumed.
+    fn requests_of(&mut self, pod: &Pod) -> (Resources, Resources) {
+        if let Some(known) = self.requests.get(uid(pod)) {
+            return *known;
+        }
+        *self.requests.entry(key(pod)).or_insert_with(|| (pod_requests(pod, false), pod_requests(pod, true)))
+    }
+
     fn snapshot(&mut self, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Vec<NodeInfo> {
         let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new(n.clone())).collect();
         let index: HashMap<String, usize> = infos.iter().enumerate().map(|(i, n)| (n.name().to_string(), i)).collect();
-        let by_uid: HashMap<String, &Arc<Pod>> = pods.iter().map(|p| (key(p), p)).collect();
-        self.assumed.retain(|uid, assumed| match by_uid.get(uid) {
+        let by_uid: HashMap<&str, &Arc<Pod>> = pods.iter().map(|p| (uid(p), p)).collect();
+        self.assumed.retain(|uid, assumed| match by_uid.get(uid.as_str()) {
             Some(pod) => node_name(pod).is_none() && assumed.since.elapsed() < Duration::from_secs(30),
             None => false,
         });
+        self.requests.retain(|uid, _| by_uid.contains_key(uid.as_str()));
         for pod in pods.iter().filter(|p| !is_terminal(p)) {
             if let Some(&i) = node_name(pod).and_then(|n| index.get(n)) {
-                infos[i].add(pod.clone());
+                let requests = self.requests_of(pod);
+                infos[i].add_with(pod.clone(), requests);
             }
         }
-        for assumed in self.assumed.values() {
-            if let Some(&i) = index.get(&assumed.node) {
-                infos[i].add(assumed.pod.clone());
+        let assumed: Vec<(String, Arc<Pod>)> = self.assumed.values().map(|a| (a.node.clone(), a.pod.clone())).collect();
+        for (node, pod) in assumed {
+            if let Some(&i) = index.get(&node) {
+                let requests = self.requests_of(&pod);
+                infos[i].add_with(pod, requests);
             }
         }
         infos
@@ -115,8 +147,8 @@ impl Scheduler {
                 let name = p.spec.as_ref().and_then(|s| s.scheduler_name.clone()).unwrap_or_default();
                 name.is_empty() || name == self.config.scheduler_name
             })
-            .filter(|p| !self.assumed.contains_key(&key(p)))
-            .filter(|p| self.attempts.get(&key(p)).is_none_or(|a| a.retry_at <= now))
+            .filter(|p| !self.assumed.contains_key(uid(p)))
+            .filter(|p| self.attempts.get(uid(p)).is_none_or(|a| a.retry_at <= now))
             .collect();
         pending.sort_by_key(|p| {
             (std::cmp::Reverse(preemption::priority(p)), p.metadata.creation_timestamp.clone().map(|t| t.0))
@@ -126,17 +158,31 @@ impl Scheduler {
 
     async fn schedule_pass(&mut self, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) {
         let mut infos = self.snapshot(nodes, pods);
-        let live: std::collections::HashSet<String> = pods.iter().map(|p| key(p)).collect();
-        self.attempts.retain(|uid, _| live.contains(uid));
+        if !self.attempts.is_empty() {
+            let live: std::collections::HashSet<&str> = pods.iter().map(|p| uid(p)).collect();
+            self.attempts.retain(|uid, _| live.contains(uid.as_str()));
+        }
+        let mut any_anti_affinity = infos.iter().any(|n| !n.anti_affinity.is_empty());
+        let to_find = feasible_nodes_to_find(infos.len());
         for pod in self.pending(pods) {
             let mut failures = Vec::new();
             let mut feasible = Vec::new();
-            for (i, info) in infos.iter().enumerate() {
-                match plugins::filter(pod, info, &infos) {
+            // Most pods fit on a node by its own facts alone; only those that
+            // do not are filtered against the whole snapshot.
+            let all: &[NodeInfo] = if plugins::needs_snapshot(pod, any_anti_affinity) { &infos } else { &[] };
+            let start = self.next_start % infos.len().max(1);
+            let mut examined = 0;
+            for i in (start..infos.len()).chain(0..start) {
+                if feasible.len() >= to_find {
+                    break;
+                }
+                examined += 1;
+                match plugins::filter(pod, &infos[i], all) {
                     Ok(()) => feasible.push(i),
-                    Err(reasons) => failures.push((info.name().to_string(), reasons)),
+                    Err(reasons) => failures.push((infos[i].name().to_string(), reasons)),
                 }
             }
+            self.next_start = start + examined;
             if feasible.is_empty() {
                 self.unschedulable(pod, &infos, &failures).await;
                 continue;
@@ -148,7 +194,9 @@ impl Scheduler {
             // Ties go to any of the best nodes, as kube picks one at random.
             let pick = tied[(jiff::Timestamp::now().subsec_nanosecond() as usize) % tied.len()];
             let node = infos[pick].name().to_string();
-            infos[pick].add(pod.clone());
+            let requests = self.requests_of(pod);
+            infos[pick].add_with(pod.clone(), requests);
+            any_anti_affinity |= !infos[pick].anti_affinity.is_empty();
             self.attempts.remove(&key(pod));
             self.assumed.insert(key(pod), Assumed { node: node.clone(), pod: pod.clone(), since: Instant::now() });
             self.bind(pod.clone(), node);
@@ -284,11 +332,16 @@ async fn schedule(client: Client, config: SchedulerConfig) -> Result<(), ClientE
         assumed: HashMap::new(),
         attempts: HashMap::new(),
         bound_tx,
+        requests: HashMap::new(),
+        next_start: 0,
     };
     while !(pods.synced(Duration::from_secs(5)).await && nodes.synced(Duration::from_secs(5)).await) {}
     tracing::info!("scheduler caches synced; scheduling");
     loop {
         crate::client::informer::next_pass(&mut wake, Duration::from_secs(1)).await;
+        // A pass snapshots every pod; under a flood of changes, a short pause
+        // lets each pass take a batch of pending pods instead of one or two.
+        tokio::time::sleep(PASS_PAUSE).await;
         while let Ok((uid, ok)) = bound_rx.try_recv() {
             if !ok {
                 scheduler.assumed.remove(&uid);

@@ -30,8 +30,8 @@ impl Resources {
 }
 
 fn requests_of(container: &k8s_openapi::api::core::v1::Container, defaults: bool) -> Resources {
-    let requests = container.resources.as_ref().and_then(|r| r.requests.clone()).unwrap_or_default();
-    let get = |name: &str| requests.get(name).and_then(|q| quantity::milli(&q.0));
+    let requests = container.resources.as_ref().and_then(|r| r.requests.as_ref());
+    let get = |name: &str| requests.and_then(|r| r.get(name)).and_then(|q| quantity::milli(&q.0));
     // Scoring counts a container without requests as 100m cpu and 200Mi, as kube does.
     let cpu = get("cpu").or(defaults.then_some(100));
     let memory = get("memory").map(|m| m / 1000).or(defaults.then_some(200 << 20));
@@ -55,8 +55,8 @@ pub fn pod_requests(pod: &Pod, defaults: bool) -> Resources {
 }
 
 pub fn allocatable(node: &Node) -> Resources {
-    let values = node.status.as_ref().and_then(|s| s.allocatable.clone()).unwrap_or_default();
-    let get = |name: &str| values.get(name).and_then(|q| quantity::milli(&q.0)).unwrap_or(0);
+    let values = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |name: &str| values.and_then(|v| v.get(name)).and_then(|q| quantity::milli(&q.0)).unwrap_or(0);
     Resources { milli_cpu: get("cpu"), memory: get("memory") / 1000, pods: get("pods") / 1000 }
 }
 
@@ -68,16 +68,57 @@ pub struct NodeInfo {
     pub requested: Resources,
     /// With kube's non-zero defaults, for scoring.
     pub requested_for_score: Resources,
+    /// Read from the node once, not once per pod scheduled.
+    allocatable: Resources,
+    taints: Vec<Taint>,
+    images: std::collections::HashSet<String>,
+    /// Pods here with required anti-affinity terms, which every pod must respect.
+    pub anti_affinity: Vec<Arc<Pod>>,
+    /// Pods here per controller (by `controller_key`), for spreading.
+    controllers: std::collections::HashMap<u64, u32>,
+}
+
+/// A pod's namespace and controller uid, hashed: spreading compares pods by
+/// them, and a thousand nodes of thirty pods each are too many to compare strings.
+fn controller_key(pod: &Pod) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (pod.metadata.namespace.as_deref(), owner.uid.as_str()).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 impl NodeInfo {
     pub fn new(node: Arc<Node>) -> NodeInfo {
-        NodeInfo { node, pods: Vec::new(), requested: Resources::default(), requested_for_score: Resources::default() }
+        let images = node.status.iter().flat_map(|s| s.images.iter().flatten()).flat_map(|i| i.names.iter().flatten());
+        NodeInfo {
+            allocatable: allocatable(&node),
+            taints: taints(&node),
+            images: images.cloned().collect(),
+            node,
+            pods: Vec::new(),
+            requested: Resources::default(),
+            requested_for_score: Resources::default(),
+            anti_affinity: Vec::new(),
+            controllers: std::collections::HashMap::new(),
+        }
     }
 
     pub fn add(&mut self, pod: Arc<Pod>) {
-        self.requested.add(&pod_requests(&pod, false));
-        self.requested_for_score.add(&pod_requests(&pod, true));
+        let requests = (pod_requests(&pod, false), pod_requests(&pod, true));
+        self.add_with(pod, requests);
+    }
+
+    /// Adds a pod whose requests (plain, and with scoring defaults) are known.
+    pub fn add_with(&mut self, pod: Arc<Pod>, (requests, for_score): (Resources, Resources)) {
+        self.requested.add(&requests);
+        self.requested_for_score.add(&for_score);
+        if !required_terms(&pod, true).is_empty() {
+            self.anti_affinity.push(pod.clone());
+        }
+        if let Some(key) = controller_key(&pod) {
+            *self.controllers.entry(key).or_default() += 1;
+        }
         self.pods.push(pod);
     }
 
@@ -85,9 +126,21 @@ impl NodeInfo {
         self.node.metadata.name.as_deref().unwrap_or_default()
     }
 
-    fn labels(&self) -> BTreeMap<String, String> {
-        self.node.metadata.labels.clone().unwrap_or_default()
+    fn labels(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.node.metadata.labels.as_ref().unwrap_or(&NONE)
     }
+}
+
+/// True when a pod's placement depends on other nodes' pods (its own
+/// affinity or spread terms, or an existing pod's anti-affinity), so that
+/// filtering it needs the whole snapshot.
+pub fn needs_snapshot(pod: &Pod, any_anti_affinity: bool) -> bool {
+    let spec = pod.spec.as_ref();
+    let affinity = spec.and_then(|s| s.affinity.as_ref());
+    any_anti_affinity
+        || affinity.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+        || spec.is_some_and(|s| s.topology_spread_constraints.as_ref().is_some_and(|c| !c.is_empty()))
 }
 
 /// Why a node does not fit, and whether evicting pods could change that.
@@ -124,8 +177,8 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-pub fn tolerations(pod: &Pod) -> Vec<Toleration> {
-    pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default()
+pub fn tolerations(pod: &Pod) -> &[Toleration] {
+    pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default()
 }
 
 pub fn taints(node: &Node) -> Vec<Taint> {
@@ -134,7 +187,7 @@ pub fn taints(node: &Node) -> Vec<Taint> {
 
 fn requirement_matches(requirement: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
     let value = labels.get(&requirement.key);
-    let values = requirement.values.clone().unwrap_or_default();
+    let values: &[String] = requirement.values.as_deref().unwrap_or_default();
     let number = |v: &str| v.parse::<i64>().ok();
     match requirement.operator.as_str() {
         "In" => value.is_some_and(|v| values.contains(v)),
@@ -153,7 +206,7 @@ fn requirement_matches(requirement: &NodeSelectorRequirement, labels: &BTreeMap<
 
 fn term_matches(term: &NodeSelectorTerm, node: &NodeInfo) -> bool {
     let labels = node.labels();
-    let expressions = term.match_expressions.iter().flatten().all(|r| requirement_matches(r, &labels));
+    let expressions = term.match_expressions.iter().flatten().all(|r| requirement_matches(r, labels));
     let name = BTreeMap::from([("metadata.name".to_string(), node.name().to_string())]);
     let fields = term.match_fields.iter().flatten().all(|r| requirement_matches(r, &name));
     (term.match_expressions.is_some() || term.match_fields.is_some()) && expressions && fields
@@ -234,7 +287,7 @@ fn inter_pod_affinity(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Option<Fa
         }
     }
     for other_node in all {
-        for other in &other_node.pods {
+        for other in &other_node.anti_affinity {
             for term in required_terms(other, true) {
                 let same_domain = topology_value(other_node, &term.topology_key).is_some()
                     && topology_value(other_node, &term.topology_key) == topology_value(node, &term.topology_key);
@@ -284,7 +337,7 @@ fn topology_spread(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Option<Failu
 
 /// Runs the filters in kube-scheduler's order; the first that fails decides.
 pub fn filter(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Result<(), Vec<Failure>> {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
     let tolerations = tolerations(pod);
     if node.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
         let taint =
@@ -293,10 +346,10 @@ pub fn filter(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Result<(), Vec<Fa
             return Err(vec![unresolvable("node(s) were unschedulable")]);
         }
     }
-    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty() && n != node.name()) {
+    if node_name.is_some_and(|n| !n.is_empty() && n != node.name()) {
         return Err(vec![unresolvable("node(s) didn't match the requested node name")]);
     }
-    for taint in taints(&node.node).iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute") {
+    for taint in node.taints.iter().filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute") {
         if !tolerations.iter().any(|t| tolerates(t, taint)) {
             let value = taint.value.clone().unwrap_or_default();
             return Err(vec![unresolvable(format!("node(s) had untolerated taint {{{}: {value}}}", taint.key))]);
@@ -306,7 +359,7 @@ pub fn filter(pod: &Pod, node: &NodeInfo, all: &[NodeInfo]) -> Result<(), Vec<Fa
         return Err(vec![unresolvable("node(s) didn't match Pod's node affinity/selector")]);
     }
     let wanted = pod_requests(pod, false);
-    let free = allocatable(&node.node);
+    let free = node.allocatable;
     let mut insufficient = Vec::new();
     if node.requested.pods + 1 > free.pods {
         insufficient.push(resolvable("Too many pods"));
@@ -336,9 +389,8 @@ pub enum ScoringStrategy {
     MostAllocated,
 }
 
-fn resource_score(pod: &Pod, node: &NodeInfo, strategy: ScoringStrategy) -> i64 {
-    let capacity = allocatable(&node.node);
-    let wanted = pod_requests(pod, true);
+fn resource_score(wanted: Resources, node: &NodeInfo, strategy: ScoringStrategy) -> i64 {
+    let capacity = node.allocatable;
     let score_one = |requested: i128, capacity: i128| -> i64 {
         if capacity <= 0 {
             return 0;
@@ -365,48 +417,26 @@ fn preferred_node_affinity(pod: &Pod, node: &NodeInfo) -> i64 {
         .unwrap_or(0)
 }
 
-fn image_locality(pod: &Pod, node: &NodeInfo) -> i64 {
-    let images: Vec<String> = node
-        .node
-        .status
-        .as_ref()
-        .and_then(|s| s.images.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(|i| i.names.unwrap_or_default())
-        .collect();
-    let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-    if containers.is_empty() {
+/// The share of the pod's images (normalized once per pod) the node has.
+fn image_locality(images: &[String], node: &NodeInfo) -> i64 {
+    if images.is_empty() {
         return 0;
     }
-    let present = containers
-        .iter()
-        .filter(|c| {
-            let wanted = crate::kubelet::runtime::normalize_image(c.image.as_deref().unwrap_or_default());
-            images.contains(&wanted)
-        })
-        .count();
-    (present * 100 / containers.len()) as i64
+    let present = images.iter().filter(|image| node.images.contains(*image)).count();
+    (present * 100 / images.len()) as i64
 }
 
 fn prefer_no_schedule_taints(pod: &Pod, node: &NodeInfo) -> i64 {
     let tolerations = tolerations(pod);
-    taints(&node.node)
+    node.taints
         .iter()
         .filter(|t| t.effect == "PreferNoSchedule" && !tolerations.iter().any(|tol| tolerates(tol, t)))
         .count() as i64
 }
 
 /// Pods that spreading counts with this pod: same namespace and same controller.
-fn spread_peers(pod: &Pod, node: &NodeInfo) -> i64 {
-    let controller = |p: &Pod| {
-        p.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
-    };
-    let Some(mine) = controller(pod) else { return 0 };
-    node.pods
-        .iter()
-        .filter(|p| p.metadata.namespace == pod.metadata.namespace && controller(p).as_ref() == Some(&mine))
-        .count() as i64
+fn spread_peers(controller: Option<u64>, node: &NodeInfo) -> i64 {
+    controller.and_then(|key| node.controllers.get(&key)).map_or(0, |count| i64::from(*count))
 }
 
 /// Normalizes raw plugin values to 0..=100 across the feasible nodes.
@@ -425,12 +455,17 @@ fn normalize(raw: &[i64], reverse: bool) -> Vec<i64> {
 /// The total score of each feasible node, kube's default weights.
 pub fn score(pod: &Pod, feasible: &[&NodeInfo], strategy: ScoringStrategy) -> Vec<i64> {
     let raw = |f: &dyn Fn(&NodeInfo) -> i64| feasible.iter().map(|n| f(n)).collect::<Vec<_>>();
-    let resources = raw(&|n| resource_score(pod, n, strategy));
+    let wanted = pod_requests(pod, true);
+    let resources = raw(&|n| resource_score(wanted, n, strategy));
+    let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+    let images: Vec<String> =
+        containers.map(|c| crate::kubelet::runtime::normalize_image(c.image.as_deref().unwrap_or_default())).collect();
     let affinity = normalize(&raw(&|n| preferred_node_affinity(pod, n)), false);
     let taints = normalize(&raw(&|n| prefer_no_schedule_taints(pod, n)), true);
-    let spread = normalize(&raw(&|n| spread_peers(pod, n)), true);
-    let images = raw(&|n| image_locality(pod, n));
-    (0..feasible.len()).map(|i| resources[i] + 2 * affinity[i] + 3 * taints[i] + 2 * spread[i] + images[i]).collect()
+    let controller = controller_key(pod);
+    let spread = normalize(&raw(&|n| spread_peers(controller, n)), true);
+    let locality = raw(&|n| image_locality(&images, n));
+    (0..feasible.len()).map(|i| resources[i] + 2 * affinity[i] + 3 * taints[i] + 2 * spread[i] + locality[i]).collect()
 }
 
 /// kube-scheduler's FitError text: `0/3 nodes are available: 3 Insufficient cpu.`

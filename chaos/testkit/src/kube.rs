@@ -153,6 +153,10 @@ impl ApiServer {
         &self.dir
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -289,6 +293,10 @@ impl Component {
         Ok(())
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the process dies without a word, as a crashed machine does.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -338,7 +346,11 @@ pub struct KubeOptions {
     pub store_members: usize,
     pub replicas: usize,
     pub nodes: usize,
+    /// Hollow nodes per kubelet process: 1 for tests that kill a node's
+    /// process, hundreds for density runs.
+    pub nodes_per_kubelet: usize,
     pub proxy: bool,
+    pub apiserver_flags: Vec<String>,
     pub controller_flags: Vec<String>,
     pub scheduler_flags: Vec<String>,
     pub kubelet_flags: Vec<String>,
@@ -350,7 +362,9 @@ impl Default for KubeOptions {
             store_members: 3,
             replicas: 1,
             nodes: 3,
+            nodes_per_kubelet: 1,
             proxy: true,
+            apiserver_flags: Vec::new(),
             controller_flags: Vec::new(),
             scheduler_flags: Vec::new(),
             kubelet_flags: vec!["--image-pull-delay=200ms".into(), "--node-status-update-frequency=2s".into()],
@@ -375,7 +389,9 @@ impl KubeCluster {
         let store = crate::Options::new(crate::Flavor::Cairn, options.store_members).start().await?;
         let block = address_block();
         let service_range = format!("--service-cluster-ip-range=127.{}.0.0/16", 96 + block);
-        let api = ApiServer::start(&store.endpoints(), &[&service_range]).await?;
+        let mut api_flags = vec![service_range];
+        api_flags.extend(options.apiserver_flags.clone());
+        let api = ApiServer::start(&store.endpoints(), &as_refs(&api_flags)).await?;
         let mut cluster = KubeCluster {
             store,
             api,
@@ -400,11 +416,17 @@ impl KubeCluster {
             let name = format!("scheduler-{i}");
             cluster.schedulers.push(Component::start(&cluster.api, &name, "scheduler", &as_refs(&flags))?);
         }
-        for i in 0..options.nodes {
+        // A /16 holds 256 nodes' /24s; density runs take the whole /12 and run alone.
+        let cluster_cidr = match options.nodes {
+            0..=256 => format!("--cluster-cidr=127.{}.0.0/16", 64 + block),
+            _ => "--cluster-cidr=127.64.0.0/12".to_string(),
+        };
+        let per_process = options.nodes_per_kubelet.max(1);
+        for (i, first) in (0..options.nodes).step_by(per_process).enumerate() {
             let mut flags = vec![
-                "--nodes=1".to_string(),
-                format!("--first-node-index={i}"),
-                format!("--cluster-cidr=127.{}.0.0/16", 64 + block),
+                format!("--nodes={}", per_process.min(options.nodes - first)),
+                format!("--first-node-index={first}"),
+                cluster_cidr.clone(),
                 format!("--root-dir={}", cluster.api.dir().join("kubelet").display()),
             ];
             flags.extend(options.kubelet_flags.clone());

@@ -19,7 +19,9 @@ use crate::error::EtcdError;
 use crate::watch::{fragment, WatchFilter};
 
 /// Responses queued for one stream; a slow client stalls only its own watchers.
-const OUTPUT_DEPTH: usize = 256;
+/// A response may carry up to --max-request-bytes of events, so this bounds a
+/// stalled stream's memory (32 × 1.5 MiB rather than 256 × 1.5 MiB).
+const OUTPUT_DEPTH: usize = 32;
 /// Revisions read from storage at once by a watcher that is catching up.
 const CATCH_UP_REVISIONS: i64 = 1000;
 /// The watch ID of responses that belong to no watcher (etcd's `InvalidWatchID`).
