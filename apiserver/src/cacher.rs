@@ -26,6 +26,8 @@ const WINDOW: usize = 16 * 1024;
 /// channel keeps this many events alive, so it matches the window.
 const FANOUT: usize = WINDOW;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How often a waiting reader asks for a progress notification again.
+const PROGRESS_RETRY: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -98,6 +100,12 @@ pub struct Cacher {
     /// Per-node feeds of pod watchers; locked only while `state` is.
     by_node: Mutex<HashMap<String, Vec<mpsc::Sender<Message>>>>,
     revision_tx: watch::Sender<i64>,
+    /// A reader waits for a revision the cache has not seen: ask the store
+    /// for a progress notification, as kube-apiserver's progress requester
+    /// does, so that a quiet resource's cache catches up without a change.
+    progress_wanted: tokio::sync::Notify,
+    /// Whether the store's progress answers can be trusted (`--etcd-watch-progress-requests`).
+    progress_requests: bool,
 }
 
 /// What a watcher sees: which objects, by key prefix and selectors.
@@ -203,8 +211,15 @@ pub enum SubscribeError {
 }
 
 impl Cacher {
-    pub fn start(storage: Storage, prefix: String, resource: &'static Resource) -> Arc<Cacher> {
-        let cacher = Arc::new(Cacher::empty(resource));
+    pub fn start(
+        storage: Storage,
+        prefix: String,
+        resource: &'static Resource,
+        progress_requests: bool,
+    ) -> Arc<Cacher> {
+        let mut cacher = Cacher::empty(resource);
+        cacher.progress_requests = progress_requests;
+        let cacher = Arc::new(cacher);
         tokio::spawn(cacher.clone().run(storage, prefix));
         cacher
     }
@@ -224,6 +239,8 @@ impl Cacher {
             tx,
             by_node: Mutex::new(HashMap::new()),
             revision_tx,
+            progress_wanted: tokio::sync::Notify::new(),
+            progress_requests: false,
         }
     }
 
@@ -235,12 +252,20 @@ impl Cacher {
     pub async fn wait_for(&self, revision: i64, timeout: Duration) -> Result<i64, i64> {
         let mut rx = self.revision_tx.subscribe();
         let wanted = revision.max(1);
-        let reached = tokio::time::timeout(timeout, rx.wait_for(|seen| *seen >= wanted)).await.is_ok_and(|r| r.is_ok());
-        let seen = *rx.borrow();
-        if reached {
-            Ok(seen)
-        } else {
-            Err(seen)
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = *rx.borrow_and_update();
+            if seen >= wanted {
+                return Ok(seen);
+            }
+            if revision > 0 && self.progress_requests {
+                self.progress_wanted.notify_one();
+            }
+            let step = PROGRESS_RETRY.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            if step.is_zero() {
+                return Err(seen);
+            }
+            let _ = tokio::time::timeout(step, rx.wait_for(|seen| *seen >= wanted)).await;
         }
     }
 
@@ -320,7 +345,16 @@ impl Cacher {
                 }
             };
             loop {
-                match watch.next().await {
+                let item = tokio::select! {
+                    item = watch.next() => item,
+                    () = self.progress_wanted.notified() => {
+                        if let Err(err) = watch.request_progress().await {
+                            tracing::debug!(%err, "watch cache: progress request failed");
+                        }
+                        continue;
+                    }
+                };
+                match item {
                     Ok(Some(WatchItem::Changes(changes))) => self.apply(changes),
                     Ok(Some(WatchItem::Progress(revision))) => self.progress(revision),
                     Ok(None) => break,

@@ -6,11 +6,25 @@ use std::time::Duration;
 
 use clap::Args;
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressRequests {
+    Auto,
+    True,
+    False,
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct ApiServerConfig {
     /// Store endpoints (Cairn or etcd), comma-separated.
     #[arg(long = "etcd-servers", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd_servers: Vec<String>,
+    /// Whether the watch cache asks the store for progress when a reader waits
+    /// for a revision it has not reached. `auto`, as kube-apiserver decides:
+    /// only if the store reports etcd 3.5.13 or newer, since older etcd could
+    /// report progress past events an unsynced watcher had yet to send
+    /// (etcd#15220). Cairn's progress is safe: `up` and the tests say `true`.
+    #[arg(long = "etcd-watch-progress-requests", value_enum, default_value = "auto")]
+    pub etcd_watch_progress_requests: ProgressRequests,
     /// The prefix of every key the API server writes.
     #[arg(long = "etcd-prefix", default_value = "/registry")]
     pub etcd_prefix: String,

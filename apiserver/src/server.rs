@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ApiServerConfig, ConfigError};
+use crate::config::{ApiServerConfig, ConfigError, ProgressRequests};
 use crate::error::ApiError;
 use crate::http::{self, auth, tls, Server};
 use crate::registry::{parse_cidr, Registry, WriteOptions};
@@ -39,7 +39,13 @@ pub async fn run(config: ApiServerConfig) -> Result<(), StartError> {
     config.validate()?;
     let storage = Storage::connect(&config.etcd_servers).await?;
     let service_ips = parse_cidr(&config.service_cluster_ip_range).map_err(ConfigError::ServiceRange)?;
-    let registry = Arc::new(Registry::new(storage.clone(), &config.etcd_prefix, config.event_ttl, service_ips));
+    let progress_requests = match config.etcd_watch_progress_requests {
+        ProgressRequests::True => true,
+        ProgressRequests::False => false,
+        ProgressRequests::Auto => storage.version_at_least((3, 5, 13)).await,
+    };
+    let registry =
+        Arc::new(Registry::new(storage.clone(), &config.etcd_prefix, config.event_ttl, service_ips, progress_requests));
 
     let tokens = match &config.token_auth_file {
         Some(path) => {

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod history;
+pub mod kube;
 pub mod linearizable;
 pub mod record;
 pub mod report;

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::check::{recovery_times, Checked};
 use crate::history::Outcome;
-use crate::record::{OpKind, Recorded};
+use crate::record::{FaultEvent, OpKind, Recorded};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
@@ -117,15 +117,7 @@ pub fn markdown(run: &Recorded, summary: &Summary) -> String {
     if let Some(broken) = &meta.broken {
         let _ = writeln!(out, "Deliberately broken members: `{broken}` (this run is expected to fail).");
     }
-    let _ = writeln!(out, "\n## Checkers\n\n| checker | verdict |\n|---|---|");
-    for check in &summary.checks {
-        let verdict = match &check.verdict {
-            crate::Verdict::Pass => "pass".to_string(),
-            crate::Verdict::Fail(reason) => format!("**FAIL**: {reason}"),
-            crate::Verdict::Unknown(reason) => format!("**UNDECIDED (fails the run)**: {reason}"),
-        };
-        let _ = writeln!(out, "| {} | {} |", check.name, verdict.replace('|', "\\|"));
-    }
+    checks_table(&mut out, &summary.checks);
     let _ = writeln!(out, "\n## Operations\n\n| operation | ok | failed or timed out | p50 ms | p99 ms | max ms |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     for op in &summary.operations {
@@ -150,10 +142,28 @@ pub fn markdown(run: &Recorded, summary: &Summary) -> String {
     let recovery: Vec<String> =
         summary.recovery_ms.iter().map(|ms| ms.map_or("none".into(), |ms| format!("{ms} ms"))).collect();
     let _ = writeln!(out, "Recovery after leader kills (to the next acknowledged write): {}.", recovery.join(", "));
+    timeline_table(&mut out, &run.timeline);
+    out
+}
+
+/// The checkers' verdicts as a markdown table.
+pub fn checks_table(out: &mut String, checks: &[Checked]) {
+    let _ = writeln!(out, "\n## Checkers\n\n| checker | verdict |\n|---|---|");
+    for check in checks {
+        let verdict = match &check.verdict {
+            crate::Verdict::Pass => "pass".to_string(),
+            crate::Verdict::Fail(reason) => format!("**FAIL**: {reason}"),
+            crate::Verdict::Unknown(reason) => format!("**UNDECIDED (fails the run)**: {reason}"),
+        };
+        let _ = writeln!(out, "| {} | {} |", check.name, verdict.replace('|', "\\|"));
+    }
+}
+
+/// The faults as injected and healed, in seconds from the start.
+pub fn timeline_table(out: &mut String, timeline: &[FaultEvent]) {
     let _ = writeln!(out, "\n## Fault timeline\n\n| at s | healed s | fault | detail |\n|---:|---:|---|---|");
-    for event in &run.timeline {
+    for event in timeline {
         let healed = event.healed.map_or("-".into(), seconds);
         let _ = writeln!(out, "| {} | {} | {} | {} |", seconds(event.at), healed, event.fault, event.detail);
     }
-    out
 }

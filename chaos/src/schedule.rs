@@ -36,40 +36,63 @@ impl Rng {
     }
 }
 
+/// The name of a kind of fault, as flags and reports spell it.
+pub trait FaultKind: Copy + Eq + std::fmt::Debug {
+    fn name(self) -> &'static str;
+}
+
+/// A fault enum from one table: each kind's name, one yes-or-no property
+/// (the method named after the enum), and what it does.
 macro_rules! faults {
-    ($($variant:ident = $name:literal, $proxies:literal: $doc:literal;)*) => {
+    ($enum:ident, $flag:ident { $($variant:ident = $name:literal, $value:literal: $doc:literal;)* }) => {
         /// One kind of fault the nemesis injects.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        pub enum Fault {
+        pub enum $enum {
             $(#[doc = $doc] $variant,)*
         }
 
-        impl Fault {
-            pub const ALL: &'static [Fault] = &[$(Fault::$variant),*];
+        impl $enum {
+            pub const ALL: &'static [$enum] = &[$($enum::$variant),*];
 
             pub fn name(self) -> &'static str {
                 match self {
-                    $(Fault::$variant => $name,)*
+                    $($enum::$variant => $name,)*
                 }
             }
 
             pub fn describe(self) -> &'static str {
                 match self {
-                    $(Fault::$variant => $doc,)*
+                    $($enum::$variant => $doc,)*
                 }
             }
 
-            /// Whether the fault needs the harness's per-link proxies.
-            pub fn needs_proxies(self) -> bool {
+            pub fn $flag(self) -> bool {
                 match self {
-                    $(Fault::$variant => $proxies,)*
+                    $($enum::$variant => $value,)*
                 }
+            }
+        }
+
+        impl FaultKind for $enum {
+            fn name(self) -> &'static str {
+                $enum::name(self)
+            }
+        }
+
+        impl std::str::FromStr for $enum {
+            type Err = String;
+
+            fn from_str(name: &str) -> Result<Self, Self::Err> {
+                $enum::ALL.iter().copied().find(|fault| fault.name() == name).ok_or_else(|| {
+                    let known: Vec<&str> = $enum::ALL.iter().map(|fault| fault.name()).collect();
+                    format!("unknown fault {name:?}; known: {}", known.join(", "))
+                })
             }
         }
     };
 }
 
-faults! {
+faults!(Fault, needs_proxies {
     KillRandom = "kill", false: "SIGKILL of a random member, restarted after the hold";
     KillLeader = "kill-leader", false: "SIGKILL of the leader, restarted after the hold";
     KillAll = "kill-all", false: "SIGKILL of every member at once, all restarted";
@@ -85,35 +108,59 @@ faults! {
     LearnerPromote = "learner-promote", false: "a member removed, wiped, added back as a learner and promoted";
     SnapshotCatchUp = "snapshot-catch-up", true: "a follower cut off past --snapshot-count, so that it catches up by snapshot";
     CompactDefrag = "compact-defrag", false: "compaction behind the watchers, then defrag of a random member";
-}
+});
 
-impl std::str::FromStr for Fault {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Fault::ALL.iter().copied().find(|fault| fault.name() == name).ok_or_else(|| {
-            let known: Vec<&str> = Fault::ALL.iter().map(|fault| fault.name()).collect();
-            format!("unknown fault {name:?}; known: {}", known.join(", "))
-        })
-    }
-}
+// The faults of the whole Kubernetes cluster; the flag says whether the
+// workload holds its scale-downs and deletes meanwhile, so that the pods that
+// go away are the node controller's doing alone.
+faults!(KubeFault, quiets_the_workload {
+    StoreKillLeader = "store-kill-leader", false: "SIGKILL of the store's Raft leader, restarted after the hold";
+    StoreKillFollower = "store-kill-follower", false: "SIGKILL of a store follower, restarted after the hold";
+    StorePauseLeader = "store-pause-leader", false: "SIGSTOP of the store's Raft leader, then SIGCONT";
+    StorePauseFollower = "store-pause-follower", false: "SIGSTOP of a store follower, then SIGCONT";
+    StorePartition = "store-partition", false: "the store's leader cut off from the other members";
+    ApiServerKill = "apiserver-kill", false: "SIGKILL of an API server replica, restarted after the hold";
+    ApiServerPause = "apiserver-pause", false: "SIGSTOP of an API server replica, then SIGCONT";
+    ControllerManagerKillLeader = "cm-kill-leader", false: "SIGKILL of the leading controller-manager, restarted after the hold";
+    ControllerManagerPauseLeader = "cm-pause-leader", false: "SIGSTOP of the leading controller-manager past its lease, then SIGCONT";
+    SchedulerKillLeader = "scheduler-kill-leader", false: "SIGKILL of the leading scheduler, restarted after the hold";
+    SchedulerPauseLeader = "scheduler-pause-leader", false: "SIGSTOP of the leading scheduler past its lease, then SIGCONT";
+    NodeCut = "node-cut", true: "a hollow node cut off from the API servers until its pods are evicted, then healed";
+});
 
 /// One step of the schedule: wait `quiet`, inject `fault` for `hold`, heal.
 /// `pick` chooses the member(s) or the split, so that it is seeded too.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Step {
+pub struct Step<F = Fault> {
     pub quiet: Duration,
-    pub fault: Fault,
+    pub fault: F,
     pub hold: Duration,
     pub pick: u64,
 }
 
-/// The schedule for a seed: faults in a seeded order, each one in turn so that
-/// a long run covers every kind, with seeded quiet and hold times.
+/// The store's schedule for a seed, in units of the election timeout.
 pub fn plan(seed: u64, faults: &[Fault], election_timeout: Duration, steps: usize) -> Vec<Step> {
-    let mut rng = Rng::new(seed);
     let election = election_timeout.as_millis() as u64;
-    let mut order: Vec<Fault> = faults.to_vec();
+    plan_with(seed, faults, steps, (election, 3 * election), |fault, rng| match fault {
+        // Longer than the election timeout, so that a pause costs leadership.
+        Fault::PauseRandom | Fault::PauseLeader => rng.millis(2 * election, 4 * election),
+        Fault::SnapshotCatchUp => rng.millis(8 * election, 12 * election),
+        _ => rng.millis(2 * election, 6 * election),
+    })
+}
+
+/// The schedule for a seed: faults in a seeded order, each one in turn so that
+/// a long run covers every kind, with seeded quiet times (milliseconds, low
+/// and high) and the hold that `hold` draws for each kind.
+pub fn plan_with<F: Copy>(
+    seed: u64,
+    faults: &[F],
+    steps: usize,
+    quiet: (u64, u64),
+    hold: impl Fn(F, &mut Rng) -> Duration,
+) -> Vec<Step<F>> {
+    let mut rng = Rng::new(seed);
+    let mut order: Vec<F> = faults.to_vec();
     let mut plan = Vec::with_capacity(steps);
     while plan.len() < steps && !order.is_empty() {
         // A fresh seeded shuffle per round: every kind once per round.
@@ -121,13 +168,8 @@ pub fn plan(seed: u64, faults: &[Fault], election_timeout: Duration, steps: usiz
             order.swap(i, rng.below(i as u64 + 1) as usize);
         }
         for &fault in &order {
-            let hold = match fault {
-                // Longer than the election timeout, so that a pause costs leadership.
-                Fault::PauseRandom | Fault::PauseLeader => rng.millis(2 * election, 4 * election),
-                Fault::SnapshotCatchUp => rng.millis(8 * election, 12 * election),
-                _ => rng.millis(2 * election, 6 * election),
-            };
-            plan.push(Step { quiet: rng.millis(election, 3 * election), fault, hold, pick: rng.next_u64() });
+            let hold = hold(fault, &mut rng);
+            plan.push(Step { quiet: rng.millis(quiet.0, quiet.1), fault, hold, pick: rng.next_u64() });
             if plan.len() == steps {
                 break;
             }
@@ -162,6 +204,10 @@ mod tests {
         for fault in Fault::ALL {
             assert_eq!(fault.name().parse::<Fault>(), Ok(*fault));
         }
+        for fault in KubeFault::ALL {
+            assert_eq!(fault.name().parse::<KubeFault>(), Ok(*fault));
+        }
         assert!("meteor".parse::<Fault>().is_err());
+        assert!("meteor".parse::<KubeFault>().is_err());
     }
 }

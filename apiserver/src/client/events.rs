@@ -11,11 +11,18 @@ use super::Write;
 pub struct Reporter {
     pub component: String,
     pub host: Option<String>,
+    /// Which replica reports (a leader-elected component's identity); the host by default.
+    pub instance: Option<String>,
 }
 
 impl Reporter {
     pub fn new(component: &str, host: Option<&str>) -> Reporter {
-        Reporter { component: component.to_string(), host: host.map(String::from) }
+        Reporter { component: component.to_string(), host: host.map(String::from), instance: None }
+    }
+
+    pub fn instance(mut self, instance: &str) -> Reporter {
+        self.instance = Some(instance.to_string());
+        self
     }
 
     /// An Event about `object` (any kube object as JSON); `warning` selects the type.
@@ -64,7 +71,11 @@ impl Reporter {
             "lastTimestamp": super::time_text(now),
             "count": 1,
             "reportingComponent": self.component,
-            "reportingInstance": self.host.clone().unwrap_or_default(),
+            "reportingInstance": self.instance.as_ref().or(self.host.as_ref()).unwrap_or(&self.component),
+            // When, to the microsecond, and what: as events.k8s.io events say it,
+            // so that a replica's actions can be set against its leader lease.
+            "eventTime": super::micro_time_text(now),
+            "action": reason,
         });
         Write::create::<Event>(namespace, event)
     }

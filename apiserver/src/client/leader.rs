@@ -3,8 +3,17 @@
 //! a lease duration *as observed locally* (no clock is compared across
 //! machines), the leader renews every retry period, and a leader that cannot
 //! renew within the renew deadline stops.
+//!
+//! client-go stops a leader only when its renew loop notices. A leader that was
+//! paused (SIGSTOP, a long GC, a stalled VM) resumes with its work tasks ready
+//! to write before that loop runs. So the work here writes through a [`Gate`]
+//! that closes a renew deadline after the last renewal was *sent*: by then no
+//! other candidate can have taken the lease, since it waits a whole lease
+//! duration after it *saw* that renewal.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -51,18 +60,24 @@ impl LeaderElectionFlags {
 }
 
 impl LeaderElectionFlags {
-    /// Runs `work` under the named lease in kube-system (or at once, with `--leader-elect=false`).
+    /// Runs `work` under the named lease in kube-system (or at once, with
+    /// `--leader-elect=false`). `work` gets a client whose writes pass only
+    /// while this replica leads; the election has a connection of its own.
     pub async fn run<F: Future<Output = Result<(), ClientError>>>(
         &self,
-        client: Client,
+        kubeconfig: &std::path::Path,
+        user_agent: &str,
         lease: &str,
-        work: impl FnOnce() -> F,
+        work: impl FnOnce(Client) -> F,
     ) -> Result<(), ClientError> {
         if !self.leader_elect {
-            return work().await;
+            return work(super::connect(kubeconfig, user_agent).await?).await;
         }
-        let elector = Elector::new(client, "kube-system", lease, &self.identity(), self.timing());
-        run_elected(elector, work).await
+        let gate = Gate::default();
+        let client = super::connect_gated(kubeconfig, user_agent, gate.clone()).await?;
+        let election_client = super::connect(kubeconfig, user_agent).await?;
+        let elector = Elector::new(election_client, "kube-system", lease, &self.identity(), self.timing());
+        run_elected(elector.gated(gate), || work(client)).await
     }
 }
 
@@ -121,6 +136,66 @@ pub struct Elector {
     identity: String,
     timing: Timing,
     observed: Option<Observed>,
+    gate: Gate,
+}
+
+/// Until when this replica may write as the leader: a renew deadline after
+/// the last successful renewal was sent. Closed until the lease is first held.
+#[derive(Clone, Default, Debug)]
+pub struct Gate(Arc<Mutex<Option<Instant>>>);
+
+impl Gate {
+    pub fn is_open(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|until| Instant::now() < until)
+    }
+
+    fn open_until(&self, until: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
+    fn close(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Refused at the gate: this replica no longer (or not yet) leads.
+#[derive(Debug, thiserror::Error)]
+#[error("not the leader: the lease was last renewed more than the renew deadline ago")]
+pub struct NotLeader;
+
+/// A client service that lets reads through and writes only while the gate is open.
+#[derive(Clone)]
+pub struct Gated<S> {
+    inner: S,
+    gate: Gate,
+}
+
+impl<S> Gated<S> {
+    pub fn new(inner: S, gate: Gate) -> Gated<S> {
+        Gated { inner, gate }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Gated<S>
+where
+    S: tower::Service<http::Request<B>, Error = tower::BoxError>,
+    S::Response: Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.method() != http::Method::GET && !self.gate.is_open() {
+            return Box::pin(std::future::ready(Err(NotLeader.into())));
+        }
+        Box::pin(self.inner.call(request))
+    }
 }
 
 impl Elector {
@@ -131,7 +206,14 @@ impl Elector {
             identity: identity.to_string(),
             timing,
             observed: None,
+            gate: Gate::default(),
         }
+    }
+
+    /// Opens `gate` for the work while this elector holds the lease.
+    pub fn gated(mut self, gate: Gate) -> Elector {
+        self.gate = gate;
+        self
     }
 
     /// One attempt to acquire or renew; true when we hold the lease afterwards.
@@ -139,6 +221,14 @@ impl Elector {
         let now = Instant::now();
         let stamp = super::micro_time_text(super::now());
         let seconds = self.timing.lease_duration.as_secs() as i32;
+        let held = self.write_lease(now, &stamp, seconds).await?;
+        if held {
+            self.gate.open_until(now + self.timing.renew_deadline);
+        }
+        Ok(held)
+    }
+
+    async fn write_lease(&mut self, now: Instant, stamp: &str, seconds: i32) -> Result<bool, kube::Error> {
         let Some(lease) = self.api.get_opt(&self.name).await? else {
             let lease = crate::client::from_json(json!({
                 "metadata": {"name": self.name},
@@ -154,7 +244,8 @@ impl Elector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let renew_time = spec.renew_time.as_ref().map(|t| t.0.to_string());
-        let seen = Observed { holder: holder.clone(), renew_time, at: now };
+        // Seen once the read returned: a renewal written during the read counts from here.
+        let seen = Observed { holder: holder.clone(), renew_time, at: Instant::now() };
         let observed = match &self.observed {
             Some(old) if old.holder == seen.holder && old.renew_time == seen.renew_time => old.clone(),
             _ => seen,
@@ -201,13 +292,24 @@ impl Elector {
 
     /// Renews until a renewal fails for longer than the renew deadline.
     pub async fn hold(&mut self) -> ClientError {
+        let lost = self.renew_until_lost().await;
+        self.gate.close();
+        lost
+    }
+
+    async fn renew_until_lost(&mut self) -> ClientError {
         let mut last_renewal = Instant::now();
         loop {
             tokio::time::sleep(self.timing.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = Instant::now(),
-                Ok(false) => return ClientError::LeaderLost(format!("lease {} taken by another holder", self.name)),
-                Err(error) => tracing::warn!(%error, "renewing the leader lease failed"),
+            // One attempt may not outlast the deadline, as client-go bounds it.
+            let attempt = tokio::time::timeout(self.timing.renew_deadline, self.try_acquire_or_renew()).await;
+            match attempt {
+                Ok(Ok(true)) => last_renewal = Instant::now(),
+                Ok(Ok(false)) => {
+                    return ClientError::LeaderLost(format!("lease {} taken by another holder", self.name))
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "renewing the leader lease failed"),
+                Err(_) => tracing::warn!("renewing the leader lease timed out"),
             }
             if last_renewal.elapsed() >= self.timing.renew_deadline {
                 return ClientError::LeaderLost(format!("lease {} not renewed within the deadline", self.name));
@@ -242,5 +344,30 @@ mod tests {
         assert_eq!(decide("a", "b", &observed, start + d, d), Decision::Take { transition: true });
         assert_eq!(decide("b", "b", &observed, start, d), Decision::Take { transition: false });
         assert_eq!(decide("a", "", &observed, start, d), Decision::Take { transition: true });
+    }
+
+    #[tokio::test]
+    async fn t11_the_gate_lets_writes_through_only_until_the_renew_deadline() {
+        use tower::{Service, ServiceExt};
+        let gate = Gate::default();
+        let inner = tower::service_fn(|_: http::Request<()>| async { Ok::<_, tower::BoxError>("sent") });
+        let mut gated = Gated::new(inner, gate.clone());
+        let request = |method: http::Method| http::Request::builder().method(method).body(()).expect("request");
+        let mut call = |method| {
+            let future = gated.call(request(method));
+            async move { future.await.is_ok() }
+        };
+        // Closed before the lease was ever held: reads pass, writes do not.
+        assert!(call(http::Method::GET).await);
+        assert!(!call(http::Method::POST).await);
+        gate.open_until(Instant::now() + Duration::from_secs(60));
+        assert!(call(http::Method::PUT).await);
+        // Past the deadline (a paused leader that just resumed), and once lost.
+        gate.open_until(Instant::now() - Duration::from_millis(1));
+        assert!(!call(http::Method::PATCH).await);
+        gate.open_until(Instant::now() + Duration::from_secs(60));
+        gate.close();
+        assert!(!call(http::Method::DELETE).await);
+        assert!(gated.ready().await.is_ok());
     }
 }

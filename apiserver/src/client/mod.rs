@@ -25,6 +25,21 @@ pub enum ClientError {
 
 /// A client for the cluster the kubeconfig names, as every component starts one.
 pub async fn connect(kubeconfig: &Path, user_agent: &str) -> Result<kube::Client, ClientError> {
+    Ok(kube::Client::try_from(config(kubeconfig, user_agent).await?)?)
+}
+
+/// A client whose writes pass only while `gate` is open: a leader's.
+pub async fn connect_gated(
+    kubeconfig: &Path,
+    user_agent: &str,
+    gate: leader::Gate,
+) -> Result<kube::Client, ClientError> {
+    let builder = kube::client::ClientBuilder::try_from(config(kubeconfig, user_agent).await?)?;
+    let layer = tower::layer::layer_fn(|inner| leader::Gated::new(inner, gate.clone()));
+    Ok(builder.with_layer(&layer).build())
+}
+
+async fn config(kubeconfig: &Path, user_agent: &str) -> Result<kube::Config, ClientError> {
     let error = |reason: String| ClientError::Kubeconfig { path: kubeconfig.display().to_string(), reason };
     let file = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| error(e.to_string()))?;
     let mut config = kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
@@ -35,7 +50,7 @@ pub async fn connect(kubeconfig: &Path, user_agent: &str) -> Result<kube::Client
         .push((http::header::USER_AGENT, http::HeaderValue::from_str(user_agent).map_err(|e| error(e.to_string()))?));
     // Watches stay open for minutes; only the connection is bounded.
     config.read_timeout = None;
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 /// The current time as kube writes it in `Time` fields.

@@ -111,7 +111,7 @@ pub struct Context {
 
 impl Context {
     pub fn reporter(&self, component: &str) -> Reporter {
-        Reporter::new(component, None)
+        Reporter::new(component, None).instance(&self.config.leader_election.identity())
     }
 }
 
@@ -198,9 +198,10 @@ where
 }
 
 pub async fn run(config: ControllerManagerConfig) -> Result<(), ClientError> {
-    let client = client::connect(&config.kubeconfig, "kube-controller-manager/v1.33.7-cairn").await?;
     let election = config.leader_election.clone();
-    election.run(client.clone(), "kube-controller-manager", || controllers(client, config)).await
+    let kubeconfig = config.kubeconfig.clone();
+    let user_agent = "kube-controller-manager/v1.33.7-cairn";
+    election.run(&kubeconfig, user_agent, "kube-controller-manager", |client| controllers(client, config)).await
 }
 
 async fn controllers(client: Client, config: ControllerManagerConfig) -> Result<(), ClientError> {

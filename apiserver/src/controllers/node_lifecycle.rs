@@ -1,10 +1,11 @@
 //! The node lifecycle controller and the taint eviction controller.
 //!
-//! Every `--node-monitor-period` it looks at each node's Lease in
-//! `kube-node-lease` (and its Ready heartbeat). A node not heard from for
-//! `--node-monitor-grace-period`, as measured by this controller's own clock
-//! since it last saw the heartbeat change, has its conditions set to Unknown
-//! and its pods marked not ready. The node's Ready condition decides its
+//! It notes each node's Lease in `kube-node-lease` (and its Ready heartbeat)
+//! four times a second, and every `--node-monitor-period` decides: a node not
+//! heard from for `--node-monitor-grace-period`, as measured by this
+//! controller's own clock since it saw the heartbeat change, has its
+//! conditions set to Unknown, its taints set at once, and its pods marked not
+//! ready. The node's Ready condition decides its
 //! `not-ready` or `unreachable` NoSchedule and NoExecute taints. Taint
 //! eviction deletes the pods on a node with NoExecute taints once their
 //! tolerations run out.
@@ -98,6 +99,13 @@ fn unknown_conditions(node: &Node, now: &str) -> Vec<Value> {
     conditions
 }
 
+/// The node as it reads once `conditions` are written.
+fn marked_unknown(node: &Node, conditions: Vec<Value>) -> Node {
+    let mut marked = node.clone();
+    marked.status.get_or_insert_with(Default::default).conditions = serde_json::from_value(json!(conditions)).ok();
+    marked
+}
+
 fn pod_json(pod: &Pod) -> Value {
     let mut value = serde_json::to_value(pod).unwrap_or_default();
     value["apiVersion"] = json!("v1");
@@ -126,45 +134,76 @@ fn not_ready_patch(pod: &Pod, now: &str) -> Option<Write> {
     Some(Write::merge_status::<Pod>(&namespace, &name, json!({"status": {"conditions": conditions}})))
 }
 
+/// How often heartbeats are looked at between monitor passes, so that a
+/// node's silence is timed from its last renewal, not from the pass that
+/// noticed it: Unknown comes a grace period after the renewal, within one
+/// monitor period, instead of within two.
+const OBSERVE_PERIOD: Duration = Duration::from_millis(250);
+
+/// Evictions sent at once.
+const EVICTION_WORKERS: usize = 8;
+
+/// Notes, for each node, when this controller first saw its current heartbeat.
+fn observe(ctx: &Context, heartbeats: &mut HashMap<String, Heartbeat>) -> Vec<Arc<Node>> {
+    let leases: HashMap<String, Option<String>> = ctx
+        .caches
+        .node_leases
+        .state()
+        .iter()
+        .map(|l| {
+            let renew = l.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string());
+            (l.metadata.name.clone().unwrap_or_default(), renew)
+        })
+        .collect();
+    let nodes = ctx.caches.nodes.state();
+    heartbeats.retain(|name, _| nodes.iter().any(|n| n.metadata.name.as_ref() == Some(name)));
+    for node in &nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let beat = heartbeat_of(node, leases.get(&name).cloned().flatten());
+        let entry = heartbeats.entry(name).or_insert_with(|| Heartbeat { seen: beat.clone(), at: Instant::now() });
+        if entry.seen != beat {
+            *entry = Heartbeat { seen: beat, at: Instant::now() };
+        }
+    }
+    nodes
+}
+
 pub async fn run(ctx: Arc<Context>) {
     let reporter = ctx.reporter("node-controller");
     let mut heartbeats: HashMap<String, Heartbeat> = HashMap::new();
     let grace = ctx.config.node_monitor_grace_period;
     let mut tick = tokio::time::interval(ctx.config.node_monitor_period);
+    let mut look = tokio::time::interval(OBSERVE_PERIOD.min(ctx.config.node_monitor_period));
     loop {
-        tick.tick().await;
-        let leases: HashMap<String, Option<String>> = ctx
-            .caches
-            .node_leases
-            .state()
-            .iter()
-            .map(|l| {
-                let renew = l.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string());
-                (l.metadata.name.clone().unwrap_or_default(), renew)
-            })
-            .collect();
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = look.tick() => {
+                observe(&ctx, &mut heartbeats);
+                continue;
+            }
+        }
+        let nodes = observe(&ctx, &mut heartbeats);
         let pods = ctx.caches.pods.state();
         let now = client::time_text(client::now());
         let mut writes = Vec::new();
-        let nodes = ctx.caches.nodes.state();
-        heartbeats.retain(|name, _| nodes.iter().any(|n| n.metadata.name.as_ref() == Some(name)));
         for node in &nodes {
             let name = node.metadata.name.clone().unwrap_or_default();
-            let beat = heartbeat_of(node, leases.get(&name).cloned().flatten());
-            let entry =
-                heartbeats.entry(name.clone()).or_insert_with(|| Heartbeat { seen: beat.clone(), at: Instant::now() });
-            if entry.seen != beat {
-                *entry = Heartbeat { seen: beat, at: Instant::now() };
-            }
+            let Some(entry) = heartbeats.get(&name) else { continue };
             let silent = entry.at.elapsed() > grace;
             let node_json = super::object_json(&**node);
             if silent && ready_status(node) != "Unknown" {
                 tracing::info!(node = %name, "node stopped posting status; marking it Unknown");
+                let conditions = unknown_conditions(node, &now);
                 writes.push(Write::merge_status::<Node>(
                     "",
                     &name,
-                    json!({"status": {"conditions": unknown_conditions(node, &now)}}),
+                    json!({"status": {"conditions": conditions.clone()}}),
                 ));
+                // Tainted at once, as kube's tainting loop does right after, not
+                // a monitor period later: tolerations count from here.
+                if let Some(taints) = wanted_taints(&marked_unknown(node, conditions), &now) {
+                    writes.push(Write::merge::<Node>("", &name, json!({"spec": {"taints": taints}})));
+                }
                 writes.push(reporter.event(
                     &node_json,
                     false,
@@ -235,7 +274,9 @@ pub async fn run_taint_eviction(ctx: Arc<Context>) {
                 writes.push(Write::delete::<Pod>(&namespace, &name, pod.metadata.uid.as_deref()));
             }
         }
-        client::writes::perform_all(&ctx.client, "taint-eviction", writes).await;
+        // Concurrently, as kube's taint manager's workers do: a node's hundred
+        // pods are all due at once, and none should wait on the others.
+        client::writes::perform_concurrently(&ctx.client, "taint-eviction", writes, EVICTION_WORKERS).await;
         // Tolerations count in seconds; one look a second over every pod is enough.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -149,9 +149,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(storage: Storage, prefix: &str, event_ttl: Duration, service_ips: ServiceIps) -> Registry {
+    pub fn new(
+        storage: Storage,
+        prefix: &str,
+        event_ttl: Duration,
+        service_ips: ServiceIps,
+        progress_requests: bool,
+    ) -> Registry {
         let keys = Keys::new(prefix);
-        let cachers = RESOURCES.iter().map(|r| (r.kind, Cacher::start(storage.clone(), keys.resource(r), r))).collect();
+        let cachers = RESOURCES
+            .iter()
+            .map(|r| (r.kind, Cacher::start(storage.clone(), keys.resource(r), r, progress_requests)))
+            .collect();
         Registry { storage, keys, cachers, events: EventLeases::new(event_ttl), service_ips }
     }
 

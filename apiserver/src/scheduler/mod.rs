@@ -313,9 +313,10 @@ impl Scheduler {
 }
 
 pub async fn run(config: SchedulerConfig) -> Result<(), ClientError> {
-    let client = client::connect(&config.kubeconfig, "kube-scheduler/v1.33.7-cairn").await?;
     let election = config.leader_election.clone();
-    election.run(client.clone(), "kube-scheduler", || schedule(client, config)).await
+    let kubeconfig = config.kubeconfig.clone();
+    let user_agent = "kube-scheduler/v1.33.7-cairn";
+    election.run(&kubeconfig, user_agent, "kube-scheduler", |client| schedule(client, config)).await
 }
 
 async fn schedule(client: Client, config: SchedulerConfig) -> Result<(), ClientError> {
@@ -326,7 +327,7 @@ async fn schedule(client: Client, config: SchedulerConfig) -> Result<(), ClientE
     let (bound_tx, mut bound_rx) = mpsc::unbounded_channel();
     let mut scheduler = Scheduler {
         client,
-        reporter: Reporter::new(&config.scheduler_name, None),
+        reporter: Reporter::new(&config.scheduler_name, None).instance(&config.leader_election.identity()),
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.parallelism.max(1))),
         config,
         assumed: HashMap::new(),

@@ -127,6 +127,14 @@ impl Storage {
         Ok(Storage { client, kv, watch })
     }
 
+    /// Whether the store reports at least this etcd version; false when it cannot be asked.
+    pub async fn version_at_least(&self, wanted: (u32, u32, u32)) -> bool {
+        let Ok(status) = self.client.clone().status().await else { return false };
+        let mut parts = status.version().split('.').map(|part| part.parse::<u32>().unwrap_or(0));
+        let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        version >= wanted
+    }
+
     async fn retry<T, F, Fut>(&self, call: F) -> Result<T, StorageError>
     where
         F: FnMut(KvClient) -> Fut,
@@ -325,6 +333,11 @@ pub struct StoreWatch {
 }
 
 impl StoreWatch {
+    /// Asks the store to report the revision this watch has reached.
+    pub async fn request_progress(&mut self) -> Result<(), StorageError> {
+        Ok(self.stream.request_progress().await?)
+    }
+
     /// The next batch; `Ok(None)` when the stream ended; `Compacted` when the
     /// start revision is gone.
     pub async fn next(&mut self) -> Result<Option<WatchItem>, StorageError> {

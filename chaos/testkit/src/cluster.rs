@@ -156,9 +156,7 @@ impl Member {
     }
 
     fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
-        }
+        crate::kube::signal(self.child.as_ref(), signal);
     }
 
     /// SIGTERM, then a bounded wait for a clean exit; whether it exited cleanly.

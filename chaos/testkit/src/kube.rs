@@ -40,6 +40,25 @@ pub fn kube_apiserver_binary() -> PathBuf {
     PathBuf::from(home).join(".cache/cairn/kube-v1.33.7/kube-apiserver")
 }
 
+/// A kubeconfig for the admin user at `url` (`https://ip:port`), which may be
+/// an API server, a load balancer or a proxy in front of one.
+pub fn write_kubeconfig(path: &Path, url: &str) -> Result<()> {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: admin\ncurrent-context: cairn\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// SIGSTOP or SIGCONT (`-STOP`, `-CONT`) to a child process.
+pub(crate) fn signal(child: Option<&Child>, signal: &str) {
+    if let Some(child) = child {
+        let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+    }
+}
+
 /// Which API server a test runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
@@ -76,18 +95,22 @@ impl ApiServer {
         Ok(server)
     }
 
+    /// Starts a Cairn API server that keeps its files (log, certificates) in `dir`.
+    pub async fn start_in(dir: &Path, endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
+        std::fs::create_dir_all(dir)?;
+        let mut server = ApiServer::prepare(Server::Cairn, dir, endpoints, extra)?;
+        server.spawn()?;
+        server.wait_ready(Duration::from_secs(60)).await?;
+        Ok(server)
+    }
+
     fn prepare(kind: Server, dir: &Path, endpoints: &[String], extra: &[&str]) -> Result<ApiServer> {
         let ip = net::loopback_ip();
         let port = net::next_port();
         let url = format!("https://{ip}:{port}");
         std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"))?;
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: admin\ncurrent-context: cairn\n"
-            ),
-        )?;
+        write_kubeconfig(&kubeconfig, &url)?;
         let mut args: Vec<String> = match kind {
             Server::Cairn => vec!["apiserver".into()],
             Server::Kube => {
@@ -163,6 +186,14 @@ impl ApiServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    pub fn pause(&self) {
+        signal(self.child.as_ref(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.as_ref(), "-CONT");
     }
 
     /// Kills and starts again on the same address, then waits until ready.
@@ -271,10 +302,21 @@ pub struct Component {
 impl Component {
     /// Starts `cairn-kube <subcommand> --kubeconfig=… <args>`; its log goes beside the API server's.
     pub fn start(api: &ApiServer, name: &str, subcommand: &str, args: &[&str]) -> Result<Component> {
-        let mut all = vec![subcommand.to_string(), format!("--kubeconfig={}", api.kubeconfig.display())];
+        Component::start_with(&api.kubeconfig, api.dir(), name, subcommand, args)
+    }
+
+    /// Starts `cairn-kube <subcommand>` with its own kubeconfig; its log goes to `<log_dir>/<name>.log`.
+    pub fn start_with(
+        kubeconfig: &Path,
+        log_dir: &Path,
+        name: &str,
+        subcommand: &str,
+        args: &[&str],
+    ) -> Result<Component> {
+        let mut all = vec![subcommand.to_string(), format!("--kubeconfig={}", kubeconfig.display())];
         all.extend(args.iter().map(|a| a.to_string()));
-        let mut component =
-            Component { name: name.to_string(), args: all, log: api.dir().join(format!("{name}.log")), child: None };
+        let log = log_dir.join(format!("{name}.log"));
+        let mut component = Component { name: name.to_string(), args: all, log, child: None };
         component.spawn()?;
         Ok(component)
     }
@@ -308,6 +350,19 @@ impl Component {
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         self.spawn()
+    }
+
+    pub fn pause(&self) {
+        signal(self.child.as_ref(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.as_ref(), "-CONT");
+    }
+
+    /// Exited on its own (not killed by the test)?
+    pub fn exited(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// Still running?
@@ -375,7 +430,7 @@ impl Default for KubeOptions {
 static BLOCKS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// A second octet for this cluster's pod (64–95) and service (96–127) blocks.
-fn address_block() -> u8 {
+pub fn address_block() -> u8 {
     let n = BLOCKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ((std::process::id() % 8) as u8 * 4 + n % 4) % 32
 }
@@ -389,7 +444,7 @@ impl KubeCluster {
         let store = crate::Options::new(crate::Flavor::Cairn, options.store_members).start().await?;
         let block = address_block();
         let service_range = format!("--service-cluster-ip-range=127.{}.0.0/16", 96 + block);
-        let mut api_flags = vec![service_range];
+        let mut api_flags = vec![service_range, "--etcd-watch-progress-requests=true".to_string()];
         api_flags.extend(options.apiserver_flags.clone());
         let api = ApiServer::start(&store.endpoints(), &as_refs(&api_flags)).await?;
         let mut cluster = KubeCluster {

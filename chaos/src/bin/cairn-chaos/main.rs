@@ -5,6 +5,7 @@
 //! history again, offline.
 
 mod end;
+mod kube;
 mod nemesis;
 mod workload;
 
@@ -35,7 +36,9 @@ struct Cli {
 enum Command {
     /// Starts a cluster, runs the workloads under faults, checks, and reports.
     Run(Box<RunArgs>),
-    /// Checks a history saved by a run again.
+    /// The whole Kubernetes cluster on Cairn under faults, checked.
+    Kube(Box<kube::KubeArgs>),
+    /// Checks a history saved by a run (of the store or of the whole cluster) again.
     Check {
         history: PathBuf,
         /// Time budget of the linearizability checker.
@@ -111,7 +114,7 @@ struct RunArgs {
     check_budget: Duration,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let number: u64 = number.parse().map_err(|_| format!("bad duration {text:?}"))?;
     match unit {
@@ -127,10 +130,23 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Check { history, budget } => {
             let text = std::fs::read_to_string(&history).with_context(|| format!("reading {}", history.display()))?;
+            if is_whole_cluster(&text) {
+                if !kube::check_saved(&text)? {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
             let run: Recorded = serde_json::from_str(&text).context("parsing the history")?;
             let summary = report::summarize(&run, check::all(&run, budget));
             print!("{}", report::markdown(&run, &summary));
             if !summary.passed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Kube(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            if !runtime.block_on(kube::run(*args))? {
                 std::process::exit(1);
             }
             Ok(())
@@ -144,6 +160,11 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A whole-cluster history names its API servers in its meta; a store history has none.
+fn is_whole_cluster(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text).is_ok_and(|value| value["meta"]["apiservers"].is_number())
 }
 
 async fn run(args: RunArgs) -> Result<bool> {
@@ -269,7 +290,7 @@ async fn run(args: RunArgs) -> Result<bool> {
     let plan = schedule::plan(args.seed, &faults, election, 10_000);
     let nemesis = nemesis::Nemesis { cluster: cluster.clone(), recorder: recorder.clone(), progress: progress.clone() };
     let progress_line = tokio::spawn(show_progress(recorder.clone(), plan.clone(), args.duration));
-    nemesis.run(plan, until).await;
+    nemesis::play(&nemesis, plan, until).await;
     tokio::time::sleep_until(until).await;
 
     eprintln!("cairn-chaos: load done; healing and reading the final state");

@@ -1,13 +1,15 @@
-//! The nemesis: plays the seeded schedule against the cluster, one fault at
-//! a time, and records the timeline.
+//! The nemesis: plays the seeded schedule against a target, one fault at a
+//! time, and records the timeline. The store's cluster is one target; the
+//! whole Kubernetes cluster (`kube::cluster`) is another.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use cairn_chaos::history::Nanos;
 use cairn_chaos::record::FaultEvent;
-use cairn_chaos::schedule::{Fault, Step};
+use cairn_chaos::schedule::{Fault, FaultKind, Step};
 use etcd_client::CompactionOptions;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -21,7 +23,7 @@ use cairn_testkit::Cluster;
 pub static CURRENT: AtomicUsize = AtomicUsize::new(0);
 
 /// How a fault is undone.
-enum Undo {
+pub enum Undo {
     Nothing,
     Restart(Vec<usize>),
     Resume(usize),
@@ -39,57 +41,94 @@ pub struct Nemesis {
     pub progress: Arc<Progress>,
 }
 
-impl Nemesis {
-    pub async fn run(&self, plan: Vec<Step>, until: Instant) {
-        for (number, step) in plan.into_iter().enumerate() {
-            tokio::time::sleep_until((Instant::now() + step.quiet).min(until)).await;
-            if Instant::now() + step.hold >= until {
-                break;
-            }
-            let at = self.recorder.now();
-            CURRENT.store(number + 1, Ordering::Relaxed);
-            let (detail, undo) = match self.inject(&step).await {
-                Ok(done) => done,
-                Err(err) => (format!("not injected: {err:#}"), Undo::Nothing),
-            };
-            let mut event = FaultEvent { at, healed: None, fault: step.fault.name().into(), detail };
-            tokio::time::sleep(step.hold).await;
-            let mut cluster = self.cluster.lock().await;
-            let snapshot_check = match undo {
-                Undo::LinksThenSnapshot(slot, before) => Some((slot, before)),
-                _ => None,
-            };
-            let healed = match undo {
-                Undo::Nothing => Ok(()),
-                Undo::Restart(slots) => slots.into_iter().try_for_each(|slot| cluster.restart(slot)),
-                Undo::Resume(slot) => {
-                    cluster.members[slot].resume();
-                    Ok(())
-                }
-                Undo::Links | Undo::LinksThenSnapshot(..) => {
-                    cluster.set_all_links(LinkMode::Pass);
-                    Ok(())
-                }
-            };
-            if let Err(err) = healed.and(cluster.wait_healthy(Duration::from_secs(30)).await) {
-                event.detail.push_str(&format!("; not healthy after healing: {err:#}"));
-            }
-            if let Some((slot, before)) = snapshot_check {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while cluster.members[slot].log_mentions(SNAPSHOT_INSTALLED) == before && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                let installed = cluster.members[slot].log_mentions(SNAPSHOT_INSTALLED) > before;
-                event.detail.push_str(if installed { "; caught up by snapshot" } else { "; caught up from the log" });
-            }
-            drop(cluster);
-            event.healed = Some(self.recorder.now());
-            CURRENT.store(0, Ordering::Relaxed);
-            self.recorder.record().timeline.push(event);
+/// What the nemesis plays against.
+pub trait Target {
+    type Fault: FaultKind;
+    type Undo;
+    /// Injects one fault: what was done, and how to undo it.
+    async fn inject(&self, step: &Step<Self::Fault>) -> Result<(String, Self::Undo)>;
+    /// Undoes it and waits for health; what went wrong, if anything, for the timeline.
+    async fn heal(&self, undo: Self::Undo) -> String;
+    fn now(&self) -> Nanos;
+    fn push(&self, event: FaultEvent);
+}
+
+/// Plays `plan` until `until`: quiet, inject, hold, heal, record.
+pub async fn play<T: Target>(target: &T, plan: Vec<Step<T::Fault>>, until: Instant) {
+    for (number, step) in plan.into_iter().enumerate() {
+        tokio::time::sleep_until((Instant::now() + step.quiet).min(until)).await;
+        if Instant::now() + step.hold >= until {
+            break;
         }
+        let at = target.now();
+        CURRENT.store(number + 1, Ordering::Relaxed);
+        let (detail, undo) = match target.inject(&step).await {
+            Ok((detail, undo)) => (detail, Some(undo)),
+            Err(err) => (format!("not injected: {err:#}"), None),
+        };
+        let mut event = FaultEvent { at, healed: None, fault: step.fault.name().into(), detail };
+        tokio::time::sleep(step.hold).await;
+        if let Some(undo) = undo {
+            event.detail.push_str(&target.heal(undo).await);
+        }
+        event.healed = Some(target.now());
+        CURRENT.store(0, Ordering::Relaxed);
+        target.push(event);
     }
+}
+
+impl Target for Nemesis {
+    type Fault = Fault;
+    type Undo = Undo;
 
     async fn inject(&self, step: &Step) -> Result<(String, Undo)> {
+        self.inject_fault(step).await
+    }
+
+    async fn heal(&self, undo: Undo) -> String {
+        let mut detail = String::new();
+        let mut cluster = self.cluster.lock().await;
+        let snapshot_check = match undo {
+            Undo::LinksThenSnapshot(slot, before) => Some((slot, before)),
+            _ => None,
+        };
+        let healed = match undo {
+            Undo::Nothing => Ok(()),
+            Undo::Restart(slots) => slots.into_iter().try_for_each(|slot| cluster.restart(slot)),
+            Undo::Resume(slot) => {
+                cluster.members[slot].resume();
+                Ok(())
+            }
+            Undo::Links | Undo::LinksThenSnapshot(..) => {
+                cluster.set_all_links(LinkMode::Pass);
+                Ok(())
+            }
+        };
+        if let Err(err) = healed.and(cluster.wait_healthy(Duration::from_secs(30)).await) {
+            detail.push_str(&format!("; not healthy after healing: {err:#}"));
+        }
+        if let Some((slot, before)) = snapshot_check {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cluster.members[slot].log_mentions(SNAPSHOT_INSTALLED) == before && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let installed = cluster.members[slot].log_mentions(SNAPSHOT_INSTALLED) > before;
+            detail.push_str(if installed { "; caught up by snapshot" } else { "; caught up from the log" });
+        }
+        detail
+    }
+
+    fn now(&self) -> Nanos {
+        self.recorder.now()
+    }
+
+    fn push(&self, event: FaultEvent) {
+        self.recorder.record().timeline.push(event);
+    }
+}
+
+impl Nemesis {
+    async fn inject_fault(&self, step: &Step) -> Result<(String, Undo)> {
         let mut cluster = self.cluster.lock().await;
         let size = cluster.members.len();
         let picked = (step.pick % size as u64) as usize;
