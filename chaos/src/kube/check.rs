@@ -232,6 +232,20 @@ fn apply<'a>(state: &mut BTreeMap<&'a str, i64>, change: &'a StoreChange) {
     }
 }
 
+/// Whether the watcher's current view (its last session, list then events)
+/// is the store's latest state on its prefix: the end fence waits for this.
+pub fn caught_up(store: &[StoreChange], log: &WatchLog) -> bool {
+    let mut view: BTreeMap<&str, i64> = BTreeMap::new();
+    for seen in log.sessions.last().into_iter().flat_map(|session| session.listed.iter().chain(&session.events)) {
+        if seen.deleted {
+            view.remove(seen.key.as_str());
+        } else {
+            view.insert(&seen.key, seen.revision);
+        }
+    }
+    History::new(store, &log.prefix).state_at(i64::MAX) == view
+}
+
 fn listed(session: &Session) -> BTreeMap<&str, i64> {
     session.listed.iter().map(|seen| (seen.key.as_str(), seen.revision)).collect()
 }
@@ -410,6 +424,10 @@ pub fn node_death(run: &KubeRecorded) -> Verdict {
     let mut problems = Vec::new();
     let timelines = node_timelines(run);
     if timelines.is_empty() {
+        // A run whose faults leave out node-cut has no timeline to judge.
+        if !run.meta.faults.contains(&crate::schedule::KubeFault::NodeCut) {
+            return Verdict::Pass;
+        }
         return Verdict::Unknown("no node was cut off".into());
     }
     for timeline in &timelines {
@@ -611,6 +629,7 @@ mod tests {
         };
         run.watches = vec![log(session.clone())];
         assert_eq!(watches(&run), Verdict::Pass);
+        assert!(caught_up(&run.store, &run.watches[0]));
 
         let mut missed = session.clone();
         missed.events.remove(1);
@@ -636,6 +655,8 @@ mod tests {
         };
         run.watches = vec![WatchLog { sessions: vec![session, relisted], ..log(Session::default()) }];
         assert_eq!(watches(&run), Verdict::Pass);
+        // That relist is behind the store's last change (the delete of /r/b).
+        assert!(!caught_up(&run.store, &run.watches[0]));
         run.end.watchers_caught_up = vec![("r".into(), false)];
         assert!(!watches(&run).is_pass());
     }
@@ -643,6 +664,9 @@ mod tests {
     #[test]
     fn the_node_death_timeline_is_bounded_both_ways() {
         let mut run = base();
+        assert_eq!(node_death(&run), Verdict::Pass, "node-cut was not among the faults");
+        run.meta.faults = vec![crate::schedule::KubeFault::NodeCut];
+        assert!(matches!(node_death(&run), Verdict::Unknown(_)), "node-cut was scheduled but never happened");
         let node = |at: i64, ready: &str| NodeSeen {
             at_us: at,
             node: "n2".into(),

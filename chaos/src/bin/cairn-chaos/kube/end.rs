@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use cairn_chaos::kube::{Convergence, Present};
+use cairn_chaos::kube::{check, Convergence, Present};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Service};
 use kube::api::ListParams;
@@ -164,31 +164,7 @@ impl End {
     /// The resources whose watcher's current view differs from the store's.
     fn behind(&self) -> Vec<String> {
         let run = self.recorder.record();
-        let mut behind = Vec::new();
-        for log in &run.watches {
-            let mut store: BTreeMap<&str, i64> = BTreeMap::new();
-            for change in run.store.iter().filter(|change| change.key.starts_with(&log.prefix)) {
-                if change.deleted {
-                    store.remove(change.key.as_str());
-                } else {
-                    store.insert(&change.key, change.revision);
-                }
-            }
-            let mut view: BTreeMap<&str, i64> = BTreeMap::new();
-            if let Some(session) = log.sessions.last() {
-                for seen in session.listed.iter().chain(&session.events) {
-                    if seen.deleted {
-                        view.remove(seen.key.as_str());
-                    } else {
-                        view.insert(&seen.key, seen.revision);
-                    }
-                }
-            }
-            if view != store {
-                behind.push(log.resource.clone());
-            }
-        }
-        behind
+        run.watches.iter().filter(|log| !check::caught_up(&run.store, log)).map(|log| log.resource.clone()).collect()
     }
 }
 
