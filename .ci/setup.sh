@@ -100,7 +100,10 @@ if [ "${1:-}" = "--with-etcd" ] && [ ! -x "$CAIRN_CRICTL" ] && command -v go >/d
   GOBIN="$(dirname "$CAIRN_CRICTL")" GOFLAGS=-modcacherw go install sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0
 fi
 
-# The real kube-apiserver, the specification cairn-kube's differential test compares against.
+# The upstream control plane (kube-apiserver, kube-controller-manager,
+# kube-scheduler, e2e.test: the specification cairn-kube's differential tests
+# compare against, and real Kubernetes on Cairn), and the newer etcd 3.6.
 if [ "${1:-}" = "--with-etcd" ]; then
-  bash "$(dirname "${BASH_SOURCE[0]}")/kube-apiserver.sh"
+  bash "$(dirname "${BASH_SOURCE[0]}")/kubernetes.sh"
+  bash "$(dirname "${BASH_SOURCE[0]}")/etcd-3.6.sh"
 fi

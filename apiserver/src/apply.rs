@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::error::{ApiError, GroupResource};
+use crate::error::ApiError;
 use crate::meta;
 use crate::openapi;
 use crate::registry::{Registry, WriteOptions, Written};
@@ -83,7 +83,7 @@ pub async fn apply(
                 }
             }
             if !conflicts.is_empty() && !options.force {
-                return Err(conflict_error(resource, name, &conflicts));
+                return Err(conflict_error(&conflicts));
             }
             // Forced: the fields move to this manager.
             for other in managers.iter_mut() {
@@ -207,7 +207,7 @@ pub fn track_update(
 }
 
 /// kube-apiserver's conflict message: fields grouped by the manager that owns them.
-fn conflict_error(resource: &Resource, name: &str, conflicts: &[(String, String)]) -> ApiError {
+fn conflict_error(conflicts: &[(String, String)]) -> ApiError {
     let mut by_manager: Vec<(&str, Vec<&str>)> = Vec::new();
     for (manager, field) in conflicts {
         match by_manager.iter_mut().find(|(m, _)| m == manager) {
@@ -228,7 +228,7 @@ fn conflict_error(resource: &Resource, name: &str, conflicts: &[(String, String)
     let count = conflicts.len();
     let plural = if count == 1 { "conflict" } else { "conflicts" };
     let detail = format!("Apply failed with {count} {plural}: {}", groups.join("\n"));
-    ApiError::ApplyConflict { resource: GroupResource::of(resource), name: name.to_string(), detail }
+    ApiError::ApplyConflict { detail, conflicts: conflicts.to_vec() }
 }
 
 /// The merge key of a list, from the OpenAPI list-map keys or patch merge key.

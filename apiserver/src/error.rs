@@ -114,9 +114,10 @@ pub enum ApiError {
     AlreadyExists { resource: GroupResource, name: String },
     #[error("Operation cannot be fulfilled on {} {name:?}: {detail}", .resource.qualified())]
     Conflict { resource: GroupResource, name: String, detail: String },
-    /// A server-side apply conflict; the message is the conflict list alone.
+    /// A server-side apply conflict; the message is the conflict list alone,
+    /// and each (manager, field) is a cause.
     #[error("{detail}")]
-    ApplyConflict { resource: GroupResource, name: String, detail: String },
+    ApplyConflict { detail: String, conflicts: Vec<(String, String)> },
     #[error("{} {name:?} is invalid: {}", qualified_kind(.group, .kind), join_causes(.causes))]
     Invalid { group: String, kind: String, name: String, causes: Vec<FieldError> },
     #[error("{} {name:?} is forbidden: {detail}", .resource.qualified())]
@@ -245,8 +246,16 @@ impl ApiError {
             ApiError::NotFound { resource, name }
             | ApiError::AlreadyExists { resource, name }
             | ApiError::Conflict { resource, name, .. }
-            | ApiError::ApplyConflict { resource, name, .. }
             | ApiError::Forbidden { resource, name, .. } => Some(named(resource, name)),
+            ApiError::ApplyConflict { conflicts, .. } => {
+                let causes: Vec<Value> = conflicts
+                    .iter()
+                    .map(|(manager, field)| {
+                        json!({"reason": "FieldManagerConflict", "message": format!("conflict with {manager:?}"), "field": field})
+                    })
+                    .collect();
+                Some(json!({ "causes": causes }))
+            }
             ApiError::Invalid { group, kind, name, causes } => {
                 let causes: Vec<Value> = causes
                     .iter()

@@ -184,7 +184,12 @@ impl FieldSelector {
         let probe = Value::Null;
         for (field, _, _) in &self.0 {
             if field_value(kind, &probe, field).is_none() {
-                return Err(format!("field label not supported: {field}"));
+                // Kinds with no field labels of their own get apimachinery's default conversion's words.
+                return Err(if has_own_field_labels(kind) {
+                    format!("field label not supported: {field}")
+                } else {
+                    format!("{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"")
+                });
             }
         }
         Ok(())
@@ -204,6 +209,21 @@ impl FieldSelector {
 }
 
 /// The value of a selectable field, or None when the kind has no such field label.
+/// Kinds whose API group registers field label conversions beyond metadata's.
+fn has_own_field_labels(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Pod
+            | Kind::Event
+            | Kind::Node
+            | Kind::Namespace
+            | Kind::Secret
+            | Kind::ReplicaSet
+            | Kind::Job
+            | Kind::Service
+    )
+}
+
 pub fn field_value(kind: Kind, object: &Value, field: &str) -> Option<String> {
     let text = |path: &[&str]| meta::str_at(object, path).unwrap_or("").to_string();
     let boolean = |path: &[&str]| meta::at(object, path).and_then(Value::as_bool).unwrap_or(false).to_string();

@@ -78,9 +78,9 @@ fn columns(kind: Kind) -> Vec<Column> {
             wide("Selector"),
         ],
         Kind::Endpoints => vec![name, col("Endpoints", "string"), age],
-        Kind::ConfigMap => vec![name, col("Data", "integer"), age],
-        Kind::Secret => vec![name, col("Type", "string"), col("Data", "integer"), age],
-        Kind::ServiceAccount => vec![name, col("Secrets", "integer"), age],
+        Kind::ConfigMap => vec![name, col("Data", "string"), age],
+        Kind::Secret => vec![name, col("Type", "string"), col("Data", "string"), age],
+        Kind::ServiceAccount => vec![name, col("Secrets", "string"), age],
         Kind::Event => vec![
             col("Last Seen", "string"),
             col("Type", "string"),

@@ -27,6 +27,7 @@ pub fn all(run: &Recorded, budget: Duration) -> Vec<Checked> {
         ("members agree at the end", members_agree(run)),
         ("HashKV equal on all members", hashes(run)),
         ("watch guarantees", watches(run)),
+        ("paginated lists are snapshots", lists(run)),
         ("leases", leases(run)),
         ("no panic in member logs", panics(run)),
         ("recovery after a leader kill", recovery(run)),
@@ -143,12 +144,56 @@ fn watches(run: &Recorded) -> Verdict {
         return Verdict::Fail(format!("watcher {watcher} never reached the fence revision {}", run.end.fence_revision));
     }
     first_failure(run.watch_sessions.iter().map(|session| {
-        match watch::check(&history, "", session.start_revision, &session.received) {
+        let (prefix, start) = (session.prefix.as_str(), session.start_revision);
+        let verdict = match watch::check(&history, prefix, start, &session.received) {
+            Verdict::Pass => watch::check_notifies(&history, prefix, start, &session.received, &session.notifies),
+            other => other,
+        };
+        match verdict {
             Verdict::Fail(reason) => {
-                Verdict::Fail(format!("watcher {} from revision {}: {reason}", session.watcher, session.start_revision))
+                Verdict::Fail(format!("watcher {} from revision {start}: {reason}", session.watcher))
             }
             other => other,
         }
+    }))
+}
+
+/// A list read in pages at one revision must be the store's state at that
+/// revision: every key under the prefix once, in key order, with its value then.
+fn lists(run: &Recorded) -> Verdict {
+    if run.lists.is_empty() {
+        return Verdict::Pass;
+    }
+    let history = match kv_history(run) {
+        Ok(history) => history,
+        Err(reason) => return Verdict::Fail(reason),
+    };
+    first_failure(run.lists.iter().map(|list| {
+        let mut state: BTreeMap<&str, &str> = BTreeMap::new();
+        for change in history.iter().take_while(|change| change.revision <= list.revision) {
+            if !change.key.starts_with(&list.prefix) {
+                continue;
+            }
+            match &change.value {
+                Some(value) => state.insert(&change.key, value),
+                None => state.remove(change.key.as_str()),
+            };
+        }
+        let listed: Vec<(&str, &str)> = list.items.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let expected: Vec<(&str, &str)> = state.into_iter().collect();
+        if listed == expected {
+            return Verdict::Pass;
+        }
+        let differs = expected
+            .iter()
+            .zip(&listed)
+            .find(|(e, l)| e != l)
+            .map(|(e, l)| format!("the store had {e:?}, the list gave {l:?}"))
+            .unwrap_or_else(|| format!("the store had {} keys, the list gave {}", expected.len(), listed.len()));
+        Verdict::Fail(format!(
+            "client {}'s list of {} at revision {} in {} pages: {differs}",
+            list.client, list.prefix, list.revision, list.pages
+        ))
     }))
 }
 
@@ -285,6 +330,34 @@ mod tests {
         assert!(kv_history(&run).is_ok());
         run.writes.push(Change { value: Some("other".into()), ..change(3) });
         assert!(matches!(kv_history(&run), Err(m) if m.contains("two versions")));
+    }
+
+    #[test]
+    fn a_list_that_is_not_one_snapshot_is_flagged() {
+        use crate::record::ListRecord;
+        let mut run = Recorded::default();
+        let put =
+            |revision: i64, key: &str, value: &str| Change { revision, key: key.into(), value: Some(value.into()) };
+        run.writes = vec![put(2, "/o/a", "1"), put(3, "/o/b", "1"), put(4, "x", "1"), put(5, "/o/a", "2")];
+        run.writes.push(Change { revision: 6, key: "/o/b".into(), value: None });
+        let item = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let list = |revision: i64, items: Vec<(String, String)>| ListRecord {
+            client: 0,
+            prefix: "/o/".into(),
+            revision,
+            pages: 2,
+            items,
+        };
+        run.lists = vec![list(4, vec![item("/o/a", "1"), item("/o/b", "1")]), list(6, vec![item("/o/a", "2")])];
+        assert_eq!(lists(&run), Verdict::Pass);
+        // A page read at a later revision: a value of revision 5 in a list at 4.
+        run.lists = vec![list(4, vec![item("/o/a", "2"), item("/o/b", "1")])];
+        assert!(matches!(lists(&run), Verdict::Fail(m) if m.contains("the list gave")));
+        // A deleted key still listed, and a key listed twice.
+        run.lists = vec![list(6, vec![item("/o/a", "2"), item("/o/b", "1")])];
+        assert!(matches!(lists(&run), Verdict::Fail(_)));
+        run.lists = vec![list(4, vec![item("/o/a", "1"), item("/o/a", "1"), item("/o/b", "1")])];
+        assert!(matches!(lists(&run), Verdict::Fail(_)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! run, the checkers and the report. The `cairn-chaos` binary does the I/O
 //! (processes through `cairn-testkit`, workloads) and feeds these. A checker
 //! that cannot decide within its budget says so; it never passes by default.
+//! [`upstream`] is the pure half of `cairn-upstream` (real Kubernetes on each store).
 
 pub mod check;
 pub mod history;
@@ -11,6 +12,7 @@ pub mod record;
 pub mod report;
 pub mod revisions;
 pub mod schedule;
+pub mod upstream;
 pub mod watch;
 
 /// A checker's answer.

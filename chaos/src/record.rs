@@ -18,6 +18,12 @@ pub struct Recorded {
     pub sets: Vec<SetRecord>,
     pub watch_sessions: Vec<WatchSession>,
     pub leases: Vec<LeaseRecord>,
+    /// Paginated lists at a fixed revision (the Kubernetes-shaped workload).
+    #[serde(default)]
+    pub lists: Vec<ListRecord>,
+    /// Revisions compacted through `compact_rev_key`, as kube-apiserver compacts.
+    #[serde(default)]
+    pub compactions: Vec<i64>,
     pub timeline: Vec<FaultEvent>,
     /// When the leader was killed.
     pub leader_kills: Vec<Nanos>,
@@ -66,9 +72,34 @@ pub struct SetRecord {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct WatchSession {
     pub watcher: u32,
+    /// The keys watched: all of them when empty.
+    #[serde(default)]
+    pub prefix: String,
     pub start_revision: i64,
     pub received: Vec<Received>,
+    /// Progress notifications, each after this many received events.
+    #[serde(default)]
+    pub notifies: Vec<Notify>,
     pub reconnects: u32,
+}
+
+/// A progress notification: every event through `revision` came before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Notify {
+    pub after: usize,
+    pub revision: i64,
+}
+
+/// A list of `prefix` read page by page at the revision of its first page,
+/// as kube-apiserver lists with a continue token.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ListRecord {
+    pub client: u32,
+    pub prefix: String,
+    pub revision: i64,
+    pub pages: u32,
+    /// Keys and values in the order the pages returned them.
+    pub items: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]

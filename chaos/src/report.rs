@@ -17,6 +17,14 @@ pub struct Summary {
     pub watch_events: usize,
     pub watch_reconnects: u32,
     pub leases: usize,
+    /// The Kubernetes-shaped traffic: paginated lists, compactions through
+    /// `compact_rev_key`, and progress notifications on prefix watches.
+    #[serde(default)]
+    pub kube_lists: usize,
+    #[serde(default)]
+    pub kube_compactions: usize,
+    #[serde(default)]
+    pub progress_notifies: usize,
     pub faults: usize,
     pub recovery_ms: Vec<Option<u64>>,
 }
@@ -84,6 +92,9 @@ pub fn summarize(run: &Recorded, checks: Vec<Checked>) -> Summary {
         watch_events: run.watch_sessions.iter().map(|session| session.received.len()).sum(),
         watch_reconnects: run.watch_sessions.iter().map(|session| session.reconnects).sum(),
         leases: run.leases.len(),
+        kube_lists: run.lists.len(),
+        kube_compactions: run.compactions.len(),
+        progress_notifies: run.watch_sessions.iter().map(|session| session.notifies.len()).sum(),
         faults: run.timeline.len(),
         recovery_ms: recovery_times(run).into_iter().map(|time| time.map(|nanos| nanos / 1_000_000)).collect(),
     }
@@ -138,6 +149,15 @@ pub fn markdown(run: &Recorded, summary: &Summary) -> String {
         summary.watch_reconnects,
         summary.leases,
         run.sets.iter().map(|set| set.adds.len()).sum::<usize>()
+    );
+    let _ = writeln!(
+        out,
+        "Kubernetes-shaped: {} paginated lists ({} pages), {} compactions through compact_rev_key (last at {}), {} progress notifications on prefix watches.",
+        summary.kube_lists,
+        run.lists.iter().map(|list| list.pages as usize).sum::<usize>(),
+        summary.kube_compactions,
+        run.compactions.last().copied().unwrap_or(0),
+        summary.progress_notifies
     );
     let recovery: Vec<String> =
         summary.recovery_ms.iter().map(|ms| ms.map_or("none".into(), |ms| format!("{ms} ms"))).collect();

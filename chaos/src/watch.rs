@@ -81,6 +81,40 @@ pub fn check(history: &[Change], prefix: &str, start_revision: i64, received: &[
     Verdict::Pass
 }
 
+/// Progress notifications on one watcher: a notify at R promises that every
+/// event through R came before it, and none after it.
+pub fn check_notifies(
+    history: &[Change],
+    prefix: &str,
+    start_revision: i64,
+    received: &[Received],
+    notifies: &[crate::record::Notify],
+) -> Verdict {
+    for notify in notifies {
+        let (before, after) = received.split_at(notify.after.min(received.len()));
+        if let Some(late) = after.iter().find(|event| event.change.revision <= notify.revision) {
+            return Verdict::Fail(format!(
+                "{} at revision {} arrived after a progress notify at {}",
+                late.change.key, late.change.revision, notify.revision
+            ));
+        }
+        let delivered: HashSet<(i64, &str)> =
+            before.iter().map(|event| (event.change.revision, event.change.key.as_str())).collect();
+        let missing = history.iter().find(|change| {
+            change.key.starts_with(prefix)
+                && (start_revision..=notify.revision).contains(&change.revision)
+                && !delivered.contains(&(change.revision, change.key.as_str()))
+        });
+        if let Some(change) = missing {
+            return Verdict::Fail(format!(
+                "a progress notify at {} came before {} at revision {}",
+                notify.revision, change.key, change.revision
+            ));
+        }
+    }
+    Verdict::Pass
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +179,25 @@ mod tests {
         let mut events = good();
         events[4].prev_value = Some("1".into());
         assert!(matches!(check(&history(), "w/", 2, &events), Verdict::Fail(m) if m.contains("prev_kv")));
+    }
+
+    #[test]
+    fn a_progress_notify_ahead_of_its_events_is_flagged() {
+        use crate::record::Notify;
+        let events = good();
+        let on_time = [Notify { after: 2, revision: 3 }, Notify { after: 5, revision: 6 }];
+        assert_eq!(check_notifies(&history(), "w/", 2, &events, &on_time), Verdict::Pass);
+        // Revision 5 changed only "x": a notify at 5 after the events of 4 is right.
+        assert_eq!(check_notifies(&history(), "w/", 2, &events, &[Notify { after: 4, revision: 5 }]), Verdict::Pass);
+        let early = [Notify { after: 2, revision: 4 }];
+        assert!(
+            matches!(check_notifies(&history(), "w/", 2, &events, &early), Verdict::Fail(m) if m.contains("arrived after"))
+        );
+        let mut short = events.clone();
+        short.remove(1);
+        let skipped = [Notify { after: 1, revision: 3 }];
+        assert!(
+            matches!(check_notifies(&history(), "w/", 2, &short, &skipped), Verdict::Fail(m) if m.contains("came before"))
+        );
     }
 }

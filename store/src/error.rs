@@ -51,6 +51,8 @@ pub enum EtcdError {
     MemberNotLearner,
     #[error("etcdserver: can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: request timed out")]
@@ -101,7 +103,7 @@ impl EtcdError {
             Corrupt => Code::DataLoss,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             NotCapable | NotLeader | LeaseExist | BadLeaderTransferee | MemberExist | PeerUrlExist
-            | MemberNotLearner | LearnerNotReady => Code::FailedPrecondition,
+            | MemberNotLearner | LearnerNotReady | TooManyLearners => Code::FailedPrecondition,
             NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped | LeaderTransferTimeout => {
                 Code::Unavailable
             }

@@ -3,9 +3,14 @@
 
 use serde_json::{json, Value};
 
-use crate::resources::{group_versions, Resource, Subresource, RESOURCES};
+use crate::resources::{group_versions, Kind, Resource, Subresource, RESOURCES};
 
 const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// A resource's verbs: namespaces cannot be deleted as a collection.
+fn verbs(resource: &Resource) -> Vec<&'static str> {
+    VERBS.iter().copied().filter(|verb| !(resource.kind == Kind::Namespace && *verb == "deletecollection")).collect()
+}
 
 fn scope(resource: &Resource) -> &'static str {
     if resource.namespaced {
@@ -70,15 +75,21 @@ pub fn group(name: &str) -> Option<Value> {
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     for r in in_group_version(group, version) {
-        resources.push(json!({
+        let mut entry = json!({
             "name": r.plural,
             "singularName": r.singular,
             "namespaced": r.namespaced,
             "kind": r.kind_name,
-            "verbs": VERBS,
-            "shortNames": r.short_names,
-            "categories": r.categories,
-        }));
+            "verbs": verbs(r),
+        });
+        // Empty lists are left out, as Go's omitempty leaves them.
+        if !r.short_names.is_empty() {
+            entry["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            entry["categories"] = json!(r.categories);
+        }
+        resources.push(entry);
         for sub in r.subresources {
             let (g, v, kind, verbs) = subresource_shape(r, *sub);
             let mut entry = json!({
@@ -128,7 +139,7 @@ pub fn aggregated(legacy: bool, api_version: &str) -> Value {
                             "responseKind": {"group": r.group, "version": r.version, "kind": r.kind_name},
                             "scope": scope(r),
                             "singularResource": r.singular,
-                            "verbs": VERBS,
+                            "verbs": verbs(r),
                         });
                         if !r.short_names.is_empty() {
                             entry["shortNames"] = json!(r.short_names);

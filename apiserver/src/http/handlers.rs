@@ -12,9 +12,20 @@ use crate::error::ApiError;
 use crate::meta;
 use crate::patch::PatchType;
 use crate::registry::{DeleteOptions, FieldValidation, ListOptions, Propagation, WriteOptions};
-use crate::resources::{Kind, Subresource};
+use crate::resources::{Kind, Resource, Subresource};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::table::{self, IncludeObject};
+
+/// Decodes the body of a create or update of `resource`; a body that is no
+/// object at all names the kind expected, as kube-apiserver's decoder does.
+fn decode_object(headers: &HeaderMap, body: &[u8], resource: &Resource) -> Result<Value, ApiError> {
+    decode_body(headers, body).map_err(|err| match err {
+        ApiError::BadRequest(message) if message.starts_with("couldn't get version/kind") => ApiError::BadRequest(
+            format!("the object provided is unrecognized (must be of type {}): {message}", resource.kind_name),
+        ),
+        other => other,
+    })
+}
 
 /// Decodes a JSON or YAML request body.
 pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
@@ -194,7 +205,7 @@ pub async fn handle(
         ("GET", Some(name), Some(Subresource::Scale)) => ok(registry.get_scale(resource, &namespace, &name).await?),
         ("POST", None, None) => {
             let written = registry
-                .create(resource, &namespace, decode_body(headers, body)?, &write_options(query, headers)?)
+                .create(resource, &namespace, decode_object(headers, body, resource)?, &write_options(query, headers)?)
                 .await?;
             Ok(respond(StatusCode::CREATED, written.object).with_warnings(written.warnings))
         }
@@ -215,7 +226,7 @@ pub async fn handle(
                     &namespace,
                     &name,
                     request.subresource,
-                    decode_body(headers, body)?,
+                    decode_object(headers, body, resource)?,
                     &write_options(query, headers)?,
                 )
                 .await?;

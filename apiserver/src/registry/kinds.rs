@@ -283,8 +283,8 @@ pub(super) fn delete_step(kind: Kind, current: &Value, grace: Option<i64>, propa
         if meta::is_deleting(current) {
             return Step::Keep(marked);
         }
+        // kube-apiserver gives a namespace no grace period: only a deletion time.
         meta::set(&mut marked, "deletionTimestamp", json!(meta::now()));
-        meta::set(&mut marked, "deletionGracePeriodSeconds", json!(0));
         marked["status"] = json!({"phase": "Terminating"});
         let finalizing = marked["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
         return if finalizing || !meta::finalizers(current).is_empty() {

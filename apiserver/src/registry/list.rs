@@ -101,13 +101,41 @@ impl CachedList {
             if i > 0 {
                 out.push(b',');
             }
-            let _ = serde_json::to_writer(&mut out, &**item);
+            let _ = serde_json::to_writer(&mut out, &ListItem(item));
         }
         out.push(b']');
         out.extend_from_slice(close.as_bytes());
         out.push(b'\n');
         out
     }
+}
+
+/// An object as a list's item: without `apiVersion` and `kind`, which the list
+/// states once, as kube-apiserver writes its lists.
+struct ListItem<'a>(&'a Value);
+
+impl serde::Serialize for ListItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(fields) = self.0 else { return self.0.serialize(serializer) };
+        let kept = fields.iter().filter(|(key, _)| !is_type_meta(key));
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in kept {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+fn is_type_meta(key: &str) -> bool {
+    key == "apiVersion" || key == "kind"
+}
+
+fn as_list_item(mut object: Value) -> Value {
+    if let Some(fields) = object.as_object_mut() {
+        fields.retain(|key, _| !is_type_meta(key));
+    }
+    object
 }
 
 /// Keys read from the store per round while filtering a limited list.
@@ -135,7 +163,7 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         let cached = self.cached_items(resource, prefix, options).await?;
         let mut list = empty_list(resource, &cached.revision.to_string());
-        list["items"] = Value::Array(cached.items.iter().map(|o| (**o).clone()).collect());
+        list["items"] = Value::Array(cached.items.iter().map(|o| as_list_item((**o).clone())).collect());
         Ok(list)
     }
 
@@ -214,7 +242,7 @@ impl Registry {
                 }
                 last_key = Some(key);
                 if options.matches(resource, &stored.object) {
-                    items.push(stored.object);
+                    items.push(as_list_item(stored.object));
                 }
             }
             remaining = page.remaining;
@@ -253,12 +281,13 @@ mod tests {
     fn a_cached_list_encodes_as_the_list_value_does() {
         let resource = crate::resources::of(crate::resources::Kind::Pod);
         let items = vec![
-            std::sync::Arc::new(json!({"metadata": {"name": "a"}})),
+            std::sync::Arc::new(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}})),
             std::sync::Arc::new(json!({"b": [1, "x\"y"]})),
         ];
         let cached = CachedList { resource, revision: 7, items: items.clone() };
         let mut expected = empty_list(resource, "7");
-        expected["items"] = Value::Array(items.iter().map(|i| (**i).clone()).collect());
+        // The items leave their apiVersion and kind to the list.
+        expected["items"] = json!([{"metadata": {"name": "a"}}, {"b": [1, "x\"y"]}]);
         let encoded: Value = serde_json::from_slice(&cached.to_json()).expect("valid JSON");
         assert_eq!(encoded, expected);
         let empty = CachedList { resource, revision: 1, items: vec![] };

@@ -654,19 +654,26 @@ fn check_preconditions(
     object: &Value,
     options: &DeleteOptions,
 ) -> Result<(), ApiError> {
-    let failed = |what: &str, wanted: &str, actual: &str| ApiError::Conflict {
-        resource: crate::error::GroupResource::of(resource),
+    // kube-apiserver's generic registry names the kind here, not the resource.
+    let failed = |what: &str, wanted: &str, actual: &str, why: &str| ApiError::Conflict {
+        resource: crate::error::GroupResource {
+            group: resource.group.to_string(),
+            resource: resource.kind_name.to_string(),
+        },
         name: name.to_string(),
-        detail: format!("Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {actual}"),
+        detail: format!(
+            "the {what} in the precondition ({wanted}) does not match the {what} in record ({actual}). {why}"
+        ),
     };
     if let Some(uid) = options.uid.as_deref().filter(|u| !u.is_empty()) {
         if uid != meta::uid(object) {
-            return Err(failed("UID", uid, meta::uid(object)));
+            return Err(failed("UID", uid, meta::uid(object), "The object might have been deleted and then recreated"));
         }
     }
     if let Some(rv) = options.resource_version.as_deref().filter(|r| !r.is_empty()) {
         if rv != meta::resource_version(object) {
-            return Err(failed("ResourceVersion", rv, meta::resource_version(object)));
+            let actual = meta::resource_version(object);
+            return Err(failed("ResourceVersion", rv, actual, "The object might have been modified"));
         }
     }
     Ok(())

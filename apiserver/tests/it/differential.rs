@@ -1,9 +1,9 @@
-//! One kubectl session against cairn-kube (on Cairn) and against the real
-//! kube-apiserver 1.33.7 (on etcd 3.5.1): what kubectl prints must be the same,
+//! One kubectl session against cairn-kube and against the real
+//! kube-apiserver 1.33.7, each on a Cairn of its own: what kubectl prints must be the same,
 //! once ages and generated names are set aside. kube-apiserver is the specification.
 
 use cairn_testkit::kube::{kube_apiserver_binary, ApiServer, Server};
-use cairn_testkit::{Flavor, Options};
+use cairn_testkit::{Cluster, Flavor, Options};
 
 use crate::DEPLOYMENT;
 
@@ -165,7 +165,7 @@ const VOLATILE: &[&str] =
     &["uid:", "resourceVersion:", "creationTimestamp:", "time:", "clusterIP:", "deletionTimestamp:"];
 
 /// Replaces every UUID (as uids and generated selectors hold) with `<uuid>`.
-fn without_uuids(text: &str) -> String {
+pub(crate) fn without_uuids(text: &str) -> String {
     let shape = |s: &[u8]| {
         s.len() >= 36
             && s[..36].iter().enumerate().all(|(i, b)| {
@@ -221,17 +221,24 @@ fn run(api: &ApiServer, (args, input): &(Vec<String>, Option<String>)) -> String
     )
 }
 
+pub(crate) fn require_kube_apiserver() {
+    let binary = kube_apiserver_binary();
+    assert!(binary.is_file(), "{} is missing: `.ci/kubernetes.sh` builds it", binary.display());
+}
+
+/// The real kube-apiserver and cairn-kube, each on a one-member Cairn of its own.
+pub(crate) async fn real_and_ours() -> (Cluster, ApiServer, Cluster, ApiServer) {
+    require_kube_apiserver();
+    let real_store = Options::new(Flavor::Cairn, 1).start().await.expect("cairn for kube-apiserver");
+    let real = ApiServer::start_as(Server::Kube, &real_store.endpoints(), &[]).await.expect("kube-apiserver");
+    let our_store = Options::new(Flavor::Cairn, 1).start().await.expect("cairn for cairn-kube");
+    let ours = ApiServer::start(&our_store.endpoints(), &[]).await.expect("cairn-kube");
+    (real_store, real, our_store, ours)
+}
+
 #[tokio::test]
 async fn t14_kubectl_prints_the_same_as_against_kube_apiserver() {
-    assert!(
-        kube_apiserver_binary().is_file(),
-        "{} is missing: `.ci/kube-apiserver.sh` builds it",
-        kube_apiserver_binary().display()
-    );
-    let etcd = Options::new(Flavor::Etcd, 1).start().await.expect("etcd");
-    let real = ApiServer::start_as(Server::Kube, &etcd.endpoints(), &[]).await.expect("kube-apiserver");
-    let cairn = Options::new(Flavor::Cairn, 1).start().await.expect("cairn");
-    let ours = ApiServer::start(&cairn.endpoints(), &[]).await.expect("cairn-kube");
+    let (_real_store, real, _our_store, ours) = real_and_ours().await;
     let mut differences = Vec::new();
     for step in session() {
         let (expected, got) = (run(&real, &step), run(&ours, &step));

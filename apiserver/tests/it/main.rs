@@ -6,6 +6,7 @@ mod bad_input;
 mod clients;
 mod cluster;
 mod differential;
+mod http_differential;
 mod kubectl;
 mod python;
 mod replicas;

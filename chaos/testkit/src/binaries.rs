@@ -6,6 +6,10 @@ use std::path::PathBuf;
 pub const BIN_DIR_ENV: &str = "CAIRN_BIN_DIR";
 /// Overrides the folder of etcd 3.5.1's binaries.
 pub const ETCD_BIN_DIR_ENV: &str = "CAIRN_ETCD_BIN_DIR";
+/// Overrides the folder of the newer etcd's (3.6.16) binaries.
+pub const ETCD36_BIN_DIR_ENV: &str = "CAIRN_ETCD36_BIN_DIR";
+/// The newer etcd that `.ci/etcd-3.6.sh` builds.
+pub const ETCD36_VERSION: &str = "3.6.16";
 
 /// A binary of this workspace (`cairn`, `cairn-chaos`, …): in `$CAIRN_BIN_DIR`,
 /// else beside the running executable or one folder up from it (cargo puts
@@ -34,6 +38,15 @@ pub fn etcd_bin_dir() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     PathBuf::from(home).join(".cache/cairn/etcd-v3.5.1")
+}
+
+/// Where the newer etcd's etcd and etcdctl are (`.ci/etcd-3.6.sh` builds them).
+pub fn etcd36_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var(ETCD36_BIN_DIR_ENV) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(format!(".cache/cairn/etcd-v{ETCD36_VERSION}"))
 }
 
 /// One of etcd 3.5.1's binaries.

@@ -1,6 +1,7 @@
 //! Differential runs: the same script against a real etcd and against Cairn.
 
-use crate::cluster::{Cluster, Flavor};
+use crate::binaries::{etcd36_bin_dir, require};
+use crate::cluster::{Cluster, Flavor, Options};
 
 /// Runs `script` against a fresh single-member etcd 3.5.1 and a fresh cairn
 /// started with the same `flags`, and asserts that every line is the same.
@@ -10,7 +11,26 @@ where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = Vec<String>>,
 {
-    let etcd = Cluster::start_with(Flavor::Etcd, 1, flags).await.expect("etcd starts");
+    assert_same_as(Options::new(Flavor::Etcd, 1), flags, script).await
+}
+
+/// [`assert_same_as_etcd`] against the newer etcd (3.6).
+pub async fn assert_same_as_etcd36<F, Fut>(flags: &[&str], script: F) -> Vec<String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let mut etcd36 = Options::new(Flavor::Etcd, 1);
+    etcd36.binary = Some(require(etcd36_bin_dir().join("etcd")).expect("`.ci/etcd-3.6.sh` builds etcd 3.6"));
+    assert_same_as(etcd36, flags, script).await
+}
+
+async fn assert_same_as<F, Fut>(etcd: Options, flags: &[&str], script: F) -> Vec<String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let etcd = etcd.args(flags).start().await.expect("etcd starts");
     let cairn = Cluster::start_with(Flavor::Cairn, 1, flags).await.expect("cairn starts");
     let expected = script(etcd.members[0].endpoint().to_string()).await;
     let actual = script(cairn.members[0].endpoint().to_string()).await;

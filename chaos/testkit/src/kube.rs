@@ -29,7 +29,7 @@ pub fn kubectl_binary() -> PathBuf {
     }
 }
 
-/// The real kube-apiserver's binary (`.ci/kube-apiserver.sh` builds it).
+/// The real kube-apiserver's binary (`.ci/kubernetes.sh` builds it).
 pub const KUBE_APISERVER_ENV: &str = "CAIRN_KUBE_APISERVER";
 
 pub fn kube_apiserver_binary() -> PathBuf {
@@ -43,13 +43,64 @@ pub fn kube_apiserver_binary() -> PathBuf {
 /// A kubeconfig for the admin user at `url` (`https://ip:port`), which may be
 /// an API server, a load balancer or a proxy in front of one.
 pub fn write_kubeconfig(path: &Path, url: &str) -> Result<()> {
+    write_kubeconfig_for(path, url, ADMIN_TOKEN, None)
+}
+
+/// A kubeconfig with a bearer token; the server's certificate is checked
+/// against `ca` (a PEM file) if one is given.
+pub fn write_kubeconfig_for(path: &Path, url: &str, token: &str, ca: Option<&Path>) -> Result<()> {
+    let trust = match ca {
+        Some(ca) => format!("certificate-authority: {}", ca.display()),
+        None => "insecure-skip-tls-verify: true".to_string(),
+    };
     std::fs::write(
         path,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: admin\ncurrent-context: cairn\n"
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {url}\n    {trust}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: user\ncurrent-context: cairn\n"
         ),
     )?;
     Ok(())
+}
+
+/// kubectl with `kubeconfig` and a cache directory of its own, bounded in time.
+pub fn kubectl_with(kubeconfig: &Path, cache_dir: &Path, args: &[&str], input: Option<&str>) -> Output {
+    let mut command = Command::new("timeout");
+    command
+        .arg(KUBECTL_LIMIT.as_secs().to_string())
+        .arg(kubectl_binary())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--cache-dir={}", cache_dir.display()))
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = || -> std::io::Result<Output> {
+        let mut child = command.spawn()?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write;
+            stdin.write_all(text.as_bytes())?;
+        }
+        child.wait_with_output()
+    };
+    run().unwrap_or_else(|err| Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+        stdout: Vec::new(),
+        stderr: err.to_string().into_bytes(),
+    })
+}
+
+/// Starts `binary` with `args`, its output appended to `log` and nothing on
+/// its standard input.
+pub(crate) fn spawn_logged(binary: &Path, args: &[String], log: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Command::new(binary)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {} {}", binary.display(), args.first().map_or("", String::as_str)))
 }
 
 /// SIGSTOP or SIGCONT (`-STOP`, `-CONT`) to a child process.
@@ -142,7 +193,7 @@ impl ApiServer {
             Server::Kube => {
                 let binary = kube_apiserver_binary();
                 if !binary.is_file() {
-                    bail!("{} is missing: `.ci/kube-apiserver.sh` builds it", binary.display());
+                    bail!("{} is missing: `.ci/kubernetes.sh` builds it", binary.display());
                 }
                 binary
             }
@@ -160,15 +211,7 @@ impl ApiServer {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&self.binary)
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
-        self.child = Some(child);
+        self.child = Some(spawn_logged(&self.binary, &self.args, &self.log)?);
         Ok(())
     }
 
@@ -214,18 +257,29 @@ impl ApiServer {
 
     /// GET with a longer bound, for watches.
     pub fn get_with_timeout(&self, path: &str, seconds: u64) -> (u16, String) {
-        let out = Command::new("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                &seconds.to_string(),
-                "-w",
-                "\n%{http_code}",
-                "-H",
-                &format!("Authorization: Bearer {ADMIN_TOKEN}"),
-            ])
-            .arg(format!("{}{path}", self.url))
-            .output();
+        self.request("GET", path, &[], None, seconds)
+    }
+
+    /// Any request with the admin token: method, path, extra headers and a
+    /// body; the status code and body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: Option<&str>,
+        seconds: u64,
+    ) -> (u16, String) {
+        let mut command = Command::new("curl");
+        command.args(["-sk", "-X", method, "--max-time", &seconds.to_string(), "-w", "\n%{http_code}"]);
+        command.args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")]);
+        for header in headers {
+            command.args(["-H", header]);
+        }
+        if let Some(body) = body {
+            command.args(["--data-binary", body]);
+        }
+        let out = command.arg(format!("{}{path}", self.url)).output();
         let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
@@ -258,29 +312,7 @@ impl ApiServer {
     }
 
     pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Output {
-        let mut command = Command::new("timeout");
-        command
-            .arg(KUBECTL_LIMIT.as_secs().to_string())
-            .arg(kubectl_binary())
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .arg(format!("--cache-dir={}", self.dir.join("kubectl-cache").display()))
-            .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut run = || -> std::io::Result<Output> {
-            let mut child = command.spawn()?;
-            if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-                use std::io::Write;
-                stdin.write_all(text.as_bytes())?;
-            }
-            child.wait_with_output()
-        };
-        run().unwrap_or_else(|err| Output {
-            status: std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
-            stdout: Vec::new(),
-            stderr: err.to_string().into_bytes(),
-        })
+        kubectl_with(&self.kubeconfig, &self.dir.join("kubectl-cache"), args, input)
     }
 }
 
@@ -322,16 +354,8 @@ impl Component {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let binary = require(workspace_tool("cairn-kube"))?;
-        let child = Command::new(&binary)
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {} {}", binary.display(), self.args[0]))?;
-        self.child = Some(child);
+        self.child = Some(spawn_logged(&binary, &self.args, &self.log)?);
         Ok(())
     }
 

@@ -9,7 +9,9 @@
 //! - [`proxy`]: one TCP proxy per directed peer link, to partition members;
 //! - [`etcdctl`]: the real etcdctl, bounded in time;
 //! - [`differential`]: one script against etcd and against Cairn, compared;
-//! - [`kube`]: `cairn-kube apiserver` as a process, with a kubeconfig and kubectl.
+//! - [`kube`]: `cairn-kube apiserver` as a process, with a kubeconfig and kubectl;
+//! - [`upstream`]: the upstream kube-apiserver, controller-manager and scheduler
+//!   on any store, with hollow nodes.
 
 pub mod binaries;
 pub mod cluster;
@@ -18,9 +20,10 @@ pub mod etcdctl;
 pub mod kube;
 pub mod net;
 pub mod proxy;
+pub mod upstream;
 
 pub use binaries::{cairn as cairn_binary, etcd_tool};
 pub use cluster::{client, connect, plan, Cluster, Flavor, Member, MemberSpec, Options};
-pub use differential::{assert_same_as_etcd, err_of};
+pub use differential::{assert_same_as_etcd, assert_same_as_etcd36, err_of};
 pub use etcdctl::{etcdctl, etcdctl_ok, etcdctl_stdin};
 pub use net::free_url;

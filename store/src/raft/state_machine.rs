@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
@@ -20,11 +20,18 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     ids: (u64, u64),
     receiving: Option<PathBuf>,
+    /// Applying a batch for longer than this is logged (`--warning-apply-duration`).
+    slow_apply: Duration,
 }
 
 impl StateMachine {
     pub fn new(state: Arc<KvState>, snapshot_dir: PathBuf, cluster_id: u64, member_id: u64) -> Self {
-        Self { state, snapshot_dir, ids: (cluster_id, member_id), receiving: None }
+        let slow_apply = crate::config::defaults::WARNING_APPLY_DURATION;
+        Self { state, snapshot_dir, ids: (cluster_id, member_id), receiving: None, slow_apply }
+    }
+
+    pub fn warn_apply_after(self, slow_apply: Duration) -> Self {
+        Self { slow_apply, ..self }
     }
 }
 
@@ -145,11 +152,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (entry.log_id, None, Some(StoredMembership::new(Some(entry.log_id), membership)))
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let (entries, started) = (batch.len(), Instant::now());
         let responses = self
             .state
             .apply_entries(batch)
             .map_err(|err| StorageIOError::write_state_machine(openraft::AnyError::error(err.to_string())))?;
+        let took = started.elapsed();
+        if took > self.slow_apply {
+            tracing::warn!(?took, entries, expected = ?self.slow_apply, "apply request took too long");
+        }
         Ok(responses.into_iter().map(Applied).collect())
     }
 
@@ -159,6 +171,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot_dir: self.snapshot_dir.clone(),
             ids: self.ids,
             receiving: None,
+            slow_apply: self.slow_apply,
         }
     }
 

@@ -17,7 +17,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Arc::new(Engine::open(&dir.path().join(schema::DB_DIR)).expect("engine"));
-        let options = StateOptions { event_log_capacity: 64, min_lease_ttl: 2, compaction_batch_limit: 1000 };
+        let options = StateOptions {
+            event_log_capacity: 64,
+            min_lease_ttl: 2,
+            compaction_batch_limit: 1000,
+            compaction_sleep: std::time::Duration::from_millis(10),
+        };
         let state = Arc::new(KvState::open(engine.clone(), options).expect("state"));
         let snapshot_dir = dir.path().join(schema::SNAPSHOT_DIR);
         std::fs::create_dir_all(&snapshot_dir).expect("snapshot dir");

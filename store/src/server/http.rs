@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -54,21 +55,29 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
 }
 
 /// Counts every gRPC call by service, method and status code.
+/// Also logs a unary call slower than `slow` (`--warning-unary-request-duration`).
 #[derive(Clone)]
-pub struct GrpcCounterLayer;
+pub struct GrpcCounterLayer {
+    pub slow: Duration,
+}
 
 impl<S> tower::Layer<S> for GrpcCounterLayer {
     type Service = GrpcCounter<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcCounter { inner }
+        GrpcCounter { inner, slow: self.slow }
     }
 }
 
 #[derive(Clone)]
 pub struct GrpcCounter<S> {
     inner: S,
+    slow: Duration,
 }
+
+/// Calls whose response is a stream: their time to first response says nothing.
+const STREAMING_METHODS: [&str; 3] =
+    ["/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive", "/etcdserverpb.Maintenance/Snapshot"];
 
 impl<S, B, R> tower::Service<http::Request<B>> for GrpcCounter<S>
 where
@@ -86,11 +95,16 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // A Uri clone shares its buffer: no allocation per call.
         let uri = request.uri().clone();
+        let (started, slow) = (Instant::now(), self.slow);
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
             let path = uri.path();
             if path.starts_with("/etcdserverpb.") {
+                let took = started.elapsed();
+                if took > slow && !STREAMING_METHODS.contains(&path) {
+                    tracing::warn!(method = path, ?took, expected = ?slow, "request stats: a unary request took too long");
+                }
                 // Errors travel in the headers (trailers-only); success in the trailers.
                 let code = response
                     .headers()

@@ -19,8 +19,10 @@ use super::node::Node;
 use crate::error::{EtcdError, StoreError};
 use crate::snapshot::{write_snapshot, WriteOptions};
 
-/// The etcd API version cairn implements; clients gate features on it.
-pub const ETCD_API_VERSION: &str = "3.5.1";
+/// The etcd version cairn implements; clients gate features on it.
+/// kube-apiserver sends watch progress requests only to 3.5.13 and later,
+/// whose progress semantics cairn's watch follows.
+pub const ETCD_API_VERSION: &str = "3.5.13";
 
 pub struct MaintenanceService {
     pub node: Arc<Node>,

@@ -104,6 +104,9 @@ impl Node {
                 if nodes.values().any(|node| node.peer_urls.iter().any(|url| add.peer_urls.contains(url))) {
                     return failed(EtcdError::PeerUrlExist);
                 }
+                if add.is_learner && nodes.len() - voters.len() >= self.config.max_learners {
+                    return failed(EtcdError::TooManyLearners);
+                }
                 let member = Member { name: String::new(), peer_urls: add.peer_urls };
                 if add.is_learner {
                     self.raft.add_learner(add.id, member, false).await

@@ -85,6 +85,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     // Bind first: a port in use must fail before anything touches the data dir.
     let client_listeners = bind_all(&config.client_listen_addrs()?).await?;
     let peer_listeners = bind_all(&config.peer_listen_addrs()?).await?;
+    let metrics_listeners = bind_all(&config.metrics_listen_addrs()?).await?;
 
     let data_dir = config.data_dir();
     let peers = Arc::new(PeerClients::from_env());
@@ -98,11 +99,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let state_options = crate::state::StateOptions {
         event_log_capacity: config.watch_event_log_size,
         min_lease_ttl,
-        compaction_batch_limit: config.experimental_compaction_batch_limit,
+        compaction_batch_limit: config.compaction_batch_limit(),
+        compaction_sleep: config.compaction_sleep_interval(),
     };
     let state = Arc::new(KvState::open(engine.clone(), state_options)?);
     // As etcd: only a member that had data before is checked; a new one has nothing to compare.
-    if config.experimental_initial_corrupt_check && bootstrap == Bootstrap::Restart {
+    if config.initial_corrupt_check() && bootstrap == Bootstrap::Restart {
         let timeout = Duration::from_secs(5) + 2 * config.election();
         corrupt::initial_check(&state, &peers, identity.member_id, timeout).await?;
     }
@@ -117,7 +119,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         election_timeout_max: config.election_timeout * 3 / 4,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         // Like etcd's catch-up entries: a slightly lagging follower still catches up from the log.
-        max_in_snapshot_log_to_keep: config.snapshot_count.min(5000),
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries(),
         max_payload_entries: 256,
         ..Default::default()
     }
@@ -130,7 +132,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Arc::new(raft_config),
         network,
         log_store,
-        StateMachine::new(state.clone(), snapshot_dir, identity.cluster_id, identity.member_id),
+        StateMachine::new(state.clone(), snapshot_dir, identity.cluster_id, identity.member_id)
+            .warn_apply_after(config.warning_apply_duration()),
     )
     .await
     .map_err(|err| StartError::Raft(err.to_string()))?;
@@ -170,11 +173,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     for listener in peer_listeners {
         servers.push(tokio::spawn(serve_peers(node.clone(), listener, stopped.clone())));
     }
+    for listener in metrics_listeners {
+        servers.push(tokio::spawn(serve_metrics(node.clone(), listener, stopped.clone())));
+    }
     let publisher = tokio::spawn(publish_attributes(node.clone()));
     let lessor = tokio::spawn(lessor::run(node.clone()));
     let leader_metrics = tokio::spawn(track_leadership(node.clone()));
-    let corruption_monitor = (!config.experimental_corrupt_check_time.is_zero())
-        .then(|| tokio::spawn(corrupt::monitor(node.clone(), config.experimental_corrupt_check_time)));
+    let corrupt_check_time = config.corrupt_check_time();
+    let corruption_monitor =
+        (!corrupt_check_time.is_zero()).then(|| tokio::spawn(corrupt::monitor(node.clone(), corrupt_check_time)));
 
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down"),
@@ -376,12 +383,20 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .accept_http1(true)
-        .layer(http::GrpcCounterLayer)
+        .layer(http::GrpcCounterLayer { slow: node.config.warning_unary_request_duration() })
         .add_routes(routes.into())
         .serve_with_incoming_shutdown(incoming(listener), stopped_signal(stopped))
         .await;
     if let Err(err) = result {
         tracing::error!(error = %err, "client server failed");
+    }
+}
+
+/// `--listen-metrics-urls`: the HTTP endpoints alone, as etcd serves them there.
+async fn serve_metrics(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
+    let result = axum::serve(listener, http::router(node)).with_graceful_shutdown(stopped_signal(stopped)).await;
+    if let Err(err) = result {
+        tracing::error!(error = %err, "metrics server failed");
     }
 }
 

@@ -8,7 +8,7 @@ use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use cairn_proto::mvccpb::Event;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -50,13 +50,69 @@ struct Watcher {
     delivered: Arc<AtomicI64>,
 }
 
+/// What a progress request waiting on a stream gets now.
+#[derive(Debug, PartialEq, Eq)]
+enum ProgressAnswer {
+    /// A notify at this revision: every watcher has queued its events through it.
+    Notify(i64),
+    /// A watcher is still queueing revisions up to the one current at the request.
+    Wait,
+    /// No answer, as etcd gives none: no watchers, or one that starts past the
+    /// current revision (a notify would move its client backwards).
+    Drop,
+}
+
+/// etcd (3.5.13 and later) answers a progress request only when every watcher
+/// on the stream is synced. Cairn's watchers queue each revision a moment
+/// after it commits, so where etcd would drop a request because of a watcher
+/// that lags, Cairn keeps it until each watcher has queued the revision that
+/// was current when the request came.
+fn progress_answer(delivered: impl Iterator<Item = i64>, asked_at: i64, current: i64) -> ProgressAnswer {
+    let mut lowest = None::<i64>;
+    let mut lagging = false;
+    for revision in delivered {
+        if revision > current {
+            return ProgressAnswer::Drop;
+        }
+        lagging |= revision < asked_at;
+        lowest = Some(lowest.map_or(revision, |lowest| lowest.min(revision)));
+    }
+    match lowest {
+        None => ProgressAnswer::Drop,
+        Some(_) if lagging => ProgressAnswer::Wait,
+        Some(lowest) => ProgressAnswer::Notify(lowest),
+    }
+}
+
 async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, out: Out) {
     let mut watchers: HashMap<i64, Watcher> = HashMap::new();
     let mut next_id = 0;
+    // A progress request that waits for the watchers: the revision current when it came.
+    let mut progress_asked_at: Option<i64> = None;
+    let watchers_moved = Arc::new(Notify::new());
+    let mut revisions = node.state.events().subscribe();
     loop {
+        if let Some(asked_at) = progress_asked_at {
+            let current = node.state.events().current_revision();
+            let delivered = watchers.values().map(|watcher| watcher.delivered.load(Ordering::Acquire));
+            match progress_answer(delivered, asked_at, current) {
+                ProgressAnswer::Wait => {}
+                ProgressAnswer::Drop => progress_asked_at = None,
+                ProgressAnswer::Notify(revision) => {
+                    progress_asked_at = None;
+                    let response =
+                        WatchResponse { header: node.header(revision), watch_id: NO_WATCH_ID, ..Default::default() };
+                    if out.send(Ok(response)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         let message = tokio::select! {
             message = incoming.message() => message,
             _ = out.closed() => break,
+            _ = watchers_moved.notified(), if progress_asked_at.is_some() => continue,
+            Ok(()) = revisions.changed(), if progress_asked_at.is_some() => continue,
         };
         let Ok(Some(WatchRequest { request_union: Some(request) })) = message else { break };
         match request {
@@ -89,7 +145,8 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
                     break;
                 }
                 let delivered = Arc::new(AtomicI64::new(start - 1));
-                let task = tokio::spawn(run_watcher(node.clone(), id, create, start, delivered.clone(), out.clone()));
+                let progress = Progress { delivered: delivered.clone(), moved: watchers_moved.clone() };
+                let task = tokio::spawn(run_watcher(node.clone(), id, create, start, progress, out.clone()));
                 watchers.insert(id, Watcher { task, delivered });
             }
             RequestUnion::CancelRequest(cancel) => {
@@ -106,13 +163,10 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
                 }
             }
             RequestUnion::ProgressRequest(_) => {
-                // A revision every watcher on the stream has already queued events through.
-                let current = node.state.events().current_revision();
-                let revision =
-                    watchers.values().map(|watcher| watcher.delivered.load(Ordering::Acquire)).fold(current, i64::min);
-                let response =
-                    WatchResponse { header: node.header(revision), watch_id: NO_WATCH_ID, ..Default::default() };
-                let _ = out.send(Ok(response)).await;
+                // A second request while one waits changes nothing, as in etcd.
+                if progress_asked_at.is_none() {
+                    progress_asked_at = Some(node.state.events().current_revision());
+                }
             }
         }
     }
@@ -121,22 +175,21 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
     }
 }
 
-/// Sends one watcher its events from `start` on, in revision order, for as long as the stream lives.
-async fn run_watcher(
-    node: Arc<Node>,
-    id: i64,
-    create: WatchCreateRequest,
-    start: i64,
+/// How a watcher tells its stream how far it has queued events.
+struct Progress {
     delivered: Arc<AtomicI64>,
-    out: Out,
-) {
+    moved: Arc<Notify>,
+}
+
+/// Sends one watcher its events from `start` on, in revision order, for as long as the stream lives.
+async fn run_watcher(node: Arc<Node>, id: i64, create: WatchCreateRequest, start: i64, progress: Progress, out: Out) {
     let filter = WatchFilter::new(&create);
     let events = node.state.events();
     let mut revisions = events.subscribe();
     let mut next = start;
     let max_bytes = (node.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
-    let mut progress = tokio::time::interval(node.config.experimental_watch_progress_notify_interval);
-    progress.tick().await;
+    let mut ticks = tokio::time::interval(node.config.watch_progress_notify_interval());
+    ticks.tick().await;
     let mut sent_since_tick = false;
     loop {
         let current = *revisions.borrow_and_update();
@@ -181,7 +234,8 @@ async fn run_watcher(
             };
             sent_since_tick = true;
             next = until + 1;
-            delivered.store(until, Ordering::Release);
+            progress.delivered.store(until, Ordering::Release);
+            progress.moved.notify_one();
             continue;
         }
         tokio::select! {
@@ -190,8 +244,9 @@ async fn run_watcher(
                     return;
                 }
             }
-            _ = progress.tick(), if create.progress_notify => {
-                if !sent_since_tick {
+            _ = ticks.tick(), if create.progress_notify => {
+                // A watcher that starts in the future has no progress to report yet.
+                if !sent_since_tick && next - 1 <= *revisions.borrow() {
                     let response = WatchResponse { header: node.header(next - 1), watch_id: id, ..Default::default() };
                     if out.send(Ok(response)).await.is_err() {
                         return;
@@ -223,4 +278,23 @@ async fn send_events(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{progress_answer, ProgressAnswer::*};
+
+    #[test]
+    fn progress_waits_for_every_watcher_and_drops_as_etcd_does() {
+        // All synced at the revision asked at: the lowest delivered revision.
+        assert_eq!(progress_answer([10, 10].into_iter(), 10, 10), Notify(10));
+        // Writes went on since: still a revision every watcher has queued.
+        assert_eq!(progress_answer([12, 11].into_iter(), 10, 12), Notify(11));
+        // One watcher still catching up: wait for it.
+        assert_eq!(progress_answer([10, 4].into_iter(), 10, 10), Wait);
+        // One watcher starting past the current revision: no answer, as etcd 3.6 gives none.
+        assert_eq!(progress_answer([10, 20].into_iter(), 10, 10), Drop);
+        // No watchers: nothing to report.
+        assert_eq!(progress_answer(std::iter::empty(), 10, 10), Drop);
+    }
 }

@@ -3,8 +3,8 @@
 //! Apply decides a compaction (the new compact revision and the index entries
 //! it drops) and writes the compact revision with the entry. The values those
 //! entries pointed at are then deleted here, in batches of at most
-//! `--experimental-compaction-batch-limit` revisions with a pause between
-//! batches, so that a compaction of a million revisions never stalls writes.
+//! `--compaction-batch-limit` revisions with a pause of
+//! `--compaction-sleep-interval` between batches, so that a compaction of a million revisions never stalls writes.
 //!
 //! Nothing waits for it but `Compact{physical: true}`. A crash before it
 //! finishes leaves unreachable values behind; the next start finds them when
@@ -21,9 +21,6 @@ use tokio::sync::watch;
 use crate::engine::{schema, Durability, Engine, WriteOp};
 use crate::mvcc::Revision;
 
-/// etcd's `--experimental-compaction-sleep-interval` default: the pause between batches.
-pub const SLEEP_BETWEEN_BATCHES: Duration = Duration::from_millis(10);
-
 /// Revisions whose values a compaction at `revision` made unreachable.
 struct Job {
     revision: i64,
@@ -39,14 +36,14 @@ pub struct Compactor {
 }
 
 impl Compactor {
-    pub fn start(engine: Arc<Engine>, batch_limit: usize) -> std::io::Result<Self> {
+    pub fn start(engine: Arc<Engine>, batch_limit: usize, sleep: Duration) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel();
         let (finished_tx, finished) = watch::channel(0);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-compactor".into())
-            .spawn(move || run(&engine, batch_limit.max(1), &queue, &finished_tx, &stopping))?;
+            .spawn(move || run(&engine, (batch_limit.max(1), sleep), &queue, &finished_tx, &stopping))?;
         Ok(Self { jobs: Some(jobs), finished, stop, thread: Some(thread) })
     }
 
@@ -76,7 +73,7 @@ impl Drop for Compactor {
 
 fn run(
     engine: &Engine,
-    batch_limit: usize,
+    (batch_limit, sleep): (usize, Duration),
     queue: &mpsc::Receiver<Job>,
     finished: &watch::Sender<i64>,
     stop: &AtomicBool,
@@ -96,7 +93,7 @@ fn run(
                 return;
             }
             if batches.peek().is_some() {
-                std::thread::sleep(SLEEP_BETWEEN_BATCHES);
+                std::thread::sleep(sleep);
             }
         }
         finished.send_replace(revision);
@@ -117,7 +114,7 @@ mod tests {
             .map(|rev| WriteOp::Put { cf: schema::CF_KV, key: rev.to_key(rev.main % 2 == 0), value: b"v".to_vec() })
             .collect();
         engine.write(&ops, Durability::Buffered).expect("write");
-        let compactor = Compactor::start(engine.clone(), 1000).expect("start");
+        let compactor = Compactor::start(engine.clone(), 1000, Duration::from_millis(10)).expect("start");
         let mut finished = compactor.finished();
         compactor.schedule(2000, revs[..2000].to_vec());
         compactor.schedule(2400, revs[2000..2400].to_vec());

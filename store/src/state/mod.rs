@@ -8,6 +8,7 @@ mod compactor;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_proto::cairnpb::{write_request, write_response, MemberAttributes, WriteResponse};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
@@ -39,6 +40,8 @@ pub struct StateOptions {
     pub min_lease_ttl: i64,
     /// Revisions deleted per batch by physical compaction.
     pub compaction_batch_limit: usize,
+    /// Pause between two batches of a physical compaction.
+    pub compaction_sleep: Duration,
 }
 
 /// Reads values by revision from the engine, or from a snapshot of it.
@@ -92,7 +95,8 @@ impl KvState {
         let Loaded { mvcc, leases, member_attrs, alarms, applied, garbage } = load(&engine, options.min_lease_ttl)?;
         let applied_index = applied.last_applied.map_or(0, |log_id: LogId| log_id.index);
         let events = EventLog::new(mvcc.current_rev, options.event_log_capacity);
-        let compactor = Compactor::start(engine.clone(), options.compaction_batch_limit).map_err(EngineError::Io)?;
+        let compactor = Compactor::start(engine.clone(), options.compaction_batch_limit, options.compaction_sleep)
+            .map_err(EngineError::Io)?;
         compactor.schedule(mvcc.compact_rev, garbage);
         Ok(Self {
             events,
@@ -567,7 +571,12 @@ mod tests {
     type Entry = (LogId, Option<Proposal>, Option<StoredMembership>);
 
     fn options() -> StateOptions {
-        StateOptions { event_log_capacity: 64, min_lease_ttl: 2, compaction_batch_limit: 100 }
+        StateOptions {
+            event_log_capacity: 64,
+            min_lease_ttl: 2,
+            compaction_batch_limit: 100,
+            compaction_sleep: Duration::from_millis(10),
+        }
     }
 
     fn entry(index: u64, request: write_request::Request) -> Entry {

@@ -113,7 +113,7 @@ async fn t113_health_version_and_metrics_over_http() {
     etcdctl_ok(&[endpoint], &["get", "m"]);
     assert_eq!(reqwest_like_get(endpoint, "/health"), r#"{"health":"true","reason":""}"#);
     assert_eq!(reqwest_like_get(endpoint, "/livez"), "ok");
-    assert!(reqwest_like_get(endpoint, "/version").contains("\"etcdserver\":\"3.5.1\""));
+    assert!(reqwest_like_get(endpoint, "/version").contains("\"etcdserver\":\"3.5.13\""));
     let metrics = reqwest_like_get(endpoint, "/metrics");
     for name in [
         "etcd_server_has_leader 1",
@@ -236,4 +236,30 @@ async fn t115_etcdctl_lock_and_elect_between_two_clients() {
     let keys = kv.get("myelection", Some(GetOptions::new().with_prefix())).await.expect("get");
     let values: Vec<&[u8]> = keys.kvs().iter().map(|kv| kv.value()).collect();
     assert_eq!(values, vec![b"alpha".as_slice()]);
+}
+
+/// kubeadm's etcd flags (less TLS): the metrics URL serves the HTTP endpoints
+/// alone, and the member behaves as usual on its client URL.
+#[tokio::test]
+async fn t115_kubeadm_etcd_flags_with_a_metrics_url() {
+    let metrics_url = cairn_testkit::free_url();
+    let flags = [
+        "--experimental-initial-corrupt-check=true",
+        "--experimental-watch-progress-notify-interval=5s",
+        "--snapshot-count=10000",
+        "--listen-metrics-urls",
+        &metrics_url,
+    ];
+    let cluster = Cluster::start_with(Flavor::Cairn, 1, &flags).await.expect("starts with kubeadm's flags");
+    etcdctl_ok(&[cluster.members[0].endpoint()], &["put", "k", "v"]);
+    assert_eq!(reqwest_like_get(&metrics_url, "/health"), r#"{"health":"true","reason":""}"#);
+    assert_eq!(reqwest_like_get(&metrics_url, "/livez"), "ok");
+    assert_eq!(reqwest_like_get(&metrics_url, "/readyz"), r#"{"health":"true","reason":""}"#);
+    assert!(reqwest_like_get(&metrics_url, "/metrics").contains("etcd_server_has_leader 1"));
+    let grpc = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-X", "POST"])
+        .arg(format!("{metrics_url}/etcdserverpb.KV/Range"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&grpc.stdout), "404", "no gRPC on the metrics URL");
 }

@@ -49,6 +49,12 @@ async fn t120_learner_is_added_catches_up_and_is_promoted() {
     let id = member_id_of(&added);
     let listed = etcdctl_ok(&all, &["member", "list"]);
     assert!(listed.contains(&format!("{id}, unstarted, , {peer_url}, , true")), "{listed}");
+    // One learner at a time, as etcd's --max-learners default has it.
+    let (_, second_peer) = cluster.new_member_urls();
+    let refused = etcdctl(&all, &["member", "add", "learner2", &format!("--peer-urls={second_peer}"), "--learner"])
+        .expect("etcdctl");
+    let refused = String::from_utf8_lossy(&refused.stderr);
+    assert!(refused.contains("etcdserver: too many learner members in cluster"), "{refused}");
 
     let index = cluster
         .start_added("learner1", (client_url.clone(), peer_url.clone()), &initial_cluster_of(&added))

@@ -264,3 +264,73 @@ async fn t93_progress_notify_and_fragments_match_etcd_3_5_1() {
     );
     assert!(actual.iter().any(|line| line.starts_with("fragments: [\"2 events\", \"2 events\"]")), "{actual:?}");
 }
+
+/// Progress requests as kube-apiserver sends them: answered once every watcher
+/// on the stream is synced, never on a stream without watchers, and not while a
+/// watcher starts past the current revision (etcd 3.5.13+ and 3.6).
+async fn progress_request_script(endpoint: &str) -> Vec<String> {
+    let mut c = client(endpoint).await;
+    c.put("a", "1", None).await.expect("put");
+    let mut out = Vec::new();
+    let mut stream = c.watch("a", None).await.expect("watch");
+    out.extend(read(&mut stream, 1).await);
+    stream.request_progress().await.expect("progress");
+    out.push(format!("synced: {:?}", read(&mut stream, 1).await));
+    c.put("a", "2", None).await.expect("put");
+    out.extend(read(&mut stream, 1).await);
+    stream.request_progress().await.expect("progress");
+    out.push(format!("after a write: {:?}", read(&mut stream, 1).await));
+    stream.watch("b", Some(WatchOptions::new().with_start_revision(50))).await.expect("future watcher");
+    out.extend(read(&mut stream, 1).await);
+    stream.request_progress().await.expect("progress");
+    out.push(format!("with a future watcher: {:?}", read(&mut stream, 0).await));
+    stream.cancel(1).await.expect("cancel");
+    out.extend(read(&mut stream, 1).await);
+    stream.request_progress().await.expect("progress");
+    out.push(format!("future watcher gone: {:?}", read(&mut stream, 1).await));
+    stream.cancel(0).await.expect("cancel");
+    out.extend(read(&mut stream, 1).await);
+    stream.request_progress().await.expect("progress");
+    out.push(format!("no watchers: {:?}", read(&mut stream, 0).await));
+    out
+}
+
+#[tokio::test]
+async fn t96_progress_requests_match_etcd_3_6() {
+    let actual =
+        cairn_testkit::assert_same_as_etcd36(&[], |endpoint| async move { progress_request_script(&endpoint).await })
+            .await;
+    let synced = actual.iter().find(|line| line.starts_with("synced")).expect("line");
+    assert!(synced.contains("id=-1") && synced.contains("rev=2"), "{actual:#?}");
+    assert!(actual.contains(&"no watchers: []".to_string()), "{actual:#?}");
+}
+
+/// A watcher far behind on the same stream holds the answer back until it has
+/// caught up; the notify then covers every event it was sent before it.
+#[tokio::test]
+async fn t97_progress_request_waits_for_a_watcher_catching_up() {
+    let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
+    let mut c = client(cluster.members[0].endpoint()).await;
+    for i in 0..3000 {
+        c.put(format!("k/{}", i % 50), i.to_string(), None).await.expect("put");
+    }
+    let current = c.get("k/0", None).await.expect("get").header().expect("header").revision();
+    let mut stream =
+        c.watch("k/", Some(WatchOptions::new().with_prefix().with_start_revision(1))).await.expect("watch");
+    stream.request_progress().await.expect("progress");
+    let (mut last_event, mut notify) = (0, None);
+    while notify.is_none() {
+        let resp = tokio::time::timeout(WAIT, stream.message()).await.expect("in time").expect("ok").expect("open");
+        if resp.created() {
+            continue;
+        }
+        match resp.events().last() {
+            Some(event) => last_event = event.kv().expect("kv").mod_revision(),
+            None => notify = Some((resp.watch_id(), resp.header().expect("header").revision())),
+        }
+    }
+    let (id, revision) = notify.expect("a notify");
+    assert_eq!(id, -1);
+    assert!(revision >= current, "the notify promises at least the revision asked at: {revision} < {current}");
+    assert_eq!(last_event, revision, "every event up to the notify's revision came before it");
+}

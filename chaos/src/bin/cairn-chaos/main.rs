@@ -78,6 +78,15 @@ struct RunArgs {
     /// Register operations per second, over all register clients.
     #[arg(long, default_value_t = 160.0)]
     rate: f64,
+    /// Clients of the Kubernetes-shaped workload (each also runs a reflector watch).
+    #[arg(long, default_value_t = 2)]
+    kube_clients: u32,
+    /// Their operations per second, over all of them.
+    #[arg(long, default_value_t = 40.0)]
+    kube_rate: f64,
+    /// How often the kube-apiserver-shaped compactor runs (it stays behind every watcher).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    kube_compaction_interval: Duration,
     /// Register keys in use at a time.
     #[arg(long, default_value_t = 20)]
     keys: u64,
@@ -235,6 +244,9 @@ async fn run(args: RunArgs) -> Result<bool> {
         &args.election_timeout.to_string(),
         "--snapshot-count",
         &args.snapshot_count.to_string(),
+        // As kubeadm's etcd has it, for the Kubernetes-shaped watches.
+        "--experimental-watch-progress-notify-interval",
+        "1s",
     ]);
     options.binary = Some(binary);
     options.dir = Some(out.clone());
@@ -251,17 +263,24 @@ async fn run(args: RunArgs) -> Result<bool> {
 
     // Watchers first, so that watcher 0 sees the whole history from revision 1.
     let watchers = 3;
-    let progress = Progress::new(watchers);
-    let mut watch_tasks = vec![tokio::spawn(workload::watch::run(0, 1, recorder.clone(), conn(0), progress.clone()))];
+    let progress = Progress::new(watchers + args.kube_clients as usize);
+    let all_keys = workload::watch::Spec::default();
+    let mut watch_tasks =
+        vec![tokio::spawn(workload::watch::run(0, 1, all_keys.clone(), recorder.clone(), conn(0), progress.clone()))];
     for watcher in 1..watchers {
-        let (recorder, progress, conn) = (recorder.clone(), progress.clone(), conn(watcher));
+        let (recorder, progress, conn, all_keys) =
+            (recorder.clone(), progress.clone(), conn(watcher), all_keys.clone());
         let delay = args.duration.mul_f64(watcher as f64 / watchers as f64);
         watch_tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             // A later watcher starts a little in the past, to replay history.
             let start = (progress.last[0].load(Ordering::Relaxed) - 50).max(1);
-            workload::watch::run(watcher as u32, start, recorder, conn, progress).await;
+            workload::watch::run(watcher as u32, start, all_keys, recorder, conn, progress).await;
         }));
+    }
+    for slot in watchers..watchers + args.kube_clients as usize {
+        let task = workload::kube::reflect(slot as u32, recorder.clone(), conn(slot), progress.clone());
+        watch_tasks.push(tokio::spawn(task));
     }
     let mut load = Vec::new();
     for id in 0..args.clients {
@@ -281,6 +300,21 @@ async fn run(args: RunArgs) -> Result<bool> {
     for id in 0..2u32 {
         let task =
             workload::lease::run(recorder.clone(), conn(id as usize), rng.fork(2000 + id as u64), args.lease_ttl);
+        load.push(tokio::spawn(task));
+    }
+    for id in 0..args.kube_clients {
+        let client = workload::kube::Client {
+            id: 3000 + id,
+            objects: 12,
+            per_second: args.kube_rate / args.kube_clients.max(1) as f64,
+        };
+        load.push(tokio::spawn(client.run(recorder.clone(), conn(id as usize + 2), rng.fork(3000 + id as u64))));
+    }
+    if args.kube_clients > 0 {
+        let watermark = progress.clone();
+        let task = workload::kube::compact(recorder.clone(), conn(1), args.kube_compaction_interval, move || {
+            watermark.low_water_mark()
+        });
         load.push(tokio::spawn(task));
     }
 

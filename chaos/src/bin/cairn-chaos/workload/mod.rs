@@ -1,6 +1,7 @@
 //! The workloads: clients that drive the cluster through faults and record
 //! every call with its outcome into one shared record.
 
+pub mod kube;
 pub mod lease;
 pub mod register;
 pub mod set;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use cairn_chaos::history::Nanos;
 use cairn_chaos::record::{OpKind, OpLatency, Recorded};
+use cairn_chaos::revisions::Observed;
+use cairn_chaos::watch::Change;
 use etcd_client::Client;
 
 use cairn_testkit::connect;
@@ -155,3 +158,31 @@ pub fn text(bytes: &[u8]) -> String {
 }
 
 pub type Shared = Arc<Recorder>;
+
+/// What every recording client has: its id, the record, its connection, and
+/// its own order of the header revisions it saw.
+pub struct Session {
+    pub id: u32,
+    pub recorder: Shared,
+    pub conn: Conn,
+    sequence: u64,
+}
+
+impl Session {
+    pub fn new(id: u32, recorder: Shared, conn: Conn) -> Self {
+        Session { id, recorder, conn, sequence: 0 }
+    }
+
+    /// A header revision this client saw, in its order.
+    pub fn observed(&mut self, revision: i64, acknowledged_write: bool) {
+        self.sequence += 1;
+        let seen = Observed { client: self.id, sequence: self.sequence, revision, acknowledged_write };
+        self.recorder.record().observed.push(seen);
+    }
+
+    /// An acknowledged write (`None`: a delete): seen, and part of the KV history.
+    pub fn acknowledged(&mut self, key: &str, value: Option<String>, revision: i64) {
+        self.observed(revision, true);
+        self.recorder.record().writes.push(Change { revision, key: key.to_string(), value });
+    }
+}

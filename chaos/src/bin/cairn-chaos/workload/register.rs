@@ -9,12 +9,10 @@ use std::time::Duration;
 
 use cairn_chaos::history::{Call, Operation, Outcome};
 use cairn_chaos::record::OpKind;
-use cairn_chaos::revisions::Observed;
 use cairn_chaos::schedule::Rng;
-use cairn_chaos::watch::Change;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::{text, Conn, Failure, Pace, Shared};
+use super::{text, Conn, Failure, Pace, Session, Shared};
 
 pub const PREFIX: &str = "r/";
 
@@ -25,57 +23,41 @@ pub struct Client {
     pub per_second: f64,
 }
 
-struct State {
-    id: u32,
-    recorder: Shared,
-    conn: Conn,
-    sequence: u64,
-}
+struct State(Session);
 
 impl State {
-    fn observed(&mut self, revision: i64, acknowledged_write: bool) {
-        self.sequence += 1;
-        let seen = Observed { client: self.id, sequence: self.sequence, revision, acknowledged_write };
-        self.recorder.record().observed.push(seen);
-    }
-
     fn operation(&self, key: &str, call: Call, outcome: Outcome, invoked: u64, completed: Option<u64>) {
-        let op = Operation { client: self.id, key: key.to_string(), call, outcome, invoked, completed };
-        self.recorder.record().register.push(op);
-    }
-
-    fn acknowledged(&mut self, key: &str, value: &str, revision: i64) {
-        self.observed(revision, true);
-        let change = Change { revision, key: key.to_string(), value: Some(value.to_string()) };
-        self.recorder.record().writes.push(change);
+        let op = Operation { client: self.0.id, key: key.to_string(), call, outcome, invoked, completed };
+        self.0.recorder.record().register.push(op);
     }
 
     /// A get; returns the value and its mod revision (0 when absent).
     async fn read(&mut self, key: &str) -> Option<(Option<String>, i64)> {
-        let invoked = self.recorder.now();
+        let invoked = self.0.recorder.now();
         let owned = key.to_string();
-        let response = self.conn.call(|mut client| async move { client.get(owned, None).await }).await.ok();
-        self.recorder.latency(OpKind::Get, response.is_some(), invoked);
+        let response = self.0.conn.call(|mut client| async move { client.get(owned, None).await }).await.ok();
+        self.0.recorder.latency(OpKind::Get, response.is_some(), invoked);
         // A failed read changes nothing: it is left out of the history.
         let response = response?;
-        let completed = self.recorder.now();
+        let completed = self.0.recorder.now();
         let kv = response.kvs().first();
         let value = kv.map(|kv| text(kv.value()));
         self.operation(key, Call::Read, Outcome::Read(value.clone()), invoked, Some(completed));
-        self.observed(response.header().map_or(0, |header| header.revision()), false);
+        self.0.observed(response.header().map_or(0, |header| header.revision()), false);
         Some((value, kv.map_or(0, |kv| kv.mod_revision())))
     }
 
     async fn write(&mut self, key: &str, value: String) {
-        let invoked = self.recorder.now();
+        let invoked = self.0.recorder.now();
         let (owned_key, owned_value) = (key.to_string(), value.clone());
-        let response = self.conn.call(|mut client| async move { client.put(owned_key, owned_value, None).await }).await;
-        self.recorder.latency(OpKind::Put, response.is_ok(), invoked);
+        let response =
+            self.0.conn.call(|mut client| async move { client.put(owned_key, owned_value, None).await }).await;
+        self.0.recorder.latency(OpKind::Put, response.is_ok(), invoked);
         match response {
             Ok(response) => {
-                let completed = self.recorder.now();
+                let completed = self.0.recorder.now();
                 self.operation(key, Call::Write(value.clone()), Outcome::Written, invoked, Some(completed));
-                self.acknowledged(key, &value, response.header().map_or(0, |header| header.revision()));
+                self.0.acknowledged(key, Some(value.clone()), response.header().map_or(0, |header| header.revision()));
             }
             Err(Failure::Unknown) => self.operation(key, Call::Write(value), Outcome::Unknown, invoked, None),
             // Never sent: no effect, nothing to check.
@@ -85,24 +67,24 @@ impl State {
 
     async fn compare_and_set(&mut self, key: &str, new: String) {
         let Some((expected, mod_revision)) = self.read(key).await else { return };
-        let invoked = self.recorder.now();
+        let invoked = self.0.recorder.now();
         let txn = Txn::new().when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)]).and_then([TxnOp::put(
             key,
             new.clone(),
             None,
         )]);
-        let response = self.conn.call(|mut client| async move { client.txn(txn).await }).await;
-        self.recorder.latency(OpKind::Cas, response.is_ok(), invoked);
+        let response = self.0.conn.call(|mut client| async move { client.txn(txn).await }).await;
+        self.0.recorder.latency(OpKind::Cas, response.is_ok(), invoked);
         let call = Call::Cas { expected, new: new.clone() };
         match response {
             Ok(response) => {
-                let completed = self.recorder.now();
+                let completed = self.0.recorder.now();
                 let revision = response.header().map_or(0, |header| header.revision());
                 self.operation(key, call, Outcome::Cas(response.succeeded()), invoked, Some(completed));
                 if response.succeeded() {
-                    self.acknowledged(key, &new, revision);
+                    self.0.acknowledged(key, Some(new.clone()), revision);
                 } else {
-                    self.observed(revision, false);
+                    self.0.observed(revision, false);
                 }
             }
             Err(Failure::Unknown) => self.operation(key, call, Outcome::Unknown, invoked, None),
@@ -113,7 +95,7 @@ impl State {
 
 impl Client {
     pub async fn run(self, recorder: Shared, conn: Conn, mut rng: Rng) {
-        let mut state = State { id: self.id, recorder: recorder.clone(), conn, sequence: 0 };
+        let mut state = State(Session::new(self.id, recorder.clone(), conn));
         let mut pace = Pace::new(self.per_second);
         let epoch_nanos = self.epoch.as_nanos().max(1) as u64;
         let mut written = 0u64;

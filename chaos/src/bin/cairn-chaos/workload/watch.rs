@@ -1,12 +1,14 @@
-//! Watchers of the whole key space from different start revisions. Through
-//! faults a watcher resumes on another member from its last revision + 1; a
-//! watcher that hears nothing for a while assumes its member is cut off.
+//! Watchers of the whole key space from different start revisions, and
+//! kube-apiserver's watch of one prefix (prev_kv, progress notifications and
+//! progress requests). Through faults a watcher resumes on another member from
+//! its last revision + 1; a watcher that hears nothing for a while assumes its
+//! member is cut off.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_chaos::record::WatchSession;
+use cairn_chaos::record::{Notify, WatchSession};
 use cairn_chaos::watch::{Change, Received};
 use etcd_client::{EventType, WatchOptions};
 
@@ -14,6 +16,18 @@ use super::{text, Conn, Shared};
 
 /// Silence after which a watcher moves to another member.
 const SILENCE: Duration = Duration::from_secs(3);
+/// How often a Kubernetes-shaped watcher asks for progress, as kube-apiserver's
+/// watch cache does while a consistent read waits.
+const PROGRESS_REQUEST_EVERY: Duration = Duration::from_millis(700);
+
+/// What one watcher watches.
+#[derive(Clone, Default)]
+pub struct Spec {
+    /// Empty: every key.
+    pub prefix: String,
+    /// Progress notifications and requests, as kube-apiserver watches.
+    pub progress: bool,
+}
 
 /// What the watchers share with the harness.
 #[derive(Default)]
@@ -48,19 +62,39 @@ enum Ended {
     Done,
 }
 
-pub async fn run(watcher: u32, start: i64, recorder: Shared, mut conn: Conn, progress: Arc<Progress>) {
+pub async fn run(watcher: u32, start: i64, spec: Spec, recorder: Shared, mut conn: Conn, progress: Arc<Progress>) {
     let mark = &progress.last[watcher as usize];
     mark.store(start - 1, Ordering::Relaxed);
-    let mut session = WatchSession { watcher, start_revision: start, ..Default::default() };
+    let fresh =
+        |start_revision| WatchSession { watcher, prefix: spec.prefix.clone(), start_revision, ..Default::default() };
+    let mut session = fresh(start);
     let mut next = start;
     let mut response = 0u64;
+    let mut ask = tokio::time::interval(PROGRESS_REQUEST_EVERY);
     loop {
-        let options = WatchOptions::new().with_all_keys().with_start_revision(next).with_prev_key();
-        let stream = conn.call(|mut client| async move { client.watch("", Some(options)).await }).await.ok();
+        let mut options = WatchOptions::new().with_start_revision(next).with_prev_key();
+        options = match spec.prefix.as_str() {
+            "" => options.with_all_keys(),
+            _ => options.with_prefix(),
+        };
+        if spec.progress {
+            options = options.with_progress_notify();
+        }
+        let key = spec.prefix.clone();
+        let stream = conn.call(|mut client| async move { client.watch(key, Some(options)).await }).await.ok();
         let ended = match stream {
             None => Ended::Broken,
             Some(mut stream) => loop {
-                let message = match tokio::time::timeout(SILENCE, stream.message()).await {
+                let deadline = tokio::time::Instant::now() + SILENCE;
+                let message = loop {
+                    tokio::select! {
+                        message = tokio::time::timeout_at(deadline, stream.message()) => break message,
+                        _ = ask.tick(), if spec.progress => {
+                            let _ = stream.request_progress().await;
+                        }
+                    }
+                };
+                let message = match message {
                     Ok(Ok(Some(message))) => message,
                     _ if progress.past_fence(next - 1) => break Ended::Done,
                     _ => break Ended::Broken,
@@ -71,7 +105,20 @@ pub async fn run(watcher: u32, start: i64, recorder: Shared, mut conn: Conn, pro
                         compacted => Ended::Compacted(compacted),
                     };
                 }
+                if message.created() {
+                    continue;
+                }
                 if message.events().is_empty() {
+                    // A progress notification: nothing through its revision is still owed.
+                    let revision = message.header().map_or(0, |header| header.revision());
+                    if revision > 0 {
+                        session.notifies.push(Notify { after: session.received.len(), revision });
+                        next = next.max(revision + 1);
+                        mark.store(next - 1, Ordering::Relaxed);
+                        if progress.past_fence(next - 1) {
+                            break Ended::Done;
+                        }
+                    }
                     continue;
                 }
                 response += 1;
@@ -100,7 +147,7 @@ pub async fn run(watcher: u32, start: i64, recorder: Shared, mut conn: Conn, pro
             Ended::Compacted(revision) => {
                 let finished = std::mem::take(&mut session);
                 recorder.record().watch_sessions.push(finished);
-                session = WatchSession { watcher, start_revision: revision, ..Default::default() };
+                session = fresh(revision);
                 next = revision;
             }
         }
