@@ -57,8 +57,9 @@ enum ProgressAnswer {
     Notify(i64),
     /// A watcher is still queueing revisions up to the one current at the request.
     Wait,
-    /// No answer, as etcd gives none: no watchers, or one that starts past the
-    /// current revision (a notify would move its client backwards).
+    /// No answer, as etcd gives none: no watchers, one that starts past the
+    /// current revision (a notify would move its client backwards), or one
+    /// canceled by compaction that the client has not canceled yet.
     Drop,
 }
 
@@ -94,7 +95,12 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
     loop {
         if let Some(asked_at) = progress_asked_at {
             let current = node.state.events().current_revision();
-            let delivered = watchers.values().map(|watcher| watcher.delivered.load(Ordering::Acquire));
+            // A watcher canceled by compaction stays on the stream until the
+            // client cancels it, and etcd answers no progress request meanwhile.
+            let delivered = watchers.values().map(|watcher| match watcher.task.is_finished() {
+                true => i64::MAX,
+                false => watcher.delivered.load(Ordering::Acquire),
+            });
             match progress_answer(delivered, asked_at, current) {
                 ProgressAnswer::Wait => {}
                 ProgressAnswer::Drop => progress_asked_at = None,
@@ -120,10 +126,12 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
                 let id = if create.watch_id != 0 {
                     create.watch_id
                 } else {
+                    // As etcd: IDs go up and are not reused after a cancel.
                     while watchers.contains_key(&next_id) {
                         next_id += 1;
                     }
-                    next_id
+                    next_id += 1;
+                    next_id - 1
                 };
                 let current = node.state.events().current_revision();
                 if watchers.contains_key(&id) {
@@ -146,7 +154,13 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
                 }
                 let delivered = Arc::new(AtomicI64::new(start - 1));
                 let progress = Progress { delivered: delivered.clone(), moved: watchers_moved.clone() };
-                let task = tokio::spawn(run_watcher(node.clone(), id, create, start, progress, out.clone()));
+                let moved = watchers_moved.clone();
+                let watcher = run_watcher(node.clone(), id, create, start, progress, out.clone());
+                let task = tokio::spawn(async move {
+                    watcher.await;
+                    // A waiting progress request learns that this watcher ended.
+                    moved.notify_one();
+                });
                 watchers.insert(id, Watcher { task, delivered });
             }
             RequestUnion::CancelRequest(cancel) => {

@@ -288,6 +288,19 @@ async fn progress_request_script(endpoint: &str) -> Vec<String> {
     out.extend(read(&mut stream, 1).await);
     stream.request_progress().await.expect("progress");
     out.push(format!("future watcher gone: {:?}", read(&mut stream, 1).await));
+    // A watcher canceled by compaction holds progress back until the client
+    // cancels it too; a new watcher takes the next ID, never a freed one.
+    c.put("a", "3", None).await.expect("put");
+    out.extend(read(&mut stream, 1).await);
+    c.compact(4, None).await.expect("compact");
+    stream.watch("b", Some(WatchOptions::new().with_start_revision(2))).await.expect("compacted watcher");
+    out.extend(read(&mut stream, 2).await);
+    stream.request_progress().await.expect("progress");
+    out.push(format!("while a compacted watcher is on the stream: {:?}", read(&mut stream, 0).await));
+    stream.cancel(2).await.expect("cancel the compacted watcher");
+    out.extend(read(&mut stream, 1).await);
+    stream.request_progress().await.expect("progress");
+    out.push(format!("after a compacted watcher: {:?}", read(&mut stream, 1).await));
     stream.cancel(0).await.expect("cancel");
     out.extend(read(&mut stream, 1).await);
     stream.request_progress().await.expect("progress");
@@ -303,6 +316,8 @@ async fn t96_progress_requests_match_etcd_3_6() {
     let synced = actual.iter().find(|line| line.starts_with("synced")).expect("line");
     assert!(synced.contains("id=-1") && synced.contains("rev=2"), "{actual:#?}");
     assert!(actual.contains(&"no watchers: []".to_string()), "{actual:#?}");
+    let compacted = actual.iter().find(|line| line.starts_with("after a compacted watcher")).expect("line");
+    assert!(compacted.contains("id=-1") && compacted.contains("rev=4"), "{actual:#?}");
 }
 
 /// A watcher far behind on the same stream holds the answer back until it has
