@@ -122,9 +122,10 @@ impl State {
         }
     }
 
-    /// A list in pages at the first page's revision; a page that fails (a
-    /// fault, or compaction past the revision: kube-apiserver's 410) drops it.
-    async fn list(&mut self) {
+    /// A list in pages at the first page's revision, recorded; its revision,
+    /// or `None` if a page failed (a fault, or compaction past the revision:
+    /// kube-apiserver's 410), which drops the list.
+    async fn list(&mut self) -> Option<i64> {
         let mut record = ListRecord { client: self.session.id, prefix: PREFIX.to_string(), ..Default::default() };
         let end = prefix_end(PREFIX);
         let mut from = PREFIX.to_string();
@@ -134,11 +135,8 @@ impl State {
                 options = options.with_revision(record.revision);
             }
             let key = from.clone();
-            let Ok(page) =
-                self.session.conn.call(|mut client| async move { client.get(key, Some(options)).await }).await
-            else {
-                return;
-            };
+            let page =
+                self.session.conn.call(|mut client| async move { client.get(key, Some(options)).await }).await.ok()?;
             if record.revision == 0 {
                 record.revision = page.header().map_or(0, |header| header.revision());
                 self.session.observed(record.revision, false);
@@ -150,7 +148,9 @@ impl State {
                 _ => break,
             }
         }
+        let revision = record.revision;
         self.session.recorder.record().lists.push(record);
+        Some(revision)
     }
 }
 
@@ -228,10 +228,7 @@ pub async fn compact(recorder: Shared, mut conn: Conn, interval: Duration, low_w
 pub async fn reflect(slot: u32, recorder: Shared, conn: Conn, progress: std::sync::Arc<super::watch::Progress>) {
     let mut state = State::new(3000 + slot, recorder.clone(), conn);
     while !recorder.stopping() {
-        state.list().await;
-        let listed =
-            recorder.record().lists.iter().rev().find(|list| list.client == state.session.id).map(|list| list.revision);
-        if let Some(revision) = listed {
+        if let Some(revision) = state.list().await {
             let spec = super::watch::Spec { prefix: PREFIX.to_string(), progress: true };
             super::watch::run(slot, revision + 1, spec, recorder, state.session.conn, progress).await;
             return;
