@@ -18,6 +18,15 @@ pub struct ApiServerConfig {
     /// Store endpoints (Cairn or etcd), comma-separated.
     #[arg(long = "etcd-servers", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     pub etcd_servers: Vec<String>,
+    /// The CA that signs the store's serving certificate (https:// servers).
+    #[arg(long = "etcd-cafile")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// The client certificate presented to the store.
+    #[arg(long = "etcd-certfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// The key of --etcd-certfile.
+    #[arg(long = "etcd-keyfile")]
+    pub etcd_keyfile: Option<PathBuf>,
     /// Whether the watch cache asks the store for progress when a reader waits
     /// for a revision it has not reached. `auto`, as kube-apiserver decides:
     /// only if the store reports etcd 3.5.13 or newer, since older etcd could
@@ -81,6 +90,17 @@ pub enum ConfigError {
     MediaType(String),
     #[error("--etcd-prefix must start with '/'")]
     Prefix,
+    #[error("--etcd-certfile and --etcd-keyfile go together")]
+    HalfStoreCertificate,
+    #[error("--etcd-servers mixes http:// and https:// endpoints")]
+    MixedSchemes,
+}
+
+/// The files of the API server's TLS to the store.
+#[derive(Clone, Debug, Default)]
+pub struct StoreTls {
+    pub ca: Option<PathBuf>,
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
 }
 
 impl ApiServerConfig {
@@ -101,7 +121,23 @@ impl ApiServerConfig {
         if !self.etcd_prefix.starts_with('/') {
             return Err(ConfigError::Prefix);
         }
+        if self.etcd_certfile.is_some() != self.etcd_keyfile.is_some() {
+            return Err(ConfigError::HalfStoreCertificate);
+        }
+        let secure = self.etcd_servers.iter().filter(|server| server.starts_with("https://")).count();
+        if secure != 0 && secure != self.etcd_servers.len() {
+            return Err(ConfigError::MixedSchemes);
+        }
         Ok(())
+    }
+
+    /// TLS to the store, when its endpoints are https://.
+    pub fn store_tls(&self) -> Option<StoreTls> {
+        let secure = self.etcd_servers.iter().any(|server| server.starts_with("https://"));
+        secure.then(|| StoreTls {
+            ca: self.etcd_cafile.clone(),
+            cert_and_key: self.etcd_certfile.clone().zip(self.etcd_keyfile.clone()),
+        })
     }
 }
 

@@ -37,7 +37,7 @@ const BOOTSTRAP_ATTEMPTS: u32 = 60;
 
 pub async fn run(config: ApiServerConfig) -> Result<(), StartError> {
     config.validate()?;
-    let storage = Storage::connect(&config.etcd_servers).await?;
+    let storage = Storage::connect(&config.etcd_servers, config.store_tls().as_ref()).await?;
     let service_ips = parse_cidr(&config.service_cluster_ip_range).map_err(ConfigError::ServiceRange)?;
     let progress_requests = match config.etcd_watch_progress_requests {
         ProgressRequests::True => true,

@@ -1,5 +1,6 @@
-//! cairn beside etcd at each cluster size, on loopback, with equal settings;
-//! the systems alternate so that the machine's drift falls on both.
+//! cairn beside one or more etcd releases at each cluster size, on loopback,
+//! with equal settings; the systems take turns going first so that the
+//! machine's drift falls on all of them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,9 +19,10 @@ pub struct CompareOptions {
     /// Cluster sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
     pub sizes: Vec<usize>,
-    /// The etcd binary to compare with.
-    #[arg(long)]
-    pub etcd: PathBuf,
+    /// An etcd binary to compare with; repeat it for more releases
+    /// (`--etcd etcd-3.5.1/etcd --etcd etcd-3.6.16/etcd`).
+    #[arg(long, required = true)]
+    pub etcd: Vec<PathBuf>,
     /// The cairn binary.
     #[arg(long)]
     pub cairn: PathBuf,
@@ -74,16 +76,18 @@ pub struct Results {
     pub date: String,
     pub machine: String,
     pub command: String,
+    /// "cairn" first, then each etcd as "etcd <version>".
+    pub systems: Vec<String>,
     pub fdatasync_p50_ms: f64,
     pub measurements: Vec<Measurement>,
     pub resources: Vec<Resources>,
 }
 
-/// Members with equal settings for both systems, in a fresh folder under `work`.
+/// Members with equal settings for every system, in a fresh folder under `work`.
 pub async fn start(name: &str, binary: &Path, size: usize, work: &Path) -> Result<Cluster> {
-    let dir = work.join(format!("{name}-{size}"));
+    let dir = work.join(format!("{}-{size}", name.replace(' ', "-")));
     let _ = std::fs::remove_dir_all(&dir);
-    let flavor = if name == "etcd" { Flavor::Etcd } else { Flavor::Cairn };
+    let flavor = if name.starts_with("etcd") { Flavor::Etcd } else { Flavor::Cairn };
     let mut options = Options::new(flavor, size).args(&[
         "--initial-cluster-token",
         "bench",
@@ -156,7 +160,33 @@ fn fdatasync_p50_ms(dir: &Path) -> Result<f64> {
     Ok(samples[samples.len() / 2])
 }
 
+/// "etcd 3.5.1", from the first line of `etcd --version` ("etcd Version: 3.5.1").
+fn etcd_name(binary: &Path) -> Result<String> {
+    let out = Command::new(binary).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .lines()
+        .find_map(|line| line.strip_prefix("etcd Version:"))
+        .map(str::trim)
+        .ok_or_else(|| anyhow::anyhow!("{} --version printed no etcd version", binary.display()))?;
+    Ok(format!("etcd {version}"))
+}
+
+/// The machine's home folder written as `~`, so that the command reproduces elsewhere.
+fn portable(path: &Path) -> String {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let text = path.display().to_string();
+    match text.strip_prefix(&home) {
+        Some(rest) if !home.is_empty() => format!("~{rest}"),
+        _ => text,
+    }
+}
+
 pub async fn compare(options: &CompareOptions) -> Result<Results> {
+    let mut systems = vec![("cairn".to_string(), options.cairn.clone())];
+    for binary in &options.etcd {
+        systems.push((etcd_name(binary)?, binary.clone()));
+    }
     let work = std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let fsync = fdatasync_p50_ms(&work)?;
@@ -164,11 +194,9 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
     let mut measurements = Vec::new();
     let mut resources = Vec::new();
     for (round, size) in options.sizes.iter().enumerate() {
-        let mut systems = [("cairn", &options.cairn), ("etcd", &options.etcd)];
-        if round % 2 == 1 {
-            systems.reverse();
-        }
-        for (name, binary) in systems {
+        let mut order = systems.clone();
+        order.rotate_left(round % systems.len());
+        for (name, binary) in &order {
             eprintln!("{name}, {size} member(s):");
             let cluster = start(name, binary, *size, &work).await?;
             let endpoints = cluster.endpoints();
@@ -195,7 +223,7 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
                 let summary = summarize(&outcome);
                 ops += summary.total;
                 measurements.push(Measurement {
-                    system: name.to_string(),
+                    system: name.clone(),
                     size: *size,
                     workload: workload_name.to_string(),
                     clients,
@@ -224,7 +252,7 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
             let rss: u64 = pids(&cluster).into_iter().map(|pid| proc_field(pid, "status", "VmRSS:")).sum();
             let data: u64 = cluster.members.iter().map(|member| dir_size(&member.spec.data_dir)).sum();
             resources.push(Resources {
-                system: name.to_string(),
+                system: name.clone(),
                 size: *size,
                 rss_mib_per_member: rss as f64 / 1024.0 / *size as f64,
                 cpu_seconds_per_1000_ops: (cpu_after - cpu_before) * 1000.0 / ops.max(1) as f64,
@@ -253,13 +281,13 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .unwrap_or_default();
     let command = format!(
-        "cairn-bench compare --sizes {} --total {} --cairn {} --etcd {}",
+        "cairn-bench compare --sizes {} --total {} --cairn target/release/cairn{}",
         options.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
         options.total,
-        "target/release/cairn",
-        "~/.cache/cairn/etcd-v3.5.1/etcd"
+        options.etcd.iter().map(|etcd| format!(" --etcd {}", portable(etcd))).collect::<String>()
     );
-    let results = Results { date, machine, command, fdatasync_p50_ms: fsync, measurements, resources };
+    let systems = systems.into_iter().map(|(name, _)| name).collect();
+    let results = Results { date, machine, command, systems, fdatasync_p50_ms: fsync, measurements, resources };
     write_outputs(&results, &options.out)?;
     Ok(results)
 }
@@ -283,7 +311,7 @@ fn durability_floor(results: &Results, sizes: &[usize]) -> String {
     if !sizes.contains(&1) {
         return text;
     }
-    for system in ["cairn", "etcd"] {
+    for system in &results.systems {
         let (Some(put), Some(trip)) = (find(results, system, 1, WORKLOADS[0].0), find(results, system, 1, ROUND_TRIP))
         else {
             continue;
@@ -313,10 +341,12 @@ fn write_outputs(results: &Results, out: &Path) -> Result<()> {
         sizes.dedup();
         sizes
     };
+    let systems = &results.systems;
+    let etcds = &systems[1..];
     let mut md = String::new();
-    md.push_str("# Benchmark results: cairn beside etcd 3.5.1\n\n");
+    md.push_str(&format!("# Benchmark results: cairn beside {}\n\n", etcds.join(" and ")));
     md.push_str(&format!(
-        "Measured {} on {}, both systems on loopback in one run, alternating.\n",
+        "Measured {} on {}, every system on loopback in one run, taking turns.\n",
         results.date, results.machine
     ));
     md.push_str(&format!("Reproduce with `{}`.\n\n", results.command));
@@ -324,24 +354,37 @@ fn write_outputs(results: &Results, out: &Path) -> Result<()> {
         "The disk's own fdatasync of 4 KiB takes {:.3} ms (p50): the floor for a durable write.\n\n",
         results.fdatasync_p50_ms
     ));
-    md.push_str("| size | workload | cairn p50 ms | etcd p50 ms | cairn p99 ms | etcd p99 ms | cairn req/s | etcd req/s | throughput ratio |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str(
+        "Throughput ratios are cairn's requests per second over each etcd's; above 1 means cairn is faster.\n\n",
+    );
+    let columns = |what: &str| systems.iter().map(|system| format!(" {system} {what} |")).collect::<String>();
+    let ratios = etcds.iter().map(|etcd| format!(" ratio to {etcd} |")).collect::<String>();
+    md.push_str(&format!(
+        "| size | workload |{}{}{}{ratios}\n",
+        columns("p50 ms"),
+        columns("p99 ms"),
+        columns("req/s")
+    ));
+    md.push_str(&format!("|---|---|{}\n", "---|".repeat(systems.len() * 3 + etcds.len())));
+    let p = |s: &Summary, q: f64| s.percentiles_ms.iter().find(|(p, _)| *p == q).map_or(0.0, |(_, v)| *v);
     for size in &sizes {
         for (workload, _, _, _) in WORKLOADS {
-            let (Some(c), Some(e)) = (find(results, "cairn", *size, workload), find(results, "etcd", *size, workload))
+            let Some(found) =
+                systems.iter().map(|system| find(results, system, *size, workload)).collect::<Option<Vec<_>>>()
             else {
                 continue;
             };
-            let p = |s: &Summary, q: f64| s.percentiles_ms.iter().find(|(p, _)| *p == q).map_or(0.0, |(_, v)| *v);
+            let cells =
+                |cell: &dyn Fn(&Summary) -> String| found.iter().map(|s| format!(" {} |", cell(s))).collect::<String>();
+            let ratio = found[1..]
+                .iter()
+                .map(|e| format!(" {:.2}x |", found[0].requests_per_second / e.requests_per_second.max(1e-9)))
+                .collect::<String>();
             md.push_str(&format!(
-                "| {size} | {workload} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2}x |\n",
-                p(c, 50.0),
-                p(e, 50.0),
-                p(c, 99.0),
-                p(e, 99.0),
-                c.requests_per_second,
-                e.requests_per_second,
-                c.requests_per_second / e.requests_per_second.max(1e-9)
+                "| {size} | {workload} |{}{}{}{ratio}\n",
+                cells(&|s| format!("{:.3}", p(s, 50.0))),
+                cells(&|s| format!("{:.3}", p(s, 99.0))),
+                cells(&|s| format!("{:.0}", s.requests_per_second)),
             ));
         }
     }
@@ -374,19 +417,19 @@ fn write_outputs(results: &Results, out: &Path) -> Result<()> {
         (format!("{system} p{q}"), points)
     };
     let single = WORKLOADS[0].0;
-    let latency = [
-        latency_series("cairn", 50.0, single),
-        latency_series("etcd", 50.0, single),
-        latency_series("cairn", 99.0, single),
-        latency_series("etcd", 99.0, single),
-    ];
+    let latency: Vec<_> = [50.0, 99.0]
+        .into_iter()
+        .flat_map(|q| systems.iter().map(move |system| (system, q)))
+        .map(|(system, q)| latency_series(system, q, single))
+        .collect();
     std::fs::write(
         out.join("latency-vs-size.svg"),
         svg::line_chart("Put latency, 1 client (ms) against cluster size", "members", "ms", &latency),
     )?;
     let mut throughput = Vec::new();
-    for system in ["cairn", "etcd"] {
-        for (workload, _, clients, _) in &WORKLOADS[1..4] {
+    for system in systems {
+        // The puts of 16, 64 and 256 clients.
+        for (workload, _, clients, _) in &WORKLOADS[2..5] {
             let points = sizes
                 .iter()
                 .filter_map(|size| Some((*size as f64, find(results, system, *size, workload)?.requests_per_second)))
@@ -399,4 +442,68 @@ fn write_outputs(results: &Results, out: &Path) -> Result<()> {
         svg::line_chart("Put throughput (req/s) against cluster size", "members", "req/s", &throughput),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(p50: f64, requests_per_second: f64) -> Summary {
+        Summary {
+            total: 10,
+            errors: 0,
+            seconds: 1.0,
+            requests_per_second,
+            slowest_ms: p50,
+            fastest_ms: p50,
+            average_ms: p50,
+            stddev_ms: 0.0,
+            percentiles_ms: vec![(50.0, p50), (99.0, p50 * 2.0)],
+            histogram: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_etcd_gets_its_columns_and_its_ratio() {
+        let systems = ["cairn", "etcd 3.5.1", "etcd 3.6.16"].map(String::from).to_vec();
+        let rates = [3000.0, 2000.0, 1500.0];
+        let measurements = systems
+            .iter()
+            .zip(rates)
+            .flat_map(|(system, rate)| {
+                WORKLOADS.iter().map(move |(workload, _, clients, _)| Measurement {
+                    system: system.clone(),
+                    size: 3,
+                    workload: workload.to_string(),
+                    clients: *clients,
+                    summary: summary(1.0, rate),
+                })
+            })
+            .collect();
+        let results = Results {
+            date: "today".into(),
+            machine: "here".into(),
+            command: "cairn-bench compare".into(),
+            systems,
+            fdatasync_p50_ms: 0.1,
+            measurements,
+            resources: Vec::new(),
+        };
+        let out = tempfile::tempdir().expect("tempdir");
+        write_outputs(&results, out.path()).expect("written");
+        let md = std::fs::read_to_string(out.path().join("results.md")).expect("results.md");
+        assert!(md.starts_with("# Benchmark results: cairn beside etcd 3.5.1 and etcd 3.6.16"), "{md}");
+        assert!(
+            md.contains(
+                "| cairn req/s | etcd 3.5.1 req/s | etcd 3.6.16 req/s | ratio to etcd 3.5.1 | ratio to etcd 3.6.16 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| 3 | put, 64 clients | 1.000 | 1.000 | 1.000 | 2.000 | 2.000 | 2.000 | 3000 | 2000 | 1500 | 1.50x | 2.00x |"), "{md}");
+        let header = md.lines().find(|line| line.starts_with("| size")).expect("header");
+        let rule = md.lines().find(|line| line.starts_with("|---")).expect("rule");
+        assert_eq!(header.matches('|').count(), rule.matches('|').count(), "{header}\n{rule}");
+        let chart = std::fs::read_to_string(out.path().join("throughput.svg")).expect("chart");
+        assert!(chart.contains("etcd 3.6.16 256 clients"), "the 256-client puts are charted");
+    }
 }

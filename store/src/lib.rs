@@ -18,5 +18,6 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod types;
 pub mod watch;

@@ -10,6 +10,7 @@ use etcd_client::{
 use serde_json::Value;
 
 use super::StorageError;
+use crate::config::StoreTls;
 use crate::meta;
 
 /// Retries for a store call that failed because a member is gone or a leader
@@ -113,11 +114,29 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
+/// kube-apiserver's --etcd-cafile, --etcd-certfile and --etcd-keyfile.
+fn tls_options(tls: &StoreTls) -> Result<etcd_client::TlsOptions, StorageError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| StorageError::Unavailable(format!("reading {}: {err}", path.display())))
+    };
+    let mut options = etcd_client::TlsOptions::new();
+    if let Some(ca) = &tls.ca {
+        options = options.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    }
+    if let Some((cert, key)) = &tls.cert_and_key {
+        options = options.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(options)
+}
+
 impl Storage {
-    pub async fn connect(endpoints: &[String]) -> Result<Storage, StorageError> {
-        let options = ConnectOptions::new()
+    pub async fn connect(endpoints: &[String], tls: Option<&StoreTls>) -> Result<Storage, StorageError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = tls {
+            options = options.with_tls(tls_options(tls)?);
+        }
         let client = Client::connect(endpoints, Some(options)).await?;
         let kv = client
             .kv_client()

@@ -1,11 +1,14 @@
 //! What the API server writes is kube-apiserver's layout, read back with the
 //! real etcdctl: keys, JSON values without resourceVersion, mod_revision as
-//! resourceVersion, and the compactors' `compact_rev_key`.
+//! resourceVersion, and the compactors' `compact_rev_key`; and the store
+//! reached over mTLS with kube-apiserver's `--etcd-*` flags.
 
 use std::time::Duration;
 
 use base64::Engine;
-use cairn_testkit::{etcdctl_ok, Flavor};
+use cairn_testkit::kube::ApiServer;
+use cairn_testkit::pki::ClusterTls;
+use cairn_testkit::{etcdctl_ok, net, Flavor, Options};
 use serde_json::Value;
 
 use crate::{cluster_and_apiserver, eventually, ok, ok_stdin};
@@ -103,4 +106,25 @@ async fn t20_keys_and_values_are_kube_apiservers() {
         .await,
         "compact_rev_key was not written twice"
     );
+}
+
+#[tokio::test]
+async fn t21_the_api_server_reaches_a_store_with_client_cert_auth_over_mtls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_ca, tls) = ClusterTls::new(dir.path(), &net::loopback_ip()).expect("pki");
+    let cluster = Options::new(Flavor::Cairn, 3).tls(tls.clone()).start().await.expect("a TLS store");
+    let ca = format!("--etcd-cafile={}", tls.ca.display());
+    let cert = format!("--etcd-certfile={}", tls.client.cert.display());
+    let key = format!("--etcd-keyfile={}", tls.client.key.display());
+    let api = ApiServer::start(&cluster.endpoints(), &[&ca, &cert, &key]).await.expect("the API server starts");
+    ok(&api, &["create", "namespace", "secure"]);
+    assert!(ok(&api, &["get", "namespace", "secure", "-o", "name"]).contains("namespace/secure"));
+    let mut client = cluster.connect(cluster.members[2].endpoint(), Duration::from_secs(5)).await.expect("client");
+    let stored = client.get("/registry/namespaces/secure", None).await.expect("get");
+    assert_eq!(stored.kvs().len(), 1, "the namespace was written to the store over mTLS");
+    drop(api);
+
+    // Without a client certificate the store lets nobody in: the API server does not come up.
+    let refused = tokio::time::timeout(Duration::from_secs(90), ApiServer::start(&cluster.endpoints(), &[&ca])).await;
+    assert!(matches!(refused, Ok(Err(_))), "an API server without a client certificate came up");
 }

@@ -13,6 +13,7 @@ use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 
 use crate::binaries::{self, require};
 use crate::net;
+use crate::pki::ClusterTls;
 use crate::proxy::{Link, LinkMode};
 
 /// Lets each peer link go through its own proxy: `advertised-url=url-to-dial`, comma-separated.
@@ -45,6 +46,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Cairn only: every directed peer link goes through its own proxy.
     pub proxies: bool,
+    /// TLS with client certificates on every link, `https://` URLs.
+    pub tls: Option<ClusterTls>,
 }
 
 impl Options {
@@ -59,7 +62,13 @@ impl Options {
             args: Vec::new(),
             env: Vec::new(),
             proxies: false,
+            tls: None,
         }
+    }
+
+    pub fn tls(mut self, tls: ClusterTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn args(mut self, args: &[&str]) -> Self {
@@ -213,6 +222,7 @@ pub struct Cluster {
     proxy_urls: HashMap<(usize, usize), String>,
     proxies: bool,
     urls: UrlSource,
+    tls: Option<ClusterTls>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -221,6 +231,7 @@ pub struct Cluster {
 struct UrlSource {
     ip: String,
     next_port: Option<u16>,
+    scheme: &'static str,
 }
 
 impl UrlSource {
@@ -228,9 +239,9 @@ impl UrlSource {
         match &mut self.next_port {
             Some(port) => {
                 *port += 1;
-                format!("http://{}:{port}", self.ip)
+                format!("{}://{}:{port}", self.scheme, self.ip)
             }
-            None => format!("http://{}:{}", self.ip, net::next_port()),
+            None => format!("{}://{}:{}", self.scheme, self.ip, net::next_port()),
         }
     }
 }
@@ -263,7 +274,15 @@ pub async fn client(endpoint: &str) -> Client {
 /// process's loopback address, data dirs and logs. Start them with [`Cluster::launch`].
 pub fn plan(size: usize) -> Result<(tempfile::TempDir, Vec<MemberSpec>)> {
     let dir = tempfile::tempdir()?;
-    let mut urls = UrlSource { ip: net::loopback_ip(), next_port: None };
+    let mut urls = UrlSource { ip: net::loopback_ip(), next_port: None, scheme: "http" };
+    let specs = plan_in(dir.path(), size, &mut urls);
+    Ok((dir, specs))
+}
+
+/// [`plan`] with `https://` URLs, for a cluster started with [`Options::tls`].
+pub fn plan_https(size: usize) -> Result<(tempfile::TempDir, Vec<MemberSpec>)> {
+    let dir = tempfile::tempdir()?;
+    let mut urls = UrlSource { ip: net::loopback_ip(), next_port: None, scheme: "https" };
     let specs = plan_in(dir.path(), size, &mut urls);
     Ok((dir, specs))
 }
@@ -306,7 +325,12 @@ impl Cluster {
         specs: Vec<MemberSpec>,
         args: &[&str],
     ) -> Result<Cluster> {
-        let mut cluster = Cluster::prepare(Options::new(flavor, 0).args(args))?;
+        Cluster::launch_with(Options::new(flavor, 0).args(args), dir, specs).await
+    }
+
+    /// [`Cluster::launch`] with any options (TLS, for one).
+    pub async fn launch_with(options: Options, dir: tempfile::TempDir, specs: Vec<MemberSpec>) -> Result<Cluster> {
+        let mut cluster = Cluster::prepare(options)?;
         cluster.dir = dir.path().to_path_buf();
         cluster._temp = Some(dir);
         for spec in specs {
@@ -339,8 +363,11 @@ impl Cluster {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let mut urls =
-            UrlSource { ip: options.ip.clone().unwrap_or_else(net::loopback_ip), next_port: options.first_port };
+        let mut urls = UrlSource {
+            ip: options.ip.clone().unwrap_or_else(net::loopback_ip),
+            next_port: options.first_port,
+            scheme: if options.tls.is_some() { "https" } else { "http" },
+        };
         let members = plan_in(&dir, options.size, &mut urls)
             .into_iter()
             .map(|spec| Member { spec, child: None, paused: false, generation: 0 })
@@ -356,6 +383,7 @@ impl Cluster {
             proxy_urls: HashMap::new(),
             proxies: options.proxies,
             urls,
+            tls: options.tls,
             _temp: temp,
         })
     }
@@ -385,6 +413,20 @@ impl Cluster {
         self.members.iter().map(|member| member.endpoint().to_string()).collect()
     }
 
+    /// The certificates of a TLS cluster.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
+    /// A client of one endpoint, with the cluster's client certificate if it has TLS.
+    pub async fn connect(&self, endpoint: &str, timeout: Duration) -> Result<Client> {
+        let mut options = ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout);
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.client_options()?);
+        }
+        Ok(Client::connect([endpoint], Some(options)).await?)
+    }
+
     fn spawn(&self, index: usize) -> Result<Child> {
         let spec = &self.members[index].spec;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log)?;
@@ -397,6 +439,7 @@ impl Cluster {
             .args(["--initial-cluster", &spec.initial_cluster, "--initial-cluster-state", spec.state])
             .args(&self.args)
             .env_remove("ETCD_NAME")
+            .envs(self.tls.iter().flat_map(ClusterTls::member_env))
             .envs(self.env.iter().chain(&spec.env).map(|(key, value)| (key.as_str(), value.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -437,7 +480,7 @@ impl Cluster {
                     bail!("member {index} exited:\n{}", self.members[index].log_text());
                 }
                 let probe = async {
-                    let mut client = connect(self.members[index].endpoint(), Duration::from_secs(2)).await?;
+                    let mut client = self.connect(self.members[index].endpoint(), Duration::from_secs(2)).await?;
                     client.get("ready-probe", None).await.map_err(anyhow::Error::from)
                 };
                 let outcome = probe.await;
@@ -462,7 +505,7 @@ impl Cluster {
                 if member.paused || member.child.is_none() {
                     continue;
                 }
-                let Ok(mut client) = connect(member.endpoint(), Duration::from_secs(1)).await else { continue };
+                let Ok(mut client) = self.connect(member.endpoint(), Duration::from_secs(1)).await else { continue };
                 let Ok(status) = client.status().await else { continue };
                 if status.header().is_some_and(|header| header.member_id() == status.leader()) {
                     return Ok(index);
@@ -483,7 +526,7 @@ impl Cluster {
             if member.paused || member.child.is_none() {
                 continue;
             }
-            let Ok(mut client) = connect(member.endpoint(), Duration::from_secs(1)).await else { continue };
+            let Ok(mut client) = self.connect(member.endpoint(), Duration::from_secs(1)).await else { continue };
             let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), client.status()).await else {
                 continue;
             };
@@ -505,7 +548,7 @@ impl Cluster {
             let mut answered = 0;
             let mut leaders = Vec::new();
             for member in &self.members {
-                let Ok(mut client) = connect(member.endpoint(), Duration::from_secs(1)).await else { continue };
+                let Ok(mut client) = self.connect(member.endpoint(), Duration::from_secs(1)).await else { continue };
                 if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(1), client.status()).await {
                     answered += 1;
                     leaders.push(status.leader());
@@ -528,7 +571,7 @@ impl Cluster {
             if Some(index) == not || member.paused {
                 continue;
             }
-            if let Ok(mut client) = connect(member.endpoint(), timeout).await {
+            if let Ok(mut client) = self.connect(member.endpoint(), timeout).await {
                 if tokio::time::timeout(Duration::from_secs(1), client.status()).await.is_ok_and(|s| s.is_ok()) {
                     return Ok(client);
                 }

@@ -6,6 +6,7 @@
 //! - [`binaries`]: where cairn, etcd, etcdctl and etcdutl are;
 //! - [`net`]: loopback addresses and ports that never collide;
 //! - [`cluster`]: members as real processes: start, kill, pause, restart, replace;
+//! - [`pki`]: a CA and certificates for TLS tests, and clusters with TLS on every link;
 //! - [`proxy`]: one TCP proxy per directed peer link, to partition members;
 //! - [`etcdctl`]: the real etcdctl, bounded in time;
 //! - [`differential`]: one script against etcd and against Cairn, compared;
@@ -19,11 +20,12 @@ pub mod differential;
 pub mod etcdctl;
 pub mod kube;
 pub mod net;
+pub mod pki;
 pub mod proxy;
 pub mod upstream;
 
 pub use binaries::{cairn as cairn_binary, etcd_tool};
-pub use cluster::{client, connect, plan, Cluster, Flavor, Member, MemberSpec, Options};
+pub use cluster::{client, connect, plan, plan_https, Cluster, Flavor, Member, MemberSpec, Options};
 pub use differential::{assert_same_as_etcd, assert_same_as_etcd36, err_of};
 pub use etcdctl::{etcdctl, etcdctl_ok, etcdctl_stdin};
 pub use net::free_url;

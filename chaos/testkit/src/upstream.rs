@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::kube::{kubectl_with, spawn_logged, write_kubeconfig_for, Component};
 use crate::net;
+use crate::pki::ClusterTls;
 
 /// Overrides the folder of the upstream binaries.
 pub const KUBE_DIR_ENV: &str = "CAIRN_KUBE_DIR";
@@ -197,9 +198,15 @@ pub struct UpstreamCluster {
 }
 
 impl UpstreamCluster {
-    /// Starts the control plane on the store at `endpoints` and `nodes` hollow
-    /// nodes; returns once every node is Ready.
-    pub async fn start(endpoints: &[String], dir: &Path, nodes: usize) -> Result<UpstreamCluster> {
+    /// Starts the control plane on the store at `endpoints` (over mTLS with
+    /// `store_tls`'s client certificate, as kubeadm's kube-apiserver reaches
+    /// etcd) and `nodes` hollow nodes; returns once every node is Ready.
+    pub async fn start(
+        endpoints: &[String],
+        store_tls: Option<&ClusterTls>,
+        dir: &Path,
+        nodes: usize,
+    ) -> Result<UpstreamCluster> {
         let ip = net::loopback_ip();
         let pki = dir.join("pki");
         write_pki(&pki, &ip)?;
@@ -247,6 +254,14 @@ impl UpstreamCluster {
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
             "--endpoint-reconciler-type=none".into(),
         ];
+        let mut apiserver_args = apiserver_args;
+        if let Some(tls) = store_tls {
+            apiserver_args.extend([
+                format!("--etcd-cafile={}", tls.ca.display()),
+                format!("--etcd-certfile={}", tls.client.cert.display()),
+                format!("--etcd-keyfile={}", tls.client.key.display()),
+            ]);
+        }
         let mut apiserver =
             Process::start(require_kube_tool("kube-apiserver")?, "kube-apiserver", apiserver_args, dir)?;
         let admin_kubeconfig = dir.join("admin.conf");

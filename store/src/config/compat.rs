@@ -164,10 +164,6 @@ pub struct Refused {
     experimental_downgrade_check_time: Option<String>,
     #[arg(long, env = "ETCD_DOWNGRADE_CHECK_TIME", hide = true)]
     downgrade_check_time: Option<String>,
-    #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION", hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    experimental_peer_skip_client_san_verification: Option<bool>,
-    #[arg(long, env = "ETCD_PEER_SKIP_CLIENT_SAN_VERIFICATION", hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
-    peer_skip_client_san_verification: Option<bool>,
     #[arg(long, env = "ETCD_EXPERIMENTAL_ENABLE_DISTRIBUTED_TRACING", hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
     experimental_enable_distributed_tracing: Option<bool>,
     #[arg(long, env = "ETCD_ENABLE_DISTRIBUTED_TRACING", hide = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
@@ -196,7 +192,6 @@ const NO_MMAP: &str = "cairn has no memory-mapped database file to lock";
 const NO_DEFRAG_AT_START: &str = "cairn does not defragment at start; run `etcdctl defrag` on a running member";
 const NO_COMPACT_HASH: &str = "cairn compares whole-store hashes instead: use --corrupt-check-time";
 const NO_DOWNGRADE: &str = "cairn has no cluster downgrade";
-const NO_PEER_TLS: &str = "cairn's peer links do not use TLS yet";
 const NO_TRACING: &str = "cairn does not export OpenTelemetry traces";
 const NO_V2: &str = "cairn serves no v2 API";
 
@@ -231,12 +226,6 @@ impl Refused {
         unset("compact-hash-check-time", &self.compact_hash_check_time, NO_COMPACT_HASH)?;
         unset("experimental-downgrade-check-time", &self.experimental_downgrade_check_time, NO_DOWNGRADE)?;
         unset("downgrade-check-time", &self.downgrade_check_time, NO_DOWNGRADE)?;
-        only_false(
-            "experimental-peer-skip-client-san-verification",
-            self.experimental_peer_skip_client_san_verification,
-            NO_PEER_TLS,
-        )?;
-        only_false("peer-skip-client-san-verification", self.peer_skip_client_san_verification, NO_PEER_TLS)?;
         only_false(
             "experimental-enable-distributed-tracing",
             self.experimental_enable_distributed_tracing,

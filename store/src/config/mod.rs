@@ -10,9 +10,11 @@ use clap::Parser;
 use crate::cluster::{ClusterError, InitialCluster};
 
 mod compat;
+mod tls;
 
 use compat::{one_name, parse_bool, Refused};
 pub use compat::{Feature, FeatureGates};
+pub use tls::TlsFlags;
 
 #[derive(Debug, Clone, Parser)]
 #[command(name = "cairn", version, about = "An etcd-v3-compatible key-value store on Raft and RocksDB")]
@@ -122,6 +124,9 @@ pub struct Config {
     /// Extra URLs to serve /metrics, /health, /livez and /readyz on (plain HTTP).
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
+    /// TLS on the client and peer listeners.
+    #[command(flatten)]
+    pub tls: TlsFlags,
     /// etcd 3.5's flags for what are feature gates in 3.6.
     #[command(flatten)]
     pub experimental_gates: ExperimentalGates,
@@ -160,8 +165,21 @@ pub enum ConfigError {
     BothNames { new: &'static str },
     #[error("{flag} is not supported: {reason}")]
     Unsupported { flag: String, reason: &'static str },
+    #[error("TLS key/cert (--cert-file, --key-file) must be provided for client url {0} with HTTPS scheme")]
+    ClientUrlWithoutTls(String),
+    #[error("cannot listen on TLS for {0}: KeyFile and CertFile are not presented")]
+    PeerUrlWithoutTls(SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+/// A URL to listen on: its address, and whether it is `https://`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: bool,
 }
 
 /// etcd 3.5's boolean `--experimental-*` flags that became 3.6 feature gates.
@@ -247,11 +265,36 @@ impl Config {
     }
 
     pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        self.listen_client_urls.iter().map(|url| socket_addr("listen-client-urls", url)).collect()
+        Ok(self.client_listens()?.into_iter().map(|listen| listen.addr).collect())
     }
 
     pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        self.listen_peer_urls.iter().map(|url| socket_addr("listen-peer-urls", url)).collect()
+        Ok(self.peer_listens()?.into_iter().map(|listen| listen.addr).collect())
+    }
+
+    pub fn client_listens(&self) -> Result<Vec<Listen>, ConfigError> {
+        listens("listen-client-urls", &self.listen_client_urls)
+    }
+
+    pub fn peer_listens(&self) -> Result<Vec<Listen>, ConfigError> {
+        listens("listen-peer-urls", &self.listen_peer_urls)
+    }
+
+    pub fn metrics_listens(&self) -> Result<Vec<Listen>, ConfigError> {
+        listens("listen-metrics-urls", &self.listen_metrics_urls)
+    }
+
+    /// The hosts of the listen URLs, for the names of a self-signed certificate.
+    pub fn listen_hosts(urls: &[String]) -> Vec<String> {
+        let mut hosts: Vec<String> = urls
+            .iter()
+            .filter_map(|url| url.split_once("://").map(|(_, rest)| rest.trim_end_matches('/')))
+            .filter_map(|host_port| host_port.rsplit_once(':').map(|(host, _)| host))
+            .map(|host| host.trim_start_matches('[').trim_end_matches(']').to_string())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
     }
 
     pub fn watch_progress_notify_interval(&self) -> Duration {
@@ -315,7 +358,31 @@ impl Config {
     }
 
     pub fn metrics_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        self.listen_metrics_urls.iter().map(|url| socket_addr("listen-metrics-urls", url)).collect()
+        Ok(self.metrics_listens()?.into_iter().map(|listen| listen.addr).collect())
+    }
+
+    /// etcd's checks of the TLS flags against the URLs that need them.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        self.tls.options()?;
+        let (client, peer) = (self.tls.client(), self.tls.peer());
+        client.validate()?;
+        peer.validate()?;
+        let client_tls = !client.is_empty() || client.auto_tls;
+        for (url, listen) in self.listen_client_urls.iter().zip(self.client_listens()?) {
+            if listen.tls && !client_tls {
+                return Err(ConfigError::ClientUrlWithoutTls(url.clone()));
+            }
+        }
+        for listen in self.metrics_listens()? {
+            if listen.tls && !client_tls {
+                return Err(ConfigError::ClientUrlWithoutTls(format!("https://{}", listen.addr)));
+            }
+        }
+        let peer_tls = !peer.is_empty() || peer.auto_tls;
+        if let Some(listen) = self.peer_listens()?.into_iter().find(|listen| listen.tls && !peer_tls) {
+            return Err(ConfigError::PeerUrlWithoutTls(listen.addr));
+        }
+        Ok(())
     }
 
     pub fn validate(&self) -> Result<InitialCluster, ConfigError> {
@@ -344,12 +411,15 @@ impl Config {
         )?;
         self.feature_gates()?;
         self.refused.check()?;
+        one_name(
+            "peer-skip-client-san-verification",
+            &self.tls.peer_skip_client_san_verification,
+            &self.tls.experimental_peer_skip_client_san_verification,
+        )?;
         if self.max_learners == 0 {
             return Err(ConfigError::ZeroMaxLearners);
         }
-        self.metrics_listen_addrs()?;
-        self.client_listen_addrs()?;
-        self.peer_listen_addrs()?;
+        self.validate_tls()?;
         for url in &self.advertise_client_urls {
             socket_addr("advertise-client-urls", url)?;
         }
@@ -394,13 +464,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
-/// `http://host:port` to a socket address; `localhost` is 127.0.0.1, as etcd binds it.
+fn listens(flag: &'static str, urls: &[String]) -> Result<Vec<Listen>, ConfigError> {
+    urls.iter()
+        .map(|url| {
+            let tls = url.starts_with("https://") || url.starts_with("unixs://");
+            Ok(Listen { addr: socket_addr(flag, url)?, tls })
+        })
+        .collect()
+}
+
+/// `http://host:port` or `https://host:port` to a socket address; `localhost`
+/// is 127.0.0.1, as etcd binds it.
 pub fn socket_addr(flag: &'static str, url: &str) -> Result<SocketAddr, ConfigError> {
     let bad = |reason: &str| ConfigError::BadUrl { flag, url: url.to_string(), reason: reason.to_string() };
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("unix://"))
-        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+    let rest = ["http://", "https://", "unix://", "unixs://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or_else(|| bad("only http:// and https:// URLs are supported"))?;
     let host_port = rest.trim_end_matches('/');
     let (host, port) = host_port.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
     let port: u16 = port.parse().map_err(|_| bad("bad port"))?;

@@ -25,6 +25,7 @@ use tonic::{Status, Streaming};
 
 use super::types::{decode, encode, Entry, Member, NodeId, Proposal, TypeConfig};
 use crate::metrics::METRICS;
+use crate::tls::PeerDialer;
 
 /// Peer messages can carry many log entries; allow well past a client request.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -49,6 +50,8 @@ pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
     idle_streams: Mutex<HashMap<String, Vec<AppendStream>>>,
     dial_overrides: HashMap<String, String>,
+    /// TLS for `https://` peer URLs.
+    dialer: Option<Arc<PeerDialer>>,
 }
 
 /// A peer's client, with the URL it dials (the key of its idle streams).
@@ -84,10 +87,14 @@ pub enum PeerError {
     NoPeerUrl(NodeId),
     #[error("invalid peer URL {url}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error(
+        "peer URL {0} is https, but no peer TLS is configured (--peer-cert-file, --peer-key-file or --peer-auto-tls)"
+    )]
+    NoPeerTls(String),
 }
 
 impl PeerClients {
-    pub fn from_env() -> Self {
+    pub fn from_env(dialer: Option<Arc<PeerDialer>>) -> Self {
         let overrides = std::env::var(DIAL_OVERRIDE_ENV).unwrap_or_default();
         let dial_overrides = overrides
             .split(',')
@@ -97,7 +104,7 @@ impl PeerClients {
         if !dial_overrides.is_empty() {
             tracing::warn!(links = dial_overrides.len(), "peer URLs are dialed through {DIAL_OVERRIDE_ENV}");
         }
-        PeerClients { dial_overrides, ..PeerClients::default() }
+        PeerClients { dial_overrides, dialer, ..PeerClients::default() }
     }
 
     pub fn client(&self, target: NodeId, member: &Member) -> Result<RaftPeerClient<Channel>, PeerError> {
@@ -111,12 +118,29 @@ impl PeerClients {
         let channel = match channels.get(url) {
             Some(channel) => channel.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|err| PeerError::BadUrl { url: url.clone(), reason: err.to_string() })?
-                    .connect_timeout(Duration::from_millis(500))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(5));
-                let channel = endpoint.connect_lazy();
+                // tonic adds its own TLS to https:// URIs; the dialer's is
+                // used instead, so tonic is given the same address as http://.
+                let secure = url.strip_prefix("https://");
+                let endpoint =
+                    Endpoint::from_shared(secure.map_or_else(|| url.clone(), |rest| format!("http://{rest}")))
+                        .map_err(|err| PeerError::BadUrl { url: url.clone(), reason: err.to_string() })?
+                        .connect_timeout(Duration::from_millis(500))
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(5));
+                let channel = match secure {
+                    None => endpoint.connect_lazy(),
+                    Some(_) => {
+                        let dialer = self.dialer.clone().ok_or_else(|| PeerError::NoPeerTls(url.clone()))?;
+                        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+                            let dialer = dialer.clone();
+                            async move {
+                                let host = uri.host().unwrap_or_default().to_string();
+                                let stream = dialer.dial(&host, uri.port_u16().unwrap_or(443)).await?;
+                                Ok::<_, crate::tls::TlsError>(hyper_util::rt::TokioIo::new(stream))
+                            }
+                        }))
+                    }
+                };
                 channels.insert(url.clone(), channel.clone());
                 channel
             }

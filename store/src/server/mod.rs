@@ -7,6 +7,7 @@ pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod lessor;
+mod listeners;
 pub mod maintenance;
 pub mod membership;
 pub mod node;
@@ -31,9 +32,8 @@ use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::MemberListRequest;
 use openraft::SnapshotPolicy;
-use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected;
 
 use crate::cluster::InitialCluster;
 use crate::config::{Config, ConfigError, GRPC_OVERHEAD_BYTES};
@@ -46,6 +46,8 @@ use crate::raft::network::{Network, PeerClients, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{decode, Member, NodeId, Raft};
 use crate::state::KvState;
+use crate::tls;
+use listeners::{bind_all, Bound, Security};
 use node::Node;
 use proposer::Proposer;
 use read_index::ReadIndex;
@@ -73,6 +75,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -83,12 +87,13 @@ pub enum StartError {
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
     let initial = config.validate()?;
     // Bind first: a port in use must fail before anything touches the data dir.
-    let client_listeners = bind_all(&config.client_listen_addrs()?).await?;
-    let peer_listeners = bind_all(&config.peer_listen_addrs()?).await?;
-    let metrics_listeners = bind_all(&config.metrics_listen_addrs()?).await?;
+    let client_listeners = bind_all(&config.client_listens()?).await?;
+    let peer_listeners = bind_all(&config.peer_listens()?).await?;
+    let metrics_listeners = bind_all(&config.metrics_listens()?).await?;
 
     let data_dir = config.data_dir();
-    let peers = Arc::new(PeerClients::from_env());
+    let security = Security::new(&config, &data_dir)?;
+    let peers = Arc::new(PeerClients::from_env(security.dialer.clone()));
     let (engine, identity, bootstrap) = open_data_dir(&config, &initial, &peers).await?;
     let engine = Arc::new(engine);
     let snapshot_dir = data_dir.join(schema::SNAPSHOT_DIR);
@@ -167,15 +172,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
     let (stop, stopped) = signal::channel(false);
     let mut servers = Vec::new();
-    for listener in client_listeners {
-        servers.push(tokio::spawn(serve_clients(node.clone(), listener, stopped.clone())));
+    // Each listener is served plain or through TLS, as its URL's scheme says.
+    macro_rules! serve {
+        ($serve:ident, $bound:expr, $side:expr) => {
+            for Bound { listen, listener } in $bound {
+                let server = match Security::for_listen($side, &listen) {
+                    Some(tls) => tokio::spawn($serve(node.clone(), tls::accept(listener, tls), stopped.clone())),
+                    None => tokio::spawn($serve(node.clone(), listeners::plain(listener), stopped.clone())),
+                };
+                servers.push(server);
+            }
+        };
     }
-    for listener in peer_listeners {
-        servers.push(tokio::spawn(serve_peers(node.clone(), listener, stopped.clone())));
-    }
-    for listener in metrics_listeners {
-        servers.push(tokio::spawn(serve_metrics(node.clone(), listener, stopped.clone())));
-    }
+    serve!(serve_clients, client_listeners, &security.client);
+    serve!(serve_peers, peer_listeners, &security.peer);
+    serve!(serve_metrics, metrics_listeners, &security.client);
     let publisher = tokio::spawn(publish_attributes(node.clone()));
     let lessor = tokio::spawn(lessor::run(node.clone()));
     let leader_metrics = tokio::spawn(track_leadership(node.clone()));
@@ -214,15 +225,6 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Err(_) => tracing::warn!("raft did not stop in time"),
     }
     Ok(())
-}
-
-async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
-    let mut listeners = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr: *addr, source })?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
 }
 
 /// Who this member is, as recorded in its data dir.
@@ -350,23 +352,35 @@ async fn discover_identity(
     Err(StartError::Join(format!("cannot reach the cluster: {last_error}")))
 }
 
-/// Accepted connections with Nagle's algorithm off: `Server::tcp_nodelay` only
-/// applies to listeners tonic binds itself, and small responses must not wait
-/// for a delayed ACK.
-fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        accepted.inspect(|stream| {
-            let _ = stream.set_nodelay(true);
-        })
-    })
-}
-
 pub(super) async fn stopped_signal(mut stopped: signal::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
+/// What tonic serves: a stream of connections, plain or TLS.
+trait Incoming<IO>: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static {}
+impl<S, IO> Incoming<IO> for S where S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static {}
+
+/// A connection tonic can serve.
+trait Connection:
+    tokio::io::AsyncRead
+    + tokio::io::AsyncWrite
+    + Connected<ConnectInfo: Clone + Send + Sync + 'static>
+    + Unpin
+    + Send
+    + 'static
+{
+}
+impl<IO> Connection for IO where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Connected<ConnectInfo: Clone + Send + Sync + 'static>
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
+async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO>, stopped: signal::Receiver<bool>) {
     let max_message = (node.config.max_request_bytes + GRPC_OVERHEAD_BYTES) as usize;
     let kv = KvServer::new(kv::KvService { node: node.clone() }).max_decoding_message_size(max_message);
     let cluster = ClusterServer::new(cluster::ClusterService { node: node.clone() });
@@ -385,7 +399,7 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::
         .accept_http1(true)
         .layer(http::GrpcCounterLayer { slow: node.config.warning_unary_request_duration() })
         .add_routes(routes.into())
-        .serve_with_incoming_shutdown(incoming(listener), stopped_signal(stopped))
+        .serve_with_incoming_shutdown(incoming, stopped_signal(stopped))
         .await;
     if let Err(err) = result {
         tracing::error!(error = %err, "client server failed");
@@ -393,21 +407,25 @@ async fn serve_clients(node: Arc<Node>, listener: TcpListener, stopped: signal::
 }
 
 /// `--listen-metrics-urls`: the HTTP endpoints alone, as etcd serves them there.
-async fn serve_metrics(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
-    let result = axum::serve(listener, http::router(node)).with_graceful_shutdown(stopped_signal(stopped)).await;
+async fn serve_metrics<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO>, stopped: signal::Receiver<bool>) {
+    let result = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(http::router(node).into())
+        .serve_with_incoming_shutdown(incoming, stopped_signal(stopped))
+        .await;
     if let Err(err) = result {
         tracing::error!(error = %err, "metrics server failed");
     }
 }
 
-async fn serve_peers(node: Arc<Node>, listener: TcpListener, stopped: signal::Receiver<bool>) {
+async fn serve_peers<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO>, stopped: signal::Receiver<bool>) {
     let peer = RaftPeerServer::new(peer::PeerService { node, stopped: stopped.clone() })
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(peer)
-        .serve_with_incoming_shutdown(incoming(listener), stopped_signal(stopped))
+        .serve_with_incoming_shutdown(incoming, stopped_signal(stopped))
         .await;
     if let Err(err) = result {
         tracing::error!(error = %err, "peer server failed");

@@ -12,4 +12,5 @@ mod membership;
 mod process;
 mod python;
 mod snapshot;
+mod tls;
 mod watch;

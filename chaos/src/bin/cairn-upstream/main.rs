@@ -1,5 +1,6 @@
 //! `cairn-upstream`: real Kubernetes on each store. For every store asked for
-//! (a 3-member Cairn, etcd 3.5.1, the newer etcd 3.6), it starts the upstream
+//! (a 3-member Cairn, etcd 3.5.1, the newer etcd 3.6, each with mTLS on every
+//! link, as kubeadm sets etcd up), it starts the upstream
 //! kube-apiserver, kube-controller-manager and kube-scheduler with kubeadm's
 //! flags and hollow nodes from `cairn-kube kubelet`, runs a kubectl smoke and
 //! the chosen upstream e2e tests, and writes one page that compares them.
@@ -16,8 +17,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use cairn_chaos::upstream::{parse_known, regressions, render, StoreRun};
 use cairn_testkit::binaries::{etcd36_bin_dir, ETCD36_VERSION};
+use cairn_testkit::pki::ClusterTls;
 use cairn_testkit::upstream::UpstreamCluster;
-use cairn_testkit::{Flavor, Options};
+use cairn_testkit::{net, Flavor, Options};
 use clap::Parser;
 
 /// The e2e tests `docs/kubernetes.md` reports: every `[sig-api-machinery]`
@@ -146,7 +148,10 @@ async fn run_on(store: &str, dir: &std::path::Path, args: &Args) -> Result<Store
         other => bail!("unknown store {other:?}: cairn, etcd-3.5.1 or etcd-3.6"),
     };
     options.dir = Some(dir.join("store"));
-    // kubeadm's etcd flags (less TLS), which every one of the three takes.
+    // kubeadm's etcd: mTLS for clients and peers, with its other flags, which
+    // every one of the three takes.
+    let (_ca, tls) = ClusterTls::new(&dir.join("store-pki"), &net::loopback_ip()).context("store certificates")?;
+    options = options.tls(tls.clone());
     options = options.args(&["--snapshot-count=10000", "--experimental-initial-corrupt-check=true"]);
     options = options.args(&[if store == "etcd-3.6" {
         "--watch-progress-notify-interval=5s"
@@ -154,8 +159,9 @@ async fn run_on(store: &str, dir: &std::path::Path, args: &Args) -> Result<Store
         "--experimental-watch-progress-notify-interval=5s"
     }]);
     let members = options.start().await.context("starting the store")?;
-    let cluster =
-        UpstreamCluster::start(&members.endpoints(), dir, args.nodes).await.context("starting the control plane")?;
+    let cluster = UpstreamCluster::start(&members.endpoints(), Some(&tls), dir, args.nodes)
+        .await
+        .context("starting the control plane")?;
     let mut run = StoreRun { store: display_name(store), ..Default::default() };
     run.smoke = smoke::run(&cluster).await;
     if !args.no_e2e {
