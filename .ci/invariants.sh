@@ -21,6 +21,9 @@ rs() { grep -rn --include='*.rs' "$@" | grep -vE '^[^:]+:[0-9]+:\s*//' || true; 
 offends "only store/src/engine names rocksdb" \
   "$(rs -w 'rocksdb' store/src | grep -v '^store/src/engine/')"
 
+offends "only store/src/tls names rustls" \
+  "$(rs -E '\b(tokio_)?rustls\b' store/src | grep -v '^store/src/tls/')"
+
 offends "apply and mvcc do no I/O and read no clock" \
   "$(rs -E 'std::(fs|net|thread|time)|tokio|Instant::now|SystemTime' store/src/apply store/src/mvcc)"
 

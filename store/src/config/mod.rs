@@ -169,6 +169,8 @@ pub enum ConfigError {
     ClientUrlWithoutTls(String),
     #[error("cannot listen on TLS for {0}: KeyFile and CertFile are not presented")]
     PeerUrlWithoutTls(SocketAddr),
+    #[error("--{0}client-cert-auth needs --{0}trusted-ca-file: no client certificate could be verified without it")]
+    CertAuthWithoutCa(&'static str),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -367,6 +369,12 @@ impl Config {
         let (client, peer) = (self.tls.client(), self.tls.peer());
         client.validate()?;
         peer.validate()?;
+        // Auto TLS drops client certificate authentication, as in etcd.
+        for (side, info) in [("", &client), ("peer-", &peer)] {
+            if info.client_cert_auth && info.trusted_ca_file.is_none() && !info.is_empty() {
+                return Err(ConfigError::CertAuthWithoutCa(side));
+            }
+        }
         let client_tls = !client.is_empty() || client.auto_tls;
         for (url, listen) in self.listen_client_urls.iter().zip(self.client_listens()?) {
             if listen.tls && !client_tls {

@@ -212,3 +212,54 @@ async fn t83_member_list_and_endpoint_status_work_with_etcdctl() {
     assert_eq!(status["leader"], status["header"]["member_id"]);
     assert!(status["raftIndex"].as_u64().unwrap_or(0) >= 1);
 }
+
+#[tokio::test]
+async fn t84_tls_flags_fail_as_etcds_and_auto_tls_serves_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let https = free_url().replacen("http://", "https://", 1);
+    let (ok, err) = run_to_exit(&["--listen-client-urls", &https, "--advertise-client-urls", &https], dir.path());
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "cairn: TLS key/cert (--cert-file, --key-file) must be provided for client url {https} with HTTPS scheme"
+        )
+    );
+    let (ok, err) = run_to_exit(&["--cipher-suites", "TLS_NOPE"], dir.path());
+    assert!(!ok);
+    assert_eq!(err.trim(), "cairn: unexpected TLS cipher suite \"TLS_NOPE\"");
+    let (ok, err) = run_to_exit(&["--cert-file", "a.crt"], dir.path());
+    assert!(!ok);
+    assert_eq!(err.trim(), "cairn: KeyFile and CertFile must both be present[key: , cert: a.crt]");
+    let (ok, err) = run_to_exit(&["--cert-file", "a.crt", "--key-file", "a.key", "--client-cert-auth"], dir.path());
+    assert!(!ok && err.contains("--client-cert-auth needs --trusted-ca-file"), "{err}");
+    assert!(!dir.path().join("default.etcd").exists(), "a refused start writes nothing");
+
+    // --auto-tls: a self-signed certificate in the data dir, https on both sides.
+    let data = dir.path().join("auto");
+    let peer = free_url().replacen("http://", "https://", 1);
+    let data_arg = data.to_string_lossy().to_string();
+    let mut member = Command::new(cairn_binary())
+        .args(["--data-dir", &data_arg, "--auto-tls", "--peer-auto-tls"])
+        .args(["--listen-client-urls", &https, "--advertise-client-urls", &https])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("default={peer}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // etcdctl's flags for a self-signed server, as with etcd's --auto-tls.
+    let skip = ["--insecure-transport=false", "--insecure-skip-tls-verify", "put", "auto", "tls"];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut put = false;
+    while Instant::now() < deadline && !put {
+        put = etcdctl(&[&https], &skip).is_ok_and(|out| out.status.success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let verified =
+        etcdctl(&[&https], &["--insecure-transport=false", "get", "auto"]).is_ok_and(|out| out.status.success());
+    let _ = member.kill();
+    let _ = member.wait();
+    assert!(put, "a client that skips verification gets in");
+    assert!(!verified, "a self-signed certificate does not verify");
+    assert!(data.join("fixtures/client/cert.pem").is_file() && data.join("fixtures/peer/key.pem").is_file());
+}

@@ -67,8 +67,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     std::fs::create_dir_all(&args.out)?;
+    // Kubeconfigs name their certificates, and kubectl reads a relative path
+    // from the kubeconfig's folder: every path handed out is absolute.
+    args.out = std::fs::canonicalize(&args.out)?;
     let known = match &args.known {
         Some(path) => {
             parse_known(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?)
