@@ -118,28 +118,34 @@ impl PeerClients {
         let channel = match channels.get(url) {
             Some(channel) => channel.clone(),
             None => {
-                // tonic adds its own TLS to https:// URIs; the dialer's is
-                // used instead, so tonic is given the same address as http://.
-                let secure = url.strip_prefix("https://");
-                let endpoint =
-                    Endpoint::from_shared(secure.map_or_else(|| url.clone(), |rest| format!("http://{rest}")))
-                        .map_err(|err| PeerError::BadUrl { url: url.clone(), reason: err.to_string() })?
-                        .connect_timeout(Duration::from_millis(500))
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(5));
-                let channel = match secure {
-                    None => endpoint.connect_lazy(),
-                    Some(_) => {
-                        let dialer = self.dialer.clone().ok_or_else(|| PeerError::NoPeerTls(url.clone()))?;
-                        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
-                            let dialer = dialer.clone();
-                            async move {
-                                let host = uri.host().unwrap_or_default().to_string();
-                                let stream = dialer.dial(&host, uri.port_u16().unwrap_or(443)).await?;
-                                Ok::<_, crate::tls::TlsError>(hyper_util::rt::TokioIo::new(stream))
-                            }
-                        }))
-                    }
+                // The advertised URL says whether the link is TLS and whom to
+                // verify; a dial override only changes where to connect.
+                // tonic adds its own TLS to https:// URIs, so it is given the
+                // address as http:// and the dialer's TLS is used instead.
+                let secure = advertised.starts_with("https://");
+                let address = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+                let endpoint = Endpoint::from_shared(if secure { format!("http://{address}") } else { url.clone() })
+                    .map_err(|err| PeerError::BadUrl { url: url.clone(), reason: err.to_string() })?
+                    // A TLS handshake happens inside the connect.
+                    .connect_timeout(Duration::from_millis(if secure { 2000 } else { 500 }))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5));
+                let channel = if secure {
+                    let dialer = self.dialer.clone().ok_or_else(|| PeerError::NoPeerTls(advertised.clone()))?;
+                    let name = http::Uri::try_from(advertised.as_str())
+                        .ok()
+                        .and_then(|uri| uri.host().map(str::to_string))
+                        .ok_or_else(|| PeerError::BadUrl { url: advertised.clone(), reason: "no host".into() })?;
+                    endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+                        let (dialer, name) = (dialer.clone(), name.clone());
+                        async move {
+                            let host = uri.host().unwrap_or_default().to_string();
+                            let stream = dialer.dial(&name, &host, uri.port_u16().unwrap_or(443)).await?;
+                            Ok::<_, crate::tls::TlsError>(hyper_util::rt::TokioIo::new(stream))
+                        }
+                    }))
+                } else {
+                    endpoint.connect_lazy()
                 };
                 channels.insert(url.clone(), channel.clone());
                 channel

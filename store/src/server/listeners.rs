@@ -72,9 +72,14 @@ impl Security {
         })
     }
 
-    /// The TLS of a listen URL of the given side, if it is `https://`.
-    pub fn for_listen(side: &Option<Arc<ServerTls>>, listen: &Listen) -> Option<Arc<ServerTls>> {
-        side.clone().filter(|_| listen.tls)
+    /// The TLS of a listen URL of the given side, if it is `https://`; an
+    /// `https://` URL is never served in plain text.
+    pub fn for_listen(side: &Option<Arc<ServerTls>>, listen: &Listen) -> Result<Option<Arc<ServerTls>>, StartError> {
+        match (listen.tls, side) {
+            (false, _) => Ok(None),
+            (true, Some(tls)) => Ok(Some(tls.clone())),
+            (true, None) => Err(StartError::Tls(format!("{} is https, but no TLS is configured for it", listen.addr))),
+        }
     }
 }
 

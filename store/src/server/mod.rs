@@ -176,7 +176,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     macro_rules! serve {
         ($serve:ident, $bound:expr, $side:expr) => {
             for Bound { listen, listener } in $bound {
-                let server = match Security::for_listen($side, &listen) {
+                let server = match Security::for_listen($side, &listen)? {
                     Some(tls) => tokio::spawn($serve(node.clone(), tls::accept(listener, tls), stopped.clone())),
                     None => tokio::spawn($serve(node.clone(), listeners::plain(listener), stopped.clone())),
                 };

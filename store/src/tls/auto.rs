@@ -23,7 +23,9 @@ pub fn self_cert(dir: &Path, hosts: &[String], validity_years: u32) -> Result<(P
     params.distinguished_name.push(DnType::OrganizationName, "etcd");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now;
-    params.not_after = now + time::Duration::days(DAYS_PER_YEAR * i64::from(validity_years));
+    params.not_after = now
+        .checked_add(time::Duration::days(DAYS_PER_YEAR * i64::from(validity_years)))
+        .ok_or_else(|| TlsError::SelfCert(format!("a validity of {validity_years} years ends past year 9999")))?;
     let mut serial = [0u8; 16];
     rand_serial(&mut serial);
     params.serial_number = Some(SerialNumber::from_slice(&serial));

@@ -37,9 +37,14 @@ impl PeerDialer {
         let builder = if self.info.auto_tls && self.info.trusted_ca_file.is_none() {
             builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         } else {
+            // Without a trusted CA, the system's roots, as Go uses them.
             let roots = match &self.info.trusted_ca_file {
                 Some(ca) => files::roots(ca)?,
-                None => RootCertStore::empty(),
+                None => {
+                    let mut roots = RootCertStore::empty();
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                    roots
+                }
             };
             builder.with_root_certificates(roots)
         };
@@ -51,11 +56,14 @@ impl PeerDialer {
         Ok(config)
     }
 
-    /// A TLS connection to `host:port`, verified against the host's name or IP.
-    pub async fn dial(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, TlsError> {
+    /// A TLS connection to `host:port`, verified against `name` (the peer
+    /// URL's host: a dial override changes where to connect, not whom).
+    pub async fn dial(&self, name: &str, host: &str, port: u16) -> Result<TlsStream<TcpStream>, TlsError> {
         let config = self.config.get(|| self.build())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_string()).map_err(|err| TlsError::Dial(format!("{host}: {err}")))?;
+        let unbracket = |host: &str| host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let (name, host) = (unbracket(name), unbracket(host));
+        let name = ServerName::try_from(name.clone()).map_err(|err| TlsError::Dial(format!("{name}: {err}")))?;
+        let host = host.as_str();
         let tcp =
             TcpStream::connect((host, port)).await.map_err(|err| TlsError::Dial(format!("{host}:{port}: {err}")))?;
         let _ = tcp.set_nodelay(true);

@@ -19,7 +19,8 @@ pub struct Names {
 
 pub fn names(der: &[u8]) -> Result<Names, String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|err| format!("unreadable certificate: {err}"))?;
-    let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string);
+    // Go keeps the last CN of a subject that has several.
+    let common_name = cert.subject().iter_common_name().last().and_then(|cn| cn.as_str().ok()).map(str::to_string);
     let mut names = Names { common_name, ..Names::default() };
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
@@ -31,7 +32,7 @@ pub fn names(der: &[u8]) -> Result<Names, String> {
                         16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
                         _ => None,
                     };
-                    names.ips.extend(ip);
+                    names.ips.extend(ip.map(|ip| ip.to_canonical()));
                 }
                 _ => {}
             }
@@ -48,11 +49,13 @@ pub fn not_revoked(crl: &[u8], presented: &[impl AsRef<[u8]>]) -> Result<(), Str
         _ => crl.to_vec(),
     };
     let (_, list) = CertificateRevocationList::from_der(&der).map_err(|err| format!("unreadable CRL: {err}"))?;
-    let revoked: Vec<&[u8]> = list.iter_revoked_certificates().map(|entry| entry.raw_serial()).collect();
+    // Serials compared as numbers, as Go's big.Int: without DER's sign byte.
+    let number = |serial: &[u8]| serial.iter().position(|b| *b != 0).map_or(Vec::new(), |at| serial[at..].to_vec());
+    let revoked: Vec<Vec<u8>> = list.iter_revoked_certificates().map(|entry| number(entry.raw_serial())).collect();
     for cert in presented {
         let (_, cert) =
             X509Certificate::from_der(cert.as_ref()).map_err(|err| format!("unreadable certificate: {err}"))?;
-        if revoked.contains(&cert.raw_serial()) {
+        if revoked.contains(&number(cert.raw_serial())) {
             return Err(format!(
                 "transport: certificate serial {} revoked",
                 cert.raw_serial_as_string().replace(':', "")
@@ -96,11 +99,18 @@ pub fn check(
             return Err(format!("client certificate authentication failed: not valid for hostname {host:?}"));
         }
     }
+    let remote = remote.to_canonical();
     if info.check_client_san && !(names.ips.is_empty() && names.dns.is_empty()) {
         if names.ips.contains(&remote) {
             return Ok(());
         }
-        let resolved = names.dns.iter().any(|dns| resolve(dns.trim_start_matches("*.")).contains(&remote));
+        // Wildcards match only a reverse lookup in etcd; Cairn does none, so
+        // only plain names are resolved.
+        let resolved = names
+            .dns
+            .iter()
+            .filter(|dns| !dns.starts_with("*."))
+            .any(|dns| resolve(dns).iter().any(|ip| ip.to_canonical() == remote));
         if !resolved {
             return Err(format!(
                 "tls: {:?} does not match any of the certificate's addresses {:?} or DNSNames {:?}",
@@ -147,6 +157,11 @@ mod tests {
         let elsewhere: IpAddr = "127.0.0.9".parse().expect("ip");
         let san = TlsInfo { check_client_san: true, ..TlsInfo::default() };
         assert_eq!(check(&names, &san, here, &no_dns), Ok(()));
+        let mapped: IpAddr = "::ffff:127.0.0.5".parse().expect("ip");
+        assert_eq!(check(&names, &san, mapped, &no_dns), Ok(()), "an IPv4 peer on a dual-stack listener");
+        let wildcard = Names { dns: vec!["*.local".into()], ..Names::default() };
+        let everything = |_: &str| vec![elsewhere];
+        assert!(check(&wildcard, &san, elsewhere, &everything).is_err(), "wildcards are not resolved");
         assert!(check(&names, &san, elsewhere, &no_dns).is_err());
         let resolves = |dns: &str| if dns == "peer.local" { vec![elsewhere] } else { Vec::new() };
         assert_eq!(check(&names, &san, elsewhere, &resolves), Ok(()), "a DNS SAN resolving to the address");

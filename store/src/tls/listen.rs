@@ -18,8 +18,10 @@ use super::{identity, TlsError, TlsInfo, TlsOptions};
 /// A client that opens a connection and never finishes the handshake holds
 /// nothing for longer than this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Resolving a certificate's DNS names for the peer-address check.
+/// Resolving a certificate's DNS names for the peer-address check: all at
+/// once, at most this many, each within the timeout.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_RESOLVED_NAMES: usize = 8;
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_BACKLOG: usize = 64;
 
@@ -71,15 +73,15 @@ impl ServerTls {
         let config = self.server_config().map_err(|err| err.to_string())?;
         let stream = TlsAcceptor::from(config).accept(tcp).await.map_err(|err| err.to_string())?;
         let presented = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
-        // As etcd: the revocation list is read for every connection and
-        // matched by serial against every certificate the client sent.
-        if let Some(crl) = &self.info.crl_file {
+        // As etcd: the revocation list is read for every connection that
+        // sent certificates, and matched by serial against each of them.
+        if let Some(crl) = self.info.crl_file.as_ref().filter(|_| !presented.is_empty()) {
             let crl = std::fs::read(crl).map_err(|err| format!("read {}: {err}", crl.display()))?;
             identity::not_revoked(&crl, &presented)?;
         }
         if let Some(cert) = presented.first() {
             let names = identity::names(cert)?;
-            let resolved = if self.info.check_client_san && !names.ips.contains(&remote) {
+            let resolved = if self.info.check_client_san && !names.ips.contains(&remote.to_canonical()) {
                 resolve(&names.dns).await
             } else {
                 HashMap::new()
@@ -92,17 +94,16 @@ impl ServerTls {
 }
 
 async fn resolve(names: &[String]) -> HashMap<String, Vec<IpAddr>> {
-    let mut resolved = HashMap::new();
-    for name in names {
-        let host = name.trim_start_matches("*.");
-        let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await;
+    let plain = names.iter().filter(|name| !name.starts_with("*.")).take(MAX_RESOLVED_NAMES);
+    let lookups = plain.map(|name| async move {
+        let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0))).await;
         let ips = match lookup {
             Ok(Ok(addrs)) => addrs.map(|addr| addr.ip()).collect(),
             _ => Vec::new(),
         };
-        resolved.insert(host.to_string(), ips);
-    }
-    resolved
+        (name.clone(), ips)
+    });
+    futures::future::join_all(lookups).await.into_iter().collect()
 }
 
 /// Connections from `listener` once their handshake and etcd's checks pass;
