@@ -266,14 +266,6 @@ impl Config {
         }
     }
 
-    pub fn client_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        Ok(self.client_listens()?.into_iter().map(|listen| listen.addr).collect())
-    }
-
-    pub fn peer_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        Ok(self.peer_listens()?.into_iter().map(|listen| listen.addr).collect())
-    }
-
     pub fn client_listens(&self) -> Result<Vec<Listen>, ConfigError> {
         listens("listen-client-urls", &self.listen_client_urls)
     }
@@ -357,10 +349,6 @@ impl Config {
 
     pub fn initial_corrupt_check(&self) -> bool {
         self.feature_gates().is_ok_and(|gates| gates.enabled(Feature::InitialCorruptCheck))
-    }
-
-    pub fn metrics_listen_addrs(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        Ok(self.metrics_listens()?.into_iter().map(|listen| listen.addr).collect())
     }
 
     /// etcd's checks of the TLS flags against the URLs that need them.
@@ -508,7 +496,10 @@ mod tests {
         assert_eq!(config.name, "default");
         assert_eq!(config.data_dir(), PathBuf::from("default.etcd"));
         assert_eq!(config.initial_cluster_spec(), "default=http://localhost:2380");
-        assert_eq!(config.client_listen_addrs().expect("valid"), vec!["127.0.0.1:2379".parse().expect("addr")]);
+        assert_eq!(
+            config.client_listens().expect("valid"),
+            vec![Listen { addr: "127.0.0.1:2379".parse().expect("addr"), tls: false }]
+        );
         assert!(config.validate().is_ok());
     }
 
@@ -544,7 +535,10 @@ mod tests {
         config.validate().expect("kubeadm's flags validate");
         assert!(config.initial_corrupt_check());
         assert_eq!(config.watch_progress_notify_interval(), Duration::from_secs(5));
-        assert_eq!(config.metrics_listen_addrs().expect("addrs"), vec!["127.0.0.1:2381".parse().expect("addr")]);
+        assert_eq!(
+            config.metrics_listens().expect("addrs"),
+            vec![Listen { addr: "127.0.0.1:2381".parse().expect("addr"), tls: false }]
+        );
         // etcd 3.6's spelling of the same manifest.
         let config = Config::parse_from([
             "cairn",
