@@ -9,6 +9,7 @@ use cairn_proto::cairnpb::{write_request, WriteRequest};
 use cairn_proto::etcdserverpb::{PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest};
 use cairn_proto::mvccpb::KeyValue;
 use cairn_store::apply::Applier;
+use cairn_store::auth::AuthStore;
 use cairn_store::engine::{schema, Durability, Engine, WriteOp};
 use cairn_store::error::StoreError;
 use cairn_store::lease::Leases;
@@ -53,18 +54,19 @@ fn filled(n: usize) -> (Mvcc, Values) {
 
 fn put(i: usize) -> WriteRequest {
     let put = PutRequest { key: key(i), value: vec![b'v'; 256], ..Default::default() };
-    WriteRequest { request: Some(write_request::Request::Put(put)) }
+    WriteRequest { request: Some(write_request::Request::Put(put)), auth_info: None }
 }
 
 fn apply(c: &mut Criterion) {
     let (mvcc, values) = filled(10_000);
     let mut leases = Leases::new(2);
+    let mut auth = AuthStore::default();
     c.bench_function("apply/put", |b| {
         let mut mvcc = mvcc.clone();
         let mut i = 0;
         b.iter(|| {
             i = (i + 7919) % 10_000;
-            let mut applier = Applier::new(&mut mvcc, &values, &mut leases);
+            let mut applier = Applier::new(&mut mvcc, &values, &mut leases, &mut auth);
             applier.apply(put(i)).expect("apply");
             applier.finish()
         })
@@ -83,8 +85,10 @@ fn apply(c: &mut Criterion) {
                 })),
             };
             let txn = TxnRequest { compare: vec![], success: vec![op(i), op(i + 1)], failure: vec![] };
-            let mut applier = Applier::new(&mut mvcc, &values, &mut leases);
-            applier.apply(WriteRequest { request: Some(write_request::Request::Txn(txn)) }).expect("apply");
+            let mut applier = Applier::new(&mut mvcc, &values, &mut leases, &mut auth);
+            applier
+                .apply(WriteRequest { request: Some(write_request::Request::Txn(txn)), auth_info: None })
+                .expect("apply");
             applier.finish()
         })
     });

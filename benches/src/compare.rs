@@ -217,6 +217,7 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
                     rate: 0.0,
                     serializable,
                     whole_range: false,
+                    user: None,
                 };
                 eprintln!(" {workload_name}");
                 let outcome = load::run(workload, &load, true).await?;
@@ -247,6 +248,7 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
                 rate: 0.0,
                 serializable: false,
                 whole_range: false,
+                user: None,
             };
             load::run(Workload::Put, &fill, false).await?;
             let rss: u64 = pids(&cluster).into_iter().map(|pid| proc_field(pid, "status", "VmRSS:")).sum();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use etcd_client::{Client, GetOptions, Txn, TxnOp, WatchOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions};
 use hdrhistogram::Histogram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -16,6 +16,8 @@ pub enum Workload {
     WatchLatency,
     LeaseKeepalive,
     Mixed,
+    /// Logins with --user's name and password (bcrypt on the server).
+    Authenticate,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +56,17 @@ pub struct LoadOptions {
     /// Each range reads every key, as a LIST of a whole resource does (range).
     #[arg(long)]
     pub whole_range: bool,
+    /// `name:password`: log in once per connection and send the token, as etcdctl's --user.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+impl LoadOptions {
+    fn credentials(&self) -> Result<Option<(String, String)>> {
+        let Some(user) = &self.user else { return Ok(None) };
+        let (name, password) = user.split_once(':').context("--user takes name:password")?;
+        Ok(Some((name.to_string(), password.to_string())))
+    }
 }
 
 /// What a run measured. Latencies are in nanoseconds.
@@ -86,9 +99,13 @@ fn read_options(options: &LoadOptions) -> Option<GetOptions> {
 }
 
 pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool) -> Result<Outcome> {
+    let credentials = options.credentials()?;
     let mut connections = Vec::new();
     for _ in 0..options.conns.max(1) {
-        let client = Client::connect(options.endpoints.clone(), None).await.context("connecting")?;
+        // A login measured as the workload goes without a token on the connection.
+        let login = credentials.clone().filter(|_| workload != Workload::Authenticate);
+        let connect = login.map(|(name, password)| ConnectOptions::new().with_user(name, password));
+        let client = Client::connect(options.endpoints.clone(), connect).await.context("connecting")?;
         connections.push(client);
     }
     if workload == Workload::WatchLatency {
@@ -163,6 +180,12 @@ pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool)
                         },
                         _ => Err(etcd_client::Error::InvalidArgs("no lease".into())),
                     },
+                    Workload::Authenticate => match &options.credentials() {
+                        Ok(Some((name, password))) => {
+                            client.auth_client().authenticate(name.clone(), password.clone()).await.map(|_| ())
+                        }
+                        _ => Err(etcd_client::Error::InvalidArgs("authenticate needs --user".into())),
+                    },
                     Workload::WatchLatency => unreachable!("handled above"),
                 };
                 match outcome {
@@ -170,7 +193,13 @@ pub async fn run(workload: Workload, options: &LoadOptions, show_progress: bool)
                         let nanos = scheduled.elapsed().as_nanos() as u64;
                         let _ = latencies.record(nanos.max(1_000));
                     }
-                    Err(_) => errors += 1,
+                    Err(err) => {
+                        // The first failure of each client, so that a run that fails says why.
+                        if errors == 0 {
+                            eprintln!("  client {client_index}: {err}");
+                        }
+                        errors += 1;
+                    }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }

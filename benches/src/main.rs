@@ -1,6 +1,7 @@
 //! `cairn-bench`: load for any etcd-compatible endpoint, in the spirit of
 //! etcd's `tools/benchmark`, and the cairn-vs-etcd comparison.
 
+mod auth;
 mod compare;
 mod kube;
 mod load;
@@ -32,8 +33,12 @@ enum BenchCommand {
     LeaseKeepalive(Run),
     /// Half puts, half ranges.
     Mixed(Run),
+    /// Logins (etcd's Authenticate) with --user.
+    Authenticate(Run),
     /// cairn beside etcd at each cluster size; writes docs/benchmarks.
     Compare(compare::CompareOptions),
+    /// Logins and permission checks beside etcd; writes docs/benchmarks/auth.md's table.
+    Auth(auth::AuthOptions),
     /// Write latency beside whole-range reads and beside a large compaction.
     Stalls(stalls::StallOptions),
     /// A whole Kubernetes cluster on Cairn at density: hollow nodes, pods,
@@ -60,6 +65,7 @@ async fn main() -> Result<()> {
         BenchCommand::WatchLatency(run) => (load::Workload::WatchLatency, run),
         BenchCommand::LeaseKeepalive(run) => (load::Workload::LeaseKeepalive, run),
         BenchCommand::Mixed(run) => (load::Workload::Mixed, run),
+        BenchCommand::Authenticate(run) => (load::Workload::Authenticate, run),
         BenchCommand::Compare(options) => {
             let results = compare::compare(&options).await?;
             eprintln!("wrote {} measurements to {}", results.measurements.len(), options.out.display());
@@ -73,6 +79,12 @@ async fn main() -> Result<()> {
                 results.slos.len() - failed.len(),
                 results.slos.len()
             );
+            return Ok(());
+        }
+        BenchCommand::Auth(options) => {
+            let table = auth::run(&options).await?;
+            print!("{table}");
+            std::fs::write(&options.out, auth::page(&table))?;
             return Ok(());
         }
         BenchCommand::Stalls(options) => {

@@ -117,6 +117,7 @@ fn load_options(cluster: &Cluster) -> LoadOptions {
         rate: 0.0,
         serializable: false,
         whole_range: false,
+        user: None,
     }
 }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod engine;

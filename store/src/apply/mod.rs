@@ -8,7 +8,7 @@ pub mod validate;
 
 use std::collections::HashMap;
 
-use cairn_proto::cairnpb::{write_request, write_response, WriteRequest, WriteResponse};
+use cairn_proto::cairnpb::{write_request, write_response, AuthInfo, AuthResponse, WriteRequest, WriteResponse};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
@@ -21,6 +21,7 @@ use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
 use prost::Message;
 
+use crate::auth::{Access, AuthStore, TokenEffect};
 use crate::engine::{schema, WriteOp};
 use crate::error::{EtcdError, StoreError};
 use crate::lease::{Leases, MAX_LEASE_TTL};
@@ -31,6 +32,9 @@ pub struct Applier<'a, R: ValueReader> {
     mvcc: &'a mut Mvcc,
     reader: OverlayReader<'a, R>,
     leases: &'a mut Leases,
+    auth: &'a mut AuthStore,
+    auth_changed: bool,
+    token_effect: Option<TokenEffect>,
     ops: Vec<WriteOp>,
     events: Vec<Event>,
     garbage: Vec<Revision>,
@@ -97,11 +101,14 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 }
 
 impl<'a, R: ValueReader> Applier<'a, R> {
-    pub fn new(mvcc: &'a mut Mvcc, reader: &'a R, leases: &'a mut Leases) -> Self {
+    pub fn new(mvcc: &'a mut Mvcc, reader: &'a R, leases: &'a mut Leases, auth: &'a mut AuthStore) -> Self {
         Self {
             mvcc,
             reader: OverlayReader { base: reader, written: HashMap::new() },
             leases,
+            auth,
+            auth_changed: false,
+            token_effect: None,
             ops: Vec::new(),
             events: Vec::new(),
             garbage: Vec::new(),
@@ -132,18 +139,23 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         for (key, value) in counters {
             self.ops.push(WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value: schema::encode_i64(value) });
         }
+        if self.auth_changed {
+            let record = self.auth.to_state().encode_to_vec();
+            self.ops.push(WriteOp::Put { cf: schema::CF_META, key: schema::meta::SM_AUTH.to_vec(), value: record });
+        }
         Applied { ops: self.ops, events: self.events, garbage: self.garbage }
     }
 
     /// Applies one client write. Errors that a client should see become a response;
     /// only a storage failure is an `Err`.
-    pub fn apply(&mut self, req: WriteRequest) -> Result<WriteResponse, StoreError> {
+    pub fn apply(&mut self, mut req: WriteRequest) -> Result<WriteResponse, StoreError> {
+        let who = req.auth_info.take();
         let outcome = if self.corrupt && changes_keys_or_leases(&req) {
             Err(EtcdError::Corrupt.into())
         } else if self.no_space && adds_data(&req) {
             Err(EtcdError::NoSpace.into())
         } else {
-            self.dispatch(req)
+            self.check_access(&req, who.as_ref()).map_err(StoreError::from).and_then(|()| self.dispatch(req, who))
         };
         let response = match outcome {
             Ok(response) => response,
@@ -153,7 +165,52 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         Ok(WriteResponse { response: Some(response) })
     }
 
-    fn dispatch(&mut self, req: WriteRequest) -> Result<write_response::Response, StoreError> {
+    /// What the last auth request applied means for the members' tokens.
+    pub fn take_token_effect(&mut self) -> Option<TokenEffect> {
+        self.token_effect.take()
+    }
+
+    /// etcd's auth applier: a write is checked against the permissions its
+    /// sender had when it was applied, so every member decides alike.
+    /// A request without an identity comes from the members themselves (a
+    /// lease the leader expires, an alarm): it is not checked. Client requests
+    /// always carry one, empty when the client sent no credentials.
+    fn check_access(&self, req: &WriteRequest, who: Option<&AuthInfo>) -> Result<(), EtcdError> {
+        if !self.auth.is_enabled() || who.is_none() {
+            return Ok(());
+        }
+        match &req.request {
+            Some(write_request::Request::Put(put)) => {
+                self.auth.check(who, Access::Write, &put.key, &[])?;
+                self.check_lease_keys(who, put.lease)?;
+                if put.prev_kv {
+                    self.auth.check(who, Access::Read, &put.key, &[])?;
+                }
+                Ok(())
+            }
+            Some(write_request::Request::DeleteRange(delete)) => {
+                self.auth.check(who, Access::Write, &delete.key, &delete.range_end)?;
+                if delete.prev_kv {
+                    self.auth.check(who, Access::Read, &delete.key, &delete.range_end)?;
+                }
+                Ok(())
+            }
+            Some(write_request::Request::Txn(txn)) => self.auth.check_txn(who, txn),
+            Some(write_request::Request::LeaseRevoke(revoke)) => self.check_lease_keys(who, revoke.id),
+            // Stricter than etcd 3.5: a compaction takes history from every client.
+            Some(write_request::Request::Compaction(_)) => self.auth.check_admin(who),
+            // Auth requests are checked by the auth store; the rest come from members or need nothing.
+            _ => Ok(()),
+        }
+    }
+
+    /// Writing through a lease needs write access to every key it holds.
+    fn check_lease_keys(&self, who: Option<&AuthInfo>, lease: i64) -> Result<(), EtcdError> {
+        let Some(lease) = self.leases.get(lease) else { return Ok(()) };
+        lease.keys.iter().try_for_each(|key| self.auth.check(who, Access::Write, key, &[]))
+    }
+
+    fn dispatch(&mut self, req: WriteRequest, who: Option<AuthInfo>) -> Result<write_response::Response, StoreError> {
         match req.request {
             Some(write_request::Request::Put(put)) => self.put_txn(put).map(write_response::Response::Put),
             Some(write_request::Request::DeleteRange(delete)) => {
@@ -173,6 +230,13 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             }
             // Alarms are the state machine's; it answers them before the applier sees them.
             Some(write_request::Request::Alarm(_)) => Ok(write_response::Response::Alarm(Default::default())),
+            Some(write_request::Request::Auth(auth)) => {
+                let before = (self.auth.revision(), self.auth.is_enabled());
+                let (response, effect) = self.auth.apply(auth, who.as_ref())?;
+                self.auth_changed |= before != (self.auth.revision(), self.auth.is_enabled());
+                self.token_effect = effect;
+                Ok(write_response::Response::Auth(AuthResponse { response: Some(response) }))
+            }
             None => Err(EtcdError::Internal("empty write request".into()).into()),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_proto::cairnpb::{write_request, write_response, WriteRequest};
+use cairn_proto::cairnpb::{write_request, write_response, AuthInfo, WriteRequest};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
@@ -13,6 +13,7 @@ use cairn_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use super::Applier;
+use crate::auth::AuthStore;
 use crate::engine::{schema, WriteOp};
 use crate::error::{EtcdError, StoreError};
 use crate::lease::Leases;
@@ -36,18 +37,30 @@ struct Store {
     mvcc: Mvcc,
     values: Values,
     leases: Leases,
+    auth: AuthStore,
     /// What compactions handed to the background compactor, not yet deleted.
     garbage: Vec<Revision>,
 }
 
 impl Store {
     fn new() -> Self {
-        Self { mvcc: Mvcc::new(), values: Values::default(), leases: Leases::new(2), garbage: Vec::new() }
+        Self {
+            mvcc: Mvcc::new(),
+            values: Values::default(),
+            leases: Leases::new(2),
+            auth: AuthStore::default(),
+            garbage: Vec::new(),
+        }
     }
 
     fn apply(&mut self, request: write_request::Request) -> write_response::Response {
-        let mut applier = Applier::new(&mut self.mvcc, &self.values, &mut self.leases);
-        let response = applier.apply(WriteRequest { request: Some(request) }).expect("no storage fault");
+        self.apply_as(request, None)
+    }
+
+    fn apply_as(&mut self, request: write_request::Request, who: Option<AuthInfo>) -> write_response::Response {
+        let mut applier = Applier::new(&mut self.mvcc, &self.values, &mut self.leases, &mut self.auth);
+        let response =
+            applier.apply(WriteRequest { request: Some(request), auth_info: who }).expect("no storage fault");
         let applied = applier.finish();
         self.garbage.extend(applied.garbage);
         for op in applied.ops {
@@ -264,4 +277,101 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
     assert_eq!((store.get("a", 0), store.get("b", 0)), (None, None));
     assert_eq!(store.get("c", 0).expect("c stays").value, b"detached");
     assert_eq!(error_of(store.apply(revoke)), "etcdserver: requested lease not found");
+}
+
+mod auth {
+    use cairn_proto::authpb::{permission::Type, Permission};
+    use cairn_proto::cairnpb::{auth_request, AuthRequest};
+    use cairn_proto::etcdserverpb::{
+        AuthEnableRequest, AuthRoleAddRequest, AuthRoleGrantPermissionRequest, AuthUserAddRequest,
+        AuthUserGrantRoleRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    };
+
+    use super::*;
+
+    fn auth(request: auth_request::Request) -> write_request::Request {
+        write_request::Request::Auth(AuthRequest { request: Some(request) })
+    }
+
+    fn error(response: write_response::Response) -> Option<String> {
+        match response {
+            write_response::Response::Error(err) => Some(err.message),
+            _ => None,
+        }
+    }
+
+    /// Auth on; alice may write "a" only.
+    fn store_with_alice() -> (Store, AuthInfo) {
+        let mut store = Store::new();
+        let no_password = Some(cairn_proto::authpb::UserAddOptions { no_password: true });
+        for request in [
+            auth_request::Request::UserAdd(AuthUserAddRequest {
+                name: "root".into(),
+                options: no_password,
+                ..Default::default()
+            }),
+            auth_request::Request::UserGrantRole(AuthUserGrantRoleRequest { user: "root".into(), role: "root".into() }),
+            auth_request::Request::UserAdd(AuthUserAddRequest {
+                name: "alice".into(),
+                options: no_password,
+                ..Default::default()
+            }),
+            auth_request::Request::RoleAdd(AuthRoleAddRequest { name: "w".into() }),
+            auth_request::Request::RoleGrantPermission(AuthRoleGrantPermissionRequest {
+                name: "w".into(),
+                perm: Some(Permission { perm_type: Type::Write as i32, key: b"a".to_vec(), range_end: Vec::new() }),
+            }),
+            auth_request::Request::UserGrantRole(AuthUserGrantRoleRequest { user: "alice".into(), role: "w".into() }),
+            auth_request::Request::Enable(AuthEnableRequest {}),
+        ] {
+            assert_eq!(error(store.apply(auth(request))), None);
+        }
+        let alice = AuthInfo { username: "alice".into(), revision: store.auth.revision() };
+        (store, alice)
+    }
+
+    fn put(key: &str) -> write_request::Request {
+        write_request::Request::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
+    }
+
+    #[test]
+    fn a_write_is_checked_against_its_senders_permissions_at_apply() {
+        let (mut store, alice) = store_with_alice();
+        assert_eq!(error(store.apply_as(put("a"), Some(alice.clone()))), None);
+        let revision = store.mvcc.current_rev;
+        let denied = error(store.apply_as(put("b"), Some(alice.clone())));
+        assert_eq!(denied.as_deref(), Some("etcdserver: permission denied"));
+        assert_eq!(store.mvcc.current_rev, revision, "a refused write changes nothing");
+        let anonymous = error(store.apply_as(put("a"), Some(AuthInfo::default())));
+        assert_eq!(anonymous.as_deref(), Some("etcdserver: user name is empty"));
+        let stale = AuthInfo { revision: alice.revision - 1, ..alice.clone() };
+        assert_eq!(
+            error(store.apply_as(put("a"), Some(stale))).as_deref(),
+            Some("etcdserver: revision of auth store is old")
+        );
+        let compact = write_request::Request::Compaction(CompactionRequest { revision: 1, physical: false });
+        assert_eq!(error(store.apply_as(compact, Some(alice))).as_deref(), Some("etcdserver: permission denied"));
+    }
+
+    #[test]
+    fn revoking_a_lease_needs_write_access_to_its_keys_but_the_leader_may_always() {
+        let (mut store, alice) = store_with_alice();
+        assert_eq!(error(store.apply(write_request::Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }))), None);
+        let on_lease = PutRequest { key: b"b".to_vec(), lease: 7, ..Default::default() };
+        assert_eq!(error(store.apply(write_request::Request::Put(on_lease))), None);
+        let revoke = || write_request::Request::LeaseRevoke(LeaseRevokeRequest { id: 7 });
+        assert_eq!(error(store.apply_as(revoke(), Some(alice))).as_deref(), Some("etcdserver: permission denied"));
+        assert_eq!(error(store.apply(revoke())), None, "an expiry from the leader carries no identity");
+    }
+
+    #[test]
+    fn an_auth_change_is_written_with_the_batch() {
+        let mut store = Store::new();
+        let mut applier = Applier::new(&mut store.mvcc, &store.values, &mut store.leases, &mut store.auth);
+        let add = auth(auth_request::Request::RoleAdd(AuthRoleAddRequest { name: "r".into() }));
+        applier.apply(WriteRequest { request: Some(add), auth_info: None }).expect("apply");
+        let ops = applier.finish().ops;
+        let is_auth_record = |op: &WriteOp| matches!(op, WriteOp::Put { key, .. } if key == schema::meta::SM_AUTH);
+        assert!(ops.iter().any(is_auth_record));
+    }
 }

@@ -9,9 +9,11 @@ use clap::Parser;
 
 use crate::cluster::{ClusterError, InitialCluster};
 
+mod auth;
 mod compat;
 mod tls;
 
+pub use auth::{AuthFlags, TokenSpec};
 use compat::{one_name, parse_bool, Refused};
 pub use compat::{Feature, FeatureGates};
 pub use tls::TlsFlags;
@@ -127,6 +129,9 @@ pub struct Config {
     /// TLS on the client and peer listeners.
     #[command(flatten)]
     pub tls: TlsFlags,
+    /// Auth tokens and password hashing.
+    #[command(flatten)]
+    pub auth: AuthFlags,
     /// etcd 3.5's flags for what are feature gates in 3.6.
     #[command(flatten)]
     pub experimental_gates: ExperimentalGates,
@@ -171,6 +176,8 @@ pub enum ConfigError {
     PeerUrlWithoutTls(SocketAddr),
     #[error("--{0}client-cert-auth needs --{0}trusted-ca-file: no client certificate could be verified without it")]
     CertAuthWithoutCa(&'static str),
+    #[error("failed to create token provider: auth: invalid auth options: {0}")]
+    AuthToken(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
@@ -416,6 +423,7 @@ impl Config {
             return Err(ConfigError::ZeroMaxLearners);
         }
         self.validate_tls()?;
+        self.auth.token_spec()?;
         for url in &self.advertise_client_urls {
             socket_addr("advertise-client-urls", url)?;
         }

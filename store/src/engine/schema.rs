@@ -51,6 +51,9 @@ pub mod meta {
     pub const SM_MEMBER_ATTRS: &[u8] = b"sm_member_attrs";
     /// Active alarms, bincode list of (member ID, alarm type).
     pub const SM_ALARMS: &[u8] = b"sm_alarms";
+    /// The auth store: users, roles, the enabled flag and the auth revision
+    /// (an encoded `cairnpb.AuthState`). Snapshots carry it, restores keep it.
+    pub const SM_AUTH: &[u8] = b"sm_auth";
     /// The current Raft snapshot: bincode (file name, openraft `SnapshotMeta`).
     pub const SNAPSHOT_CURRENT: &[u8] = b"snapshot_current";
     /// Set (synced) while a received snapshot is being installed: the same

@@ -319,7 +319,7 @@ mod tests {
 
     fn entry(index: u64, value_bytes: usize) -> Entry {
         let put = PutRequest { key: b"k".to_vec(), value: vec![0; value_bytes], ..Default::default() };
-        let request = WriteRequest { request: Some(write_request::Request::Put(put)) };
+        let request = WriteRequest { request: Some(write_request::Request::Put(put)), auth_info: None };
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Proposal(vec![request])),

@@ -22,6 +22,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             min_lease_ttl: 2,
             compaction_batch_limit: 1000,
             compaction_sleep: std::time::Duration::from_millis(10),
+            simple_token_ttl: std::time::Duration::from_secs(300),
         };
         let state = Arc::new(KvState::open(engine.clone(), options).expect("state"));
         let snapshot_dir = dir.path().join(schema::SNAPSHOT_DIR);

@@ -33,6 +33,7 @@ impl ClusterService {
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(&self, request: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let request = request.into_inner();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
         // As etcd: a member added later gets an ID that also depends on the time.
@@ -53,6 +54,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let members = self.change(membership_change::Change::Remove(request.into_inner().id)).await?;
         Ok(Response::new(MemberRemoveResponse { header: self.header(), members }))
     }
@@ -61,6 +63,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let request = request.into_inner();
         let update = UpdateMember { id: request.id, peer_urls: request.peer_ur_ls };
         let members = self.change(membership_change::Change::Update(update)).await?;
@@ -78,6 +81,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let members = self.change(membership_change::Change::Promote(request.into_inner().id)).await?;
         Ok(Response::new(MemberPromoteResponse { header: self.header(), members }))
     }

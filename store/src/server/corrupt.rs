@@ -197,7 +197,7 @@ async fn check_once(node: &Arc<Node>) -> Result<(), StoreError> {
     // etcd raises one alarm per check, for the first member found.
     if let Some(&member_id) = mismatched.first() {
         let alarm = AlarmRequest { action: AlarmAction::Activate as i32, member_id, alarm: AlarmType::Corrupt as i32 };
-        let request = WriteRequest { request: Some(write_request::Request::Alarm(alarm)) };
+        let request = WriteRequest { request: Some(write_request::Request::Alarm(alarm)), auth_info: None };
         if let Err(status) = node.write(request).await {
             tracing::warn!(%status, "raising the CORRUPT alarm failed");
         }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cairn_proto::cairnpb::{write_request, write_response, WriteRequest};
+use cairn_proto::cairnpb::{write_request, write_response, AuthInfo, WriteRequest};
 use cairn_proto::etcdserverpb::kv_server::Kv;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
@@ -28,8 +28,8 @@ impl KvService {
         Ok(())
     }
 
-    async fn write(&self, request: write_request::Request) -> Result<write_response::Response, Status> {
-        let request = WriteRequest { request: Some(request) };
+    async fn write(&self, who: AuthInfo, request: write_request::Request) -> Result<write_response::Response, Status> {
+        let request = WriteRequest { request: Some(request), auth_info: Some(who) };
         self.check_size(&request)?;
         self.node.write(request).await
     }
@@ -47,11 +47,13 @@ fn unexpected() -> Status {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let who = self.node.client_identity(&request).await?;
         let request = request.into_inner();
         validate::check_range(&request)?;
         if !request.serializable {
             self.node.linearizable_barrier().await?;
         }
+        self.node.check_read(&who, &request.key, &request.range_end)?;
         let mut response = if request.range_end.is_empty() {
             // One key: cheaper to read here than to hand to another thread.
             self.node.state.range(&request)?
@@ -68,14 +70,16 @@ impl Kv for KvService {
             .await;
             read.map_err(|err| EtcdError::Internal(err.to_string()))??
         };
+        self.node.check_still_current(&who)?;
         response.header = self.header(&response.header);
         Ok(Response::new(response))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = self.node.client_identity(&request).await?;
         let request = request.into_inner();
         validate::check_put(&request)?;
-        let write_response::Response::Put(mut response) = self.write(write_request::Request::Put(request)).await?
+        let write_response::Response::Put(mut response) = self.write(who, write_request::Request::Put(request)).await?
         else {
             return Err(unexpected());
         };
@@ -87,10 +91,11 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = self.node.client_identity(&request).await?;
         let request = request.into_inner();
         validate::check_delete(&request)?;
         let write_response::Response::DeleteRange(mut response) =
-            self.write(write_request::Request::DeleteRange(request)).await?
+            self.write(who, write_request::Request::DeleteRange(request)).await?
         else {
             return Err(unexpected());
         };
@@ -99,9 +104,10 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = self.node.client_identity(&request).await?;
         let request = request.into_inner();
         validate::check_txn(&request)?;
-        let write_response::Response::Txn(mut response) = self.write(write_request::Request::Txn(request)).await?
+        let write_response::Response::Txn(mut response) = self.write(who, write_request::Request::Txn(request)).await?
         else {
             return Err(unexpected());
         };
@@ -110,10 +116,11 @@ impl Kv for KvService {
     }
 
     async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        let who = self.node.client_identity(&request).await?;
         let request = request.into_inner();
         let (revision, physical) = (request.revision, request.physical);
         let write_response::Response::Compaction(mut response) =
-            self.write(write_request::Request::Compaction(request)).await?
+            self.write(who, write_request::Request::Compaction(request)).await?
         else {
             return Err(unexpected());
         };

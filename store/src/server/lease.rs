@@ -34,7 +34,7 @@ impl Lease for LeaseService {
         if request.id == 0 {
             request.id = self.node.next_lease_id();
         }
-        let write = WriteRequest { request: Some(write_request::Request::LeaseGrant(request)) };
+        let write = WriteRequest { request: Some(write_request::Request::LeaseGrant(request)), auth_info: None };
         let write_response::Response::LeaseGrant(mut response) = self.node.write(write).await? else {
             return Err(unexpected());
         };
@@ -46,7 +46,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let write = WriteRequest { request: Some(write_request::Request::LeaseRevoke(request.into_inner())) };
+        let who = self.node.client_identity(&request).await?;
+        let revoke = write_request::Request::LeaseRevoke(request.into_inner());
+        let write = WriteRequest { request: Some(revoke), auth_info: Some(who) };
         let write_response::Response::LeaseRevoke(mut response) = self.node.write(write).await? else {
             return Err(unexpected());
         };
@@ -83,7 +85,15 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let mut response = self.node.lease_time_to_live(request.into_inner()).await?;
+        let who = self.node.client_identity(&request).await?;
+        let request = request.into_inner();
+        // As etcd 3.5.13 and later: the keys a lease holds are only told to who may read them.
+        if let Some(lease) = self.node.state.lease(request.id) {
+            for key in &lease.keys {
+                self.node.check_read(&who, key, &[])?;
+            }
+        }
+        let mut response = self.node.lease_time_to_live(request).await?;
         response.header = self.node.header(self.node.state.current_revision());
         Ok(Response::new(response))
     }

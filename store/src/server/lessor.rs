@@ -39,7 +39,8 @@ async fn revoke_expired(node: &Node, id: i64) {
         tracing::debug!(?err, lease = id, "not revoking: leadership not confirmed");
         return;
     }
-    let request = WriteRequest { request: Some(write_request::Request::LeaseRevoke(LeaseRevokeRequest { id })) };
+    let request =
+        WriteRequest { request: Some(write_request::Request::LeaseRevoke(LeaseRevokeRequest { id })), auth_info: None };
     if let Err(err) = node.proposer.propose(request).await {
         tracing::debug!(?err, lease = id, "revoking an expired lease");
     }

@@ -54,7 +54,7 @@ impl Maintenance for MaintenanceService {
                 .collect();
             return Ok(Response::new(AlarmResponse { header: node.header(node.state.current_revision()), alarms }));
         }
-        let write = WriteRequest { request: Some(write_request::Request::Alarm(request)) };
+        let write = WriteRequest { request: Some(write_request::Request::Alarm(request)), auth_info: None };
         let write_response::Response::Alarm(mut response) = node.write(write).await? else {
             return Err(EtcdError::Internal("unexpected response type".into()).into());
         };
@@ -87,26 +87,30 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(&self, request: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let state = self.node.state.clone();
         blocking(move || state.defragment()).await?;
         Ok(Response::new(DefragmentResponse { header: self.node.header(self.node.state.current_revision()) }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let state = self.node.state.clone();
         let hash = blocking(move || state.hash_all()).await?;
         Ok(Response::new(HashResponse { header: self.node.header(self.node.state.current_revision()), hash }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let revision = request.into_inner().revision;
         Ok(Response::new(super::corrupt::hash_kv_response(&self.node, revision).await?))
     }
 
     /// Streams a consistent copy of the whole store, ending with its SHA-256,
     /// as etcd does; it is read from a point-in-time engine view, never held in memory.
-    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.node.check_admin(&request).await?;
         let (out, responses) = mpsc::channel(SNAPSHOT_CHUNKS_QUEUED);
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || {
@@ -126,6 +130,7 @@ impl Maintenance for MaintenanceService {
     /// openraft 0.9 has no leadership transfer: the leader stops heartbeats so
     /// that the followers' leases lapse, then asks the target to campaign.
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.node.check_admin(&request).await?;
         let target = request.into_inner().target_id;
         let node = &self.node;
         if !node.is_leader() {

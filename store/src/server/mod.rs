@@ -1,6 +1,7 @@
 //! The member process: opening the data dir, starting Raft, and serving the
 //! etcd API on the client URLs and the peer protocol on the peer URLs.
 
+pub mod auth;
 pub mod cluster;
 pub mod corrupt;
 pub mod http;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_server::RaftPeerServer;
 use cairn_proto::cairnpb::{write_request, MemberAttributes, WriteRequest};
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::kv_server::KvServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
@@ -77,6 +79,8 @@ pub enum StartError {
     Raft(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("failed to create token provider: {0}")]
+    Auth(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -93,6 +97,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
     let data_dir = config.data_dir();
     let security = Security::new(&config, &data_dir)?;
+    let tokens = auth::Tokens::from_config(&config)?;
     let peers = Arc::new(PeerClients::from_env(security.dialer.clone()));
     let (engine, identity, bootstrap) = open_data_dir(&config, &initial, &peers).await?;
     let engine = Arc::new(engine);
@@ -106,6 +111,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         min_lease_ttl,
         compaction_batch_limit: config.compaction_batch_limit(),
         compaction_sleep: config.compaction_sleep_interval(),
+        simple_token_ttl: config.auth.simple_token_ttl(),
     };
     let state = Arc::new(KvState::open(engine.clone(), state_options)?);
     // As etcd: only a member that had data before is checked; a new one has nothing to compare.
@@ -161,6 +167,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         peers,
         proposer,
         reads,
+        tokens,
     ));
     tracing::info!(
         name = %config.name,
@@ -387,11 +394,13 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService { node: node.clone() });
     let watch = WatchServer::new(watch::WatchService { node: node.clone() });
     let lease = LeaseServer::new(lease::LeaseService { node: node.clone() });
+    let auth = AuthServer::new(auth::AuthService { node: node.clone() });
     let routes = tonic::service::Routes::new(kv)
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)
+        .add_service(auth)
         .into_axum_router()
         .merge(http::router(node.clone()));
     let result = tonic::transport::Server::builder()
@@ -484,7 +493,7 @@ async fn publish_attributes(node: Arc<Node>) {
     if node.state.member_attributes().get(&node.id) == Some(&attributes) {
         return;
     }
-    let request = WriteRequest { request: Some(write_request::Request::Publish(attributes)) };
+    let request = WriteRequest { request: Some(write_request::Request::Publish(attributes)), auth_info: None };
     for _ in 0..PUBLISH_ATTEMPTS {
         match node.write(request.clone()).await {
             Ok(_) => return,

@@ -39,6 +39,8 @@ pub struct Node {
     pub proposer: Proposer,
     pub reads: ReadIndex,
     pub lessor: Lessor,
+    /// `--auth-token`: how this member issues and checks tokens.
+    pub tokens: super::auth::Tokens,
     /// Multi-key reads that may run at once: one core fewer than the machine
     /// has, so that however many clients list, the write path keeps a core.
     pub range_slots: Arc<tokio::sync::Semaphore>,
@@ -67,6 +69,7 @@ impl Node {
         peers: Arc<PeerClients>,
         proposer: Proposer,
         reads: ReadIndex,
+        tokens: super::auth::Tokens,
     ) -> Self {
         // As etcd's ID generator: the low bits start from the clock, so IDs stay unique across restarts.
         let now_ms = std::time::SystemTime::now()
@@ -82,6 +85,7 @@ impl Node {
             proposer,
             reads,
             lessor: Lessor::default(),
+            tokens,
             range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
         }
@@ -200,7 +204,7 @@ impl Node {
         }
         let alarm =
             AlarmRequest { action: AlarmAction::Activate as i32, member_id: self.id, alarm: AlarmType::Nospace as i32 };
-        let request = WriteRequest { request: Some(write_request::Request::Alarm(alarm)) };
+        let request = WriteRequest { request: Some(write_request::Request::Alarm(alarm)), auth_info: None };
         if let Err(status) = Box::pin(self.write(request)).await {
             tracing::warn!(%status, "raising the NOSPACE alarm");
         }
@@ -225,7 +229,7 @@ impl Node {
     }
 
     /// Waits until this member has applied `index`.
-    async fn wait_applied(&self, index: u64) -> Result<(), EtcdError> {
+    pub(super) async fn wait_applied(&self, index: u64) -> Result<(), EtcdError> {
         let deadline = Instant::now() + self.request_timeout();
         let mut applied = self.state.subscribe_applied();
         let caught_up = tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))

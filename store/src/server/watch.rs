@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use cairn_proto::cairnpb::AuthInfo;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
@@ -37,7 +38,9 @@ impl Watch for WatchService {
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let (out, responses) = mpsc::channel(OUTPUT_DEPTH);
-        tokio::spawn(serve_stream(self.node.clone(), request.into_inner(), out));
+        // As etcd: a stream whose credentials do not check out gets each watch refused.
+        let who = self.node.client_identity(&request).await.ok();
+        tokio::spawn(serve_stream(self.node.clone(), who, request.into_inner(), out));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 }
@@ -85,7 +88,15 @@ fn progress_answer(delivered: impl Iterator<Item = i64>, asked_at: i64, current:
     }
 }
 
-async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, out: Out) {
+/// etcd's `isWatchPermitted`: read access to the watched range.
+fn watch_permitted(node: &Node, who: Option<&AuthInfo>, create: &WatchCreateRequest) -> bool {
+    let Some(who) = who else { return !node.state.auth().is_enabled() };
+    // An empty key is the smallest key, as etcd reads it.
+    let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
+    node.check_read(who, key, &create.range_end).is_ok()
+}
+
+async fn serve_stream(node: Arc<Node>, who: Option<AuthInfo>, mut incoming: Streaming<WatchRequest>, out: Out) {
     let mut watchers: HashMap<i64, Watcher> = HashMap::new();
     let mut next_id = 0;
     // A progress request that waits for the watchers: the revision current when it came.
@@ -134,6 +145,20 @@ async fn serve_stream(node: Arc<Node>, mut incoming: Streaming<WatchRequest>, ou
                     next_id - 1
                 };
                 let current = node.state.events().current_revision();
+                if !watch_permitted(&node, who.as_ref(), &create) {
+                    let response = WatchResponse {
+                        header: node.header(current),
+                        watch_id: create.watch_id,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: EtcdError::PermissionDenied.to_string(),
+                        ..Default::default()
+                    };
+                    if out.send(Ok(response)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 if watchers.contains_key(&id) {
                     let response = WatchResponse {
                         header: node.header(current),

@@ -141,7 +141,10 @@ pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Resu
     let summary = verify(path, true)?;
     let content_len = summary.total_size - CHECKSUM_BYTES as u64;
     let clear = |cf| WriteOp::DeleteRange { cf, from: Vec::new(), to: vec![0xff; 32] };
-    engine.write(&[clear(schema::CF_KV), clear(schema::CF_LEASE)], Durability::Buffered)?;
+    // The auth store travels with the data, also into a restored cluster (as etcd's
+    // auth buckets): none in the snapshot means none after the load.
+    let no_auth = WriteOp::Delete { cf: schema::CF_META, key: meta::SM_AUTH.to_vec() };
+    engine.write(&[clear(schema::CF_KV), clear(schema::CF_LEASE), no_auth], Durability::Buffered)?;
     let mut ops = Vec::with_capacity(LOAD_BATCH_OPS);
     let mut index = Index::default();
     let total = summary.kv_records.max(1);
@@ -164,7 +167,7 @@ pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Resu
                 loaded += 1;
             }
             Record::Lease(lease) => ops.push(schema::lease_record(lease.id, lease.ttl)),
-            Record::Meta(record) if options.with_meta => {
+            Record::Meta(record) if options.with_meta || record.key == meta::SM_AUTH => {
                 ops.push(WriteOp::Put { cf: schema::CF_META, key: record.key, value: record.value });
             }
             Record::Meta(_) | Record::Header(_) | Record::Footer(_) => {}

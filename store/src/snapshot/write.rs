@@ -74,7 +74,7 @@ pub fn write_snapshot(
             };
             write_record(&mut tee, &record(snapshot_record::Record::Header(header))).map_err(io)?;
             for (key, value) in &meta_values {
-                if [meta::SM_MEMBER_ATTRS, meta::SM_ALARMS].contains(&key.as_slice()) {
+                if [meta::SM_MEMBER_ATTRS, meta::SM_ALARMS, meta::SM_AUTH].contains(&key.as_slice()) {
                     let meta = MetaRecord { key: key.clone(), value: value.clone() };
                     write_record(&mut tee, &record(snapshot_record::Record::Meta(meta))).map_err(io)?;
                 }

@@ -10,17 +10,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::cairnpb::{write_request, write_response, MemberAttributes, WriteResponse};
+use cairn_proto::cairnpb::{auth_response, write_request, write_response, AuthState, MemberAttributes, WriteResponse};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::event::EventType;
 use cairn_proto::mvccpb::{Event, KeyValue};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use prost::Message;
 use tokio::sync::watch;
 
 use crate::apply::{Applied, Applier};
+use crate::auth::tokens::{simple_token, SimpleTokens};
+use crate::auth::{AuthStore, TokenEffect};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, PointRead, WriteOp};
 use crate::error::StoreError;
@@ -42,6 +44,8 @@ pub struct StateOptions {
     pub compaction_batch_limit: usize,
     /// Pause between two batches of a physical compaction.
     pub compaction_sleep: Duration,
+    /// `--auth-token-ttl`: how long an unused simple token lives.
+    pub simple_token_ttl: Duration,
 }
 
 /// Reads values by revision from the engine, or from a snapshot of it.
@@ -83,6 +87,9 @@ pub struct KvState {
     member_attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
     /// Active alarms: (member ID, alarm type), replicated.
     alarms: RwLock<Vec<(u64, AlarmType)>>,
+    auth: RwLock<AuthStore>,
+    /// This member's simple tokens: registered as Authenticate entries apply.
+    tokens: Mutex<SimpleTokens>,
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
     events: EventLog,
@@ -92,7 +99,8 @@ pub struct KvState {
 impl KvState {
     /// Rebuilds the in-memory index from the engine, as etcd does at start.
     pub fn open(engine: Arc<Engine>, options: StateOptions) -> Result<Self, StoreError> {
-        let Loaded { mvcc, leases, member_attrs, alarms, applied, garbage } = load(&engine, options.min_lease_ttl)?;
+        let Loaded { mvcc, leases, member_attrs, alarms, auth, applied, garbage } =
+            load(&engine, options.min_lease_ttl)?;
         let applied_index = applied.last_applied.map_or(0, |log_id: LogId| log_id.index);
         let events = EventLog::new(mvcc.current_rev, options.event_log_capacity);
         let compactor = Compactor::start(engine.clone(), options.compaction_batch_limit, options.compaction_sleep)
@@ -107,6 +115,8 @@ impl KvState {
             leases: RwLock::new(leases),
             member_attrs: RwLock::new(member_attrs),
             alarms: RwLock::new(alarms),
+            auth: RwLock::new(auth),
+            tokens: Mutex::new(SimpleTokens::new(options.simple_token_ttl)),
             applied: RwLock::new(applied),
             applied_index: watch::channel(applied_index).0,
         })
@@ -140,6 +150,7 @@ impl KvState {
         *self.leases.write() = loaded.leases;
         *self.member_attrs.write() = loaded.member_attrs;
         *self.alarms.write() = loaded.alarms;
+        *self.auth.write() = loaded.auth;
         *self.applied.write() = loaded.applied;
         // Watchers behind the new revision read what they miss from storage.
         self.events.reset(mvcc.current_rev);
@@ -199,6 +210,7 @@ struct Loaded {
     leases: Leases,
     member_attrs: BTreeMap<u64, MemberAttributes>,
     alarms: Vec<(u64, AlarmType)>,
+    auth: AuthStore,
     applied: AppliedState,
     /// Values a compaction made unreachable that are still on disk.
     garbage: Vec<Revision>,
@@ -285,7 +297,15 @@ fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
                 .map_err(|_| EngineError::Corrupt { what: "alarms".into(), detail })
         };
         let alarms = alarms.into_iter().map(decode_alarm).collect::<Result<_, _>>()?;
-        Ok(Loaded { mvcc, leases, member_attrs, alarms, applied: AppliedState { last_applied, membership }, garbage })
+        let auth = match decode_meta(meta::SM_AUTH)? {
+            Some(bytes) => AuthStore::from_state(
+                AuthState::decode(bytes.as_slice())
+                    .map_err(|err| EngineError::Corrupt { what: "auth store".into(), detail: err.to_string() })?,
+            ),
+            None => AuthStore::default(),
+        };
+        let applied = AppliedState { last_applied, membership };
+        Ok(Loaded { mvcc, leases, member_attrs, alarms, auth, applied, garbage })
     }
 }
 
@@ -327,6 +347,16 @@ impl KvState {
 
     pub fn alarms(&self) -> Vec<(u64, AlarmType)> {
         self.alarms.read().clone()
+    }
+
+    /// The auth store, for the checks a member makes before it proposes or reads.
+    pub fn auth(&self) -> RwLockReadGuard<'_, AuthStore> {
+        self.auth.read()
+    }
+
+    /// The user a simple token stands for, renewing it.
+    pub fn simple_token_user(&self, token: &str) -> Option<String> {
+        self.tokens.lock().lookup(token, std::time::Instant::now())
     }
 
     pub fn key_count(&self) -> usize {
@@ -463,8 +493,9 @@ impl KvState {
         let mut mvcc = self.mvcc.write();
         let compacted_before = mvcc.compact_rev;
         let mut leases = self.leases.write();
+        let mut auth = self.auth.write();
         let reader = EngineReader(self.engine.as_ref());
-        let mut applier = Applier::new(&mut mvcc, &reader, &mut leases);
+        let mut applier = Applier::new(&mut mvcc, &reader, &mut leases, &mut auth);
         let mut responses = Vec::with_capacity(entries.len());
         let mut new_membership = None;
         let mut attrs_changed = false;
@@ -472,7 +503,7 @@ impl KvState {
         let mut alarms = self.alarms.write();
         let mut alarms_changed = false;
         applier.set_alarms(alarms.iter().map(|(_, alarm)| alarm));
-        for (_, proposal, membership) in entries {
+        for (log_id, proposal, membership) in entries {
             if let Some(membership) = membership {
                 new_membership = Some(membership);
             }
@@ -495,7 +526,14 @@ impl KvState {
                     entry_responses.push(WriteResponse { response: Some(write_response::Response::Alarm(response)) });
                     continue;
                 }
-                entry_responses.push(applier.apply(request)?);
+                let is_auth = matches!(request.request, Some(write_request::Request::Auth(_)));
+                let mut response = applier.apply(request)?;
+                if is_auth {
+                    if let Some(effect) = applier.take_token_effect() {
+                        self.apply_token_effect(effect, log_id.index, &mut response);
+                    }
+                }
+                entry_responses.push(response);
             }
             responses.push(entry_responses);
         }
@@ -529,10 +567,31 @@ impl KvState {
         drop(applied);
         drop(member_attrs);
         drop(alarms);
+        drop(auth);
         drop(leases);
         drop(mvcc);
         self.applied_index.send_replace(last_log_id.index);
         Ok(responses)
+    }
+
+    /// Every member registers a simple token when its Authenticate entry
+    /// applies, named by the entry's index, so that any member accepts it.
+    fn apply_token_effect(&self, effect: TokenEffect, index: u64, response: &mut WriteResponse) {
+        let mut tokens = self.tokens.lock();
+        match effect {
+            TokenEffect::Issued { name, simple_token_prefix } if !simple_token_prefix.is_empty() => {
+                let token = simple_token(&simple_token_prefix, index);
+                if let Some(write_response::Response::Auth(auth)) = &mut response.response {
+                    if let Some(auth_response::Response::Authenticate(result)) = &mut auth.response {
+                        result.token = token.clone();
+                    }
+                }
+                tokens.issue(token, name, std::time::Instant::now());
+            }
+            TokenEffect::Issued { .. } => {}
+            TokenEffect::RevokeUser(name) => tokens.revoke_user(&name),
+            TokenEffect::RevokeAll => tokens.clear(),
+        }
     }
 }
 
@@ -576,12 +635,13 @@ mod tests {
             min_lease_ttl: 2,
             compaction_batch_limit: 100,
             compaction_sleep: Duration::from_millis(10),
+            simple_token_ttl: Duration::from_secs(300),
         }
     }
 
     fn entry(index: u64, request: write_request::Request) -> Entry {
         let log_id = LogId::new(CommittedLeaderId::new(1, 1), index);
-        (log_id, Some(Proposal(vec![WriteRequest { request: Some(request) }])), None)
+        (log_id, Some(Proposal(vec![WriteRequest { request: Some(request), auth_info: None }])), None)
     }
 
     fn put(index: u64) -> Entry {

@@ -16,6 +16,11 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub use auto::self_cert;
+
+/// The subject's common name of a DER certificate (Go's: the last CN).
+pub fn common_name(der: &[u8]) -> Option<String> {
+    identity::names(der).ok()?.common_name
+}
 pub use dial::PeerDialer;
 pub use listen::{accept, ServerTls};
 

@@ -2,6 +2,7 @@
 //! real etcdctl 3.5.1, the Rust etcd client, and a real etcd 3.5.1 for
 //! differential tests.
 
+mod auth;
 mod cluster;
 mod corruption;
 mod differential;
