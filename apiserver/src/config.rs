@@ -66,7 +66,7 @@ pub struct ApiServerConfig {
     /// Serve requests that carry no credentials as system:anonymous.
     #[arg(long = "anonymous-auth", default_value_t = false, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
-    /// Only AlwaysAllow for now.
+    /// Authorizers in order: AlwaysAllow, or Node and/or RBAC (kube's `Node,RBAC`).
     #[arg(long = "authorization-mode", default_value = "AlwaysAllow")]
     pub authorization_mode: String,
     #[arg(long = "service-cluster-ip-range", default_value = "10.0.0.0/24")]
@@ -84,7 +84,7 @@ pub enum ConfigError {
     HalfCertificate,
     #[error("--service-cluster-ip-range: {0}")]
     ServiceRange(String),
-    #[error("--authorization-mode {0:?} is not supported (AlwaysAllow is)")]
+    #[error("--authorization-mode {0:?}: the modes are AlwaysAllow, Node and RBAC")]
     Authorization(String),
     #[error("--storage-media-type {0:?} is not supported (application/json is)")]
     MediaType(String),
@@ -96,6 +96,16 @@ pub enum ConfigError {
     MixedSchemes,
 }
 
+/// Which authorizers run (`--authorization-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Authorization {
+    /// Nothing is checked: every authenticated request may do anything.
+    pub always_allow: bool,
+    /// Kubelets (`system:node:<name>` in `system:nodes`) get the node rules.
+    pub node: bool,
+    pub rbac: bool,
+}
+
 /// The files of the API server's TLS to the store.
 #[derive(Clone, Debug, Default)]
 pub struct StoreTls {
@@ -104,6 +114,19 @@ pub struct StoreTls {
 }
 
 impl ApiServerConfig {
+    pub fn authorization(&self) -> Result<Authorization, ConfigError> {
+        let mut modes = Authorization::default();
+        for mode in self.authorization_mode.split(',').map(str::trim) {
+            match mode {
+                "AlwaysAllow" => modes.always_allow = true,
+                "Node" => modes.node = true,
+                "RBAC" => modes.rbac = true,
+                _ => return Err(ConfigError::Authorization(self.authorization_mode.clone())),
+            }
+        }
+        Ok(modes)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.etcd_servers.iter().all(|s| s.trim().is_empty()) {
             return Err(ConfigError::NoStore);
@@ -112,9 +135,7 @@ impl ApiServerConfig {
             return Err(ConfigError::HalfCertificate);
         }
         crate::registry::parse_cidr(&self.service_cluster_ip_range).map_err(ConfigError::ServiceRange)?;
-        if self.authorization_mode != "AlwaysAllow" {
-            return Err(ConfigError::Authorization(self.authorization_mode.clone()));
-        }
+        self.authorization()?;
         if self.storage_media_type != "application/json" {
             return Err(ConfigError::MediaType(self.storage_media_type.clone()));
         }

@@ -120,7 +120,7 @@ pub enum ApiError {
     ApplyConflict { detail: String, conflicts: Vec<(String, String)> },
     #[error("{} {name:?} is invalid: {}", qualified_kind(.group, .kind), join_causes(.causes))]
     Invalid { group: String, kind: String, name: String, causes: Vec<FieldError> },
-    #[error("{} {name:?} is forbidden: {detail}", .resource.qualified())]
+    #[error("{}", forbidden(.resource, .name, .detail))]
     Forbidden { resource: GroupResource, name: String, detail: String },
     #[error("{0}")]
     BadRequest(String),
@@ -156,6 +156,15 @@ pub enum ApiError {
 /// The conflict detail kube-apiserver gives for a stale resourceVersion.
 pub const MODIFIED: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
+
+/// apimachinery's `NewForbidden`: the resource and name when there are ones.
+fn forbidden(resource: &GroupResource, name: &str, detail: &str) -> String {
+    match (resource.resource.is_empty(), name.is_empty()) {
+        (true, _) => format!("forbidden: {detail}"),
+        (false, true) => format!("{} is forbidden: {detail}", resource.qualified()),
+        (false, false) => format!("{} {name:?} is forbidden: {detail}", resource.qualified()),
+    }
+}
 
 fn qualified_kind(group: &str, kind: &str) -> String {
     if group.is_empty() {
@@ -235,10 +244,13 @@ impl ApiError {
     }
 
     fn details(&self) -> Option<Value> {
+        // StatusDetails leaves out what is empty.
         let named = |resource: &GroupResource, name: &str| {
-            let mut details = json!({"name": name, "kind": resource.resource});
-            if !resource.group.is_empty() {
-                details["group"] = json!(resource.group);
+            let mut details = json!({});
+            for (field, value) in [("name", name), ("group", &resource.group), ("kind", &resource.resource)] {
+                if !value.is_empty() {
+                    details[field] = json!(value);
+                }
             }
             details
         };

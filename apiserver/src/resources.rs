@@ -19,6 +19,10 @@ pub enum Kind {
     Lease,
     EndpointSlice,
     PriorityClass,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +95,7 @@ impl Resource {
 }
 
 const ALL: &[&str] = &["all"];
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_FINALIZE: &[Subresource] = &[Subresource::Status, Subresource::Finalize];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
@@ -305,6 +310,62 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[],
         storage_folder: "priorityclasses",
         schema: "io.k8s.api.scheduling.v1.PriorityClass",
+    },
+    Resource {
+        kind: Kind::Role,
+        group: RBAC_GROUP,
+        version: "v1",
+        kind_name: "Role",
+        plural: "roles",
+        singular: "role",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        storage_folder: "roles",
+        schema: "io.k8s.api.rbac.v1.Role",
+    },
+    Resource {
+        kind: Kind::ClusterRole,
+        group: RBAC_GROUP,
+        version: "v1",
+        kind_name: "ClusterRole",
+        plural: "clusterroles",
+        singular: "clusterrole",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        storage_folder: "clusterroles",
+        schema: "io.k8s.api.rbac.v1.ClusterRole",
+    },
+    Resource {
+        kind: Kind::RoleBinding,
+        group: RBAC_GROUP,
+        version: "v1",
+        kind_name: "RoleBinding",
+        plural: "rolebindings",
+        singular: "rolebinding",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        storage_folder: "rolebindings",
+        schema: "io.k8s.api.rbac.v1.RoleBinding",
+    },
+    Resource {
+        kind: Kind::ClusterRoleBinding,
+        group: RBAC_GROUP,
+        version: "v1",
+        kind_name: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        singular: "clusterrolebinding",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        storage_folder: "clusterrolebindings",
+        schema: "io.k8s.api.rbac.v1.ClusterRoleBinding",
     },
 ];
 

@@ -82,6 +82,7 @@ pub async fn run(config: ApiServerConfig) -> Result<(), StartError> {
     let server = Arc::new(Server {
         registry,
         auth: auth::Authenticator::new(tokens, config.anonymous_auth),
+        authorizer: crate::http::authz::Authorizer::new(config.authorization()?),
         metrics: Default::default(),
         address: format!("{advertised}:{}", config.secure_port),
     });

@@ -127,6 +127,10 @@ fn columns(kind: Kind) -> Vec<Column> {
         Kind::EndpointSlice => {
             vec![name, col("AddressType", "string"), col("Ports", "string"), col("Endpoints", "string"), age]
         }
+        Kind::Role | Kind::ClusterRole => vec![name, col("Created At", "date")],
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            vec![name, col("Role", "string"), age, wide("Users"), wide("Groups"), wide("ServiceAccounts")]
+        }
         Kind::PriorityClass => vec![
             name,
             col("Value", "integer"),
@@ -512,6 +516,10 @@ fn cells(kind: Kind, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
             };
             vec![name, json!(text(object, &["addressType"])), or_none(ports.join(",")), or_none(shown), json!(age)]
         }
+        Kind::Role | Kind::ClusterRole => {
+            vec![name, json!(meta::str_at(object, &["metadata", "creationTimestamp"]).unwrap_or_default())]
+        }
+        Kind::RoleBinding | Kind::ClusterRoleBinding => binding_cells(object, name, age),
         Kind::PriorityClass => vec![
             name,
             json!(int(object, &["value"])),
@@ -520,6 +528,31 @@ fn cells(kind: Kind, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
             json!(text(object, &["preemptionPolicy"])),
         ],
     }
+}
+
+/// kube's printRoleBinding: the role as Kind/name, then subjects by kind.
+fn binding_cells(object: &Value, name: Value, age: String) -> Vec<Value> {
+    let role = format!(
+        "{}/{}",
+        meta::str_at(object, &["roleRef", "kind"]).unwrap_or_default(),
+        meta::str_at(object, &["roleRef", "name"]).unwrap_or_default()
+    );
+    let subjects = object.get("subjects").and_then(Value::as_array).cloned().unwrap_or_default();
+    let of_kind = |kind: &str| -> Value {
+        let names: Vec<String> = subjects
+            .iter()
+            .filter(|s| s["kind"] == kind)
+            .map(|s| {
+                let name = s["name"].as_str().unwrap_or_default();
+                match (kind, s["namespace"].as_str()) {
+                    ("ServiceAccount", Some(ns)) => format!("{ns}/{name}"),
+                    _ => name.to_string(),
+                }
+            })
+            .collect();
+        json!(names.join(", "))
+    };
+    vec![name, json!(role), json!(age), of_kind("User"), of_kind("Group"), of_kind("ServiceAccount")]
 }
 
 fn row_object(object: &Value, include: IncludeObject) -> Option<Value> {

@@ -3,6 +3,7 @@
 //! discovery, OpenAPI). Resource verbs are in `handlers`, watches in `watch`.
 
 pub mod auth;
+pub mod authz;
 mod discovery;
 mod handlers;
 mod metrics;
@@ -30,6 +31,7 @@ use self::metrics::{Labels, Metrics};
 use self::request::{Output, Route};
 use crate::error::ApiError;
 use crate::openapi;
+use crate::rbac;
 use crate::registry::Registry;
 
 /// kube-apiserver's limit on a request body.
@@ -41,6 +43,7 @@ pub const KUBERNETES_VERSION: (&str, &str, &str) = ("1", "33", "v1.33.7+cairn");
 pub struct Server {
     pub registry: Arc<Registry>,
     pub auth: Authenticator,
+    pub authorizer: authz::Authorizer,
     pub metrics: Metrics,
     /// host:port clients reach this server at, for `/api`.
     pub address: String,
@@ -223,12 +226,17 @@ async fn handle(
         Err(err) => error_reply(&err),
         Ok(user) => {
             tracing::debug!(user = %user.name, %peer, method = %parts.method, path = %parts.uri.path(), "request");
+            let attributes = authz::attributes(&user, &route, &parts.method, &query, parts.uri.path());
             let body = read_body(body).await;
-            match body {
-                Ok(body) => dispatch(&server, &user, route, &parts.method, &parts.headers, &query, &body)
+            let allowed = match &body {
+                Ok(body) => server.authorizer.check(&server.registry, &with_created_name(attributes, body)).await,
+                Err(_) => Ok(()),
+            };
+            match (allowed, body) {
+                (Err(err), _) | (_, Err(err)) => error_reply(&err),
+                (Ok(()), Ok(body)) => dispatch(&server, &user, route, &parts.method, &parts.headers, &query, &body)
                     .await
                     .unwrap_or_else(|e| error_reply(&e)),
-                Err(err) => error_reply(&err),
             }
         }
     };
@@ -258,6 +266,18 @@ async fn read_body(mut body: Incoming) -> Result<bytes::Bytes, ApiError> {
         return Err(ApiError::TooLarge(format!("limit is {MAX_BODY_BYTES}")));
     }
     Ok(kept.freeze())
+}
+
+/// A create names its object in the body; NodeRestriction judges by that name.
+fn with_created_name(mut attributes: rbac::Attributes, body: &[u8]) -> rbac::Attributes {
+    let restricted = attributes.verb == "create" && rbac::node_of(&attributes).is_some();
+    if let rbac::Target::Resource { name, .. } = &mut attributes.target {
+        if restricted && name.is_empty() {
+            let object: Value = serde_json::from_slice(body).unwrap_or_default();
+            *name = crate::meta::name(&object).to_string();
+        }
+    }
+    attributes
 }
 
 async fn dispatch(
@@ -347,6 +367,30 @@ async fn dispatch(
             ))
         }
         Route::SelfSubjectReview => Err(ApiError::MethodNotAllowed),
+        Route::SelfSubjectAccessReview if method == Method::POST => {
+            let review: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let spec = review.get("spec").cloned().unwrap_or_default();
+            let attributes = authz::review_attributes(user, &spec)?;
+            let (allowed, reason) = match server.authorizer.decide(&server.registry, &attributes).await {
+                rbac::Decision::Allow(reason) => (true, reason),
+                rbac::Decision::Deny(reason) => (false, reason),
+            };
+            let mut status = json!({"allowed": allowed});
+            if !reason.is_empty() {
+                status["reason"] = json!(reason);
+            }
+            Ok(respond(
+                StatusCode::CREATED,
+                json!({
+                    "kind": "SelfSubjectAccessReview",
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "metadata": {"creationTimestamp": null},
+                    "spec": spec,
+                    "status": status,
+                }),
+            ))
+        }
+        Route::SelfSubjectAccessReview => Err(ApiError::MethodNotAllowed),
         Route::Resource(resource_request) => {
             let output = request::output(accept)?;
             let endpoints = resource_request.resource.kind == crate::resources::Kind::Endpoints;

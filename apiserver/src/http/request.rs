@@ -37,6 +37,8 @@ pub enum Route {
     OpenApiV3(String),
     /// `kubectl auth whoami`: who the server takes the caller for.
     SelfSubjectReview,
+    /// `kubectl auth can-i`: whether the caller may do something.
+    SelfSubjectAccessReview,
     Resource(ResourceRequest),
     NotFound,
 }
@@ -56,6 +58,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         ["openapi", "v3"] => Route::OpenApiV3Index,
         ["openapi", "v3", rest @ ..] => Route::OpenApiV3(rest.join("/")),
         ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => Route::SelfSubjectReview,
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => Route::SelfSubjectAccessReview,
         ["api", "v1"] => Route::ResourceList { group: String::new(), version: "v1".into() },
         ["api", "v1", rest @ ..] => resource_route("", "v1", rest)?,
         ["apis", group] => Route::Group(group.to_string()),

@@ -89,7 +89,8 @@ pub async fn namespace_lifecycle(
     }
 }
 
-/// The objects kube-apiserver creates at start: its namespaces and priority classes.
+/// The objects kube-apiserver creates at start: its namespaces, priority
+/// classes and bootstrap RBAC policy.
 pub fn bootstrap_objects() -> Vec<(Kind, &'static str, Value)> {
     let mut out = Vec::new();
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -101,5 +102,6 @@ pub fn bootstrap_objects() -> Vec<(Kind, &'static str, Value)> {
     ] {
         out.push((Kind::PriorityClass, "", json!({"metadata": {"name": name}, "value": value, "description": description})));
     }
+    out.extend(crate::rbac::bootstrap::objects().into_iter().map(|(kind, object)| (kind, "", object)));
     out
 }

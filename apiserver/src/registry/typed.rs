@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Endpoints, Event, Namespace, Node, Pod, PodSpec, Secret, Service, ServiceAccount, Toleration,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -101,6 +102,28 @@ fn decode_with(kind: Kind, value: Value, defaults: bool) -> Result<Value, String
                 p.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".into());
             }
         }),
+        Kind::Role => through(value, |_: &mut Role| {}),
+        Kind::ClusterRole => through(value, |_: &mut ClusterRole| {}),
+        Kind::RoleBinding => through(value, |b: &mut RoleBinding| {
+            if defaults {
+                default_subjects(b.subjects.iter_mut().flatten());
+            }
+        }),
+        Kind::ClusterRoleBinding => through(value, |b: &mut ClusterRoleBinding| {
+            if defaults {
+                default_subjects(b.subjects.iter_mut().flatten());
+            }
+        }),
+    }
+}
+
+/// kube's SetDefaults_Subject: users and groups are RBAC's, service accounts the core group's.
+fn default_subjects<'a>(subjects: impl Iterator<Item = &'a mut Subject>) {
+    for subject in subjects {
+        if subject.api_group.as_deref().unwrap_or_default().is_empty() {
+            let group = if subject.kind == "ServiceAccount" { "" } else { crate::resources::RBAC_GROUP };
+            subject.api_group = Some(group.to_string());
+        }
     }
 }
 

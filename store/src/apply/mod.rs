@@ -172,13 +172,19 @@ impl<'a, R: ValueReader> Applier<'a, R> {
 
     /// etcd's auth applier: a write is checked against the permissions its
     /// sender had when it was applied, so every member decides alike.
-    /// A request without an identity comes from the members themselves (a
-    /// lease the leader expires, an alarm): it is not checked. Client requests
-    /// always carry one, empty when the client sent no credentials.
+    /// A lease revoke without an identity comes from the leader expiring it
+    /// and is not checked; client requests always carry one, empty when the
+    /// client sent no credentials.
     fn check_access(&self, req: &WriteRequest, who: Option<&AuthInfo>) -> Result<(), EtcdError> {
-        if !self.auth.is_enabled() || who.is_none() {
+        if !self.auth.is_enabled() {
             return Ok(());
         }
+        // Members send only these without an identity; anything else without one is anonymous.
+        let anonymous = AuthInfo::default();
+        let who = match (&req.request, who) {
+            (Some(write_request::Request::LeaseRevoke(_)), None) => return Ok(()),
+            (_, who) => Some(who.unwrap_or(&anonymous)),
+        };
         match &req.request {
             Some(write_request::Request::Put(put)) => {
                 self.auth.check(who, Access::Write, &put.key, &[])?;
@@ -232,7 +238,8 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             Some(write_request::Request::Alarm(_)) => Ok(write_response::Response::Alarm(Default::default())),
             Some(write_request::Request::Auth(auth)) => {
                 let before = (self.auth.revision(), self.auth.is_enabled());
-                let (response, effect) = self.auth.apply(auth, who.as_ref())?;
+                // Auth requests only ever come from clients: no identity is an anonymous one.
+                let (response, effect) = self.auth.apply(auth, Some(&who.unwrap_or_default()))?;
                 self.auth_changed |= before != (self.auth.revision(), self.auth.is_enabled());
                 self.token_effect = effect;
                 Ok(write_response::Response::Auth(AuthResponse { response: Some(response) }))

@@ -358,7 +358,10 @@ mod auth {
         let (mut store, alice) = store_with_alice();
         assert_eq!(error(store.apply(write_request::Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }))), None);
         let on_lease = PutRequest { key: b"b".to_vec(), lease: 7, ..Default::default() };
-        assert_eq!(error(store.apply(write_request::Request::Put(on_lease))), None);
+        let root = AuthInfo { username: "root".into(), revision: alice.revision };
+        assert_eq!(error(store.apply_as(write_request::Request::Put(on_lease.clone()), Some(root))), None);
+        let anonymous = error(store.apply(write_request::Request::Put(on_lease)));
+        assert_eq!(anonymous.as_deref(), Some("etcdserver: user name is empty"), "only a revoke may come without one");
         let revoke = || write_request::Request::LeaseRevoke(LeaseRevokeRequest { id: 7 });
         assert_eq!(error(store.apply_as(revoke(), Some(alice))).as_deref(), Some("etcdserver: permission denied"));
         assert_eq!(error(store.apply(revoke())), None, "an expiry from the leader carries no identity");

@@ -306,6 +306,9 @@ impl AuthStore {
             }
             Req::RoleGrantPermission(grant) => {
                 let perm = grant.perm.ok_or(EtcdError::PermissionNotGiven)?;
+                if !ranges::is_valid(&perm.key, &perm.range_end) {
+                    return Err(EtcdError::InvalidAuthMgmt);
+                }
                 let role = self.roles.get_mut(&grant.name).ok_or(EtcdError::RoleNotFound)?;
                 grant_permission(role, perm);
                 self.revision += 1;

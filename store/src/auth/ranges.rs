@@ -23,6 +23,12 @@ pub fn interval(key: &[u8], range_end: &[u8]) -> (Vec<u8>, End) {
     (key.to_vec(), end)
 }
 
+/// etcd 3.5.10's `isValidPermissionRange`: a key, and an end after it (or
+/// none, or `\0` for every key from it on).
+pub fn is_valid(key: &[u8], range_end: &[u8]) -> bool {
+    !key.is_empty() && (range_end.is_empty() || key < range_end || range_end == [0])
+}
+
 /// Disjoint ranges sorted by start; touching ranges are merged, so that a
 /// request spanning two grants is covered by one range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,6 +97,16 @@ mod tests {
         assert!(!bounded.covers(b"k", b"\0"), "a bounded grant never covers the rest of the key space");
         let everything = ranges(&[("\0", "\0")]);
         assert!(everything.covers(b"\0", b"\0"));
+    }
+
+    #[test]
+    fn a_grant_needs_a_key_and_an_end_after_it() {
+        assert!(is_valid(b"a", b""));
+        assert!(is_valid(b"a", b"b"));
+        assert!(is_valid(b"a", b"\0"));
+        assert!(!is_valid(b"", b"\0"), "no key: refused, as etcd 3.5.10 and later");
+        assert!(!is_valid(b"b", b"a"));
+        assert!(!is_valid(b"a", b"a"));
     }
 
     #[test]

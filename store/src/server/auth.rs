@@ -57,14 +57,39 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs() as i64)
 }
 
+/// What a request says about who sent it, taken off the request so that a
+/// stream can be judged again later: its token, else its certificate's name.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    token: Option<Result<String, ()>>,
+    common_name: Option<String>,
+}
+
 impl Node {
-    /// etcd's `AuthInfoFromCtx`: who sent `request`, if anyone says. A token
-    /// that is not valid is an error even while auth is off, as in etcd.
-    pub async fn who<T>(&self, request: &Request<T>) -> Result<Option<AuthInfo>, Status> {
+    pub fn credentials<T>(&self, request: &Request<T>) -> Credentials {
         let metadata = request.metadata();
-        if let Some(token) = metadata.get("token").or_else(|| metadata.get("authorization")) {
-            let token = token.to_str().map_err(|_| EtcdError::InvalidAuthToken)?;
-            return match self.token_identity(token).await {
+        let token = metadata
+            .get("token")
+            .or_else(|| metadata.get("authorization"))
+            .map(|token| token.to_str().map(str::to_string).map_err(|_| ()));
+        // As etcd: the certificate names the user only with --client-cert-auth.
+        let common_name = if token.is_none() && self.config.tls.client_cert_auth {
+            request.peer_certs().and_then(|certs| certs.first().and_then(|cert| crate::tls::common_name(cert)))
+        } else {
+            None
+        };
+        Credentials { token, common_name }
+    }
+
+    /// etcd's `AuthInfoFromCtx`: who sent a request, if anyone says. A token
+    /// that is not valid is an error even while auth is off, as in etcd.
+    pub async fn identify(&self, credentials: &Credentials) -> Result<Option<AuthInfo>, Status> {
+        if let Some(token) = &credentials.token {
+            let identity = match token {
+                Ok(token) => self.token_identity(token).await,
+                Err(()) => None,
+            };
+            return match identity {
                 Some(who) => Ok(Some(who)),
                 None => {
                     tracing::debug!("invalid auth token");
@@ -72,12 +97,12 @@ impl Node {
                 }
             };
         }
-        if !self.config.tls.client_cert_auth {
-            return Ok(None);
-        }
-        let common_name =
-            request.peer_certs().and_then(|certs| certs.first().and_then(|cert| crate::tls::common_name(cert)));
-        Ok(common_name.map(|username| AuthInfo { username, revision: self.state.auth().revision() }))
+        let revision = || self.state.auth().revision();
+        Ok(credentials.common_name.clone().map(|username| AuthInfo { username, revision: revision() }))
+    }
+
+    pub async fn who<T>(&self, request: &Request<T>) -> Result<Option<AuthInfo>, Status> {
+        self.identify(&self.credentials(request)).await
     }
 
     /// The identity a client request carries into Raft: an empty one when
@@ -101,7 +126,11 @@ impl Node {
 
     /// etcd's `IsAdminPermitted` for the RPCs only root may call.
     pub async fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let who = self.who(request).await?;
+        self.check_admin_of(&self.credentials(request)).await
+    }
+
+    pub async fn check_admin_of(&self, credentials: &Credentials) -> Result<(), Status> {
+        let who = self.identify(credentials).await?;
         Ok(self.state.auth().check_admin(who.as_ref())?)
     }
 

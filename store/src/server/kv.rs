@@ -47,12 +47,13 @@ fn unexpected() -> Status {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
-        let who = self.node.client_identity(&request).await?;
-        let request = request.into_inner();
-        validate::check_range(&request)?;
-        if !request.serializable {
+        validate::check_range(request.get_ref())?;
+        if !request.get_ref().serializable {
             self.node.linearizable_barrier().await?;
         }
+        // After the barrier, as etcd's doSerialize: an auth change it waited for is seen.
+        let who = self.node.client_identity(&request).await?;
+        let request = request.into_inner();
         self.node.check_read(&who, &request.key, &request.range_end)?;
         let mut response = if request.range_end.is_empty() {
             // One key: cheaper to read here than to hand to another thread.

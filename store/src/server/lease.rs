@@ -30,11 +30,13 @@ fn unexpected() -> Status {
 #[tonic::async_trait]
 impl Lease for LeaseService {
     async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        // etcd checks no permission to grant, but a bad token is refused all the same.
+        let who = self.node.client_identity(&request).await?;
         let mut request = request.into_inner();
         if request.id == 0 {
             request.id = self.node.next_lease_id();
         }
-        let write = WriteRequest { request: Some(write_request::Request::LeaseGrant(request)), auth_info: None };
+        let write = WriteRequest { request: Some(write_request::Request::LeaseGrant(request)), auth_info: Some(who) };
         let write_response::Response::LeaseGrant(mut response) = self.node.write(write).await? else {
             return Err(unexpected());
         };
@@ -88,12 +90,16 @@ impl Lease for LeaseService {
         let who = self.node.client_identity(&request).await?;
         let request = request.into_inner();
         // As etcd 3.5.13 and later: the keys a lease holds are only told to who may read them.
-        if let Some(lease) = self.node.state.lease(request.id) {
-            for key in &lease.keys {
-                self.node.check_read(&who, key, &[])?;
+        let may_read = |keys: &[Vec<u8>]| keys.iter().try_for_each(|key| self.node.check_read(&who, key, &[]));
+        if request.keys {
+            if let Some(lease) = self.node.state.lease(request.id) {
+                may_read(&lease.keys.iter().cloned().collect::<Vec<_>>())?;
             }
         }
         let mut response = self.node.lease_time_to_live(request).await?;
+        // The leader's list, which may hold keys attached since this member's check.
+        may_read(&response.keys)?;
+        self.node.check_still_current(&who)?;
         response.header = self.node.header(self.node.state.current_revision());
         Ok(Response::new(response))
     }

@@ -42,6 +42,7 @@ impl Maintenance for MaintenanceService {
     type SnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<SnapshotResponse, Status>>;
 
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let credentials = self.node.credentials(&request);
         let request = request.into_inner();
         let node = &self.node;
         if request.action == AlarmAction::Get as i32 {
@@ -54,6 +55,8 @@ impl Maintenance for MaintenanceService {
                 .collect();
             return Ok(Response::new(AlarmResponse { header: node.header(node.state.current_revision()), alarms }));
         }
+        // Stricter than etcd: raising or disarming an alarm stops or frees every writer.
+        node.check_admin_of(&credentials).await?;
         let write = WriteRequest { request: Some(write_request::Request::Alarm(request)), auth_info: None };
         let write_response::Response::Alarm(mut response) = node.write(write).await? else {
             return Err(EtcdError::Internal("unexpected response type".into()).into());

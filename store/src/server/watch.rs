@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use cairn_proto::cairnpb::AuthInfo;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
@@ -14,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::Credentials;
 use super::node::Node;
 use crate::config::GRPC_OVERHEAD_BYTES;
 use crate::error::EtcdError;
@@ -38,9 +38,8 @@ impl Watch for WatchService {
 
     async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let (out, responses) = mpsc::channel(OUTPUT_DEPTH);
-        // As etcd: a stream whose credentials do not check out gets each watch refused.
-        let who = self.node.client_identity(&request).await.ok();
-        tokio::spawn(serve_stream(self.node.clone(), who, request.into_inner(), out));
+        let credentials = self.node.credentials(&request);
+        tokio::spawn(serve_stream(self.node.clone(), credentials, request.into_inner(), out));
         Ok(Response::new(ReceiverStream::new(responses)))
     }
 }
@@ -88,15 +87,17 @@ fn progress_answer(delivered: impl Iterator<Item = i64>, asked_at: i64, current:
     }
 }
 
-/// etcd's `isWatchPermitted`: read access to the watched range.
-fn watch_permitted(node: &Node, who: Option<&AuthInfo>, create: &WatchCreateRequest) -> bool {
-    let Some(who) = who else { return !node.state.auth().is_enabled() };
+/// etcd's `isWatchPermitted`, for each watch as it is created: read access
+/// to the watched range, for who the stream's credentials name now; credentials
+/// that no longer check out refuse the watch.
+async fn watch_permitted(node: &Node, credentials: &Credentials, create: &WatchCreateRequest) -> bool {
+    let Ok(who) = node.identify(credentials).await else { return false };
     // An empty key is the smallest key, as etcd reads it.
     let key: &[u8] = if create.key.is_empty() { &[0] } else { &create.key };
-    node.check_read(who, key, &create.range_end).is_ok()
+    node.check_read(&who.unwrap_or_default(), key, &create.range_end).is_ok()
 }
 
-async fn serve_stream(node: Arc<Node>, who: Option<AuthInfo>, mut incoming: Streaming<WatchRequest>, out: Out) {
+async fn serve_stream(node: Arc<Node>, credentials: Credentials, mut incoming: Streaming<WatchRequest>, out: Out) {
     let mut watchers: HashMap<i64, Watcher> = HashMap::new();
     let mut next_id = 0;
     // A progress request that waits for the watchers: the revision current when it came.
@@ -145,7 +146,7 @@ async fn serve_stream(node: Arc<Node>, who: Option<AuthInfo>, mut incoming: Stre
                     next_id - 1
                 };
                 let current = node.state.events().current_revision();
-                if !watch_permitted(&node, who.as_ref(), &create) {
+                if !watch_permitted(&node, &credentials, &create).await {
                     let response = WatchResponse {
                         header: node.header(current),
                         watch_id: create.watch_id,

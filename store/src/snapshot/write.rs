@@ -38,6 +38,38 @@ impl<W: Write> Write for Tee<'_, W> {
     }
 }
 
+/// The header, from the meta records of the same moment, then the meta
+/// records that travel with the data.
+fn write_head<W: Write>(
+    tee: &mut Tee<'_, W>,
+    meta_values: &[KeyValuePair],
+    options: &WriteOptions,
+    summary: &mut SnapshotSummary,
+) -> Result<(), EngineError> {
+    let find = |wanted: &'static [u8], what: &str| -> Result<Option<i64>, EngineError> {
+        let found = meta_values.iter().find(|(key, _)| key == wanted);
+        found.map(|(_, value)| schema::decode_i64(what, value)).transpose()
+    };
+    summary.revision = find(meta::SM_CURRENT_REV, "current revision")?.unwrap_or(1);
+    summary.compact_revision = find(meta::SM_COMPACT_REV, "compact revision")?.unwrap_or(0);
+    let header = SnapshotHeader {
+        format_version: FORMAT_VERSION,
+        current_revision: summary.revision,
+        compact_revision: summary.compact_revision,
+        cluster_id: options.cluster_id,
+        member_id: options.member_id,
+    };
+    let record = |record| SnapshotRecord { record: Some(record) };
+    write_record(tee, &record(snapshot_record::Record::Header(header))).map_err(EngineError::Io)?;
+    for (key, value) in meta_values {
+        if [meta::SM_MEMBER_ATTRS, meta::SM_ALARMS, meta::SM_AUTH].contains(&key.as_slice()) {
+            let meta = MetaRecord { key: key.clone(), value: value.clone() };
+            write_record(tee, &record(snapshot_record::Record::Meta(meta))).map_err(EngineError::Io)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the state machine as of now into `sink`, and returns the metadata
 /// values of that same moment (for Raft's snapshot meta) with the summary.
 pub fn write_snapshot(
@@ -59,26 +91,7 @@ pub fn write_snapshot(
         }
         if !header_written {
             header_written = true;
-            let find = |wanted: &'static [u8], what: &str| -> Result<Option<i64>, EngineError> {
-                let found = meta_values.iter().find(|(key, _)| key == wanted);
-                found.map(|(_, value)| schema::decode_i64(what, value)).transpose()
-            };
-            summary.revision = find(meta::SM_CURRENT_REV, "current revision")?.unwrap_or(1);
-            summary.compact_revision = find(meta::SM_COMPACT_REV, "compact revision")?.unwrap_or(0);
-            let header = SnapshotHeader {
-                format_version: FORMAT_VERSION,
-                current_revision: summary.revision,
-                compact_revision: summary.compact_revision,
-                cluster_id: options.cluster_id,
-                member_id: options.member_id,
-            };
-            write_record(&mut tee, &record(snapshot_record::Record::Header(header))).map_err(io)?;
-            for (key, value) in &meta_values {
-                if [meta::SM_MEMBER_ATTRS, meta::SM_ALARMS, meta::SM_AUTH].contains(&key.as_slice()) {
-                    let meta = MetaRecord { key: key.clone(), value: value.clone() };
-                    write_record(&mut tee, &record(snapshot_record::Record::Meta(meta))).map_err(io)?;
-                }
-            }
+            write_head(&mut tee, &meta_values, options, &mut summary)?;
         }
         let next = if cf == schema::CF_KV {
             summary.kv_records += 1;
@@ -92,16 +105,8 @@ pub fn write_snapshot(
         Ok(())
     })?;
     if !header_written {
-        // An empty store still has a header.
-        let header = SnapshotHeader {
-            format_version: FORMAT_VERSION,
-            current_revision: 1,
-            compact_revision: 0,
-            cluster_id: options.cluster_id,
-            member_id: options.member_id,
-        };
-        summary.revision = 1;
-        write_record(&mut tee, &record(snapshot_record::Record::Header(header)))?;
+        // A store without keys or leases still has its revisions, alarms and auth store.
+        write_head(&mut tee, &meta_values, options, &mut summary)?;
     }
     let footer = SnapshotFooter { kv_records: summary.kv_records, lease_records: summary.lease_records };
     write_record(&mut tee, &record(snapshot_record::Record::Footer(footer)))?;

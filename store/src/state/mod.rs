@@ -151,6 +151,8 @@ impl KvState {
         *self.member_attrs.write() = loaded.member_attrs;
         *self.alarms.write() = loaded.alarms;
         *self.auth.write() = loaded.auth;
+        // The entries the snapshot stands for may have revoked tokens this member never saw revoked.
+        self.tokens.lock().clear();
         *self.applied.write() = loaded.applied;
         // Watchers behind the new revision read what they miss from storage.
         self.events.reset(mvcc.current_rev);

@@ -255,8 +255,8 @@ async fn t162_jwt_tokens_are_signed_and_carry_the_auth_revision() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (private, public) = (dir.path().join("jwt.key"), dir.path().join("jwt.pub"));
     let openssl = |args: &[&str]| {
-        let status = std::process::Command::new("openssl").args(args).status().expect("openssl runs");
-        assert!(status.success(), "openssl {args:?}");
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &private.to_string_lossy()]);
     openssl(&["pkey", "-in", &private.to_string_lossy(), "-pubout", "-out", &public.to_string_lossy()]);
@@ -330,8 +330,37 @@ async fn t163_a_client_certificate_names_the_user_when_no_token_is_sent() {
     assert!(on_cairn[1].contains("etcdserver: permission denied"), "{}", on_cairn[1]);
 }
 
+/// Saves a snapshot as root and restores it into a new one-member cluster.
+async fn save_and_restore(endpoint: &str, dir: &std::path::Path) -> Cluster {
+    let file = dir.join("snapshot.db");
+    let file_arg = file.to_string_lossy().into_owned();
+    let saved = etcdctl(&[endpoint], &["--user", "root:rootpw", "snapshot", "save", &file_arg]).expect("runs");
+    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    let (dir2, specs) = cairn_testkit::plan(1).expect("plan");
+    let out = std::process::Command::new(cairn_testkit::cairn_binary())
+        .args(["snapshot", "restore", &file_arg, "--name", "m0"])
+        .args(["--initial-cluster", &specs[0].initial_cluster, "--initial-advertise-peer-urls", &specs[0].peer_url])
+        .arg("--data-dir")
+        .arg(&specs[0].data_dir)
+        .output()
+        .expect("cairn runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Cluster::launch(Flavor::Cairn, dir2, specs, &[]).await.expect("the restored member starts")
+}
+
 #[tokio::test]
 async fn t164_a_snapshot_keeps_users_and_roles_and_watches_are_checked() {
+    // A store with users and auth on but not one key yet keeps them too.
+    let empty = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
+    for step in USERS {
+        etcdctl_ok(&[empty.members[0].endpoint()], &args(step).iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let restored = save_and_restore(empty.members[0].endpoint(), dir.path()).await;
+    let status = etcdctl_ok(&[restored.members[0].endpoint()], &["--user", "root:rootpw", "auth", "status"]);
+    assert!(status.starts_with("Authentication Status: true"), "without keys: {status}");
+    drop((empty, restored));
+
     let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
     let endpoint = cluster.members[0].endpoint().to_string();
     set_up_users(&endpoint);
@@ -342,24 +371,11 @@ async fn t164_a_snapshot_keeps_users_and_roles_and_watches_are_checked() {
     assert_eq!(watch_with(&endpoint, &token, "other").await, (true, true, "etcdserver: permission denied".into()));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("snapshot.db");
-    let file_arg = file.to_string_lossy().into_owned();
-    let saved = etcdctl(&[&endpoint], &["--user", "root:rootpw", "snapshot", "save", &file_arg]).expect("runs");
-    assert!(saved.status.success(), "{}", String::from_utf8_lossy(&saved.stderr));
+    let file_arg = dir.path().join("anonymous.db").to_string_lossy().into_owned();
     let anonymous = etcdctl(&[&endpoint], &["snapshot", "save", &file_arg]).expect("runs");
     assert!(String::from_utf8_lossy(&anonymous.stderr).contains("user name is empty"), "only root saves");
+    let restored = save_and_restore(&endpoint, dir.path()).await;
     drop(cluster);
-
-    let (dir2, specs) = cairn_testkit::plan(1).expect("plan");
-    let out = std::process::Command::new(cairn_testkit::cairn_binary())
-        .args(["snapshot", "restore", &file_arg, "--name", "m0"])
-        .args(["--initial-cluster", &specs[0].initial_cluster, "--initial-advertise-peer-urls", &specs[0].peer_url])
-        .arg("--data-dir")
-        .arg(&specs[0].data_dir)
-        .output()
-        .expect("cairn runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let restored = Cluster::launch(Flavor::Cairn, dir2, specs, &[]).await.expect("the restored member starts");
     let restored = restored.members[0].endpoint().to_string();
     assert_eq!(etcdctl_ok(&[&restored], &["--user", "alice:alicepw", "get", "k", "--print-value-only"]), "v\n");
     let status = etcdctl_ok(&[&restored], &["--user", "root:rootpw", "auth", "status"]);

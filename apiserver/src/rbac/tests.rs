@@ -1,0 +1,171 @@
+use serde_json::json;
+
+use super::*;
+
+fn attributes(user: &str, groups: &[&str], verb: &str, target: Target) -> Attributes {
+    Attributes { user: user.into(), groups: groups.iter().map(|g| g.to_string()).collect(), verb: verb.into(), target }
+}
+
+fn pods(namespace: &str, name: &str) -> Target {
+    Target::Resource {
+        group: String::new(),
+        resource: "pods".into(),
+        subresource: String::new(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+/// alice may read pods in "dev" through a Role; root-ish group via a ClusterRoleBinding.
+fn policy() -> Policy {
+    let reader = json!({
+        "metadata": {"name": "pod-reader", "namespace": "dev"},
+        "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}],
+    });
+    let binding = json!({
+        "metadata": {"name": "alice-reads", "namespace": "dev"},
+        "roleRef": {"kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "bot"}],
+    });
+    let cluster_roles: Vec<Value> = bootstrap::objects()
+        .into_iter()
+        .filter(|(k, _)| *k == crate::resources::Kind::ClusterRole)
+        .map(|(_, o)| o)
+        .collect();
+    let cluster_bindings: Vec<Value> = bootstrap::objects()
+        .into_iter()
+        .filter(|(k, _)| *k == crate::resources::Kind::ClusterRoleBinding)
+        .map(|(_, o)| o)
+        .collect();
+    Policy::new(&[reader], &cluster_roles, &[binding], &cluster_bindings)
+}
+
+#[test]
+fn a_role_binding_grants_in_its_namespace_only() {
+    let policy = policy();
+    let allowed = policy.authorize(&attributes("alice", &["system:authenticated"], "list", pods("dev", "")));
+    assert_eq!(
+        allowed,
+        Decision::Allow(
+            r#"RBAC: allowed by RoleBinding "alice-reads/dev" of Role "pod-reader" to User "alice""#.into()
+        )
+    );
+    assert!(!policy.authorize(&attributes("alice", &[], "list", pods("other", ""))).allowed());
+    assert!(!policy.authorize(&attributes("alice", &[], "delete", pods("dev", "p"))).allowed());
+    assert!(!policy.authorize(&attributes("alice", &[], "list", pods("", ""))).allowed(), "not at the cluster scope");
+    assert!(!policy.authorize(&attributes("bob", &[], "list", pods("dev", ""))).allowed());
+}
+
+#[test]
+fn service_accounts_groups_and_subresources_match_as_in_kube() {
+    let policy = policy();
+    let bot = attributes("system:serviceaccount:dev:bot", &[], "get", pods("dev", "p"));
+    assert!(policy.authorize(&bot).allowed(), "a subject without a namespace is the binding's");
+    let log = Target::Resource {
+        group: String::new(),
+        resource: "pods".into(),
+        subresource: "log".into(),
+        namespace: "dev".into(),
+        name: "p".into(),
+    };
+    assert!(policy.authorize(&attributes("alice", &[], "get", log)).allowed());
+    let exec = Target::Resource {
+        group: String::new(),
+        resource: "pods".into(),
+        subresource: "exec".into(),
+        namespace: "dev".into(),
+        name: "p".into(),
+    };
+    assert!(!policy.authorize(&attributes("alice", &[], "get", exec)).allowed());
+    let admin = attributes("someone", &["system:masters"], "delete", pods("any", "p"));
+    assert_eq!(
+        policy.authorize(&admin),
+        Decision::Allow(
+            r#"RBAC: allowed by ClusterRoleBinding "cluster-admin" of ClusterRole "cluster-admin" to Group "system:masters""#
+                .into()
+        )
+    );
+}
+
+#[test]
+fn paths_follow_the_discovery_and_public_roles() {
+    let policy = policy();
+    let get = |user: &str, groups: &[&str], path: &str| {
+        policy.authorize(&attributes(user, groups, "get", Target::Path(path.into()))).allowed()
+    };
+    assert!(get("alice", &["system:authenticated"], "/apis/apps/v1"), "system:discovery's /apis/*");
+    assert!(get("system:anonymous", &["system:unauthenticated"], "/healthz"));
+    assert!(!get("system:anonymous", &["system:unauthenticated"], "/api"));
+    assert!(!get("alice", &["system:authenticated"], "/metrics"));
+}
+
+#[test]
+fn an_aggregated_cluster_role_holds_the_rules_it_selects() {
+    let aggregate = json!({
+        "metadata": {"name": "monitoring"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"aggregate-to-monitoring": "true"}}]},
+    });
+    let part = json!({
+        "metadata": {"name": "part", "labels": {"aggregate-to-monitoring": "true"}},
+        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+    });
+    let binding = json!({
+        "metadata": {"name": "mon"},
+        "roleRef": {"kind": "ClusterRole", "name": "monitoring"},
+        "subjects": [{"kind": "User", "name": "prometheus"}],
+    });
+    let policy = Policy::new(&[], &[aggregate, part], &[], &[binding]);
+    assert!(policy.authorize(&attributes("prometheus", &[], "get", Target::Path("/metrics".into()))).allowed());
+}
+
+#[test]
+fn messages_are_kube_apiservers() {
+    assert_eq!(
+        forbidden_message(&attributes("alice", &[], "list", pods("other", ""))),
+        r#"User "alice" cannot list resource "pods" in API group "" in the namespace "other""#
+    );
+    let nodes = Target::Resource {
+        group: String::new(),
+        resource: "nodes".into(),
+        subresource: "status".into(),
+        namespace: String::new(),
+        name: "n".into(),
+    };
+    assert_eq!(
+        forbidden_message(&attributes("alice", &[], "patch", nodes)),
+        r#"User "alice" cannot patch resource "nodes/status" in API group "" at the cluster scope"#
+    );
+    assert_eq!(
+        forbidden_message(&attributes("alice", &[], "get", Target::Path("/metrics".into()))),
+        r#"User "alice" cannot get path "/metrics""#
+    );
+}
+
+#[test]
+fn a_node_writes_its_own_node_and_lease_only() {
+    let node = |name: &str| Target::Resource {
+        group: String::new(),
+        resource: "nodes".into(),
+        subresource: String::new(),
+        namespace: String::new(),
+        name: name.into(),
+    };
+    let lease = |namespace: &str, name: &str| Target::Resource {
+        group: "coordination.k8s.io".into(),
+        resource: "leases".into(),
+        subresource: String::new(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let as_node = |verb: &str, target| attributes("system:node:a", &["system:nodes"], verb, target);
+    assert_eq!(node_restriction(&as_node("update", node("a"))), None);
+    assert_eq!(
+        node_restriction(&as_node("update", node("b"))).as_deref(),
+        Some(r#"node "a" is not allowed to modify node "b""#)
+    );
+    assert_eq!(node_restriction(&as_node("get", node("b"))), None, "reads are not restricted");
+    assert_eq!(node_restriction(&as_node("update", lease("kube-node-lease", "a"))), None);
+    assert!(node_restriction(&as_node("update", lease("kube-node-lease", "b"))).is_some());
+    let not_a_node = attributes("system:node:a", &[], "update", node("b"));
+    assert_eq!(node_restriction(&not_a_node), None, "the name alone makes no node");
+}
