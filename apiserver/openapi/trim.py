@@ -14,6 +14,7 @@ SERVED = {
     "apis/coordination.k8s.io/v1": ["leases"],
     "apis/discovery.k8s.io/v1": ["endpointslices"],
     "apis/scheduling.k8s.io/v1": ["priorityclasses"],
+    "apis/rbac.authorization.k8s.io/v1": ["roles", "clusterroles", "rolebindings", "clusterrolebindings"],
 }
 SUBRESOURCES = {"status", "scale", "binding", "eviction"}
 

@@ -19,6 +19,10 @@ pub const V3: &[(&str, &str)] = &[
     ("apis/coordination.k8s.io/v1", include_str!("../openapi/v3/apis__coordination.k8s.io__v1_openapi.json")),
     ("apis/discovery.k8s.io/v1", include_str!("../openapi/v3/apis__discovery.k8s.io__v1_openapi.json")),
     ("apis/scheduling.k8s.io/v1", include_str!("../openapi/v3/apis__scheduling.k8s.io__v1_openapi.json")),
+    (
+        "apis/rbac.authorization.k8s.io/v1",
+        include_str!("../openapi/v3/apis__rbac.authorization.k8s.io__v1_openapi.json"),
+    ),
 ];
 
 pub fn hash(document: &str) -> String {

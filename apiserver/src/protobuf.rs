@@ -39,6 +39,8 @@ mod decoding {
             "scheduling.k8s.io" => "k8s.io.api.scheduling",
             "policy" => "k8s.io.api.policy",
             "autoscaling" => "k8s.io.api.autoscaling",
+            "rbac.authorization.k8s.io" => "k8s.io.api.rbac",
+            "authorization.k8s.io" => "k8s.io.api.authorization",
             "meta.k8s.io" => "k8s.io.apimachinery.pkg.apis.meta",
             _ => return None,
         })

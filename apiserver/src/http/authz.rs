@@ -43,14 +43,23 @@ impl Authorizer {
         if self.modes.always_allow {
             return Decision::Allow(String::new());
         }
-        if self.modes.node && rbac::node_of(attributes).is_some() && self.nodes.authorize(attributes).allowed() {
-            // kube's Node authorizer gives no reason when it allows.
-            return Decision::Allow(String::new());
+        // kube's Node authorizer gives no reason when it allows; its reason for
+        // refusing is kept for the message if RBAC refuses too.
+        let mut node_reason = String::new();
+        if self.modes.node && rbac::node_of(attributes).is_some() {
+            match rbac::node_reads(attributes) {
+                Some(Ok(())) => return Decision::Allow(String::new()),
+                Some(Err(reason)) => node_reason = reason,
+                None if self.nodes.authorize(attributes).allowed() => return Decision::Allow(String::new()),
+                None => {}
+            }
         }
         if self.modes.rbac {
-            return self.policy(registry).await.authorize(attributes);
+            if let allowed @ Decision::Allow(_) = self.policy(registry).await.authorize(attributes) {
+                return allowed;
+            }
         }
-        Decision::Deny(String::new())
+        Decision::Deny(node_reason)
     }
 
     async fn policy(&self, registry: &Registry) -> Arc<Policy> {
@@ -136,17 +145,36 @@ pub fn attributes(
         (_, other) => return non_resource(user, &other.to_lowercase(), route, path),
     };
     let target = match route {
-        Route::Resource(r) => Target::Resource {
-            group: r.resource.group.to_string(),
-            resource: r.resource.plural.to_string(),
-            subresource: r.subresource.map(|s| s.name().to_string()).unwrap_or_default(),
-            namespace: r.namespace.clone(),
-            name: r.name.clone().unwrap_or_default(),
-        },
+        Route::Resource(r) => {
+            // A list or watch names one object by `metadata.name=`, as kube's RequestInfo reads it.
+            let selected = || {
+                query
+                    .get("fieldSelector")?
+                    .split(',')
+                    .find_map(|r| r.trim().strip_prefix("metadata.name="))
+                    .map(String::from)
+            };
+            let name = r.name.clone().or_else(|| if verb == "list" || verb == "watch" { selected() } else { None });
+            let name = name.unwrap_or_default();
+            // And a namespace is in its own namespace.
+            let namespace = if r.resource.kind == Kind::Namespace && r.namespace.is_empty() {
+                name.clone()
+            } else {
+                r.namespace.clone()
+            };
+            Target::Resource {
+                group: r.resource.group.to_string(),
+                resource: r.resource.plural.to_string(),
+                subresource: r.subresource.map(|s| s.name().to_string()).unwrap_or_default(),
+                namespace,
+                name,
+            }
+        }
         Route::SelfSubjectReview => review("authentication.k8s.io", "selfsubjectreviews"),
         _ => review("authorization.k8s.io", "selfsubjectaccessreviews"),
     };
-    Attributes { user: user.name.clone(), groups: groups_of(user), verb: verb.to_string(), target }
+    let field_selector = query.get("fieldSelector").cloned().unwrap_or_default();
+    Attributes { user: user.name.clone(), groups: groups_of(user), verb: verb.to_string(), target, field_selector }
 }
 
 fn review(group: &str, resource: &str) -> Target {
@@ -165,7 +193,13 @@ fn non_resource(user: &User, verb: &str, route: &Route, path: &str) -> Attribute
         Route::SelfSubjectAccessReview => review("authorization.k8s.io", "selfsubjectaccessreviews"),
         _ => Target::Path(path.to_string()),
     };
-    Attributes { user: user.name.clone(), groups: groups_of(user), verb: verb.to_string(), target }
+    Attributes {
+        user: user.name.clone(),
+        groups: groups_of(user),
+        verb: verb.to_string(),
+        target,
+        field_selector: String::new(),
+    }
 }
 
 /// A SelfSubjectAccessReview's question, as the authorizer sees it.
@@ -194,5 +228,7 @@ pub fn review_attributes(user: &User, spec: &Value) -> Result<Attributes, ApiErr
             )],
         });
     };
-    Ok(Attributes { user: user.name.clone(), groups: groups_of(user), verb, target })
+    let field_selector = spec.pointer("/resourceAttributes/fieldSelector/rawSelector").and_then(Value::as_str);
+    let field_selector = field_selector.unwrap_or_default().to_string();
+    Ok(Attributes { user: user.name.clone(), groups: groups_of(user), verb, target, field_selector })
 }

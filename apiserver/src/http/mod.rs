@@ -368,7 +368,7 @@ async fn dispatch(
         }
         Route::SelfSubjectReview => Err(ApiError::MethodNotAllowed),
         Route::SelfSubjectAccessReview if method == Method::POST => {
-            let review: Value = serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let review = handlers::decode_body(headers, body)?;
             let spec = review.get("spec").cloned().unwrap_or_default();
             let attributes = authz::review_attributes(user, &spec)?;
             let (allowed, reason) = match server.authorizer.decide(&server.registry, &attributes).await {

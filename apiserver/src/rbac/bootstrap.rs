@@ -34,7 +34,7 @@ pub fn node_rules() -> Vec<Value> {
         rule(&[""], &["pods"], &["create", "delete", "get", "list", "watch"]),
         rule(&[""], &["pods/status"], &["patch", "update"]),
         rule(&[""], &["pods/eviction"], &["create"]),
-        rule(&[""], &["services", "endpoints", "configmaps", "secrets"], READ),
+        rule(&[""], &["services", "endpoints"], READ),
         rule(&["", "events.k8s.io"], &["events"], &["create", "patch", "update"]),
         rule(&["coordination.k8s.io"], &["leases"], &["create", "delete", "get", "patch", "update"]),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
@@ -156,8 +156,11 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
     ]
 }
 
-/// (name, cluster role, subjects as (kind, name))
-const CLUSTER_ROLE_BINDINGS: &[(&str, &str, &[(&str, &str)])] = &[
+/// A binding's subject: (kind, name).
+type Subject = (&'static str, &'static str);
+
+/// (name, cluster role, subjects)
+const CLUSTER_ROLE_BINDINGS: &[(&str, &str, &[Subject])] = &[
     ("cluster-admin", "cluster-admin", &[("Group", "system:masters")]),
     ("system:discovery", "system:discovery", &[("Group", "system:authenticated")]),
     ("system:basic-user", "system:basic-user", &[("Group", "system:authenticated")]),

@@ -20,6 +20,8 @@ pub struct Attributes {
     pub groups: Vec<String>,
     pub verb: String,
     pub target: Target,
+    /// A list's or watch's `fieldSelector`, which the Node rules read.
+    pub field_selector: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +271,34 @@ pub fn node_of(attributes: &Attributes) -> Option<&str> {
         return None;
     }
     attributes.user.strip_prefix("system:node:")
+}
+
+/// kube's Node authorizer for what it decides itself: a kubelet reads its
+/// own Node only, and lists pods only by `spec.nodeName`. `Some(Err(reason))`
+/// refuses with kube's reason; `None` leaves the request to the node rules.
+pub fn node_reads(attributes: &Attributes) -> Option<Result<(), String>> {
+    let node = node_of(attributes)?;
+    let Target::Resource { group, resource, subresource, name, .. } = &attributes.target else { return None };
+    if !group.is_empty() || !subresource.is_empty() {
+        return None;
+    }
+    let reading = ["get", "list", "watch"].contains(&attributes.verb.as_str());
+    match resource.as_str() {
+        "nodes" if reading && name == node => Some(Ok(())),
+        "nodes" if reading && name.is_empty() => {
+            Some(Err(format!("node '{node}' cannot read all nodes, only its own Node object")))
+        }
+        "nodes" if reading => Some(Err(format!("node '{node}' cannot read '{name}', only its own Node object"))),
+        "pods" if ["list", "watch"].contains(&attributes.verb.as_str()) => {
+            let own = format!("spec.nodeName={node}");
+            if attributes.field_selector.split(',').any(|requirement| requirement.trim() == own) {
+                Some(Ok(()))
+            } else {
+                Some(Err("can only list/watch pods with spec.nodeName field selector".into()))
+            }
+        }
+        _ => None,
+    }
 }
 
 /// kube's NodeRestriction for the objects a kubelet writes by name: its own

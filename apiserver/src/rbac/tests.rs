@@ -3,7 +3,8 @@ use serde_json::json;
 use super::*;
 
 fn attributes(user: &str, groups: &[&str], verb: &str, target: Target) -> Attributes {
-    Attributes { user: user.into(), groups: groups.iter().map(|g| g.to_string()).collect(), verb: verb.into(), target }
+    let groups = groups.iter().map(|g| g.to_string()).collect();
+    Attributes { user: user.into(), groups, verb: verb.into(), target, field_selector: String::new() }
 }
 
 fn pods(namespace: &str, name: &str) -> Target {
@@ -168,4 +169,27 @@ fn a_node_writes_its_own_node_and_lease_only() {
     assert!(node_restriction(&as_node("update", lease("kube-node-lease", "b"))).is_some());
     let not_a_node = attributes("system:node:a", &[], "update", node("b"));
     assert_eq!(node_restriction(&not_a_node), None, "the name alone makes no node");
+}
+
+#[test]
+fn a_node_reads_its_own_node_and_lists_its_own_pods() {
+    let nodes = |name: &str| Target::Resource {
+        group: String::new(),
+        resource: "nodes".into(),
+        subresource: String::new(),
+        namespace: String::new(),
+        name: name.into(),
+    };
+    let as_node = |verb: &str, target| attributes("system:node:a", &["system:nodes"], verb, target);
+    assert_eq!(node_reads(&as_node("get", nodes("a"))), Some(Ok(())));
+    assert_eq!(
+        node_reads(&as_node("get", nodes("b"))),
+        Some(Err("node 'a' cannot read 'b', only its own Node object".into()))
+    );
+    assert!(node_reads(&as_node("list", nodes(""))).is_some_and(|decision| decision.is_err()));
+    let mut list = as_node("list", pods("", ""));
+    assert!(node_reads(&list).is_some_and(|decision| decision.is_err()));
+    list.field_selector = "spec.nodeName=a".into();
+    assert_eq!(node_reads(&list), Some(Ok(())));
+    assert_eq!(node_reads(&as_node("create", pods("ns", ""))), None, "left to the rules");
 }

@@ -28,12 +28,15 @@ enum NameRule {
     Subdomain,
     Label,
     Dns1035,
+    /// RBAC's names (`system:node`): anything that is one path segment.
+    PathSegment,
 }
 
 fn name_rule(kind: Kind) -> NameRule {
     match kind {
         Kind::Namespace => NameRule::Label,
         Kind::Service => NameRule::Dns1035,
+        Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding => NameRule::PathSegment,
         _ => NameRule::Subdomain,
     }
 }
@@ -42,6 +45,7 @@ fn name_rule(kind: Kind) -> NameRule {
 pub fn name_errors(kind: Kind, field: &str, name: &str) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let (max, ok, detail) = match name_rule(kind) {
+        NameRule::PathSegment => return path_segment_errors(field, name),
         NameRule::Subdomain => (253, is_subdomain(name), DNS1123_SUBDOMAIN),
         NameRule::Label => (63, is_label(name), DNS1123_LABEL),
         NameRule::Dns1035 => {
@@ -55,6 +59,18 @@ pub fn name_errors(kind: Kind, field: &str, name: &str) -> Vec<FieldError> {
         errors.push(FieldError::invalid(field, name, detail));
     }
     errors
+}
+
+/// apimachinery's `IsValidPathSegmentName`.
+fn path_segment_errors(field: &str, name: &str) -> Vec<FieldError> {
+    if name == "." || name == ".." {
+        return vec![FieldError::invalid(field, name, format!("may not be '{name}'"))];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|bad| name.contains(*bad))
+        .map(|bad| FieldError::invalid(field, name, format!("may not contain '{bad}'")))
+        .collect()
 }
 
 /// Checks an object after defaulting; `old` is set for updates.

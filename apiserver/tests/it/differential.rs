@@ -193,7 +193,7 @@ pub(crate) fn without_uuids(text: &str) -> String {
 }
 
 /// Ages, volatile values, and the spacing that aligns them, set aside.
-fn normalize(text: &str) -> String {
+pub(crate) fn normalize(text: &str) -> String {
     without_uuids(text)
         .lines()
         .map(|line| {
@@ -212,13 +212,21 @@ fn normalize(text: &str) -> String {
 
 fn run(api: &ApiServer, (args, input): &(Vec<String>, Option<String>)) -> String {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = api.kubectl_stdin(&args, input.as_deref());
+    outcome(&api.kubectl_stdin(&args, input.as_deref()))
+}
+
+/// What a kubectl run showed, with ages and generated names set aside.
+pub(crate) fn outcome(out: &std::process::Output) -> String {
     format!(
         "exit: {}\nstdout:\n{}\nstderr:\n{}",
         out.status.code().unwrap_or(-1),
         normalize(&String::from_utf8_lossy(&out.stdout)),
         normalize(&String::from_utf8_lossy(&out.stderr))
     )
+}
+
+pub(crate) fn assert_none_differ(differences: &[String], commands: usize) {
+    assert!(differences.is_empty(), "{} of {commands} commands differ:\n{}", differences.len(), differences.join("\n"));
 }
 
 pub(crate) fn require_kube_apiserver() {
@@ -228,11 +236,19 @@ pub(crate) fn require_kube_apiserver() {
 
 /// The real kube-apiserver and cairn-kube, each on a one-member Cairn of its own.
 pub(crate) async fn real_and_ours() -> (Cluster, ApiServer, Cluster, ApiServer) {
+    real_and_ours_with(&[], &[]).await
+}
+
+/// [`real_and_ours`] with flags for each server.
+pub(crate) async fn real_and_ours_with(
+    real_flags: &[&str],
+    our_flags: &[&str],
+) -> (Cluster, ApiServer, Cluster, ApiServer) {
     require_kube_apiserver();
     let real_store = Options::new(Flavor::Cairn, 1).start().await.expect("cairn for kube-apiserver");
-    let real = ApiServer::start_as(Server::Kube, &real_store.endpoints(), &[]).await.expect("kube-apiserver");
+    let real = ApiServer::start_as(Server::Kube, &real_store.endpoints(), real_flags).await.expect("kube-apiserver");
     let our_store = Options::new(Flavor::Cairn, 1).start().await.expect("cairn for cairn-kube");
-    let ours = ApiServer::start(&our_store.endpoints(), &[]).await.expect("cairn-kube");
+    let ours = ApiServer::start(&our_store.endpoints(), our_flags).await.expect("cairn-kube");
     (real_store, real, our_store, ours)
 }
 
@@ -246,13 +262,7 @@ async fn t14_kubectl_prints_the_same_as_against_kube_apiserver() {
             differences.push(format!("kubectl {:?}\n--- kube-apiserver\n{expected}\n--- cairn-kube\n{got}\n", step.0));
         }
     }
-    assert!(
-        differences.is_empty(),
-        "{} of {} commands differ:\n{}",
-        differences.len(),
-        session().len(),
-        differences.join("\n")
-    );
+    assert_none_differ(&differences, session().len());
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod differential;
 mod http_differential;
 mod kubectl;
 mod python;
+mod rbac;
 mod replicas;
 mod storage;
 mod watch;

@@ -12,6 +12,10 @@ use crate::net;
 
 /// The bearer token of the `admin` user (group system:masters) in every test.
 pub const ADMIN_TOKEN: &str = "cairn-test-admin-token";
+/// Users every test API server also knows, for authorisation tests:
+/// (token, user, groups). With the default AlwaysAllow they may do anything.
+pub const TEST_USERS: &[(&str, &str, &str)] =
+    &[("cairn-test-alice-token", "alice", "dev"), ("cairn-test-node-a-token", "system:node:node-a", "system:nodes")];
 /// Overrides the kubectl the tests run (default: kubectl 1.32).
 pub const KUBECTL_ENV: &str = "CAIRN_KUBECTL";
 /// How long one kubectl command may take.
@@ -159,7 +163,11 @@ impl ApiServer {
         let ip = net::loopback_ip();
         let port = net::next_port();
         let url = format!("https://{ip}:{port}");
-        std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n"))?;
+        let mut tokens = format!("{ADMIN_TOKEN},admin,admin-uid,\"system:masters\"\n");
+        for (token, user, groups) in TEST_USERS {
+            tokens += &format!("{token},{user},{user}-uid,\"{groups}\"\n");
+        }
+        std::fs::write(dir.join("tokens.csv"), tokens)?;
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, &url)?;
         let mut args: Vec<String> = match kind {
@@ -174,7 +182,6 @@ impl ApiServer {
                     format!("--service-account-key-file={}", key.display()),
                     format!("--service-account-signing-key-file={}", key.display()),
                     "--service-account-issuer=https://kubernetes.default.svc".into(),
-                    "--authorization-mode=AlwaysAllow".into(),
                     "--service-cluster-ip-range=10.0.0.0/24".into(),
                     format!("--advertise-address={ip}"),
                 ]
@@ -187,6 +194,10 @@ impl ApiServer {
             format!("--cert-dir={}", dir.join("certs").display()),
             format!("--token-auth-file={}", dir.join("tokens.csv").display()),
         ]);
+        // kube-apiserver appends a repeated --authorization-mode to the first: only one is given.
+        if kind == Server::Kube && !extra.iter().any(|arg| arg.starts_with("--authorization-mode")) {
+            args.push("--authorization-mode=AlwaysAllow".into());
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let binary = match kind {
             Server::Cairn => require(workspace_tool("cairn-kube"))?,
@@ -313,6 +324,14 @@ impl ApiServer {
 
     pub fn kubectl_stdin(&self, args: &[&str], input: Option<&str>) -> Output {
         kubectl_with(&self.kubeconfig, &self.dir.join("kubectl-cache"), args, input)
+    }
+
+    /// kubectl as the holder of `token` (one of [`TEST_USERS`]).
+    pub fn kubectl_as(&self, token: &str, args: &[&str], input: Option<&str>) -> Output {
+        let flag = format!("--token={token}");
+        let mut all = vec![flag.as_str()];
+        all.extend_from_slice(args);
+        kubectl_with(&self.kubeconfig, &self.dir.join("kubectl-cache"), &all, input)
     }
 }
 
