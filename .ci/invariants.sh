@@ -63,7 +63,10 @@ if [ -f apiserver/Cargo.toml ]; then
   offends "only apiserver/src/storage names etcd_client" \
     "$(rs -w 'etcd_client' apiserver/src | grep -v '^apiserver/src/storage/')"
 
-  offends "selectors, tables, patches and the registry's kind rules do no I/O" \
+  offends "RBAC decides without I/O and without a clock" \
+  "$(rs -E 'std::(fs|net|thread|time)|tokio|Instant::now|SystemTime|meta::now' apiserver/src/rbac)"
+
+offends "selectors, tables, patches and the registry's kind rules do no I/O" \
     "$(rs -E 'std::(fs|net|process)|tokio|crate::storage' apiserver/src/selector.rs apiserver/src/table.rs apiserver/src/patch.rs apiserver/src/registry/{kinds,typed,validation}.rs)"
 
   offends "scheduler plugins, preemption, endpoint reconcile and proxy rules are pure (no I/O, no clock)" \
