@@ -183,7 +183,15 @@ mod tests {
             .iter()
             .filter_map(|g| g["metadata"]["name"].as_str())
             .collect();
-        assert_eq!(groups, vec!["apps", "batch", "coordination.k8s.io", "discovery.k8s.io", "scheduling.k8s.io"]);
+        let expected = [
+            "apps",
+            "batch",
+            "coordination.k8s.io",
+            "discovery.k8s.io",
+            "scheduling.k8s.io",
+            "rbac.authorization.k8s.io",
+        ];
+        assert_eq!(groups, expected);
         assert_eq!(aggregated(true, "apidiscovery.k8s.io/v2")["items"].as_array().expect("test data").len(), 1);
         assert!(group("nope").is_none());
     }

@@ -229,7 +229,10 @@ async fn handle(
             let attributes = authz::attributes(&user, &route, &parts.method, &query, parts.uri.path());
             let body = read_body(body).await;
             let allowed = match &body {
-                Ok(body) => server.authorizer.check(&server.registry, &with_created_name(attributes, body)).await,
+                Ok(body) => {
+                    let created = created_name(&attributes, &parts.headers, body);
+                    server.authorizer.check(&server.registry, &attributes, &created).await
+                }
                 Err(_) => Ok(()),
             };
             match (allowed, body) {
@@ -268,16 +271,14 @@ async fn read_body(mut body: Incoming) -> Result<bytes::Bytes, ApiError> {
     Ok(kept.freeze())
 }
 
-/// A create names its object in the body; NodeRestriction judges by that name.
-fn with_created_name(mut attributes: rbac::Attributes, body: &[u8]) -> rbac::Attributes {
-    let restricted = attributes.verb == "create" && rbac::node_of(&attributes).is_some();
-    if let rbac::Target::Resource { name, .. } = &mut attributes.target {
-        if restricted && name.is_empty() {
-            let object: Value = serde_json::from_slice(body).unwrap_or_default();
-            *name = crate::meta::name(&object).to_string();
-        }
+/// The name a kubelet's create gives its object in the body (JSON, YAML or
+/// protobuf): NodeRestriction judges by it.
+fn created_name(attributes: &rbac::Attributes, headers: &http::HeaderMap, body: &[u8]) -> String {
+    if attributes.verb != "create" || rbac::node_of(attributes).is_none() {
+        return String::new();
     }
-    attributes
+    let object = handlers::decode_body(headers, body).unwrap_or_default();
+    crate::meta::name(&object).to_string()
 }
 
 async fn dispatch(

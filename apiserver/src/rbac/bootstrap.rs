@@ -29,7 +29,8 @@ fn metadata(name: &str) -> Value {
 /// What a kubelet may do (kube's `NodeRules`), checked for node identities by the Node mode.
 pub fn node_rules() -> Vec<Value> {
     vec![
-        rule(&[""], &["nodes"], &["create", "delete", "get", "list", "patch", "update", "watch"]),
+        // kube's authorizeNode refuses a kubelet deleting its Node.
+        rule(&[""], &["nodes"], &["create", "get", "list", "patch", "update", "watch"]),
         rule(&[""], &["nodes/status"], &["patch", "update"]),
         rule(&[""], &["pods"], &["create", "delete", "get", "list", "watch"]),
         rule(&[""], &["pods/status"], &["patch", "update"]),

@@ -198,7 +198,7 @@ fn applies(subject: &Subject, attributes: &Attributes, binding_namespace: &str) 
         "Group" => attributes.groups.contains(&subject.name),
         "ServiceAccount" => {
             let namespace = if subject.namespace.is_empty() { binding_namespace } else { &subject.namespace };
-            attributes.user == format!("system:serviceaccount:{namespace}:{}", subject.name)
+            !namespace.is_empty() && attributes.user == format!("system:serviceaccount:{namespace}:{}", subject.name)
         }
         _ => false,
     }
@@ -270,7 +270,7 @@ pub fn node_of(attributes: &Attributes) -> Option<&str> {
     if !attributes.groups.iter().any(|group| group == "system:nodes") {
         return None;
     }
-    attributes.user.strip_prefix("system:node:")
+    attributes.user.strip_prefix("system:node:").filter(|name| !name.is_empty())
 }
 
 /// kube's Node authorizer for what it decides itself: a kubelet reads its
@@ -278,11 +278,21 @@ pub fn node_of(attributes: &Attributes) -> Option<&str> {
 /// refuses with kube's reason; `None` leaves the request to the node rules.
 pub fn node_reads(attributes: &Attributes) -> Option<Result<(), String>> {
     let node = node_of(attributes)?;
-    let Target::Resource { group, resource, subresource, name, .. } = &attributes.target else { return None };
+    let Target::Resource { group, resource, subresource, name, namespace } = &attributes.target else { return None };
+    let reading = ["get", "list", "watch"].contains(&attributes.verb.as_str());
+    if group == "coordination.k8s.io" && resource == "leases" {
+        // kube's authorizeLease: the node's own Lease, in kube-node-lease.
+        if namespace != "kube-node-lease" {
+            return Some(Err("can only access leases in the \"kube-node-lease\" system namespace".into()));
+        }
+        if name != node && !(attributes.verb == "create" && name.is_empty()) {
+            return Some(Err("can only access node lease with the same name as the requesting node".into()));
+        }
+        return None;
+    }
     if !group.is_empty() || !subresource.is_empty() {
         return None;
     }
-    let reading = ["get", "list", "watch"].contains(&attributes.verb.as_str());
     match resource.as_str() {
         "nodes" if reading && name == node => Some(Ok(())),
         "nodes" if reading && name.is_empty() => {

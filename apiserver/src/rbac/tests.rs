@@ -193,3 +193,32 @@ fn a_node_reads_its_own_node_and_lists_its_own_pods() {
     assert_eq!(node_reads(&list), Some(Ok(())));
     assert_eq!(node_reads(&as_node("create", pods("ns", ""))), None, "left to the rules");
 }
+
+#[test]
+fn an_empty_node_name_is_no_node_and_leases_are_the_nodes_own() {
+    let nameless = attributes("system:node:", &["system:nodes"], "list", pods("", ""));
+    assert_eq!(node_of(&nameless), None);
+    let lease = |namespace: &str, name: &str| Target::Resource {
+        group: "coordination.k8s.io".into(),
+        resource: "leases".into(),
+        subresource: String::new(),
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let as_node = |verb: &str, target| attributes("system:node:a", &["system:nodes"], verb, target);
+    assert_eq!(node_reads(&as_node("get", lease("kube-node-lease", "a"))), None, "left to the rules");
+    assert!(node_reads(&as_node("get", lease("kube-node-lease", "b"))).is_some_and(|d| d.is_err()));
+    assert!(node_reads(&as_node("get", lease("kube-system", "a"))).is_some_and(|d| d.is_err()));
+}
+
+#[test]
+fn a_service_account_subject_needs_a_namespace() {
+    let binding = json!({
+        "metadata": {"name": "sa"},
+        "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "bot"}],
+    });
+    let admin = json!({"metadata": {"name": "cluster-admin"}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+    let policy = Policy::new(&[], &[admin], &[], &[binding]);
+    assert!(!policy.authorize(&attributes("system:serviceaccount::bot", &[], "get", pods("x", "p"))).allowed());
+}
