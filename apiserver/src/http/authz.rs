@@ -109,6 +109,8 @@ impl Authorizer {
                 }
             }
             if let Some(detail) = rbac::node_restriction(&judged) {
+                // Admission names the object it refused, a create's too.
+                let name = if name.is_empty() { created.to_string() } else { name };
                 return Err(ApiError::Forbidden { resource, name, detail });
             }
         }

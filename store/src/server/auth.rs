@@ -33,10 +33,7 @@ impl Tokens {
     /// Reads the JWT keys: a bad key fails the start, as in etcd.
     pub fn from_config(config: &Config) -> Result<Tokens, StartError> {
         match config.auth.token_spec()? {
-            TokenSpec::Simple => {
-                tracing::warn!("simple token is not cryptographically signed");
-                Ok(Tokens::Simple)
-            }
+            TokenSpec::Simple => Ok(Tokens::Simple),
             TokenSpec::Jwt { sign_method, public_key, private_key, ttl } => {
                 let read = |path: Option<std::path::PathBuf>| {
                     path.map(|path| {
@@ -62,7 +59,9 @@ fn unix_now() -> i64 {
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     token: Option<Result<String, ()>>,
-    common_name: Option<String>,
+    /// The verified client certificates, read only while auth is on: most
+    /// requests of an mTLS cluster without auth never parse one.
+    certificates: Option<Arc<Vec<tonic::transport::CertificateDer<'static>>>>,
 }
 
 impl Node {
@@ -73,12 +72,9 @@ impl Node {
             .or_else(|| metadata.get("authorization"))
             .map(|token| token.to_str().map(str::to_string).map_err(|_| ()));
         // As etcd: the certificate names the user only with --client-cert-auth.
-        let common_name = if token.is_none() && self.config.tls.client_cert_auth {
-            request.peer_certs().and_then(|certs| certs.first().and_then(|cert| crate::tls::common_name(cert)))
-        } else {
-            None
-        };
-        Credentials { token, common_name }
+        let certificates =
+            if token.is_none() && self.config.tls.client_cert_auth { request.peer_certs() } else { None };
+        Credentials { token, certificates }
     }
 
     /// etcd's `AuthInfoFromCtx`: who sent a request, if anyone says. A token
@@ -97,8 +93,11 @@ impl Node {
                 }
             };
         }
-        let revision = || self.state.auth().revision();
-        Ok(credentials.common_name.clone().map(|username| AuthInfo { username, revision: revision() }))
+        let Some(certificates) = credentials.certificates.as_ref().filter(|_| self.state.auth().is_enabled()) else {
+            return Ok(None);
+        };
+        let common_name = certificates.first().and_then(|cert| crate::tls::common_name(cert));
+        Ok(common_name.map(|username| AuthInfo { username, revision: self.state.auth().revision() }))
     }
 
     pub async fn who<T>(&self, request: &Request<T>) -> Result<Option<AuthInfo>, Status> {

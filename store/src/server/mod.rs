@@ -176,6 +176,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         data_dir = %data_dir.display(),
         "member started"
     );
+    if matches!(node.tokens, auth::Tokens::Simple) {
+        // Said once a member is up, as etcd does: a refused start prints its one error only.
+        tracing::warn!("simple token is not cryptographically signed");
+    }
 
     let (stop, stopped) = signal::channel(false);
     let mut servers = Vec::new();
