@@ -44,6 +44,22 @@ pub fn node_rules() -> Vec<Value> {
     ]
 }
 
+/// `edit`: every verb on the namespaced workloads; `admin` adds roles and bindings.
+fn edit_rules() -> Vec<Value> {
+    let workloads = ["deployments", "deployments/scale", "replicasets", "replicasets/scale"];
+    let core = ["pods", "services", "endpoints", "configmaps", "serviceaccounts", "events"];
+    vec![
+        rule(&[""], &core, ALL_VERBS),
+        rule(&[""], &["secrets"], ALL_VERBS),
+        rule(&[""], &["pods/log", "pods/status", "services/status", "namespaces", "namespaces/status"], READ),
+        rule(&[""], &["pods/eviction"], &["create"]),
+        rule(&["apps"], &workloads, ALL_VERBS),
+        rule(&["batch"], &["jobs"], ALL_VERBS),
+        rule(&["discovery.k8s.io"], &["endpointslices"], ALL_VERBS),
+        rule(&["coordination.k8s.io"], &["leases"], ALL_VERBS),
+    ]
+}
+
 /// (name, rules)
 fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
     let workloads = ["deployments", "deployments/scale", "replicasets", "replicasets/scale"];
@@ -90,34 +106,13 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
                 rule(&["discovery.k8s.io"], &["endpointslices"], READ),
             ],
         ),
-        (
-            "edit",
-            vec![
-                rule(&[""], &core, ALL_VERBS),
-                rule(&[""], &["secrets"], ALL_VERBS),
-                rule(&[""], &["pods/log", "pods/status", "services/status", "namespaces", "namespaces/status"], READ),
-                rule(&[""], &["pods/eviction"], &["create"]),
-                rule(&["apps"], &workloads, ALL_VERBS),
-                rule(&["batch"], &["jobs"], ALL_VERBS),
-                rule(&["discovery.k8s.io"], &["endpointslices"], ALL_VERBS),
-                rule(&["coordination.k8s.io"], &["leases"], ALL_VERBS),
-            ],
-        ),
-        (
-            "admin",
-            vec![
-                rule(&[""], &core, ALL_VERBS),
-                rule(&[""], &["secrets"], ALL_VERBS),
-                rule(&[""], &["pods/log", "pods/status", "services/status", "namespaces", "namespaces/status"], READ),
-                rule(&[""], &["pods/eviction"], &["create"]),
-                rule(&["apps"], &workloads, ALL_VERBS),
-                rule(&["batch"], &["jobs"], ALL_VERBS),
-                rule(&["discovery.k8s.io"], &["endpointslices"], ALL_VERBS),
-                rule(&["coordination.k8s.io"], &["leases"], ALL_VERBS),
-                rule(&[RBAC_GROUP], &["roles", "rolebindings"], ALL_VERBS),
-                rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]),
-            ],
-        ),
+        ("edit", edit_rules()),
+        ("admin", {
+            let mut rules = edit_rules();
+            rules.push(rule(&[RBAC_GROUP], &["roles", "rolebindings"], ALL_VERBS));
+            rules.push(rule(&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]));
+            rules
+        }),
         ("system:node", node_rules()),
         (
             "system:node-proxier",
