@@ -87,8 +87,14 @@ impl Changes {
         self.0.send_modify(|count| *count += 1);
     }
 
+    /// A new subscriber sees one change at once, so that a loop's first pass
+    /// covers what the caches held when it started, as a kube informer's
+    /// initial adds do; without it a namespace created before the sync waited
+    /// a whole resync period for its ServiceAccount.
     pub fn subscribe(&self) -> channel::Receiver<u64> {
-        self.0.subscribe()
+        let mut receiver = self.0.subscribe();
+        receiver.mark_changed();
+        receiver
     }
 
     /// A counter bumped whenever any of `sources` is, so that a loop wakes
@@ -116,4 +122,23 @@ pub async fn next_pass(changed: &mut channel::Receiver<u64>, resync: Duration) {
     let _ = tokio::time::timeout(resync, changed.changed()).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     changed.borrow_and_update();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn t10_a_new_subscriber_passes_at_once_then_waits_for_a_change() {
+        let changes = Changes::default();
+        let mut wake = changes.subscribe();
+        let hour = Duration::from_secs(3600);
+        let first = tokio::time::timeout(Duration::from_secs(5), next_pass(&mut wake, hour)).await;
+        assert!(first.is_ok(), "the first pass does not wait for a change");
+        let idle = tokio::time::timeout(Duration::from_millis(200), next_pass(&mut wake, hour)).await;
+        assert!(idle.is_err(), "then a pass waits for a change");
+        changes.bump();
+        let woken = tokio::time::timeout(Duration::from_secs(5), next_pass(&mut wake, hour)).await;
+        assert!(woken.is_ok(), "a change wakes it");
+    }
 }

@@ -725,6 +725,11 @@ async fn t74_up_runs_the_cluster_and_comes_back_from_a_restored_snapshot() {
     })
     .await;
     assert!(running, "the deployment runs under up\n{}", log_tail(temp.path()));
+    let accounts = eventually(Duration::from_secs(30), || {
+        up.json(&["get", "serviceaccounts", "-A"])["items"].as_array().is_some_and(|a| a.len() == 4)
+    })
+    .await;
+    assert!(accounts, "each of the 4 namespaces gets its default ServiceAccount\n{}", log_tail(temp.path()));
     let names = |up: &Up| -> Vec<String> {
         let out = up.kubectl(&[
             "get",
