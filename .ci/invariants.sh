@@ -66,6 +66,9 @@ if [ -f apiserver/Cargo.toml ]; then
   offends "RBAC decides without I/O and without a clock" \
   "$(rs -E 'std::(fs|net|thread|time)|tokio|Instant::now|SystemTime|meta::now' apiserver/src/rbac)"
 
+offends "certificates decide and sign without I/O and without a clock" \
+    "$(rs -E 'std::(fs|process)|std::net::(Tcp|Udp)|tokio::|Instant::now|Timestamp::now|SystemTime' apiserver/src/certificates)"
+
 offends "selectors, tables, patches and the registry's kind rules do no I/O" \
     "$(rs -E 'std::(fs|net|process)|tokio|crate::storage' apiserver/src/selector.rs apiserver/src/table.rs apiserver/src/patch.rs apiserver/src/registry/{kinds,typed,validation}.rs)"
 

@@ -21,6 +21,7 @@ const FILES: &[&str] = &[
     "k8s.io/api/autoscaling/v1/generated.proto",
     "k8s.io/api/rbac/v1/generated.proto",
     "k8s.io/api/authorization/v1/generated.proto",
+    "k8s.io/api/certificates/v1/generated.proto",
     "k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto",
     "k8s.io/apimachinery/pkg/runtime/generated.proto",
 ];

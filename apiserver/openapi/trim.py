@@ -15,8 +15,9 @@ SERVED = {
     "apis/discovery.k8s.io/v1": ["endpointslices"],
     "apis/scheduling.k8s.io/v1": ["priorityclasses"],
     "apis/rbac.authorization.k8s.io/v1": ["roles", "clusterroles", "rolebindings", "clusterrolebindings"],
+    "apis/certificates.k8s.io/v1": ["certificatesigningrequests"],
 }
-SUBRESOURCES = {"status", "scale", "binding", "eviction"}
+SUBRESOURCES = {"status", "scale", "binding", "eviction", "approval"}
 
 
 def served_path(path):

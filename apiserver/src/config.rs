@@ -66,6 +66,10 @@ pub struct ApiServerConfig {
     /// Serve requests that carry no credentials as system:anonymous.
     #[arg(long = "anonymous-auth", default_value_t = false, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
+    /// Bootstrap tokens (Secrets of type bootstrap.kubernetes.io/token in
+    /// kube-system) authenticate, for kubelets' TLS bootstrapping.
+    #[arg(long = "enable-bootstrap-token-auth", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_bootstrap_token_auth: bool,
     /// Authorizers in order: AlwaysAllow, or Node and/or RBAC (kube's `Node,RBAC`).
     #[arg(long = "authorization-mode", default_value = "AlwaysAllow")]
     pub authorization_mode: String,

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod balancer;
 pub mod cacher;
+pub mod certificates;
 pub mod config;
 pub mod error;
 pub mod http;

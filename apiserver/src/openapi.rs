@@ -23,6 +23,7 @@ pub const V3: &[(&str, &str)] = &[
         "apis/rbac.authorization.k8s.io/v1",
         include_str!("../openapi/v3/apis__rbac.authorization.k8s.io__v1_openapi.json"),
     ),
+    ("apis/certificates.k8s.io/v1", include_str!("../openapi/v3/apis__certificates.k8s.io__v1_openapi.json")),
 ];
 
 pub fn hash(document: &str) -> String {

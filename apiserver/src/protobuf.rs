@@ -41,6 +41,7 @@ mod decoding {
             "autoscaling" => "k8s.io.api.autoscaling",
             "rbac.authorization.k8s.io" => "k8s.io.api.rbac",
             "authorization.k8s.io" => "k8s.io.api.authorization",
+            "certificates.k8s.io" => "k8s.io.api.certificates",
             "meta.k8s.io" => "k8s.io.apimachinery.pkg.apis.meta",
             _ => return None,
         })

@@ -23,6 +23,7 @@ pub enum Kind {
     ClusterRole,
     RoleBinding,
     ClusterRoleBinding,
+    CertificateSigningRequest,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub enum Subresource {
     Eviction,
     /// A namespace's `spec.finalizers`, which the namespace controller clears.
     Finalize,
+    /// A CertificateSigningRequest's Approved or Denied condition.
+    Approval,
 }
 
 impl Subresource {
@@ -43,13 +46,21 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Finalize => "finalize",
             Subresource::Eviction => "eviction",
+            Subresource::Approval => "approval",
         }
     }
 
     pub fn parse(name: &str) -> Option<Subresource> {
-        [Subresource::Status, Subresource::Scale, Subresource::Binding, Subresource::Eviction, Subresource::Finalize]
-            .into_iter()
-            .find(|s| s.name() == name)
+        [
+            Subresource::Status,
+            Subresource::Scale,
+            Subresource::Binding,
+            Subresource::Eviction,
+            Subresource::Finalize,
+            Subresource::Approval,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 }
 
@@ -99,6 +110,8 @@ pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_FINALIZE: &[Subresource] = &[Subresource::Status, Subresource::Finalize];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
+const STATUS_APPROVAL: &[Subresource] = &[Subresource::Approval, Subresource::Status];
+pub const CERTIFICATES_GROUP: &str = "certificates.k8s.io";
 
 pub static RESOURCES: &[Resource] = &[
     Resource {
@@ -366,6 +379,20 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[],
         storage_folder: "clusterrolebindings",
         schema: "io.k8s.api.rbac.v1.ClusterRoleBinding",
+    },
+    Resource {
+        kind: Kind::CertificateSigningRequest,
+        group: CERTIFICATES_GROUP,
+        version: "v1",
+        kind_name: "CertificateSigningRequest",
+        plural: "certificatesigningrequests",
+        singular: "certificatesigningrequest",
+        namespaced: false,
+        short_names: &["csr"],
+        categories: &[],
+        subresources: STATUS_APPROVAL,
+        storage_folder: "certificatesigningrequests",
+        schema: "io.k8s.api.certificates.v1.CertificateSigningRequest",
     },
 ];
 

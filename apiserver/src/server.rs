@@ -81,7 +81,8 @@ pub async fn run(config: ApiServerConfig) -> Result<(), StartError> {
 
     let server = Arc::new(Server {
         registry,
-        auth: auth::Authenticator::new(tokens, config.anonymous_auth),
+        auth: auth::Authenticator::new(tokens, config.anonymous_auth)
+            .with_bootstrap_tokens(config.enable_bootstrap_token_auth),
         authorizer: crate::http::authz::Authorizer::new(config.authorization()?),
         metrics: Default::default(),
         address: format!("{advertised}:{}", config.secure_port),
@@ -118,7 +119,18 @@ async fn bootstrap_once(registry: &Registry, advertised: &str, port: u16) -> Res
         Err(err) => Err(err),
     };
     for (kind, namespace, object) in crate::registry::bootstrap_objects() {
-        ignore_exists(registry.create(of(kind), namespace, object, &options).await)?;
+        let name = crate::meta::name(&object).to_string();
+        match registry.create(of(kind), namespace, object.clone(), &options).await {
+            Ok(_) => {}
+            // A role from an older version gains the rules this one needs.
+            Err(ApiError::AlreadyExists { .. }) if matches!(kind, Kind::ClusterRole | Kind::ClusterRoleBinding) => {
+                let reconcile =
+                    |current: &serde_json::Value| Ok(crate::rbac::bootstrap::reconcile(kind, current, &object));
+                registry.rewrite(of(kind), namespace, &name, None, &options, reconcile).await?;
+            }
+            Err(ApiError::AlreadyExists { .. }) => {}
+            Err(err) => return Err(err),
+        }
     }
     let services = of(Kind::Service);
     let exists = registry.storage.get(&registry.keys.object(services, "default", "kubernetes")).await?.is_some();

@@ -131,6 +131,14 @@ fn columns(kind: Kind) -> Vec<Column> {
         Kind::RoleBinding | Kind::ClusterRoleBinding => {
             vec![name, col("Role", "string"), age, wide("Users"), wide("Groups"), wide("ServiceAccounts")]
         }
+        Kind::CertificateSigningRequest => vec![
+            name,
+            age,
+            col("SignerName", "string"),
+            col("Requestor", "string"),
+            col("RequestedDuration", "string"),
+            col("Condition", "string"),
+        ],
         Kind::PriorityClass => vec![
             name,
             col("Value", "integer"),
@@ -191,6 +199,29 @@ fn age_of(timestamp: Option<&str>, now: jiff::Timestamp) -> String {
         Some(t) => human_duration((now - t).get_seconds()),
         None => "<unknown>".into(),
     }
+}
+
+/// kubectl's CONDITION of a certificate request: Denied over Approved over
+/// Pending, then Failed and Issued.
+fn request_condition(request: &Value) -> String {
+    let has = |kind: &str| {
+        request.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| c["type"] == kind)
+    };
+    let mut condition = if has("Denied") {
+        "Denied"
+    } else if has("Approved") {
+        "Approved"
+    } else {
+        "Pending"
+    }
+    .to_string();
+    if has("Failed") {
+        condition.push_str(",Failed");
+    }
+    if !text(request, &["status", "certificate"]).is_empty() {
+        condition.push_str(",Issued");
+    }
+    condition
 }
 
 fn text(value: &Value, path: &[&str]) -> String {
@@ -520,6 +551,17 @@ fn cells(kind: Kind, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
             vec![name, json!(meta::str_at(object, &["metadata", "creationTimestamp"]).unwrap_or_default())]
         }
         Kind::RoleBinding | Kind::ClusterRoleBinding => binding_cells(object, name, age),
+        Kind::CertificateSigningRequest => {
+            let requested = object.pointer("/spec/expirationSeconds").and_then(Value::as_i64).map(human_duration);
+            vec![
+                name,
+                json!(age),
+                json!(text(object, &["spec", "signerName"])),
+                json!(text(object, &["spec", "username"])),
+                json!(requested.unwrap_or_else(|| "<none>".into())),
+                json!(request_condition(object)),
+            ]
+        }
         Kind::PriorityClass => vec![
             name,
             json!(int(object, &["value"])),

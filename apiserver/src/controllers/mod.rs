@@ -4,6 +4,7 @@
 //! waits for the next change. Only the leader of the
 //! `kube-system/kube-controller-manager` Lease runs them.
 
+pub mod certificates;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use clap::Args;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -49,6 +51,39 @@ pub struct ControllerManagerConfig {
     /// How often every controller reconciles everything, changed or not.
     #[arg(long = "min-resync-period", default_value = "30s", value_parser = parse_duration)]
     pub min_resync_period: Duration,
+    /// The CA that signs kubelets' and API clients' certificates; without it
+    /// approved requests wait for another signer.
+    #[arg(long = "cluster-signing-cert-file")]
+    pub cluster_signing_cert_file: Option<PathBuf>,
+    #[arg(long = "cluster-signing-key-file")]
+    pub cluster_signing_key_file: Option<PathBuf>,
+    /// The longest a signed certificate lasts.
+    #[arg(long = "cluster-signing-duration", default_value = "8760h0m0s", value_parser = parse_duration)]
+    pub cluster_signing_duration: Duration,
+}
+
+impl ControllerManagerConfig {
+    /// The cluster CA, when both signing files are given.
+    pub fn signer(&self) -> Result<Option<crate::certificates::Signer>, ControllerError> {
+        let (Some(cert), Some(key)) = (&self.cluster_signing_cert_file, &self.cluster_signing_key_file) else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| ControllerError::Signing(format!("reading {}: {e}", path.display())))
+        };
+        let signer = crate::certificates::Signer::from_pem(&read(cert)?, &read(key)?)
+            .map_err(|e| ControllerError::Signing(e.to_string()))?;
+        Ok(Some(signer))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("the cluster signing CA: {0}")]
+    Signing(String),
+    #[error("{0}")]
+    Client(#[from] ClientError),
 }
 
 /// Every informer the controllers read, started once and shared.
@@ -64,6 +99,7 @@ pub struct Caches {
     pub node_leases: Informer<Lease>,
     pub namespaces: Informer<Namespace>,
     pub service_accounts: Informer<ServiceAccount>,
+    pub certificate_requests: Informer<CertificateSigningRequest>,
 }
 
 impl Caches {
@@ -82,7 +118,8 @@ impl Caches {
             nodes: Informer::start(Api::all(client.clone()), all.clone(), changes()),
             node_leases: Informer::start(Api::namespaced(client.clone(), "kube-node-lease"), all.clone(), changes()),
             namespaces: Informer::start(Api::all(client.clone()), all.clone(), changes()),
-            service_accounts: Informer::start(Api::all(client.clone()), all, changes()),
+            service_accounts: Informer::start(Api::all(client.clone()), all.clone(), changes()),
+            certificate_requests: Informer::start(Api::all(client.clone()), all, changes()),
         }
     }
 
@@ -99,6 +136,7 @@ impl Caches {
             && self.node_leases.synced(wait).await
             && self.namespaces.synced(wait).await
             && self.service_accounts.synced(wait).await
+            && self.certificate_requests.synced(wait).await
     }
 }
 
@@ -197,14 +235,21 @@ where
     }
 }
 
-pub async fn run(config: ControllerManagerConfig) -> Result<(), ClientError> {
+pub async fn run(config: ControllerManagerConfig) -> Result<(), ControllerError> {
+    // A CA that does not load stops the start, not the first signing.
+    let signer = config.signer()?.map(Arc::new);
     let election = config.leader_election.clone();
     let kubeconfig = config.kubeconfig.clone();
     let user_agent = "kube-controller-manager/v1.33.7-cairn";
-    election.run(&kubeconfig, user_agent, "kube-controller-manager", |client| controllers(client, config)).await
+    let start = |client| controllers(client, config, signer);
+    Ok(election.run(&kubeconfig, user_agent, "kube-controller-manager", start).await?)
 }
 
-async fn controllers(client: Client, config: ControllerManagerConfig) -> Result<(), ClientError> {
+async fn controllers(
+    client: Client,
+    config: ControllerManagerConfig,
+    signer: Option<Arc<crate::certificates::Signer>>,
+) -> Result<(), ClientError> {
     let caches = Caches::start(&client);
     while !caches.synced().await {
         tracing::info!("waiting for the controller caches to sync");
@@ -224,6 +269,16 @@ async fn controllers(client: Client, config: ControllerManagerConfig) -> Result<
     tasks.spawn(run_loop(ctx.clone(), "endpoints", endpoint_reads, resync, endpoints::pass));
     let account_reads = Changes::any_of(&[c.namespaces.changes(), c.service_accounts.changes()]);
     tasks.spawn(run_loop(ctx.clone(), "serviceaccount", account_reads, resync, serviceaccount::pass));
+    let requests = || Changes::any_of(&[c.certificate_requests.changes()]);
+    tasks.spawn(run_loop(ctx.clone(), "csrapproving", requests(), resync, certificates::approve_pass));
+    if let Some(signer) = signer {
+        let longest = ctx.config.cluster_signing_duration;
+        let sign = move |ctx: Arc<Context>| {
+            let signer = signer.clone();
+            async move { certificates::sign(&ctx.caches.certificate_requests.state(), &signer, client::now(), longest) }
+        };
+        tasks.spawn(run_loop(ctx.clone(), "csrsigning", requests(), resync, sign));
+    }
     tasks.spawn(namespace::run(ctx.clone()));
     tasks.spawn(gc::run(ctx.clone()));
     while let Some(done) = tasks.join_next().await {

@@ -23,6 +23,62 @@ impl User {
 pub struct Authenticator {
     tokens: HashMap<String, User>,
     anonymous: bool,
+    /// `--enable-bootstrap-token-auth`: tokens kept as Secrets in kube-system.
+    bootstrap_tokens: bool,
+}
+
+/// A bootstrap token's two parts, `[a-z0-9]{6}.[a-z0-9]{16}`.
+pub fn bootstrap_token_parts(token: &str) -> Option<(&str, &str)> {
+    let (id, secret) = token.split_once('.')?;
+    let fits = |part: &str, len: usize| {
+        part.len() == len && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    (fits(id, 6) && fits(secret, 16)).then_some((id, secret))
+}
+
+/// Compares secrets without leaking, by timing, how much of one matched.
+fn same_in_constant_time(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// The Secret that holds the bootstrap token with this id.
+pub fn bootstrap_secret_name(id: &str) -> String {
+    format!("bootstrap-token-{id}")
+}
+
+/// The user a bootstrap token is, if `secret` (in kube-system) holds it, is
+/// for authentication and has not expired: kube's bootstrap token authenticator.
+pub fn bootstrap_user(token: &str, secret: &serde_json::Value, now: jiff::Timestamp) -> Option<User> {
+    use base64::Engine;
+    let (id, token_secret) = bootstrap_token_parts(token)?;
+    if secret["type"] != "bootstrap.kubernetes.io/token" || !secret["metadata"]["deletionTimestamp"].is_null() {
+        return None;
+    }
+    let field = |key: &str| {
+        let encoded = secret["data"][key].as_str()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+        String::from_utf8(bytes).ok()
+    };
+    if field("token-id")? != id || !same_in_constant_time(&field("token-secret")?, token_secret) {
+        return None;
+    }
+    if field("usage-bootstrap-authentication").as_deref() != Some("true") {
+        return None;
+    }
+    if let Some(expiration) = field("expiration") {
+        let expires: jiff::Timestamp = expiration.parse().ok()?;
+        if expires <= now {
+            return None;
+        }
+    }
+    let mut groups = vec!["system:bootstrappers".to_string()];
+    for group in field("auth-extra-groups").unwrap_or_default().split(',').map(str::trim) {
+        // Only bootstrappers' groups may be added, as kube allows.
+        if group.starts_with("system:bootstrappers:") && !groups.iter().any(|g| g == group) {
+            groups.push(group.to_string());
+        }
+    }
+    Some(User { name: format!("system:bootstrap:{id}"), uid: String::new(), groups })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +130,19 @@ pub fn parse_token_file(path: &str, text: &str) -> Result<HashMap<String, User>,
 
 impl Authenticator {
     pub fn new(tokens: HashMap<String, User>, anonymous: bool) -> Authenticator {
-        Authenticator { tokens, anonymous }
+        Authenticator { tokens, anonymous, bootstrap_tokens: false }
+    }
+
+    pub fn with_bootstrap_tokens(self, enabled: bool) -> Authenticator {
+        Authenticator { bootstrap_tokens: enabled, ..self }
+    }
+
+    /// The bootstrap token a request presents, when bootstrap tokens are on
+    /// and the token is not one of `--token-auth-file`'s.
+    pub fn bootstrap_token<'a>(&self, authorization: Option<&'a str>) -> Option<&'a str> {
+        let token = authorization?.strip_prefix("Bearer ")?.trim();
+        (self.bootstrap_tokens && !self.tokens.contains_key(token) && bootstrap_token_parts(token).is_some())
+            .then_some(token)
     }
 
     /// The request's user: its bearer token, else its client certificate, else
@@ -106,6 +174,37 @@ pub fn certificate_user(der: &[u8]) -> Option<User> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn t10_bootstrap_tokens_are_users_while_their_secret_says_so() {
+        use base64::Engine;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let now = jiff::Timestamp::from_second(1_800_000_000).expect("time");
+        let mut secret = serde_json::json!({
+            "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
+            "data": {
+                "token-id": b64("abcdef"),
+                "token-secret": b64("0123456789abcdef"),
+                "usage-bootstrap-authentication": b64("true"),
+                "auth-extra-groups": b64("system:bootstrappers:kubeadm:default-node-token,system:masters"),
+                "expiration": b64("2027-06-01T00:00:00Z"),
+            },
+        });
+        let user = bootstrap_user("abcdef.0123456789abcdef", &secret, now).expect("a user");
+        assert_eq!(user.name, "system:bootstrap:abcdef");
+        assert_eq!(user.groups, vec!["system:bootstrappers", "system:bootstrappers:kubeadm:default-node-token"]);
+        assert!(bootstrap_user("abcdef.0123456789abcdeX", &secret, now).is_none(), "malformed");
+        assert!(bootstrap_user("abcdef.0123456789abcdee", &secret, now).is_none(), "wrong secret");
+        let later = jiff::Timestamp::from_second(1_900_000_000).expect("time");
+        assert!(bootstrap_user("abcdef.0123456789abcdef", &secret, later).is_none(), "expired");
+        secret["data"]["usage-bootstrap-authentication"] = serde_json::json!(b64("false"));
+        assert!(bootstrap_user("abcdef.0123456789abcdef", &secret, now).is_none(), "not for authentication");
+        let auth = Authenticator { bootstrap_tokens: true, ..Authenticator::default() };
+        assert_eq!(auth.bootstrap_token(Some("Bearer abcdef.0123456789abcdef")), Some("abcdef.0123456789abcdef"));
+        assert_eq!(auth.bootstrap_token(Some("Bearer secret")), None);
+        assert_eq!(Authenticator::default().bootstrap_token(Some("Bearer abcdef.0123456789abcdef")), None);
+    }
 
     #[test]
     fn token_file_in_kube_format() {

@@ -147,7 +147,10 @@ pub fn attributes(
         }
         (Route::Resource(r), "GET" | "HEAD") if r.watch_path || request::flag(query, "watch") => "watch",
         (Route::Resource(_), "GET" | "HEAD") => "get",
-        (Route::Resource(_) | Route::SelfSubjectReview | Route::SelfSubjectAccessReview, "POST") => "create",
+        (
+            Route::Resource(_) | Route::SelfSubjectReview | Route::SelfSubjectAccessReview | Route::SubjectAccessReview,
+            "POST",
+        ) => "create",
         (Route::Resource(_), "PUT") => "update",
         (Route::Resource(_), "PATCH") => "patch",
         (Route::Resource(r), "DELETE") if r.name.is_none() => "deletecollection",
@@ -180,6 +183,7 @@ pub fn attributes(
             }
         }
         Route::SelfSubjectReview => review("authentication.k8s.io", "selfsubjectreviews"),
+        Route::SubjectAccessReview => review("authorization.k8s.io", "subjectaccessreviews"),
         _ => review("authorization.k8s.io", "selfsubjectaccessreviews"),
     };
     let field_selector = query.get("fieldSelector").cloned().unwrap_or_default();
@@ -200,6 +204,7 @@ fn non_resource(user: &User, verb: &str, route: &Route, path: &str) -> Attribute
     let target = match route {
         Route::SelfSubjectReview => review("authentication.k8s.io", "selfsubjectreviews"),
         Route::SelfSubjectAccessReview => review("authorization.k8s.io", "selfsubjectaccessreviews"),
+        Route::SubjectAccessReview => review("authorization.k8s.io", "subjectaccessreviews"),
         _ => Target::Path(path.to_string()),
     };
     Attributes {
@@ -211,8 +216,8 @@ fn non_resource(user: &User, verb: &str, route: &Route, path: &str) -> Attribute
     }
 }
 
-/// A SelfSubjectAccessReview's question, as the authorizer sees it.
-pub fn review_attributes(user: &User, spec: &Value) -> Result<Attributes, ApiError> {
+/// An access review's question about `user` in `groups`, as the authorizer sees it.
+pub fn review_attributes(kind: &str, user: &str, groups: Vec<String>, spec: &Value) -> Result<Attributes, ApiError> {
     let text = |value: &Value, field: &str| value.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
     let (verb, target) = if let Some(resource) = spec.get("resourceAttributes").filter(|v| v.is_object()) {
         let target = Target::Resource {
@@ -228,7 +233,7 @@ pub fn review_attributes(user: &User, spec: &Value) -> Result<Attributes, ApiErr
     } else {
         return Err(ApiError::Invalid {
             group: "authorization.k8s.io".into(),
-            kind: "SelfSubjectAccessReview".into(),
+            kind: kind.into(),
             name: String::new(),
             causes: vec![crate::error::FieldError::invalid(
                 "spec.resourceAttributes",
@@ -239,5 +244,5 @@ pub fn review_attributes(user: &User, spec: &Value) -> Result<Attributes, ApiErr
     };
     let field_selector = spec.pointer("/resourceAttributes/fieldSelector/rawSelector").and_then(Value::as_str);
     let field_selector = field_selector.unwrap_or_default().to_string();
-    Ok(Attributes { user: user.name.clone(), groups: groups_of(user), verb, target, field_selector })
+    Ok(Attributes { user: user.to_string(), groups, verb, target, field_selector })
 }

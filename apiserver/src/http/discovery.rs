@@ -31,6 +31,7 @@ fn subresource_shape(
         Subresource::Binding => ("", "v1", "Binding", &["create"]),
         Subresource::Eviction => ("policy", "v1", "Eviction", &["create"]),
         Subresource::Finalize => ("", "v1", "Namespace", &["update"]),
+        Subresource::Approval => (resource.group, resource.version, resource.kind_name, &["get", "patch", "update"]),
     }
 }
 
@@ -190,6 +191,7 @@ mod tests {
             "discovery.k8s.io",
             "scheduling.k8s.io",
             "rbac.authorization.k8s.io",
+            "certificates.k8s.io",
         ];
         assert_eq!(groups, expected);
         assert_eq!(aggregated(true, "apidiscovery.k8s.io/v2")["items"].as_array().expect("test data").len(), 1);

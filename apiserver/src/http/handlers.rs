@@ -77,7 +77,11 @@ fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String
     }
 }
 
-fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+fn write_options(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    user: &super::auth::User,
+) -> Result<WriteOptions, ApiError> {
     let dry_run = match query.get("dryRun").map(String::as_str) {
         None | Some("") => false,
         Some("All") => true,
@@ -91,6 +95,7 @@ fn write_options(query: &HashMap<String, String>, headers: &HeaderMap) -> Result
         field_manager: field_manager(query, headers),
         force: flag(query, "force"),
         applying: false,
+        requester: json!({"username": user.name, "uid": user.uid, "groups": super::authz::groups_of(user)}),
     })
 }
 
@@ -165,15 +170,66 @@ fn status_success(request: &ResourceRequest, name: &str, uid: &str, code: u16) -
     status
 }
 
+/// kube's CertificateApproval and CertificateSigning admission: approving a
+/// request takes `approve`, issuing it `sign`, on its signer (by name, or
+/// `<domain>/*`) in `signers.certificates.k8s.io`.
+async fn authorize_signer(
+    server: &Server,
+    user: &super::auth::User,
+    resource: &'static Resource,
+    name: &str,
+    subresource: Option<Subresource>,
+) -> Result<(), ApiError> {
+    let verb = match subresource {
+        Some(Subresource::Approval) => "approve",
+        Some(Subresource::Status) => "sign",
+        _ => return Ok(()),
+    };
+    let current = server.registry.get(resource, "", name, "").await?;
+    let signer = meta::str_at(&current, &["spec", "signerName"]).unwrap_or_default().to_string();
+    let domain = signer.split('/').next().unwrap_or_default();
+    for signer_name in [signer.clone(), format!("{domain}/*")] {
+        let attributes = crate::rbac::Attributes {
+            user: user.name.clone(),
+            groups: super::authz::groups_of(user),
+            verb: verb.to_string(),
+            target: crate::rbac::Target::Resource {
+                group: crate::resources::CERTIFICATES_GROUP.into(),
+                resource: "signers".into(),
+                subresource: String::new(),
+                namespace: String::new(),
+                name: signer_name,
+            },
+            field_selector: String::new(),
+        };
+        if let crate::rbac::Decision::Allow(_) = server.authorizer.decide(&server.registry, &attributes).await {
+            return Ok(());
+        }
+    }
+    let acting = if verb == "approve" { "approve" } else { "sign" };
+    Err(ApiError::Forbidden {
+        resource: crate::error::GroupResource::of(resource),
+        name: name.to_string(),
+        detail: format!("user not permitted to {acting} requests with signerName {signer:?}"),
+    })
+}
+
+/// One request's parts as the handlers read them.
+pub struct Call<'a> {
+    pub user: &'a super::auth::User,
+    pub method: &'a Method,
+    pub query: &'a HashMap<String, String>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
 pub async fn handle(
     server: &Server,
     request: ResourceRequest,
-    method: &Method,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
+    call: Call<'_>,
     output: Output,
-    body: &[u8],
 ) -> Result<Reply, ApiError> {
+    let Call { user, method, query, headers, body } = call;
     let registry = &server.registry;
     let resource = request.resource;
     let namespace = request.namespace.clone();
@@ -197,16 +253,15 @@ pub async fn handle(
             let list = registry.list(resource, &namespace, &options).await?;
             ok(shaped(&request, output, query, list, true))
         }
-        ("GET", Some(name), None | Some(Subresource::Status)) => {
+        ("GET", Some(name), None | Some(Subresource::Status) | Some(Subresource::Approval)) => {
             let rv = query.get("resourceVersion").map(String::as_str).unwrap_or("");
             let object = registry.get(resource, &namespace, &name, rv).await?;
             ok(shaped(&request, output, query, object, false))
         }
         ("GET", Some(name), Some(Subresource::Scale)) => ok(registry.get_scale(resource, &namespace, &name).await?),
         ("POST", None, None) => {
-            let written = registry
-                .create(resource, &namespace, decode_object(headers, body, resource)?, &write_options(query, headers)?)
-                .await?;
+            let object = decode_object(headers, body, resource)?;
+            let written = registry.create(resource, &namespace, object, &write_options(query, headers, user)?).await?;
             Ok(respond(StatusCode::CREATED, written.object).with_warnings(written.warnings))
         }
         ("POST", Some(name), Some(Subresource::Binding)) => {
@@ -219,7 +274,10 @@ pub async fn handle(
             registry.delete(resource, &namespace, &name, &options).await?;
             Ok(respond(StatusCode::CREATED, status_success(&request, &name, "", 201)))
         }
-        ("PUT", Some(name), None | Some(Subresource::Status) | Some(Subresource::Finalize)) => {
+        ("PUT", Some(name), None | Some(Subresource::Status | Subresource::Finalize | Subresource::Approval)) => {
+            if resource.kind == Kind::CertificateSigningRequest {
+                authorize_signer(server, user, resource, &name, request.subresource).await?;
+            }
             let written = registry
                 .update(
                     resource,
@@ -227,24 +285,27 @@ pub async fn handle(
                     &name,
                     request.subresource,
                     decode_object(headers, body, resource)?,
-                    &write_options(query, headers)?,
+                    &write_options(query, headers, user)?,
                 )
                 .await?;
             let code = if written.created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(respond(code, written.object).with_warnings(written.warnings))
         }
-        ("PUT", Some(name), Some(Subresource::Scale)) => {
-            ok(registry.set_scale(resource, &namespace, &name, None, body, &write_options(query, headers)?).await?)
-        }
+        ("PUT", Some(name), Some(Subresource::Scale)) => ok(registry
+            .set_scale(resource, &namespace, &name, None, body, &write_options(query, headers, user)?)
+            .await?),
         ("PATCH", Some(name), sub) => {
             let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let kind = PatchType::from_content_type(content_type)?;
-            let options = write_options(query, headers)?;
+            let options = write_options(query, headers, user)?;
             if sub == Some(Subresource::Scale) {
                 return ok(registry.set_scale(resource, &namespace, &name, Some(kind), body, &options).await?);
             }
-            if !matches!(sub, None | Some(Subresource::Status)) {
+            if !matches!(sub, None | Some(Subresource::Status | Subresource::Approval)) {
                 return Err(ApiError::MethodNotAllowed);
+            }
+            if resource.kind == Kind::CertificateSigningRequest {
+                authorize_signer(server, user, resource, &name, sub).await?;
             }
             let written = registry.patch(resource, &namespace, &name, sub, (kind, body), &options).await?;
             let code = if written.created { StatusCode::CREATED } else { StatusCode::OK };

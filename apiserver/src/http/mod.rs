@@ -222,7 +222,7 @@ async fn handle(
     };
     let labels = metric_labels(&parts.method, &route, &query);
     let authorization = parts.headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let reply = match server.auth.authenticate(authorization, certificate_user.as_ref()) {
+    let reply = match authenticate(&server, authorization, certificate_user.as_ref()) {
         Err(err) => error_reply(&err),
         Ok(user) => {
             tracing::debug!(user = %user.name, %peer, method = %parts.method, path = %parts.uri.path(), "request");
@@ -245,6 +245,20 @@ async fn handle(
     };
     server.metrics.observe(labels, reply.status.as_u16(), started.elapsed());
     reply.into_response(pretty)
+}
+
+/// The request's user: a bootstrap token held in a kube-system Secret, else
+/// what the authenticator makes of the token or certificate.
+fn authenticate(server: &Server, authorization: Option<&str>, certificate: Option<&User>) -> Result<User, ApiError> {
+    if let Some(token) = server.auth.bootstrap_token(authorization) {
+        let secrets = crate::resources::of(crate::resources::Kind::Secret);
+        let id = token.split('.').next().unwrap_or_default();
+        let key = server.registry.keys.object(secrets, "kube-system", &auth::bootstrap_secret_name(id));
+        let secret = server.registry.cacher(crate::resources::Kind::Secret).get(&key);
+        let user = secret.and_then(|s| auth::bootstrap_user(token, &s, jiff::Timestamp::now()));
+        return user.ok_or(ApiError::Unauthorized);
+    }
+    server.auth.authenticate(authorization, certificate)
 }
 
 /// How much of a too-large body is read and thrown away before answering, so
@@ -368,10 +382,19 @@ async fn dispatch(
             ))
         }
         Route::SelfSubjectReview => Err(ApiError::MethodNotAllowed),
-        Route::SelfSubjectAccessReview if method == Method::POST => {
+        Route::SelfSubjectAccessReview | Route::SubjectAccessReview if method == Method::POST => {
             let review = handlers::decode_body(headers, body)?;
             let spec = review.get("spec").cloned().unwrap_or_default();
-            let attributes = authz::review_attributes(user, &spec)?;
+            let (kind, attributes) = if matches!(route, Route::SubjectAccessReview) {
+                // The subject is the one the spec names, with exactly its groups.
+                let groups = spec["groups"].as_array().into_iter().flatten();
+                let groups = groups.filter_map(|g| g.as_str().map(String::from)).collect();
+                let subject = spec["user"].as_str().unwrap_or_default();
+                ("SubjectAccessReview", authz::review_attributes("SubjectAccessReview", subject, groups, &spec)?)
+            } else {
+                let kind = "SelfSubjectAccessReview";
+                (kind, authz::review_attributes(kind, &user.name, authz::groups_of(user), &spec)?)
+            };
             let (allowed, reason) = match server.authorizer.decide(&server.registry, &attributes).await {
                 rbac::Decision::Allow(reason) => (true, reason),
                 rbac::Decision::Deny(reason) => (false, reason),
@@ -383,7 +406,7 @@ async fn dispatch(
             Ok(respond(
                 StatusCode::CREATED,
                 json!({
-                    "kind": "SelfSubjectAccessReview",
+                    "kind": kind,
                     "apiVersion": "authorization.k8s.io/v1",
                     "metadata": {"creationTimestamp": null},
                     "spec": spec,
@@ -391,11 +414,17 @@ async fn dispatch(
                 }),
             ))
         }
-        Route::SelfSubjectAccessReview => Err(ApiError::MethodNotAllowed),
+        Route::SelfSubjectAccessReview | Route::SubjectAccessReview => Err(ApiError::MethodNotAllowed),
         Route::Resource(resource_request) => {
             let output = request::output(accept)?;
             let endpoints = resource_request.resource.kind == crate::resources::Kind::Endpoints;
-            let reply = handlers::handle(server, resource_request, method, query, headers, output, body).await;
+            let reply = handlers::handle(
+                server,
+                resource_request,
+                handlers::Call { user, method, query, headers, body },
+                output,
+            )
+            .await;
             if endpoints {
                 // kube-apiserver 1.33 warns on every use of v1 Endpoints.
                 return reply.map(|r| {

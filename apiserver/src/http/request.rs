@@ -39,6 +39,8 @@ pub enum Route {
     SelfSubjectReview,
     /// `kubectl auth can-i`: whether the caller may do something.
     SelfSubjectAccessReview,
+    /// Whether a given user may do something: the CSR approver asks.
+    SubjectAccessReview,
     Resource(ResourceRequest),
     NotFound,
 }
@@ -59,6 +61,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         ["openapi", "v3", rest @ ..] => Route::OpenApiV3(rest.join("/")),
         ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] => Route::SelfSubjectReview,
         ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => Route::SelfSubjectAccessReview,
+        ["apis", "authorization.k8s.io", "v1", "subjectaccessreviews"] => Route::SubjectAccessReview,
         ["api", "v1"] => Route::ResourceList { group: String::new(), version: "v1".into() },
         ["api", "v1", rest @ ..] => resource_route("", "v1", rest)?,
         ["apis", group] => Route::Group(group.to_string()),

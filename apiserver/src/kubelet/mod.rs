@@ -3,6 +3,7 @@
 //! status, and runs the pods bound to it (a watch on `spec.nodeName`) on a
 //! simulated runtime (`runtime`). One process hosts `--nodes N` of them.
 
+pub mod bootstrap;
 pub mod cri;
 pub mod node;
 pub mod pod;
@@ -18,8 +19,17 @@ use crate::config::parse_duration;
 
 #[derive(Args, Clone, Debug)]
 pub struct KubeletConfig {
+    /// The kubeconfig to talk with; with `--bootstrap-kubeconfig`, where the
+    /// one made at bootstrap goes (`<path>-<node>` when the process hosts several nodes).
     #[arg(long = "kubeconfig")]
     pub kubeconfig: PathBuf,
+    /// A kubeconfig with a bootstrap token: each node asks for its own
+    /// client certificate with it (TLS bootstrapping) and talks as itself.
+    #[arg(long = "bootstrap-kubeconfig")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the node's certificate goes; by default `<root-dir>/<node>/pki`.
+    #[arg(long = "cert-dir")]
+    pub cert_dir: Option<PathBuf>,
     /// How many hollow nodes this process hosts.
     #[arg(long = "nodes", default_value_t = 1)]
     pub nodes: u32,
@@ -86,6 +96,8 @@ pub enum KubeletError {
     NoCri,
     #[error("{0}")]
     Kube(#[from] kube::Error),
+    #[error("TLS bootstrap: {0}")]
+    Bootstrap(String),
 }
 
 impl KubeletConfig {
@@ -109,6 +121,25 @@ impl KubeletConfig {
         self.root_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("cairn-kubelet"))
     }
 
+    /// Where node `name` keeps its kubeconfig and certificate after bootstrap.
+    pub fn node_paths(&self, name: &str) -> bootstrap::NodePaths {
+        let kubeconfig = if self.nodes == 1 {
+            self.kubeconfig.clone()
+        } else {
+            PathBuf::from(format!("{}-{name}", self.kubeconfig.display()))
+        };
+        let cert_dir = match &self.cert_dir {
+            Some(dir) if self.nodes == 1 => dir.clone(),
+            Some(dir) => dir.join(name),
+            None => self.root_dir().join(name).join("pki"),
+        };
+        bootstrap::NodePaths { kubeconfig, cert_dir }
+    }
+
+    pub fn node_name(&self, index: u32) -> String {
+        format!("{}{index}", self.node_name_prefix)
+    }
+
     pub fn validate(&self) -> Result<(), KubeletError> {
         self.pod_cidr(self.first_node_index + self.nodes.saturating_sub(1)).map(|_| ())
     }
@@ -116,11 +147,25 @@ impl KubeletConfig {
 
 pub async fn run(config: KubeletConfig) -> Result<(), KubeletError> {
     config.validate()?;
-    let client = crate::client::connect(&config.kubeconfig, "kubelet/v1.33.7-cairn").await?;
+    let user_agent = "kubelet/v1.33.7-cairn";
+    // Without a bootstrap kubeconfig every node shares the one identity given.
+    let mut shared: Option<kube::Client> = None;
     let mut nodes = tokio::task::JoinSet::new();
     for offset in 0..config.nodes {
         let index = config.first_node_index + offset;
-        let node = node::HollowNode::new(client.clone(), &config, index)?;
+        let client = match (&config.bootstrap_kubeconfig, &shared) {
+            (Some(bootstrap_kubeconfig), _) => {
+                let name = config.node_name(index);
+                bootstrap::client_for(&name, &config.node_paths(&name), bootstrap_kubeconfig, user_agent).await?
+            }
+            (None, Some(client)) => client.clone(),
+            (None, None) => {
+                let client = crate::client::connect(&config.kubeconfig, user_agent).await?;
+                shared = Some(client.clone());
+                client
+            }
+        };
+        let node = node::HollowNode::new(client, &config, index)?;
         nodes.spawn(node.run());
     }
     tracing::info!(nodes = config.nodes, "hollow nodes started");

@@ -99,7 +99,7 @@ fn connect_runtime(
 
 impl HollowNode {
     pub fn new(client: Client, config: &KubeletConfig, index: u32) -> Result<HollowNode, KubeletError> {
-        let name = format!("{}{index}", config.node_name_prefix);
+        let name = config.node_name(index);
         let pod_cidr = config.pod_cidr(index)?;
         let node_ip = Ipv4Addr::from(u32::from(config.node_ip_base) + index);
         let sim = SimRuntime::new(pod_cidr, node_ip, &config.images, config.image_pull_delay);

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::resources::{Kind, RBAC_GROUP};
+use crate::resources::{Kind, CERTIFICATES_GROUP, RBAC_GROUP};
 
 const READ: &[&str] = &["get", "list", "watch"];
 const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -41,6 +41,8 @@ pub fn node_rules() -> Vec<Value> {
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
         rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
         rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+        // A kubelet asks for its next certificate itself.
+        rule(&[CERTIFICATES_GROUP], &["certificatesigningrequests"], &["create", "get", "list", "watch"]),
     ]
 }
 
@@ -147,10 +149,30 @@ fn cluster_roles() -> Vec<(&'static str, Vec<Value>)> {
                 rule(&["scheduling.k8s.io"], &["priorityclasses"], READ),
                 rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
                 rule(&["authorization.k8s.io"], &["subjectaccessreviews"], &["create"]),
+                // csrapproving and csrsigning.
+                rule(
+                    &[CERTIFICATES_GROUP],
+                    &[CSRS, "certificatesigningrequests/approval", "certificatesigningrequests/status"],
+                    ALL_VERBS,
+                ),
+                rule(&[CERTIFICATES_GROUP], &["signers"], &["approve", "sign"]),
             ],
+        ),
+        // What a bootstrap token may do: ask for a certificate, and have a
+        // kubelet's client certificate approved (kubeadm binds both).
+        ("system:node-bootstrapper", vec![rule(&[CERTIFICATES_GROUP], &[CSRS], &["create", "get", "list", "watch"])]),
+        (
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            vec![rule(&[CERTIFICATES_GROUP], &["certificatesigningrequests/nodeclient"], &["create"])],
+        ),
+        (
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            vec![rule(&[CERTIFICATES_GROUP], &["certificatesigningrequests/selfnodeclient"], &["create"])],
         ),
     ]
 }
+
+const CSRS: &str = "certificatesigningrequests";
 
 /// A binding's subject: (kind, name).
 type Subject = (&'static str, &'static str);
@@ -191,4 +213,30 @@ pub fn objects() -> Vec<(Kind, Value)> {
         out.push((Kind::ClusterRoleBinding, binding));
     }
     out
+}
+
+/// kube's reconciliation of a bootstrap role or binding that exists: unless
+/// it is annotated `rbac.authorization.kubernetes.io/autoupdate: "false"`,
+/// it gains the default rules (or subjects) it lacks and keeps its own.
+pub fn reconcile(kind: Kind, current: &Value, wanted: &Value) -> Value {
+    let annotation = &current["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"];
+    let field = match kind {
+        Kind::ClusterRole => "rules",
+        Kind::ClusterRoleBinding => "subjects",
+        _ => return current.clone(),
+    };
+    if annotation == "false" {
+        return current.clone();
+    }
+    let mut merged = current.clone();
+    let mut items = current[field].as_array().cloned().unwrap_or_default();
+    for item in wanted[field].as_array().into_iter().flatten() {
+        if !items.contains(item) {
+            items.push(item.clone());
+        }
+    }
+    if !items.is_empty() {
+        merged[field] = Value::Array(items);
+    }
+    merged
 }

@@ -222,3 +222,17 @@ fn a_service_account_subject_needs_a_namespace() {
     let policy = Policy::new(&[], &[admin], &[], &[binding]);
     assert!(!policy.authorize(&attributes("system:serviceaccount::bot", &[], "get", pods("x", "p"))).allowed());
 }
+
+#[test]
+fn t90_bootstrap_roles_gain_missing_default_rules_unless_told_not_to() {
+    use serde_json::json;
+    let wanted = json!({"rules": [{"apiGroups": ["a"], "resources": ["x"], "verbs": ["get"]}, {"apiGroups": ["b"], "resources": ["y"], "verbs": ["list"]}]});
+    let current = json!({"metadata": {"name": "r"}, "rules": [{"apiGroups": ["a"], "resources": ["x"], "verbs": ["get"]}, {"apiGroups": ["own"], "resources": ["z"], "verbs": ["*"]}]});
+    let merged = bootstrap::reconcile(crate::resources::Kind::ClusterRole, &current, &wanted);
+    assert_eq!(merged["rules"].as_array().map(Vec::len), Some(3), "{merged}");
+    let mut pinned = current.clone();
+    pinned["metadata"]["annotations"] = json!({"rbac.authorization.kubernetes.io/autoupdate": "false"});
+    assert_eq!(bootstrap::reconcile(crate::resources::Kind::ClusterRole, &pinned, &wanted), pinned);
+    let merged_again = bootstrap::reconcile(crate::resources::Kind::ClusterRole, &merged, &wanted);
+    assert_eq!(merged_again, merged, "a second pass changes nothing");
+}

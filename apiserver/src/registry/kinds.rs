@@ -88,14 +88,49 @@ pub fn prepare_for_create(kind: Kind, object: &mut Value) {
                 }
             }
         }
-        // Go writes an empty status struct as {}.
-        Kind::Deployment | Kind::ReplicaSet => object["status"] = json!({}),
+        // Go writes an empty status struct as {}; a request starts with none.
+        Kind::Deployment | Kind::ReplicaSet | Kind::CertificateSigningRequest => object["status"] = json!({}),
         Kind::Service => {
             if let Some(map) = object.as_object_mut() {
                 map.remove("status");
             }
         }
         _ => {}
+    }
+}
+
+/// The Approved and Denied conditions of `current`, with `object`'s others.
+fn keep_approval(object: &mut Value, current: &Value) {
+    let is_decision = |c: &Value| c["type"] == "Approved" || c["type"] == "Denied";
+    let conditions = |o: &Value| o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut kept: Vec<Value> = conditions(current).into_iter().filter(is_decision).collect();
+    kept.extend(conditions(object).into_iter().filter(|c| !is_decision(c)));
+    if kept.is_empty() {
+        if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
+            status.remove("conditions");
+        }
+    } else {
+        if !object["status"].is_object() {
+            object["status"] = json!({});
+        }
+        object["status"]["conditions"] = json!(kept);
+    }
+}
+
+/// A CertificateSigningRequest names who made it: `requester` is kube's
+/// UserInfo of the caller; what the body said is dropped.
+pub fn stamp_requester(object: &mut Value, requester: &Value) {
+    let Some(spec) = object.as_object_mut().map(|o| o.entry("spec").or_insert_with(|| json!({}))) else { return };
+    let Some(spec) = spec.as_object_mut() else { return };
+    for field in ["username", "uid", "groups", "extra"] {
+        spec.remove(field);
+    }
+    for field in ["username", "uid", "groups"] {
+        let value = &requester[field];
+        let empty = value.is_null() || value == "" || value.as_array().is_some_and(Vec::is_empty);
+        if !empty {
+            spec.insert(field.into(), value.clone());
+        }
     }
 }
 
@@ -171,6 +206,20 @@ pub fn prepare_for_update(
             }
             object
         }
+        // approval changes the Approved, Denied and Failed conditions and nothing else.
+        Some(Subresource::Approval) => {
+            let mut object = current.clone();
+            if !object["status"].is_object() {
+                object["status"] = json!({});
+            }
+            object["status"]["conditions"] = given["status"]["conditions"].clone();
+            if object["status"]["conditions"].is_null() {
+                if let Some(status) = object["status"].as_object_mut() {
+                    status.remove("conditions");
+                }
+            }
+            object
+        }
         Some(Subresource::Status) => {
             let mut object = current.clone();
             match given.get("status") {
@@ -180,6 +229,10 @@ pub fn prepare_for_update(
                         map.remove("status");
                     }
                 }
+            }
+            // A signer's status write keeps the approval decisions as they stood.
+            if resource.kind == Kind::CertificateSigningRequest {
+                keep_approval(&mut object, current);
             }
             // Status writes may change labels and annotations, as kube-apiserver allows.
             for key in ["labels", "annotations"] {
@@ -211,6 +264,10 @@ pub fn prepare_for_update(
             Some(value) => meta::set(&mut object, key, value.clone()),
             None => meta::remove(&mut object, key),
         }
+    }
+    // A request cannot be changed once made; only its status moves.
+    if resource.kind == Kind::CertificateSigningRequest {
+        object["spec"] = current.get("spec").cloned().unwrap_or(Value::Null);
     }
     if resource.kind == Kind::Namespace && subresource != Some(Subresource::Finalize) {
         object["spec"] = current.get("spec").cloned().unwrap_or(Value::Null);

@@ -57,6 +57,9 @@ pub struct WriteOptions {
     pub force: bool,
     /// Set by server-side apply, which keeps `managedFields` itself.
     pub applying: bool,
+    /// Who asks, as kube's UserInfo (`username`, `uid`, `groups`): a
+    /// CertificateSigningRequest records it, whatever its body says.
+    pub requester: Value,
 }
 
 /// A written object and the warnings to send with it.
@@ -264,6 +267,9 @@ impl Registry {
         kinds::generate_name(&mut object);
         kinds::fill_system_fields(resource, &mut object);
         kinds::prepare_for_create(resource.kind, &mut object);
+        if resource.kind == Kind::CertificateSigningRequest {
+            kinds::stamp_requester(&mut object, &options.requester);
+        }
         let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
         typed::finish(resource.kind, &mut object);
         admission::mutate_create(self, resource, &mut object).await?;

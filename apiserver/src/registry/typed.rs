@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Endpoints, Event, Namespace, Node, Pod, PodSpec, Secret, Service, ServiceAccount, Toleration,
@@ -114,6 +115,7 @@ fn decode_with(kind: Kind, value: Value, defaults: bool) -> Result<Value, String
                 default_subjects(b.subjects.iter_mut().flatten());
             }
         }),
+        Kind::CertificateSigningRequest => through(value, |_: &mut CertificateSigningRequest| {}),
     }
 }
 

@@ -113,6 +113,10 @@ pub fn validate(kind: Kind, object: &Value, old: Option<&Value>) -> Vec<FieldErr
             }
         }
         Kind::Service => errors.extend(validate_service(object)),
+        Kind::CertificateSigningRequest => match old {
+            None => errors.extend(validate_certificate_request(object)),
+            Some(old) => errors.extend(validate_certificate_request_update(object, old)),
+        },
         Kind::ConfigMap | Kind::Secret => {
             errors.extend(data_size(kind, object));
             for field in ["data", "binaryData", "stringData"] {
@@ -277,6 +281,78 @@ fn validate_service(object: &Value) -> Vec<FieldError> {
         }
         if ports.is_some_and(|p| p.len() > 1) && port.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
             errors.push(FieldError::required(format!("spec.ports[{i}].name"), ""));
+        }
+    }
+    errors
+}
+
+fn condition_types(request: &Value) -> Vec<String> {
+    let conditions = request.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten();
+    conditions.filter_map(|c| c["type"].as_str().map(String::from)).collect()
+}
+
+/// A decision stands: Approved and Denied exclude each other and neither is
+/// taken back, and an issued certificate is not replaced.
+fn validate_certificate_request_update(object: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let (now, before) = (condition_types(object), condition_types(old));
+    let has = |list: &[String], kind: &str| list.iter().any(|c| c == kind);
+    if has(&now, "Approved") && has(&now, "Denied") {
+        errors.push(FieldError::invalid(
+            "status.conditions",
+            "Approved",
+            "Approved and Denied conditions are mutually exclusive",
+        ));
+    }
+    for kind in ["Approved", "Denied", "Failed"] {
+        if has(&before, kind) && !has(&now, kind) {
+            errors.push(FieldError::forbidden(
+                "status.conditions",
+                format!("updates may not remove a condition of type {kind:?}"),
+            ));
+        }
+    }
+    let certificate = |o: &Value| meta::str_at(o, &["status", "certificate"]).unwrap_or("").to_string();
+    if !certificate(old).is_empty() && certificate(object) != certificate(old) {
+        errors.push(FieldError::forbidden("status.certificate", "updates may not modify existing certificate content"));
+    }
+    errors
+}
+
+/// A request must hold a PEM certificate request that verifies, name its
+/// signer and say what the certificate is for.
+fn validate_certificate_request(object: &Value) -> Vec<FieldError> {
+    use base64::Engine;
+    let mut errors = Vec::new();
+    let request = meta::str_at(object, &["spec", "request"]).unwrap_or("");
+    let decoded = base64::engine::general_purpose::STANDARD.decode(request).unwrap_or_default();
+    if decoded.is_empty() {
+        errors.push(FieldError::required("spec.request", ""));
+    } else if let Err(error) = crate::certificates::parse_request(&decoded) {
+        errors.push(FieldError::invalid("spec.request", "[]byte{...}", error.to_string()));
+    }
+    let signer = meta::str_at(object, &["spec", "signerName"]).unwrap_or("");
+    if signer.is_empty() {
+        errors.push(FieldError::required("spec.signerName", ""));
+    } else if signer.split('/').count() != 2 || signer.split('/').any(str::is_empty) {
+        errors.push(FieldError::invalid(
+            "spec.signerName",
+            signer,
+            "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+        ));
+    }
+    if object.pointer("/spec/usages").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        errors.push(FieldError::required("spec.usages", ""));
+    }
+    // kube's CertificateSubjectRestriction: no masters through the client signer.
+    if signer == crate::certificates::APISERVER_CLIENT_SIGNER {
+        if let Ok(requested) = crate::certificates::parse_request(&decoded) {
+            if requested.organizations.iter().any(|o| o == "system:masters") {
+                errors.push(FieldError::forbidden(
+                    "spec.signerName",
+                    "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed",
+                ));
+            }
         }
     }
     errors

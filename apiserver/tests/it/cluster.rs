@@ -698,6 +698,159 @@ fn log_tail(dir: &std::path::Path) -> String {
     text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
+/// kubectl with another of `up`'s kubeconfigs.
+fn kubectl_with(up: &Up, kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(cairn_testkit::kube::kubectl_binary())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["--request-timeout=20s"])
+        .args(args)
+        .current_dir(&up.dir)
+        .output()
+        .expect("kubectl");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// `cairn-kube up` is TLS and RBAC throughout: every component talks as its
+/// own user, and each kubelet joins by TLS bootstrapping. The bootstrap
+/// token can only ask for certificates; the controller-manager approves and
+/// signs each node's request; the node then talks as `system:node:<name>` and
+/// reaches only its own objects. A user's request stays pending until an
+/// admin approves it with `kubectl certificate approve`, then its certificate works.
+#[tokio::test]
+async fn t76_up_secures_every_link_and_nodes_join_by_tls_bootstrapping() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (ip, store_port) = (cairn_testkit::net::loopback_ip(), cairn_testkit::net::next_port());
+    let flags = up_flags(&ip, store_port, 20, &["--nodes=2", "--replicas=1"]);
+    let up = Up::start(temp.path(), &flags);
+    let ready = eventually(Duration::from_secs(90), || {
+        up.json(&["get", "nodes"])["items"].as_array().is_some_and(|n| n.len() == 2)
+    })
+    .await;
+    assert!(ready, "both nodes join\n{}", log_tail(temp.path()));
+
+    let token = std::fs::read_to_string(up.dir.join("pki").join("bootstrap-token")).expect("token");
+    let token_id = token.trim().split('.').next().unwrap_or_default().to_string();
+    let requests = up.json(&["get", "csr"]);
+    let requests = requests["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(requests.len(), 2, "one request a node: {requests:?}");
+    for request in &requests {
+        assert_eq!(request["spec"]["username"], format!("system:bootstrap:{token_id}"), "{request}");
+        assert_eq!(request["spec"]["signerName"], "kubernetes.io/kube-apiserver-client-kubelet");
+        let groups = request["spec"]["groups"].as_array().cloned().unwrap_or_default();
+        assert!(groups.contains(&serde_json::json!("system:bootstrappers:kubeadm:default-node-token")), "{request}");
+        let approved = &request["status"]["conditions"][0];
+        assert_eq!((approved["type"].as_str(), approved["reason"].as_str()), (Some("Approved"), Some("AutoApproved")));
+        assert!(request["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty()), "issued: {request}");
+    }
+    let table = String::from_utf8_lossy(&up.kubectl(&["get", "csr"]).stdout).to_string();
+    assert!(table.starts_with("NAME"), "{table}");
+    assert_eq!(table.matches("Approved,Issued").count(), 2, "{table}");
+
+    let node0 = up.dir.join("kubelet").join("kubelet-0.kubeconfig");
+    let (ok, whoami) = kubectl_with(&up, &node0, &["auth", "whoami"]);
+    assert!(ok && whoami.contains("system:node:hollow-node-0") && whoami.contains("system:nodes"), "{whoami}");
+    let (ok, secrets) = kubectl_with(&up, &node0, &["get", "secrets", "-n", "kube-system"]);
+    assert!(
+        !ok && secrets.contains(r#"User "system:node:hollow-node-0" cannot list resource "secrets""#),
+        "a node reads no secrets: {secrets}"
+    );
+    let (ok, other) = kubectl_with(&up, &node0, &["label", "node", "hollow-node-1", "stolen=yes"]);
+    assert!(!ok && other.contains("Forbidden"), "a node changes only its own Node: {other}");
+    let (ok, own) = kubectl_with(&up, &node0, &["label", "node", "hollow-node-0", "mine=yes"]);
+    assert!(ok, "a node changes its own Node: {own}");
+
+    let bootstrap = up.dir.join("bootstrap-kubelet.kubeconfig");
+    let (ok, pods) = kubectl_with(&up, &bootstrap, &["get", "pods", "-A"]);
+    assert!(!ok && pods.contains(&format!("system:bootstrap:{token_id}")), "the token reads nothing: {pods}");
+    let (ok, can) = kubectl_with(&up, &bootstrap, &["auth", "can-i", "create", "certificatesigningrequests"]);
+    assert!(ok && can.starts_with("yes"), "{can}");
+    for (kubeconfig, user) in [
+        ("controller-manager.kubeconfig", "system:kube-controller-manager"),
+        ("scheduler.kubeconfig", "system:kube-scheduler"),
+        ("proxy.kubeconfig", "system:kube-proxy"),
+    ] {
+        let (ok, whoami) = kubectl_with(&up, &up.dir.join(kubeconfig), &["auth", "whoami"]);
+        assert!(ok && whoami.contains(user), "{kubeconfig}: {whoami}");
+    }
+
+    // A user's request, filed with the bootstrap token: not a kubelet's, so it waits for an admin.
+    let key = temp.path().join("alice.key");
+    let csr = temp.path().join("alice.csr");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-subj", "/CN=alice/O=dev", "-keyout", &key.display().to_string(), "-out", &csr.display().to_string()])
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    use base64::Engine;
+    let request = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&csr).expect("csr"));
+    let manifest = format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: alice\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  usages: [\"client auth\"]\n  username: someone-else\n  uid: forged\n  groups: [system:masters]\n"
+    );
+    let manifest_path = temp.path().join("alice.yaml");
+    std::fs::write(&manifest_path, manifest).expect("manifest");
+    let (ok, created) = kubectl_with(&up, &bootstrap, &["create", "-f", &manifest_path.display().to_string()]);
+    assert!(ok, "{created}");
+    let alice = up.json(&["get", "csr", "alice"]);
+    assert_eq!(alice["spec"]["username"], format!("system:bootstrap:{token_id}"), "the server names the requester");
+    let groups = alice["spec"]["groups"].as_array().cloned().unwrap_or_default();
+    assert!(!groups.contains(&serde_json::json!("system:masters")) && alice["spec"]["uid"].is_null(), "{alice}");
+    // Server-side apply creates too, and is stamped the same.
+    let applied_path = temp.path().join("applied.yaml");
+    let applied = std::fs::read_to_string(&manifest_path).expect("manifest").replace("name: alice", "name: applied");
+    std::fs::write(&applied_path, applied).expect("manifest");
+    assert!(up.kubectl(&["apply", "--server-side", "-f", &applied_path.display().to_string()]).status.success());
+    assert_eq!(up.json(&["get", "csr", "applied"])["spec"]["username"], "kubernetes-admin");
+    // No masters through the client signer (CertificateSubjectRestriction).
+    let masters_csr = temp.path().join("masters.csr");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-subj", "/CN=mallory/O=system:masters", "-keyout", &temp.path().join("m.key").display().to_string()])
+        .args(["-out", &masters_csr.display().to_string()])
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let masters = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&masters_csr).expect("csr"));
+    let masters_path = temp.path().join("masters.yaml");
+    let masters_manifest = std::fs::read_to_string(&manifest_path)
+        .expect("manifest")
+        .replace("name: alice", "name: mallory")
+        .replace(&request, &masters);
+    std::fs::write(&masters_path, masters_manifest).expect("manifest");
+    let admin = up.dir.join("kubeconfig");
+    let (ok, refused) = kubectl_with(&up, &admin, &["create", "-f", &masters_path.display().to_string()]);
+    assert!(!ok && refused.contains("system:masters group is not allowed"), "{refused}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(up.json(&["get", "csr", "alice"])["status"]["conditions"].is_null(), "not approved by the controller");
+    let (ok, approve) = kubectl_with(&up, &bootstrap, &["certificate", "approve", "alice"]);
+    assert!(!ok && approve.contains("Forbidden"), "the token cannot approve: {approve}");
+    let (ok, approve) = kubectl_with(&up, &up.dir.join("kubeconfig"), &["certificate", "approve", "alice"]);
+    assert!(ok, "{approve}");
+    let issued = eventually(Duration::from_secs(30), || {
+        up.json(&["get", "csr", "alice"])["status"]["certificate"].as_str().is_some_and(|c| !c.is_empty())
+    })
+    .await;
+    assert!(issued, "the signer issues an approved request\n{}", log_tail(temp.path()));
+    let certificate =
+        up.json(&["get", "csr", "alice"])["status"]["certificate"].as_str().unwrap_or_default().to_string();
+    let cert_path = temp.path().join("alice.crt");
+    std::fs::write(&cert_path, base64::engine::general_purpose::STANDARD.decode(certificate).expect("base64"))
+        .expect("cert");
+    let out = up.kubectl(&[
+        "auth",
+        "whoami",
+        "-o",
+        "json",
+        &format!("--client-certificate={}", cert_path.display()),
+        &format!("--client-key={}", key.display()),
+    ]);
+    let review: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let info = &review["status"]["userInfo"];
+    assert_eq!(info["username"], "alice", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(info["groups"].as_array().is_some_and(|g| g.contains(&serde_json::json!("dev"))), "{review}");
+}
+
 /// `cairn-kube up`, a snapshot of its store, the cluster stopped and its data
 /// deleted, a restore, and `up` again: every object is back and the pods run again.
 #[tokio::test]
@@ -744,16 +897,27 @@ async fn t74_up_runs_the_cluster_and_comes_back_from_a_restored_snapshot() {
     };
     let before = names(&up);
 
+    // Kubernetes' reference backup command: the store takes only TLS clients with the cluster's certificates.
     let snapshot = temp.path().join("snapshot.db");
-    let endpoint = format!("http://{ip}:{store_port}");
-    let saved = cairn_testkit::etcdctl::etcdctl(&[&endpoint], &["snapshot", "save", &snapshot.display().to_string()])
-        .expect("etcdctl");
+    let endpoint = format!("https://{ip}:{store_port}");
+    let pki = up.dir.join("pki");
+    let flag = |name: &str, file: &str| format!("--{name}={}", pki.join(file).display());
+    let (cacert, cert, key) =
+        (flag("cacert", "ca.crt"), flag("cert", "apiserver-etcd-client.crt"), flag("key", "apiserver-etcd-client.key"));
+    let save = ["snapshot", "save", &snapshot.display().to_string(), &cacert, &cert, &key];
+    let saved = cairn_testkit::etcdctl::etcdctl(&[&endpoint], &save).expect("etcdctl");
     assert!(saved.status.success(), "snapshot save: {}", String::from_utf8_lossy(&saved.stderr));
+    let get = |extra: &[&str]| {
+        let mut args = vec!["get", "/registry/namespaces/default", "--command-timeout=3s", &cacert];
+        args.extend(extra);
+        cairn_testkit::etcdctl::etcdctl(&[&endpoint], &args).expect("etcdctl").status.success()
+    };
+    assert!(get(&[&cert, &key]) && !get(&[]), "the same read succeeds with the client certificate only");
     assert!(up.stop(), "up stops every process it started\n{}", log_tail(temp.path()));
 
     let store = up.dir.join("store");
     std::fs::remove_dir_all(&store).expect("delete the store's data");
-    let peer = |i: u16| format!("http://{ip}:{}", store_port + 1 + 2 * i);
+    let peer = |i: u16| format!("https://{ip}:{}", store_port + 1 + 2 * i);
     let initial = (0..3).map(|i| format!("store-{i}={}", peer(i))).collect::<Vec<_>>().join(",");
     for i in 0..3u16 {
         let restored = std::process::Command::new(cairn_testkit::binaries::workspace_tool("cairn"))

@@ -4,6 +4,12 @@
 //! loopback, everything kept under `--dir` so that a second `up` starts again
 //! from what is there. Components that exit are started again (as a kubelet
 //! restarts static pods), except kubelets: a dead hollow node is a dead node.
+//!
+//! Every link is TLS with client certificates from one CA (`pki`), every
+//! component talks as its own user under `Node,RBAC`, and kubelets join by
+//! TLS bootstrapping with a bootstrap token, as kubeadm sets a cluster up.
+
+mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +18,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use tokio::process::{Child, Command};
 
+use crate::certificates::Profile;
 use crate::config::parse_duration;
+use pki::Credentials;
 
 #[derive(Args, Clone, Debug)]
 pub struct UpConfig {
@@ -76,12 +84,14 @@ pub enum UpError {
     #[error("the API server did not become ready within {0:?}; see {1}")]
     NotReady(Duration, String),
     #[error("{0}")]
-    Tls(#[from] crate::http::tls::TlsError),
+    Certificate(#[from] crate::certificates::CertError),
+    #[error("setting up TLS bootstrapping: {0}")]
+    Bootstrap(String),
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
 }
 
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> UpError + '_ {
     move |source| UpError::Io { path: path.display().to_string(), source }
 }
 
@@ -181,25 +191,75 @@ impl Cluster {
     }
 }
 
-fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<(), UpError> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: cairn\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: cairn\n  context:\n    cluster: cairn\n    user: admin\ncurrent-context: cairn\n",
-        ca.display()
-    );
-    std::fs::write(path, text).map_err(io_error(path))
-}
+/// The group kubeadm gives its default bootstrap token.
+const BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// How long the bootstrap token lasts from each `up`, kubeadm's default.
+const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The admin token, made once and kept.
-fn admin_token(dir: &Path) -> Result<String, UpError> {
-    let path = dir.join("tokens.csv");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(token) = text.split(',').next().filter(|t| !t.is_empty()) {
-            return Ok(token.to_string());
+/// What kubeadm sets up for TLS bootstrapping: the token's Secret, and the
+/// bindings that let its holders ask for a kubelet certificate and have it
+/// approved, and let nodes renew their own.
+async fn allow_bootstrapping(kubeconfig: &Path, token: &str) -> Result<(), UpError> {
+    use base64::Engine;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let failed = |e: kube::Error| UpError::Bootstrap(e.to_string());
+    let client =
+        crate::client::connect(kubeconfig, "cairn-kube-up").await.map_err(|e| UpError::Bootstrap(e.to_string()))?;
+    let (id, secret) = crate::http::auth::bootstrap_token_parts(token).unwrap_or_default();
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let expiration = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(BOOTSTRAP_TOKEN_TTL.as_secs() as i64);
+    let name = crate::http::auth::bootstrap_secret_name(id);
+    let data = serde_json::json!({
+        "token-id": b64(id),
+        "token-secret": b64(secret),
+        "usage-bootstrap-authentication": b64("true"),
+        "usage-bootstrap-signing": b64("true"),
+        "auth-extra-groups": b64(BOOTSTRAP_GROUP),
+        "expiration": b64(&crate::client::time_text(expiration)),
+        "description": b64("cairn-kube up's token for kubelets' TLS bootstrapping"),
+    });
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), "kube-system");
+    let object = serde_json::json!({
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "data": data,
+    });
+    match secrets.create(&PostParams::default(), &crate::client::from_json(object).map_err(failed)?).await {
+        Ok(_) => {}
+        Err(e) if crate::client::is_conflict(&e) => {
+            let patch = Patch::Merge(serde_json::json!({"data": data}));
+            secrets.patch(&name, &PatchParams::default(), &patch).await.map_err(failed)?;
+        }
+        Err(e) => return Err(failed(e)),
+    }
+    let bindings: kube::Api<ClusterRoleBinding> = kube::Api::all(client);
+    let rbac = crate::resources::RBAC_GROUP;
+    for (binding, role, group) in [
+        ("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", BOOTSTRAP_GROUP),
+        (
+            "kubeadm:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            BOOTSTRAP_GROUP,
+        ),
+        (
+            "kubeadm:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            crate::certificates::NODES_GROUP,
+        ),
+    ] {
+        let object = serde_json::json!({
+            "metadata": {"name": binding},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": rbac, "kind": "Group", "name": group}],
+        });
+        match bindings.create(&PostParams::default(), &crate::client::from_json(object).map_err(failed)?).await {
+            Err(e) if !crate::client::is_conflict(&e) => return Err(failed(e)),
+            _ => {}
         }
     }
-    let token = uuid::Uuid::new_v4().simple().to_string();
-    std::fs::write(&path, format!("{token},admin,admin,\"system:masters\"\n")).map_err(io_error(&path))?;
-    Ok(token)
+    Ok(())
 }
 
 async fn wait_ready(kubeconfig: &Path, address: (std::net::Ipv4Addr, u16), timeout: Duration) -> bool {
@@ -236,10 +296,22 @@ pub async fn run(config: UpConfig) -> Result<(), UpError> {
     let mut cluster = Cluster { processes: Vec::new(), logs: logs.clone() };
 
     let address = config.address;
-    let peer = |i: u32| format!("http://{address}:{}", config.store_port + 1 + 2 * i as u16);
-    let client_url = |i: u32| format!("http://{address}:{}", config.store_port + 2 * i as u16);
+    let pki = pki::Pki::open(&dir.join("pki"))?;
+    let ca = pki.ca_file();
+    let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), address.to_string()];
+    let peer = |i: u32| format!("https://{address}:{}", config.store_port + 1 + 2 * i as u16);
+    let client_url = |i: u32| format!("https://{address}:{}", config.store_port + 2 * i as u16);
     let initial: Vec<String> = (0..config.store_members).map(|i| format!("store-{i}={}", peer(i))).collect();
     for i in 0..config.store_members {
+        // One certificate serves clients and peers, and is the member's own as a peer client.
+        let profile = Profile {
+            common_name: format!("store-{i}"),
+            alt_names: hosts.clone(),
+            server: true,
+            client: true,
+            ..Profile::default()
+        };
+        let (cert, key) = pki.certificate(&format!("store-{i}"), &profile)?;
         let args = vec![
             format!("--name=store-{i}"),
             format!("--data-dir={}", dir.join("store").join(format!("store-{i}")).display()),
@@ -248,26 +320,48 @@ pub async fn run(config: UpConfig) -> Result<(), UpError> {
             format!("--listen-peer-urls={}", peer(i)),
             format!("--initial-advertise-peer-urls={}", peer(i)),
             format!("--initial-cluster={}", initial.join(",")),
+            format!("--cert-file={}", cert.display()),
+            format!("--key-file={}", key.display()),
+            "--client-cert-auth".to_string(),
+            format!("--trusted-ca-file={}", ca.display()),
+            format!("--peer-cert-file={}", cert.display()),
+            format!("--peer-key-file={}", key.display()),
+            "--peer-client-cert-auth".to_string(),
+            format!("--peer-trusted-ca-file={}", ca.display()),
         ];
         cluster.add(format!("store-{i}"), &cairn, args, true)?;
     }
     let endpoints: Vec<String> = (0..config.store_members).map(client_url).collect();
 
-    let certs = dir.join("apiserver");
-    let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), address.to_string()];
-    let (cert, key) = crate::http::tls::self_signed(&certs, &hosts)?;
-    let token = admin_token(&dir)?;
+    let mut apiserver_names = hosts.clone();
+    apiserver_names.extend(
+        ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+            .map(String::from),
+    );
+    let serving = Profile {
+        common_name: "kube-apiserver".into(),
+        alt_names: apiserver_names,
+        server: true,
+        ..Profile::default()
+    };
+    let (cert, key) = pki.certificate("apiserver", &serving)?;
+    let (etcd_cert, etcd_key) = pki.client("apiserver-etcd-client", "kube-apiserver-etcd-client", &[])?;
     // One API server listens on the port itself; several sit behind a balancer there.
     let api_port = |i: u32| config.apiserver_port + u16::from(config.apiservers > 1) + i as u16;
     for i in 0..config.apiservers {
         let args = vec![
             "apiserver".to_string(),
             format!("--etcd-servers={}", endpoints.join(",")),
+            format!("--etcd-cafile={}", ca.display()),
+            format!("--etcd-certfile={}", etcd_cert.display()),
+            format!("--etcd-keyfile={}", etcd_key.display()),
             format!("--bind-address={address}"),
             format!("--secure-port={}", api_port(i)),
             format!("--tls-cert-file={}", cert.display()),
             format!("--tls-private-key-file={}", key.display()),
-            format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            format!("--client-ca-file={}", ca.display()),
+            "--authorization-mode=Node,RBAC".to_string(),
+            "--enable-bootstrap-token-auth".to_string(),
             format!("--service-cluster-ip-range={}", config.service_cluster_ip_range),
             // The store is Cairn, whose watch progress answers are safe.
             "--etcd-watch-progress-requests=true".to_string(),
@@ -281,15 +375,34 @@ pub async fn run(config: UpConfig) -> Result<(), UpError> {
         let backends = (0..config.apiservers).map(|i| std::net::SocketAddr::from((address, api_port(i)))).collect();
         tokio::spawn(crate::balancer::run(listener, backends));
     }
+    let server = format!("https://{address}:{}", config.apiserver_port);
+    // Each component's kubeconfig, with its own certificate: (file, user, groups).
+    let identities: [(&str, &str, &[&str]); 4] = [
+        ("admin", "kubernetes-admin", &["system:masters"]),
+        ("controller-manager", "system:kube-controller-manager", &[]),
+        ("scheduler", "system:kube-scheduler", &[]),
+        ("proxy", "system:kube-proxy", &[]),
+    ];
+    for (name, user, groups) in identities {
+        let (cert, key) = pki.client(name, user, groups)?;
+        let path = if name == "admin" { dir.join("kubeconfig") } else { dir.join(format!("{name}.kubeconfig")) };
+        pki::write_kubeconfig(&path, &server, &ca, &Credentials::Certificate { cert: &cert, key: &key })?;
+    }
     let kubeconfig = dir.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &format!("https://{address}:{}", config.apiserver_port), &cert, &token)?;
     let ready_within = Duration::from_secs(60);
     if !wait_ready(&kubeconfig, (address, config.apiserver_port), ready_within).await {
         cluster.stop().await;
         return Err(UpError::NotReady(ready_within, logs.join("apiserver-0.log").display().to_string()));
     }
+    let token = pki.bootstrap_token()?;
+    if let Err(error) = allow_bootstrapping(&kubeconfig, &token).await {
+        cluster.stop().await;
+        return Err(error);
+    }
+    let bootstrap_kubeconfig = dir.join("bootstrap-kubelet.kubeconfig");
+    pki::write_kubeconfig(&bootstrap_kubeconfig, &server, &ca, &Credentials::Token(&token))?;
 
-    let kube = format!("--kubeconfig={}", kubeconfig.display());
+    let kube_of = |name: &str| format!("--kubeconfig={}", dir.join(format!("{name}.kubeconfig")).display());
     let election = vec![
         format!("--leader-elect-lease-duration={}", go_duration(config.leader_elect_lease_duration)),
         format!("--leader-elect-renew-deadline={}", go_duration(config.leader_elect_renew_deadline)),
@@ -298,34 +411,39 @@ pub async fn run(config: UpConfig) -> Result<(), UpError> {
     for i in 0..config.replicas {
         let mut args = vec![
             "controller-manager".to_string(),
-            kube.clone(),
+            kube_of("controller-manager"),
             format!("--leader-elect-identity=controller-manager-{i}"),
+            format!("--cluster-signing-cert-file={}", ca.display()),
+            format!("--cluster-signing-key-file={}", pki.ca_key_file().display()),
         ];
         args.extend(election.clone());
         args.push(format!("--node-monitor-period={}", go_duration(config.node_monitor_period)));
         args.push(format!("--node-monitor-grace-period={}", go_duration(config.node_monitor_grace_period)));
         cluster.add(format!("controller-manager-{i}"), &me, args, true)?;
-        let mut args = vec!["scheduler".to_string(), kube.clone(), format!("--leader-elect-identity=scheduler-{i}")];
+        let mut args =
+            vec!["scheduler".to_string(), kube_of("scheduler"), format!("--leader-elect-identity=scheduler-{i}")];
         args.extend(election.clone());
         cluster.add(format!("scheduler-{i}"), &me, args, true)?;
     }
+    let kubelets = dir.join("kubelet");
     for i in 0..config.nodes {
         let args = vec![
             "kubelet".to_string(),
-            kube.clone(),
+            format!("--bootstrap-kubeconfig={}", bootstrap_kubeconfig.display()),
+            format!("--kubeconfig={}", kubelets.join(format!("kubelet-{i}.kubeconfig")).display()),
             "--nodes=1".to_string(),
             format!("--first-node-index={i}"),
             format!("--cluster-cidr={}", config.cluster_cidr),
             format!("--node-status-update-frequency={}", go_duration(config.node_status_update_frequency)),
             format!("--node-lease-duration-seconds={}", config.node_lease_duration_seconds),
             format!("--image-pull-delay={}", go_duration(config.image_pull_delay)),
-            format!("--root-dir={}", dir.join("kubelet").display()),
+            format!("--root-dir={}", kubelets.display()),
         ];
         cluster.add(format!("kubelet-{i}"), &me, args, false)?;
     }
     let args = vec![
         "proxy".to_string(),
-        kube.clone(),
+        kube_of("proxy"),
         format!("--metrics-bind-address={address}:{}", config.proxy_port),
         format!("--rules-file={}", dir.join("proxy-rules").display()),
     ];
