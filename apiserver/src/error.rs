@@ -36,10 +36,23 @@ pub struct FieldError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldErrorKind {
     Required(String),
-    Invalid { value: String, detail: String },
+    Invalid {
+        value: String,
+        detail: String,
+    },
+    /// A value that is no string, printed as Go's `%#v` prints it.
+    InvalidPrinted {
+        printed: String,
+        detail: String,
+    },
     Forbidden(String),
-    NotSupported { value: String, supported: Vec<String> },
-    TooLong { max: usize },
+    NotSupported {
+        value: String,
+        supported: Vec<String>,
+    },
+    TooLong {
+        max: usize,
+    },
     Duplicate(String),
 }
 
@@ -50,6 +63,11 @@ impl FieldError {
 
     pub fn invalid(field: impl Into<String>, value: impl Into<String>, detail: impl Into<String>) -> FieldError {
         FieldError { field: field.into(), kind: FieldErrorKind::Invalid { value: value.into(), detail: detail.into() } }
+    }
+
+    /// An invalid value that is no string (bytes, a number), already printed as kube prints it.
+    pub fn invalid_printed(field: impl Into<String>, printed: String, detail: impl Into<String>) -> FieldError {
+        FieldError { field: field.into(), kind: FieldErrorKind::InvalidPrinted { printed, detail: detail.into() } }
     }
 
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
@@ -69,7 +87,7 @@ impl FieldError {
     fn reason(&self) -> &'static str {
         match self.kind {
             FieldErrorKind::Required(_) => "FieldValueRequired",
-            FieldErrorKind::Invalid { .. } => "FieldValueInvalid",
+            FieldErrorKind::Invalid { .. } | FieldErrorKind::InvalidPrinted { .. } => "FieldValueInvalid",
             FieldErrorKind::Forbidden(_) => "FieldValueForbidden",
             FieldErrorKind::NotSupported { .. } => "FieldValueNotSupported",
             FieldErrorKind::TooLong { .. } => "FieldValueTooLong",
@@ -89,6 +107,9 @@ impl FieldError {
         match &self.kind {
             FieldErrorKind::Required(detail) => with_detail("Required value".into(), detail),
             FieldErrorKind::Invalid { value, detail } => with_detail(format!("Invalid value: {value:?}"), detail),
+            FieldErrorKind::InvalidPrinted { printed, detail } => {
+                with_detail(format!("Invalid value: {printed}"), detail)
+            }
             FieldErrorKind::Forbidden(detail) => with_detail("Forbidden".into(), detail),
             FieldErrorKind::NotSupported { value, supported } => {
                 let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();

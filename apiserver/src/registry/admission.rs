@@ -105,3 +105,20 @@ pub fn bootstrap_objects() -> Vec<(Kind, &'static str, Value)> {
     out.extend(crate::rbac::bootstrap::objects().into_iter().map(|(kind, object)| (kind, "", object)));
     out
 }
+
+/// kube's CertificateSubjectRestriction: no `system:masters` through the
+/// API server client signer. The reason, if refused.
+pub fn certificate_subject_restriction(request: &Value) -> Result<(), String> {
+    use base64::Engine;
+    let signer = meta::str_at(request, &["spec", "signerName"]).unwrap_or_default();
+    if signer != crate::certificates::APISERVER_CLIENT_SIGNER {
+        return Ok(());
+    }
+    let encoded = meta::str_at(request, &["spec", "request"]).unwrap_or_default();
+    let pem = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap_or_default();
+    let requested = crate::certificates::parse_request(&pem).map_err(|e| format!("failed to parse CSR: {e}"))?;
+    if requested.organizations.iter().any(|o| o == "system:masters") {
+        return Err(format!("use of {signer} signer with system:masters group is not allowed"));
+    }
+    Ok(())
+}

@@ -281,6 +281,13 @@ impl Registry {
         if !errors.is_empty() {
             return Err(ApiError::invalid(resource, &name, errors));
         }
+        if resource.kind == Kind::CertificateSigningRequest {
+            admission::certificate_subject_restriction(&object).map_err(|detail| ApiError::Forbidden {
+                resource: crate::error::GroupResource::of(resource),
+                name: name.clone(),
+                detail,
+            })?;
+        }
         admission::namespace_lifecycle(self, resource, namespace, &name).await?;
         if options.dry_run {
             return Ok(Written { object, warnings, created: true });

@@ -329,7 +329,7 @@ fn validate_certificate_request(object: &Value) -> Vec<FieldError> {
     if decoded.is_empty() {
         errors.push(FieldError::required("spec.request", ""));
     } else if let Err(error) = crate::certificates::parse_request(&decoded) {
-        errors.push(FieldError::invalid("spec.request", "[]byte{...}", error.to_string()));
+        errors.push(FieldError::invalid_printed("spec.request", go_bytes(&decoded), error.to_string()));
     }
     let signer = meta::str_at(object, &["spec", "signerName"]).unwrap_or("");
     if signer.is_empty() {
@@ -344,18 +344,13 @@ fn validate_certificate_request(object: &Value) -> Vec<FieldError> {
     if object.pointer("/spec/usages").and_then(Value::as_array).is_none_or(Vec::is_empty) {
         errors.push(FieldError::required("spec.usages", ""));
     }
-    // kube's CertificateSubjectRestriction: no masters through the client signer.
-    if signer == crate::certificates::APISERVER_CLIENT_SIGNER {
-        if let Ok(requested) = crate::certificates::parse_request(&decoded) {
-            if requested.organizations.iter().any(|o| o == "system:masters") {
-                errors.push(FieldError::forbidden(
-                    "spec.signerName",
-                    "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed",
-                ));
-            }
-        }
-    }
     errors
+}
+
+/// Bytes as Go's `%#v` prints them, as kube-apiserver shows a bad request.
+fn go_bytes(bytes: &[u8]) -> String {
+    let items: Vec<String> = bytes.iter().map(|b| format!("0x{b:x}")).collect();
+    format!("[]byte{{{}}}", items.join(", "))
 }
 
 #[cfg(test)]

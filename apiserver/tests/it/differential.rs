@@ -229,6 +229,37 @@ pub(crate) fn assert_none_differ(differences: &[String], commands: usize) {
     assert!(differences.is_empty(), "{} of {commands} commands differ:\n{}", differences.len(), differences.join("\n"));
 }
 
+/// A kubectl step: (token, arguments, standard input); an empty token is the administrator's.
+pub(crate) type Step = (&'static str, Vec<&'static str>, Option<String>);
+
+fn run_step(api: &ApiServer, (token, args, input): &Step) -> String {
+    let out = if token.is_empty() {
+        api.kubectl_stdin(args, input.as_deref())
+    } else {
+        api.kubectl_as(token, args, input.as_deref())
+    };
+    outcome(&out)
+}
+
+/// Runs each step on kube-apiserver and on cairn-kube, requires the same
+/// output from both, and returns cairn-kube's, for checks that it showed something.
+pub(crate) fn same_session(real: &ApiServer, ours: &ApiServer, steps: &[Step]) -> String {
+    let mut differences = Vec::new();
+    let mut outputs = Vec::new();
+    for step in steps {
+        let (expected, got) = (run_step(real, step), run_step(ours, step));
+        if expected != got {
+            differences.push(format!(
+                "kubectl {:?} (token {:?})\n--- kube-apiserver\n{expected}\n--- cairn-kube\n{got}\n",
+                step.1, step.0
+            ));
+        }
+        outputs.push(got);
+    }
+    assert_none_differ(&differences, steps.len());
+    outputs.join("\n")
+}
+
 pub(crate) fn require_kube_apiserver() {
     let binary = kube_apiserver_binary();
     assert!(binary.is_file(), "{} is missing: `.ci/kubernetes.sh` builds it", binary.display());
@@ -250,6 +281,12 @@ pub(crate) async fn real_and_ours_with(
     let our_store = Options::new(Flavor::Cairn, 1).start().await.expect("cairn for cairn-kube");
     let ours = ApiServer::start(&our_store.endpoints(), our_flags).await.expect("cairn-kube");
     (real_store, real, our_store, ours)
+}
+
+/// Both with `--authorization-mode=Node,RBAC`; kube-apiserver with NodeRestriction, which cairn-kube always has.
+pub(crate) async fn real_and_ours_with_rbac() -> (Cluster, ApiServer, Cluster, ApiServer) {
+    let real_flags = ["--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"];
+    real_and_ours_with(&real_flags, &["--authorization-mode=Node,RBAC"]).await
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //! kubectl, etcdctl and kube-rs clients. One binary, as the store's.
 
 mod bad_input;
+mod certificates;
 mod clients;
 mod cluster;
 mod differential;

@@ -3,9 +3,9 @@
 //! commands, as an administrator, as a user bound to a namespaced Role and as
 //! a kubelet, must print the same.
 
-use cairn_testkit::kube::{ApiServer, TEST_USERS};
+use cairn_testkit::kube::TEST_USERS;
 
-use crate::differential::{assert_none_differ, outcome, real_and_ours_with};
+use crate::differential::{real_and_ours_with_rbac, same_session, Step};
 
 const ADMIN: &str = "";
 const ALICE: &str = TEST_USERS[0].0;
@@ -57,8 +57,7 @@ fn node(name: &str) -> String {
     format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n")
 }
 
-/// (token, arguments, standard input)
-fn session() -> Vec<(&'static str, Vec<&'static str>, Option<String>)> {
+fn session() -> Vec<Step> {
     let step = |token, args: &[&'static str]| (token, args.to_vec(), None);
     vec![
         (ADMIN, vec!["create", "-f", "-"], Some(SETUP.to_string())),
@@ -107,34 +106,10 @@ fn session() -> Vec<(&'static str, Vec<&'static str>, Option<String>)> {
     ]
 }
 
-fn run(api: &ApiServer, (token, args, input): &(&str, Vec<&str>, Option<String>)) -> String {
-    let out = if token.is_empty() {
-        api.kubectl_stdin(args, input.as_deref())
-    } else {
-        api.kubectl_as(token, args, input.as_deref())
-    };
-    outcome(&out)
-}
-
 #[tokio::test]
 async fn t22_rbac_and_node_rules_answer_as_kube_apiserver() {
-    let real_flags = ["--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction"];
-    let (_real_store, real, _our_store, ours) =
-        real_and_ours_with(&real_flags, &["--authorization-mode=Node,RBAC"]).await;
-    let mut differences = Vec::new();
-    let mut outputs = Vec::new();
-    for step in session() {
-        let (expected, got) = (run(&real, &step), run(&ours, &step));
-        if expected != got {
-            differences.push(format!(
-                "kubectl {:?} (token {:?})\n--- kube-apiserver\n{expected}\n--- cairn-kube\n{got}\n",
-                step.1, step.0
-            ));
-        }
-        outputs.push(got);
-    }
-    assert_none_differ(&differences, session().len());
-    let all = outputs.join("\n");
+    let (_real_store, real, _our_store, ours) = real_and_ours_with_rbac().await;
+    let all = same_session(&real, &ours, &session());
     // The run must have shown both sides of each rule.
     for expected in [
         r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "other""#,
