@@ -7,14 +7,31 @@ fn attributes(user: &str, groups: &[&str], verb: &str, target: Target) -> Attrib
     Attributes { user: user.into(), groups, verb: verb.into(), target, field_selector: String::new() }
 }
 
-fn pods(namespace: &str, name: &str) -> Target {
+fn target(group: &str, resource: &str, namespace: &str, name: &str) -> Target {
     Target::Resource {
-        group: String::new(),
-        resource: "pods".into(),
+        group: group.into(),
+        resource: resource.into(),
         subresource: String::new(),
         namespace: namespace.into(),
         name: name.into(),
     }
+}
+
+fn pods(namespace: &str, name: &str) -> Target {
+    target("", "pods", namespace, name)
+}
+
+fn nodes(name: &str) -> Target {
+    target("", "nodes", "", name)
+}
+
+fn lease(namespace: &str, name: &str) -> Target {
+    target("coordination.k8s.io", "leases", namespace, name)
+}
+
+/// The kubelet of node "a".
+fn as_node(verb: &str, target: Target) -> Attributes {
+    attributes("system:node:a", &["system:nodes"], verb, target)
 }
 
 /// alice may read pods in "dev" through a Role; root-ish group via a ClusterRoleBinding.
@@ -144,43 +161,20 @@ fn messages_are_kube_apiservers() {
 
 #[test]
 fn a_node_writes_its_own_node_and_lease_only() {
-    let node = |name: &str| Target::Resource {
-        group: String::new(),
-        resource: "nodes".into(),
-        subresource: String::new(),
-        namespace: String::new(),
-        name: name.into(),
-    };
-    let lease = |namespace: &str, name: &str| Target::Resource {
-        group: "coordination.k8s.io".into(),
-        resource: "leases".into(),
-        subresource: String::new(),
-        namespace: namespace.into(),
-        name: name.into(),
-    };
-    let as_node = |verb: &str, target| attributes("system:node:a", &["system:nodes"], verb, target);
-    assert_eq!(node_restriction(&as_node("update", node("a"))), None);
+    assert_eq!(node_restriction(&as_node("update", nodes("a"))), None);
     assert_eq!(
-        node_restriction(&as_node("update", node("b"))).as_deref(),
+        node_restriction(&as_node("update", nodes("b"))).as_deref(),
         Some(r#"node "a" is not allowed to modify node "b""#)
     );
-    assert_eq!(node_restriction(&as_node("get", node("b"))), None, "reads are not restricted");
+    assert_eq!(node_restriction(&as_node("get", nodes("b"))), None, "reads are not restricted");
     assert_eq!(node_restriction(&as_node("update", lease("kube-node-lease", "a"))), None);
     assert!(node_restriction(&as_node("update", lease("kube-node-lease", "b"))).is_some());
-    let not_a_node = attributes("system:node:a", &[], "update", node("b"));
+    let not_a_node = attributes("system:node:a", &[], "update", nodes("b"));
     assert_eq!(node_restriction(&not_a_node), None, "the name alone makes no node");
 }
 
 #[test]
 fn a_node_reads_its_own_node_and_lists_its_own_pods() {
-    let nodes = |name: &str| Target::Resource {
-        group: String::new(),
-        resource: "nodes".into(),
-        subresource: String::new(),
-        namespace: String::new(),
-        name: name.into(),
-    };
-    let as_node = |verb: &str, target| attributes("system:node:a", &["system:nodes"], verb, target);
     assert_eq!(node_reads(&as_node("get", nodes("a"))), Some(Ok(())));
     assert_eq!(
         node_reads(&as_node("get", nodes("b"))),
@@ -198,14 +192,6 @@ fn a_node_reads_its_own_node_and_lists_its_own_pods() {
 fn an_empty_node_name_is_no_node_and_leases_are_the_nodes_own() {
     let nameless = attributes("system:node:", &["system:nodes"], "list", pods("", ""));
     assert_eq!(node_of(&nameless), None);
-    let lease = |namespace: &str, name: &str| Target::Resource {
-        group: "coordination.k8s.io".into(),
-        resource: "leases".into(),
-        subresource: String::new(),
-        namespace: namespace.into(),
-        name: name.into(),
-    };
-    let as_node = |verb: &str, target| attributes("system:node:a", &["system:nodes"], verb, target);
     assert_eq!(node_reads(&as_node("get", lease("kube-node-lease", "a"))), None, "left to the rules");
     assert!(node_reads(&as_node("get", lease("kube-node-lease", "b"))).is_some_and(|d| d.is_err()));
     assert!(node_reads(&as_node("get", lease("kube-system", "a"))).is_some_and(|d| d.is_err()));
