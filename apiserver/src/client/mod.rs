@@ -53,6 +53,18 @@ async fn config(kubeconfig: &Path, user_agent: &str) -> Result<kube::Config, Cli
     Ok(config)
 }
 
+/// Writes a key, token or kubeconfig readable by its owner only (0600),
+/// whole or not at all: a temporary file, synced, then renamed over `path`.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
 /// The current time as kube writes it in `Time` fields.
 pub fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()

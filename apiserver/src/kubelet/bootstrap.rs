@@ -113,18 +113,7 @@ async fn request_certificate(client: &Client, node: &str) -> Result<(String, Str
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), KubeletError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(io(&temporary))?;
-    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io(path))
+    crate::client::write_private(path, contents).map_err(io(path))
 }
 
 /// The bootstrap kubeconfig's cluster, with the node's certificate as its user.

@@ -17,16 +17,7 @@ pub struct Pki {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), UpError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error(path))?;
-    file.write_all(contents.as_bytes()).map_err(io_error(path))
+    crate::client::write_private(path, contents.as_bytes()).map_err(io_error(path))
 }
 
 impl Pki {
