@@ -25,108 +25,133 @@ pub async fn apply(
     body: &[u8],
     options: &WriteOptions,
 ) -> Result<Written, ApiError> {
-    let applied: Value =
-        serde_yaml_ng::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
-    if !applied.is_object() {
-        return Err(ApiError::BadRequest("error decoding YAML: the applied configuration must be an object".into()));
-    }
+    let applied = parse_applied(body)?;
     let manager = options.field_manager.clone();
     let options = &WriteOptions { applying: true, ..options.clone() };
     if manager.is_empty() {
         return Err(ApiError::BadRequest("PATCH, application/apply-patch+yaml requires fieldManager to be set".into()));
     }
-    let schema = openapi::schemas().get(resource.schema);
-    let mut owned = BTreeSet::new();
-    collect(&applied, schema, &mut Vec::new(), &mut owned, true);
-    let api_version = resource.api_version();
-    let entry = |owned: &BTreeSet<Path>| {
-        json!({
-            "manager": manager,
-            "operation": "Apply",
-            "apiVersion": api_version,
-            "time": meta::now(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": to_fields_v1(owned),
-        })
-    };
     let key = registry.keys.object(resource, namespace, name);
     if registry.storage.get(&key).await?.is_none() {
         if subresource.is_some() {
             return Err(ApiError::not_found(resource, name));
         }
         let mut object = applied.clone();
-        meta::set(&mut object, "managedFields", json!([entry(&owned)]));
+        let owned = owned_fields(resource, &applied);
+        meta::set(&mut object, "managedFields", json!([manager_entry(resource, &manager, &owned)]));
         return registry.create(resource, namespace, object, options).await;
     }
     registry
         .rewrite(resource, namespace, name, subresource, options, |live| {
-            let mut managers: Vec<Value> =
-                meta::at(live, &["metadata", "managedFields"]).and_then(Value::as_array).cloned().unwrap_or_default();
-            let mine_before: BTreeSet<Path> = managers
-                .iter()
-                .filter(|m| m["manager"] == manager.as_str() && m["operation"] == "Apply")
-                .flat_map(|m| from_fields_v1(&m["fieldsV1"]))
-                .collect();
-            let mut conflicts: Vec<(String, String)> = Vec::new();
-            for other in managers.iter().filter(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply")) {
-                // A list item itself is never a conflict: only the values inside it are.
-                for path in from_fields_v1(&other["fieldsV1"])
-                    .into_iter()
-                    .filter(|p| !p.last().is_some_and(|e| e.starts_with("k:")))
-                {
-                    if owned.contains(&path)
-                        && lookup(live, &path) != lookup(&applied, &path)
-                        && lookup(&applied, &path).is_some()
-                    {
-                        conflicts.push((other["manager"].as_str().unwrap_or("").to_string(), render(&path)));
-                    }
-                }
-            }
-            if !conflicts.is_empty() && !options.force {
-                return Err(conflict_error(&conflicts));
-            }
-            // Forced: the fields move to this manager.
-            for other in managers.iter_mut() {
-                let mut set = from_fields_v1(&other["fieldsV1"]);
-                if other["manager"] == manager.as_str() && other["operation"] == "Apply" {
-                    continue;
-                }
-                set.retain(|p| !(owned.contains(p) && conflicts.iter().any(|(_, c)| *c == render(p))));
-                other["fieldsV1"] = to_fields_v1(&set);
-            }
-            let others: BTreeSet<Path> = managers
-                .iter()
-                .filter(|m| !(m["manager"] == manager.as_str() && m["operation"] == "Apply"))
-                .flat_map(|m| from_fields_v1(&m["fieldsV1"]))
-                .collect();
-            let mut next = live.clone();
-            for dropped in mine_before.difference(&owned).filter(|p| !others.contains(*p)) {
-                remove(&mut next, dropped);
-            }
-            let mut patch_body = applied.clone();
-            if let Some(map) = patch_body.get_mut("metadata").and_then(Value::as_object_mut) {
-                map.remove("managedFields");
-                map.remove("resourceVersion");
-            }
-            next = crate::patch::apply(
-                resource.schema,
-                &next,
-                crate::patch::PatchType::Strategic,
-                patch_body.to_string().as_bytes(),
-            )?;
-            // The same fields applied again keep their entry, its time and its
-            // place: a no-op apply writes nothing.
-            let mine = |m: &Value| m["manager"] == manager.as_str() && m["operation"] == "Apply";
-            match managers.iter().position(&mine) {
-                Some(i) if from_fields_v1(&managers[i]["fieldsV1"]) == owned => {}
-                Some(i) => managers[i] = entry(&owned),
-                None => managers.push(entry(&owned)),
-            }
-            managers.retain(|m| mine(m) || m["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
-            meta::set(&mut next, "managedFields", Value::Array(managers));
-            Ok(next)
+            merge_applied(resource, live, &applied, &manager, options.force)
         })
         .await
+}
+
+/// Decodes an apply body: one object, in YAML (of which JSON is a part).
+pub(crate) fn parse_applied(body: &[u8]) -> Result<Value, ApiError> {
+    let applied: Value =
+        serde_yaml_ng::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
+    if !applied.is_object() {
+        return Err(ApiError::BadRequest("error decoding YAML: the applied configuration must be an object".into()));
+    }
+    Ok(applied)
+}
+
+/// The fields an applied configuration sets.
+fn owned_fields(resource: &Resource, applied: &Value) -> BTreeSet<Path> {
+    let schema = openapi::schemas().get(resource.schema);
+    let mut owned = BTreeSet::new();
+    collect(applied, schema, &mut Vec::new(), &mut owned, true);
+    owned
+}
+
+/// A manager's Apply entry in `managedFields`.
+fn manager_entry(resource: &Resource, manager: &str, owned: &BTreeSet<Path>) -> Value {
+    json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": resource.api_version(),
+        "time": meta::now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(owned),
+    })
+}
+
+/// The live object once `manager` has applied `applied` to it: a conflict
+/// with another manager's field fails unless forced.
+pub(crate) fn merge_applied(
+    resource: &Resource,
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value, ApiError> {
+    let owned = owned_fields(resource, applied);
+    let mut managers: Vec<Value> =
+        meta::at(live, &["metadata", "managedFields"]).and_then(Value::as_array).cloned().unwrap_or_default();
+    let mine_before: BTreeSet<Path> = managers
+        .iter()
+        .filter(|m| m["manager"] == manager && m["operation"] == "Apply")
+        .flat_map(|m| from_fields_v1(&m["fieldsV1"]))
+        .collect();
+    let mut conflicts: Vec<(String, String)> = Vec::new();
+    for other in managers.iter().filter(|m| !(m["manager"] == manager && m["operation"] == "Apply")) {
+        // A list item itself is never a conflict: only the values inside it are.
+        for path in
+            from_fields_v1(&other["fieldsV1"]).into_iter().filter(|p| !p.last().is_some_and(|e| e.starts_with("k:")))
+        {
+            if owned.contains(&path)
+                && lookup(live, &path) != lookup(applied, &path)
+                && lookup(applied, &path).is_some()
+            {
+                conflicts.push((other["manager"].as_str().unwrap_or("").to_string(), render(&path)));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflict_error(&conflicts));
+    }
+    // Forced: the fields move to this manager.
+    for other in managers.iter_mut() {
+        let mut set = from_fields_v1(&other["fieldsV1"]);
+        if other["manager"] == manager && other["operation"] == "Apply" {
+            continue;
+        }
+        set.retain(|p| !(owned.contains(p) && conflicts.iter().any(|(_, c)| *c == render(p))));
+        other["fieldsV1"] = to_fields_v1(&set);
+    }
+    let others: BTreeSet<Path> = managers
+        .iter()
+        .filter(|m| !(m["manager"] == manager && m["operation"] == "Apply"))
+        .flat_map(|m| from_fields_v1(&m["fieldsV1"]))
+        .collect();
+    let mut next = live.clone();
+    for dropped in mine_before.difference(&owned).filter(|p| !others.contains(*p)) {
+        remove(&mut next, dropped);
+    }
+    let mut patch_body = applied.clone();
+    if let Some(map) = patch_body.get_mut("metadata").and_then(Value::as_object_mut) {
+        map.remove("managedFields");
+        map.remove("resourceVersion");
+    }
+    next = crate::patch::apply(
+        resource.schema,
+        &next,
+        crate::patch::PatchType::Strategic,
+        patch_body.to_string().as_bytes(),
+    )?;
+    // The same fields applied again keep their entry, its time and its
+    // place: a no-op apply writes nothing.
+    let mine = |m: &Value| m["manager"] == manager && m["operation"] == "Apply";
+    match managers.iter().position(&mine) {
+        Some(i) if from_fields_v1(&managers[i]["fieldsV1"]) == owned => {}
+        Some(i) => managers[i] = manager_entry(resource, manager, &owned),
+        None => managers.push(manager_entry(resource, manager, &owned)),
+    }
+    managers.retain(|m| mine(m) || m["fieldsV1"].as_object().is_some_and(|f| !f.is_empty()));
+    meta::set(&mut next, "managedFields", Value::Array(managers));
+    Ok(next)
 }
 
 /// Records a create, update or patch in `managedFields`, as kube-apiserver

@@ -5,7 +5,7 @@
 pub mod auth;
 pub mod authz;
 mod discovery;
-mod handlers;
+pub(crate) mod handlers;
 mod metrics;
 pub mod request;
 pub mod tls;

@@ -4,6 +4,8 @@
 //! `validation` and `admission`.
 
 mod admission;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub use admission::bootstrap_objects;
 mod kinds;
 mod list;
@@ -176,55 +178,6 @@ impl Registry {
         self.cachers.values().all(|c| c.revision() > 0)
     }
 
-    /// Checks apiVersion and kind, decodes through the kind's type and applies
-    /// the field validation mode. Returns the decoded object and warnings.
-    fn decode(
-        &self,
-        resource: &Resource,
-        mut body: Value,
-        mode: FieldValidation,
-    ) -> Result<(Value, Vec<String>), ApiError> {
-        let Some(map) = body.as_object_mut() else {
-            return Err(ApiError::BadRequest(format!(
-                "{} in version {:?} cannot be handled as a {}: the object must be a JSON object",
-                resource.kind_name, resource.version, resource.kind_name
-            )));
-        };
-        let api_version = resource.api_version();
-        match map.get("apiVersion").and_then(Value::as_str) {
-            Some(v) if !v.is_empty() && v != api_version => {
-                return Err(ApiError::BadRequest(format!(
-                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
-                )))
-            }
-            _ => {}
-        }
-        match map.get("kind").and_then(Value::as_str) {
-            Some(k) if !k.is_empty() && k != resource.kind_name => {
-                return Err(ApiError::BadRequest(format!(
-                    "the kind in the data ({k}) does not match the expected kind ({})",
-                    resource.kind_name
-                )))
-            }
-            _ => {}
-        }
-        map.insert("apiVersion".into(), json!(api_version));
-        map.insert("kind".into(), json!(resource.kind_name));
-        let cannot = |detail: String| {
-            ApiError::BadRequest(format!(
-                "{} in version {:?} cannot be handled as a {}: {detail}",
-                resource.kind_name, resource.version, resource.kind_name
-            ))
-        };
-        let decoded = typed::normalize(resource.kind, body.clone()).map_err(cannot)?;
-        let unknown = if mode == FieldValidation::Ignore { Vec::new() } else { typed::unknown_fields(&body, &decoded) };
-        let unknown: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
-        if mode == FieldValidation::Strict && !unknown.is_empty() {
-            return Err(cannot(format!("strict decoding error: {}", unknown.join(", "))));
-        }
-        Ok((decoded, unknown))
-    }
-
     pub async fn get(
         &self,
         resource: &'static Resource,
@@ -252,42 +205,10 @@ impl Registry {
         body: Value,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let (mut object, warnings) = self.decode(resource, body, options.field_validation)?;
-        if resource.namespaced {
-            let given = meta::namespace(&object);
-            if !given.is_empty() && given != namespace {
-                return Err(ApiError::BadRequest(
-                    "the namespace of the provided object does not match the namespace sent on the request".into(),
-                ));
-            }
-            meta::set(&mut object, "namespace", json!(namespace));
-        } else {
-            meta::remove(&mut object, "namespace");
-        }
-        kinds::generate_name(&mut object);
-        kinds::fill_system_fields(resource, &mut object);
-        kinds::prepare_for_create(resource.kind, &mut object);
-        if resource.kind == Kind::CertificateSigningRequest {
-            kinds::stamp_requester(&mut object, &options.requester);
-        }
-        let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
-        typed::finish(resource.kind, &mut object);
+        let (mut object, warnings) = prepare_create(resource, namespace, body, options)?;
         admission::mutate_create(self, resource, &mut object).await?;
-        if !options.applying {
-            crate::apply::track_update(resource, &options.field_manager, None, None, &mut object);
-        }
+        check_create(resource, &mut object, options)?;
         let name = meta::name(&object).to_string();
-        let errors = validation::validate(resource.kind, &object, None);
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(resource, &name, errors));
-        }
-        if resource.kind == Kind::CertificateSigningRequest {
-            admission::certificate_subject_restriction(&object).map_err(|detail| ApiError::Forbidden {
-                resource: crate::error::GroupResource::of(resource),
-                name: name.clone(),
-                detail,
-            })?;
-        }
         admission::namespace_lifecycle(self, resource, namespace, &name).await?;
         if options.dry_run {
             return Ok(Written { object, warnings, created: true });
@@ -375,7 +296,7 @@ impl Registry {
         body: Value,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let (mut given, warnings) = self.decode(resource, body, options.field_validation)?;
+        let (mut given, warnings) = decode(resource, body, options.field_validation)?;
         check_identity(resource, &mut given, namespace, name)?;
         let precondition = precondition_of(&given);
         let key = self.keys.object(resource, namespace, name);
@@ -392,7 +313,7 @@ impl Registry {
                 if !precondition.is_empty() && precondition != meta::resource_version(&current.object) {
                     return Err(ApiError::conflict(resource, name));
                 }
-                self.next_version(resource, subresource, given.clone(), &current.object, options)
+                next_version(resource, subresource, given.clone(), &current.object, options)
             })
             .await?;
         if create_instead {
@@ -400,35 +321,6 @@ impl Registry {
             return self.create(resource, namespace, given, options).await;
         }
         Ok(written(step, warnings))
-    }
-
-    /// The object an update stores, from what the client sent and what is there.
-    fn next_version(
-        &self,
-        resource: &'static Resource,
-        subresource: Option<Subresource>,
-        given: Value,
-        current: &Value,
-        options: &WriteOptions,
-    ) -> Result<Step, ApiError> {
-        let name = meta::name(current).to_string();
-        let object = kinds::prepare_for_update(resource, subresource, given, current);
-        let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
-        typed::finish(resource.kind, &mut object);
-        if !options.applying {
-            crate::apply::track_update(resource, &options.field_manager, subresource, Some(current), &mut object);
-        }
-        let errors = validation::validate(resource.kind, &object, Some(current));
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(resource, &name, errors));
-        }
-        if options.dry_run {
-            return Ok(Step::Keep(object));
-        }
-        if kinds::should_delete_during_update(resource.kind, &object, current) {
-            return Ok(Step::Delete(object));
-        }
-        Ok(Step::Write(object))
     }
 
     /// PATCH on an object or its status subresource.
@@ -449,15 +341,10 @@ impl Registry {
         let (step, _) = self
             .guaranteed_update(resource, &key, name, |current| {
                 let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
-                let patched = patch::apply(resource.schema, &current.object, kind, body)?;
-                let precondition = precondition_of(&patched);
-                if !precondition.is_empty() && precondition != meta::resource_version(&current.object) {
-                    return Err(ApiError::conflict(resource, name));
-                }
-                let (mut given, unknown) = self.decode(resource, patched, options.field_validation)?;
+                let (step, unknown) =
+                    patched_version(resource, (namespace, name), subresource, (kind, body), &current.object, options)?;
                 warnings = unknown;
-                check_identity(resource, &mut given, namespace, name)?;
-                self.next_version(resource, subresource, given, &current.object, options)
+                Ok(step)
             })
             .await?;
         Ok(written(step, warnings))
@@ -478,7 +365,7 @@ impl Registry {
             .guaranteed_update(resource, &key, name, |current| {
                 let current = current.ok_or_else(|| ApiError::not_found(resource, name))?;
                 let given = change(&current.object)?;
-                self.next_version(resource, subresource, given, &current.object, options)
+                next_version(resource, subresource, given, &current.object, options)
             })
             .await?;
         Ok(written(step, Vec::new()))
@@ -617,6 +504,147 @@ impl Registry {
         .await?;
         Ok(())
     }
+}
+
+/// What a create decides from the body alone, before admission reads the store.
+fn prepare_create(
+    resource: &'static Resource,
+    namespace: &str,
+    body: Value,
+    options: &WriteOptions,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let (mut object, warnings) = decode(resource, body, options.field_validation)?;
+    if resource.namespaced {
+        let given = meta::namespace(&object);
+        if !given.is_empty() && given != namespace {
+            return Err(ApiError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".into(),
+            ));
+        }
+        meta::set(&mut object, "namespace", json!(namespace));
+    } else {
+        meta::remove(&mut object, "namespace");
+    }
+    kinds::generate_name(&mut object);
+    kinds::fill_system_fields(resource, &mut object);
+    kinds::prepare_for_create(resource.kind, &mut object);
+    if resource.kind == Kind::CertificateSigningRequest {
+        kinds::stamp_requester(&mut object, &options.requester);
+    }
+    let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
+    typed::finish(resource.kind, &mut object);
+    Ok((object, warnings))
+}
+
+/// What a create checks once admission has mutated the object.
+fn check_create(resource: &'static Resource, object: &mut Value, options: &WriteOptions) -> Result<(), ApiError> {
+    if !options.applying {
+        crate::apply::track_update(resource, &options.field_manager, None, None, object);
+    }
+    let name = meta::name(object).to_string();
+    let errors = validation::validate(resource.kind, object, None);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(resource, &name, errors));
+    }
+    if resource.kind == Kind::CertificateSigningRequest {
+        admission::certificate_subject_restriction(object).map_err(|detail| ApiError::Forbidden {
+            resource: crate::error::GroupResource::of(resource),
+            name,
+            detail,
+        })?;
+    }
+    Ok(())
+}
+
+/// The object an update stores, from what the client sent and what is there.
+fn next_version(
+    resource: &'static Resource,
+    subresource: Option<Subresource>,
+    given: Value,
+    current: &Value,
+    options: &WriteOptions,
+) -> Result<Step, ApiError> {
+    let name = meta::name(current).to_string();
+    let object = kinds::prepare_for_update(resource, subresource, given, current);
+    let mut object = typed::default(resource.kind, object).map_err(ApiError::BadRequest)?;
+    typed::finish(resource.kind, &mut object);
+    if !options.applying {
+        crate::apply::track_update(resource, &options.field_manager, subresource, Some(current), &mut object);
+    }
+    let errors = validation::validate(resource.kind, &object, Some(current));
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(resource, &name, errors));
+    }
+    if options.dry_run {
+        return Ok(Step::Keep(object));
+    }
+    if kinds::should_delete_during_update(resource.kind, &object, current) {
+        return Ok(Step::Delete(object));
+    }
+    Ok(Step::Write(object))
+}
+
+/// The object a JSON, merge or strategic patch makes of `current`.
+fn patched_version(
+    resource: &'static Resource,
+    (namespace, name): (&str, &str),
+    subresource: Option<Subresource>,
+    (kind, body): (PatchType, &[u8]),
+    current: &Value,
+    options: &WriteOptions,
+) -> Result<(Step, Vec<String>), ApiError> {
+    let patched = patch::apply(resource.schema, current, kind, body)?;
+    let precondition = precondition_of(&patched);
+    if !precondition.is_empty() && precondition != meta::resource_version(current) {
+        return Err(ApiError::conflict(resource, name));
+    }
+    let (mut given, warnings) = decode(resource, patched, options.field_validation)?;
+    check_identity(resource, &mut given, namespace, name)?;
+    Ok((next_version(resource, subresource, given, current, options)?, warnings))
+}
+
+/// Checks apiVersion and kind, decodes through the kind's type and applies
+/// the field validation mode. Returns the decoded object and warnings.
+fn decode(resource: &Resource, mut body: Value, mode: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
+    let Some(map) = body.as_object_mut() else {
+        return Err(ApiError::BadRequest(format!(
+            "{} in version {:?} cannot be handled as a {}: the object must be a JSON object",
+            resource.kind_name, resource.version, resource.kind_name
+        )));
+    };
+    let api_version = resource.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() && v != api_version => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )))
+        }
+        _ => {}
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        Some(k) if !k.is_empty() && k != resource.kind_name => {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                resource.kind_name
+            )))
+        }
+        _ => {}
+    }
+    map.insert("apiVersion".into(), json!(api_version));
+    map.insert("kind".into(), json!(resource.kind_name));
+    let cannot = |detail: String| {
+        ApiError::BadRequest(format!(
+            "{} in version {:?} cannot be handled as a {}: {detail}",
+            resource.kind_name, resource.version, resource.kind_name
+        ))
+    };
+    let decoded = typed::normalize(resource.kind, body.clone()).map_err(cannot)?;
+    let unknown = if mode == FieldValidation::Ignore { Vec::new() } else { typed::unknown_fields(&body, &decoded) };
+    let unknown: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+    if mode == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(cannot(format!("strict decoding error: {}", unknown.join(", "))));
+    }
+    Ok((decoded, unknown))
 }
 
 fn written(step: Step, warnings: Vec<String>) -> Written {

@@ -169,3 +169,70 @@ async fn t60_bad_input_gets_a_status_and_writes_nothing() {
 
     assert_eq!(count(), before + 1, "only the patch target was written");
 }
+
+/// Every key the requests below may write, with its mod revision.
+async fn written_keys(store: &mut etcd_client::Client) -> Vec<(String, i64)> {
+    let options = etcd_client::GetOptions::new().with_prefix().with_keys_only();
+    let response = store.get("/registry/", Some(options)).await.expect("read the store");
+    response
+        .kvs()
+        .iter()
+        .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.mod_revision()))
+        // The API server's own writes: its lease, the endpoints it reconciles, events.
+        .filter(|(key, _)| {
+            !["/leases/", "/masterleases/", "/endpoints/", "/endpointslices/", "/events/"]
+                .iter()
+                .any(|k| key.contains(k))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn t61_mutated_bodies_and_patches_get_a_4xx_and_write_nothing_when_refused() {
+    let (cluster, api) = cluster_and_apiserver(Flavor::Cairn, 1, &[]).await.expect("start");
+    let mut store = cairn_testkit::client(&cluster.endpoints()[0]).await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"app": "a"}},
+        "spec": {"containers": [{"name": "c", "image": "i", "env": [{"name": "E", "value": "1"}]}],
+                 "tolerations": [{"key": "k", "operator": "Exists"}]}});
+    let (code, _) = send(&api, "POST", pods, "application/json", pod.to_string().as_bytes());
+    assert_eq!(code, 201);
+    let patches = [
+        ("application/json-patch+json", serde_json::json!([{"op": "add", "path": "/metadata/labels/b", "value": "c"}])),
+        ("application/merge-patch+json", serde_json::json!({"metadata": {"annotations": {"a": "1"}}})),
+        (
+            "application/strategic-merge-patch+json",
+            serde_json::json!({"spec": {"containers": [{"name": "c", "image": "j"}]}}),
+        ),
+        (
+            "application/apply-patch+yaml",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"x": "y"}}}),
+        ),
+    ];
+    let mut mutator = cairn_testkit::mutate::Mutator::new(0x5eed);
+    let (mut refused, mut accepted) = (0, 0);
+    for round in 0..400 {
+        let before = written_keys(&mut store).await;
+        let (code, status) = if round % 2 == 0 {
+            let mut body = pod.clone();
+            body["metadata"]["name"] = serde_json::json!(format!("p{round}"));
+            let body = mutator.mutate_json(body);
+            send(&api, "POST", pods, "application/json", body.to_string().as_bytes())
+        } else {
+            let (media, patch) = &patches[(round / 2) % patches.len()];
+            let patch = mutator.mutate_json(patch.clone());
+            send(&api, "PATCH", &format!("{pods}/p?fieldManager=fuzz"), media, patch.to_string().as_bytes())
+        };
+        assert!((200..500).contains(&code), "round {round}: {code} {status}");
+        if code >= 400 {
+            refused += 1;
+            assert_eq!(status["kind"], "Status", "round {round}: {status}");
+            assert_eq!(written_keys(&mut store).await, before, "round {round}: refused with {status} but wrote");
+        } else {
+            accepted += 1;
+        }
+    }
+    assert!(refused >= 200 && accepted >= 40, "{refused} refused, {accepted} accepted: the mutations test little");
+    let (code, _) = send(&api, "GET", "/readyz", "application/json", b"");
+    assert_eq!(code, 200, "the API server still serves");
+}

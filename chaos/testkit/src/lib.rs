@@ -10,6 +10,7 @@
 //! - [`proxy`]: one TCP proxy per directed peer link, to partition members;
 //! - [`etcdctl`]: the real etcdctl, bounded in time;
 //! - [`differential`]: one script against etcd and against Cairn, compared;
+//! - [`mutate`]: deterministic byte mutations for the fuzz checks in CI;
 //! - [`kube`]: `cairn-kube apiserver` as a process, with a kubeconfig and kubectl;
 //! - [`upstream`]: the upstream kube-apiserver, controller-manager and scheduler
 //!   on any store, with hollow nodes.
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod differential;
 pub mod etcdctl;
 pub mod kube;
+pub mod mutate;
 pub mod net;
 pub mod pki;
 pub mod proxy;

@@ -4,6 +4,10 @@
 //! collects the [`WriteOp`]s that the caller writes in one batch, together
 //! with the applied log id. A failed compare is a result, not an error.
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod memory;
 pub mod validate;
 
 use std::collections::HashMap;

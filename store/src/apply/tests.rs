@@ -1,56 +1,35 @@
 //! The apply path against an in-memory value map: no disk, no sockets.
 
-use std::collections::BTreeMap;
-
 use cairn_proto::cairnpb::{write_request, write_response, AuthInfo, WriteRequest};
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use cairn_proto::mvccpb::KeyValue;
-use prost::Message;
 
+use super::memory::MemoryStore;
 use super::Applier;
-use crate::auth::AuthStore;
 use crate::engine::{schema, WriteOp};
 use crate::error::{EtcdError, StoreError};
-use crate::lease::Leases;
-use crate::mvcc::{self, Mvcc, Revision, ValueReader};
+use crate::mvcc::Revision;
 
-#[derive(Default)]
-struct Values(BTreeMap<Vec<u8>, Vec<u8>>);
+type Store = MemoryStore;
 
-impl ValueReader for Values {
-    fn read(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, StoreError> {
-        revs.iter()
-            .map(|rev| {
-                let bytes = self.0.get(&rev.to_key(false)).ok_or(EtcdError::Internal("missing".into()))?;
-                Ok(KeyValue::decode(bytes.as_slice()).map_err(|err| EtcdError::Internal(err.to_string()))?)
-            })
-            .collect()
-    }
+/// What the tests ask of the store, with a storage fault as a failed test.
+trait Helpers {
+    fn new() -> Self;
+    fn apply(&mut self, request: write_request::Request) -> write_response::Response;
+    fn apply_as(&mut self, request: write_request::Request, who: Option<AuthInfo>) -> write_response::Response;
+    fn put(&mut self, key: &str, value: &str) -> i64;
+    fn delete(&mut self, key: &str, end: &str) -> (i64, i64);
+    fn get(&self, key: &str, revision: i64) -> Option<KeyValue>;
 }
 
-struct Store {
-    mvcc: Mvcc,
-    values: Values,
-    leases: Leases,
-    auth: AuthStore,
-    /// What compactions handed to the background compactor, not yet deleted.
-    garbage: Vec<Revision>,
-}
-
-impl Store {
+impl Helpers for MemoryStore {
     fn new() -> Self {
-        Self {
-            mvcc: Mvcc::new(),
-            values: Values::default(),
-            leases: Leases::new(2),
-            auth: AuthStore::default(),
-            garbage: Vec::new(),
-        }
+        MemoryStore::default()
     }
 
     fn apply(&mut self, request: write_request::Request) -> write_response::Response {
@@ -58,23 +37,7 @@ impl Store {
     }
 
     fn apply_as(&mut self, request: write_request::Request, who: Option<AuthInfo>) -> write_response::Response {
-        let mut applier = Applier::new(&mut self.mvcc, &self.values, &mut self.leases, &mut self.auth);
-        let response =
-            applier.apply(WriteRequest { request: Some(request), auth_info: who }).expect("no storage fault");
-        let applied = applier.finish();
-        self.garbage.extend(applied.garbage);
-        for op in applied.ops {
-            match op {
-                WriteOp::Put { cf: schema::CF_KV, key, value } => {
-                    self.values.0.insert(key, value);
-                }
-                WriteOp::Delete { cf: schema::CF_KV, key } => {
-                    self.values.0.remove(&key);
-                }
-                _ => {}
-            }
-        }
-        response.response.expect("a response")
+        self.apply_entry(request, who).expect("no storage fault").0
     }
 
     fn put(&mut self, key: &str, value: &str) -> i64 {
@@ -93,13 +56,9 @@ impl Store {
         }
     }
 
-    fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
-        mvcc::range(&self.mvcc, &self.values, &req, self.mvcc.current_rev)
-    }
-
     fn get(&self, key: &str, revision: i64) -> Option<KeyValue> {
         let req = RangeRequest { key: key.into(), revision, ..Default::default() };
-        self.range(req).expect("range").kvs.pop()
+        self.range(&req).expect("range").kvs.pop()
     }
 }
 
@@ -216,7 +175,7 @@ fn compaction_removes_superseded_revisions() {
     assert_eq!(error_of(store.apply(compact(9))), "etcdserver: mvcc: required revision is a future revision");
     assert!(matches!(store.apply(compact(5)), write_response::Response::Compaction(_)));
     assert_eq!(error_of(store.apply(compact(5))), "etcdserver: mvcc: required revision has been compacted");
-    let err = store.range(RangeRequest { key: b"a".to_vec(), revision: 4, ..Default::default() });
+    let err = store.range(&RangeRequest { key: b"a".to_vec(), revision: 4, ..Default::default() });
     assert!(matches!(err, Err(StoreError::Etcd(EtcdError::Compacted))));
     assert_eq!(store.get("a", 5).expect("a").value, b"2");
     // Apply deletes nothing itself: the unreachable revisions go to the compactor.
@@ -241,15 +200,15 @@ fn range_limit_count_sort_and_filters() {
         store.put(key, value);
     }
     let all = RangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), ..Default::default() };
-    let resp = store.range(RangeRequest { limit: 2, ..all.clone() }).expect("range");
+    let resp = store.range(&RangeRequest { limit: 2, ..all.clone() }).expect("range");
     assert_eq!((resp.kvs.len(), resp.more, resp.count), (2, true, 3));
-    let resp = store.range(RangeRequest { count_only: true, ..all.clone() }).expect("range");
+    let resp = store.range(&RangeRequest { count_only: true, ..all.clone() }).expect("range");
     assert_eq!((resp.kvs.len(), resp.count), (0, 3));
     let by_value =
         RangeRequest { sort_target: SortTarget::Value as i32, sort_order: SortOrder::Descend as i32, ..all.clone() };
-    let values: Vec<_> = store.range(by_value).expect("range").kvs.into_iter().map(|kv| kv.value).collect();
+    let values: Vec<_> = store.range(&by_value).expect("range").kvs.into_iter().map(|kv| kv.value).collect();
     assert_eq!(values, vec![b"c".to_vec(), b"b".to_vec(), b"a".to_vec()]);
-    let filtered = store.range(RangeRequest { min_mod_revision: 3, keys_only: true, ..all }).expect("range");
+    let filtered = store.range(&RangeRequest { min_mod_revision: 3, keys_only: true, ..all }).expect("range");
     assert_eq!(filtered.kvs.len(), 2);
     assert!(filtered.kvs.iter().all(|kv| kv.value.is_empty()));
     assert_eq!(filtered.count, 3, "count ignores revision filters, as etcd's does");

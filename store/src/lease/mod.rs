@@ -18,7 +18,7 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Leases {
     leases: BTreeMap<i64, Lease>,
     /// Shorter TTLs are raised to this (etcd's `minLeaseTTL`).

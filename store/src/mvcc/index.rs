@@ -33,7 +33,7 @@ impl<'a> KeyRange<'a> {
     }
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Index {
     keys: BTreeMap<Vec<u8>, KeyIndex>,
 }

@@ -24,7 +24,7 @@ pub trait ValueReader {
 }
 
 /// The MVCC state that lives in memory: the key index and the revision counters.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Mvcc {
     pub index: Index,
     /// The store revision: raised by one for every write transaction that changes something.

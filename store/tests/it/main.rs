@@ -12,6 +12,7 @@ mod maintenance;
 mod membership;
 mod process;
 mod python;
+mod raw_requests;
 mod snapshot;
 mod tls;
 mod watch;
