@@ -26,6 +26,7 @@ for spec in store:write_requests apiserver:object_bodies apiserver:patches; do
     "$target" "$root/$target" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 \
     -artifact_prefix="$root/$target-artifacts/" -print_final_stats=1 >"$log" 2>&1 &
   pid=$!
+  trap 'kill "$pid" 2>/dev/null || true' EXIT
   # Progress: libFuzzer's latest status line, every 30 seconds.
   while kill -0 "$pid" 2>/dev/null; do
     sleep 30

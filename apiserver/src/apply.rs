@@ -25,7 +25,7 @@ pub async fn apply(
     body: &[u8],
     options: &WriteOptions,
 ) -> Result<Written, ApiError> {
-    let applied = parse_applied(body)?;
+    let applied = applied_configuration(resource, namespace, name, body)?;
     let manager = options.field_manager.clone();
     let options = &WriteOptions { applying: true, ..options.clone() };
     if manager.is_empty() {
@@ -48,8 +48,20 @@ pub async fn apply(
         .await
 }
 
+/// Decodes an apply body, which must name the object of the URL, if it names one.
+pub(crate) fn applied_configuration(
+    resource: &Resource,
+    namespace: &str,
+    name: &str,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let applied = parse_applied(body)?;
+    crate::registry::check_identity(resource, &mut applied.clone(), namespace, name)?;
+    Ok(applied)
+}
+
 /// Decodes an apply body: one object, in YAML (of which JSON is a part).
-pub(crate) fn parse_applied(body: &[u8]) -> Result<Value, ApiError> {
+fn parse_applied(body: &[u8]) -> Result<Value, ApiError> {
     let applied: Value =
         serde_yaml_ng::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
     if !applied.is_object() {

@@ -92,7 +92,8 @@ fn applied(
     body: &[u8],
     options: &WriteOptions,
 ) -> Result<(Step, Vec<String>), crate::error::ApiError> {
-    let configuration = crate::apply::parse_applied(body)?;
+    let (namespace, name) = (namespace_of(resource), meta::name(current));
+    let configuration = crate::apply::applied_configuration(resource, namespace, name, body)?;
     let options = &WriteOptions { applying: true, force: body.len().is_multiple_of(2), ..options.clone() };
     let merged = crate::apply::merge_applied(resource, current, &configuration, "fuzz", options.force)?;
     Ok((next_version(resource, None, merged, current, options)?, Vec::new()))
@@ -215,14 +216,16 @@ mod tests {
         // the checks on what is stored to run.
         let (mut bodies, mut patched) = (0, 0);
         for round in 0..3000 {
-            let (kind, object) = &seed_objects()[round % seed_objects().len()];
+            let objects = seed_objects();
+            let (kind, object) = &objects[round % objects.len()];
             let body = mutator.mutate_json(object.clone()).to_string().into_bytes();
             bodies += usize::from(object_bodies(&[&[selector(*kind), 0][..], &body].concat()));
             let original = object.to_string().into_bytes();
             let length = u16::try_from(original.len()).expect("a small seed").to_le_bytes();
-            let patch_type = u8::try_from(round % 4).expect("below 4");
+            // Every patch type on every kind: the type changes once per round of kinds.
+            let patch_type = u8::try_from((round / objects.len()) % 4).expect("below 4");
             let head = [selector(*kind), patch_type, length[0], length[1]];
-            let patch = mutator.mutate_json(seed_patches()[round % 4].clone()).to_string().into_bytes();
+            let patch = mutator.mutate_json(seed_patches()[usize::from(patch_type)].clone()).to_string().into_bytes();
             patched += usize::from(patches(&[&head[..], &original, &patch].concat()));
         }
         assert!(bodies >= 150, "only {bodies} of 3000 mutated bodies accepted");
@@ -247,5 +250,10 @@ mod tests {
         );
         assert!(step.is_err(), "a rename must be refused");
         assert!(!patches(&input));
+        // Server-side apply too, and a configuration that names no object is applied.
+        let renamed = br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q", "labels": {"m": "x"}}}"#;
+        assert!(applied(resource(selector(Kind::Pod)), &current, renamed, &options(0)).is_err());
+        let unnamed = br#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {"m": "x"}}}"#;
+        assert!(applied(resource(selector(Kind::Pod)), &current, unnamed, &options(0)).is_ok());
     }
 }

@@ -666,7 +666,12 @@ fn too_large(wanted: i64, seen: i64) -> ApiError {
 }
 
 /// The name and namespace in the body must be the ones in the URL.
-fn check_identity(resource: &Resource, object: &mut Value, namespace: &str, name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_identity(
+    resource: &Resource,
+    object: &mut Value,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ApiError> {
     let given = meta::name(object).to_string();
     if given.is_empty() {
         meta::set(object, "name", json!(name));

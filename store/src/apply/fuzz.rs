@@ -65,13 +65,23 @@ pub fn write_requests(mut data: &[u8]) -> (usize, usize) {
         let (payload, tail) = rest.split_at(length);
         data = tail;
         let Some(tag) = Tag::ALL.get(usize::from(*tag)) else { continue };
-        let who = identity(&member, *who);
+        let mut who = identity(&member, *who);
         if *tag == Tag::Range {
             range(&member, payload);
             continue;
         }
         // Undecodable bytes are refused by the gRPC codec, before any handler.
-        let Some(mut request) = decode(*tag, payload) else { continue };
+        let mut request = if *tag == Tag::Entry {
+            // A whole entry carries the identity its member gave it.
+            let Some(WriteRequest { request: Some(request), auth_info }) = WriteRequest::decode(payload).ok() else {
+                continue;
+            };
+            who = auth_info;
+            request
+        } else {
+            let Some(request) = decode(*tag, payload) else { continue };
+            request
+        };
         if let write_request::Request::LeaseGrant(grant) = &mut request {
             if grant.id == 0 {
                 next_lease += 1;
@@ -102,7 +112,7 @@ fn identity(member: &MemoryStore, who: u8) -> Option<AuthInfo> {
 fn decode(tag: Tag, payload: &[u8]) -> Option<write_request::Request> {
     use write_request::Request as R;
     let request = match tag {
-        Tag::Range => return None,
+        Tag::Range | Tag::Entry => return None,
         Tag::Put => R::Put(PutRequest::decode(payload).ok()?),
         Tag::DeleteRange => R::DeleteRange(DeleteRangeRequest::decode(payload).ok()?),
         Tag::Txn => R::Txn(TxnRequest::decode(payload).ok()?),
@@ -110,7 +120,6 @@ fn decode(tag: Tag, payload: &[u8]) -> Option<write_request::Request> {
         Tag::LeaseGrant => R::LeaseGrant(LeaseGrantRequest::decode(payload).ok()?),
         Tag::LeaseRevoke => R::LeaseRevoke(LeaseRevokeRequest::decode(payload).ok()?),
         Tag::Auth => R::Auth(AuthRequest::decode(payload).ok()?),
-        Tag::Entry => WriteRequest::decode(payload).ok()?.request?,
     };
     Some(request)
 }
@@ -282,15 +291,14 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_is_checked_against_the_state() {
-        // A put on a lease that does not exist is refused at apply: the
-        // check must see it and find nothing written.
+    fn a_refusal_is_seen_and_checked() {
+        // A put on a lease that does not exist is refused at apply.
         let missing_lease = PutRequest { key: b"k".to_vec(), lease: 99, ..Default::default() };
         let mut member = MemoryStore::default();
-        let (response, applied) =
-            member.apply_entry(write_request::Request::Put(missing_lease), None).expect("applies");
-        assert!(matches!(response, write_response::Response::Error(_)));
-        assert!(applied.ops.is_empty() && applied.events.is_empty());
+        assert!(!apply(&mut member, write_request::Request::Put(missing_lease), None));
         assert_eq!(member.mvcc.current_rev, 1);
+        let put = PutRequest { key: b"k".to_vec(), ..Default::default() };
+        assert!(apply(&mut member, write_request::Request::Put(put), None));
+        assert_eq!(member.mvcc.current_rev, 2);
     }
 }
