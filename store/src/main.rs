@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cairn_store::config::Config;
-use cairn_store::snapshot::{restore, verify, RestoreArgs};
+use cairn_store::snapshot::{human_bytes, restore, verify, RestoreArgs};
 
 /// glibc's malloc was a tenth of the CPU under write load (the many small
 /// buffers of gRPC and Raft messages); mimalloc serves them from per-thread pages.
@@ -72,13 +72,16 @@ fn status(file: &std::path::Path, write_out: &str) -> Result<(), String> {
             println!("|   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |");
             println!("+----------+----------+------------+------------+");
             println!(
-                "| {:8x} | {:8} | {:10} | {:10} |",
-                summary.hash, summary.revision, summary.kv_records, summary.total_size
+                "| {:8x} | {:8} | {:10} | {:>10} |",
+                summary.hash,
+                summary.revision,
+                summary.total_key,
+                human_bytes(summary.total_size)
             );
             println!("+----------+----------+------------+------------+");
         }
         "simple" => {
-            println!("{:x}, {}, {}, {}", summary.hash, summary.revision, summary.kv_records, summary.total_size)
+            println!("{:x}, {}, {}, {}", summary.hash, summary.revision, summary.total_key, summary.total_size)
         }
         other => return Err(format!("unknown output format {other:?} (simple, table or json)")),
     }

@@ -1,5 +1,6 @@
-//! The etcd Maintenance service. Snapshot and Downgrade are not supported yet.
+//! The etcd Maintenance service. Downgrade is not supported yet.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use super::node::Node;
 use crate::error::{EtcdError, StoreError};
-use crate::snapshot::{write_snapshot, WriteOptions};
+use crate::snapshot::{write_etcd_snapshot, SnapshotError};
 
 /// The etcd version cairn implements; clients gate features on it.
 /// kube-apiserver sends watch progress requests only to 3.5.13 and later,
@@ -110,21 +111,16 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(super::corrupt::hash_kv_response(&self.node, revision).await?))
     }
 
-    /// Streams a consistent copy of the whole store, ending with its SHA-256,
-    /// as etcd does; it is read from a point-in-time engine view, never held in memory.
+    /// Streams a consistent copy of the whole store in etcd's format, ending
+    /// with its SHA-256, as etcd does; read from a point-in-time engine view.
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         self.node.check_admin(&request).await?;
         let (out, responses) = mpsc::channel(SNAPSHOT_CHUNKS_QUEUED);
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || {
             let header = node.header(node.state.current_revision());
-            let mut sink = ChunkSink { out: out.clone(), header, buffer: Vec::with_capacity(SNAPSHOT_CHUNK_BYTES) };
-            let options = WriteOptions { cluster_id: node.cluster_id, member_id: node.id };
-            match write_snapshot(node.state.engine(), &options, &mut sink) {
-                Ok(_) => sink.finish(),
-                Err(err) => {
-                    let _ = out.blocking_send(Err(EtcdError::Snapshot(err.to_string()).into()));
-                }
+            if let Err(err) = stream_snapshot(&node, header, &out) {
+                let _ = out.blocking_send(Err(EtcdError::Snapshot(err.to_string()).into()));
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(responses)))
@@ -181,41 +177,28 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
 const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
 
-/// Cuts the snapshot into gRPC messages; the last one has `remaining_bytes` 0.
-struct ChunkSink {
-    out: mpsc::Sender<Result<SnapshotResponse, Status>>,
+/// The file goes to an unnamed temporary file in the data dir first: bbolt's
+/// meta pages, at its start, name pages written last.
+fn stream_snapshot(
+    node: &Node,
     header: Option<cairn_proto::etcdserverpb::ResponseHeader>,
-    buffer: Vec<u8>,
-}
-
-impl ChunkSink {
-    fn send(&mut self, remaining_bytes: u64) -> std::io::Result<()> {
-        let blob = std::mem::replace(&mut self.buffer, Vec::with_capacity(SNAPSHOT_CHUNK_BYTES));
-        let response = SnapshotResponse { header: self.header, remaining_bytes, blob };
-        self.out.blocking_send(Ok(response)).map_err(|_| std::io::Error::other("the client went away"))
+    out: &mpsc::Sender<Result<SnapshotResponse, Status>>,
+) -> Result<(), SnapshotError> {
+    let file = tempfile::tempfile_in(node.config.data_dir())?;
+    let (mut file, total) = write_etcd_snapshot(node.state.engine(), file)?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut sent = 0u64;
+    while sent < total {
+        let mut blob = vec![0u8; (total - sent).min(SNAPSHOT_CHUNK_BYTES) as usize];
+        file.read_exact(&mut blob)?;
+        sent += blob.len() as u64;
+        let response = SnapshotResponse { header, remaining_bytes: total - sent, blob };
+        out.blocking_send(Ok(response)).map_err(|_| std::io::Error::other("the client went away"))?;
     }
-
-    fn finish(mut self) {
-        let _ = self.send(0);
-    }
-}
-
-impl std::io::Write for ChunkSink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() >= SNAPSHOT_CHUNK_BYTES {
-            // More is coming; the exact remainder is not known while streaming.
-            self.send(1)?;
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Runs a storage scan off the async workers.

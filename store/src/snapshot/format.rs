@@ -19,8 +19,10 @@ pub const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
 pub enum SnapshotError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("not a cairn snapshot (bad magic); etcd's bbolt snapshots cannot be restored by cairn")]
+    #[error("not a snapshot: neither cairn's format nor etcd's (bbolt)")]
     BadMagic,
+    #[error("snapshot missing hash but --skip-hash-check=false")]
+    MissingHash,
     #[error("snapshot format version {0} is not supported (this cairn reads version {FORMAT_VERSION})")]
     UnsupportedVersion(u32),
     #[error("snapshot is truncated: {0}")]
@@ -33,17 +35,23 @@ pub enum SnapshotError {
     Engine(#[from] crate::engine::EngineError),
 }
 
-/// What a snapshot holds, as `cairn snapshot status` prints it.
+/// What a snapshot holds; `cairn snapshot status` prints it as etcdutl does.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotSummary {
-    /// CRC-32C of the content.
+    /// CRC-32C: etcdutl's over an etcd snapshot's buckets, of the content in cairn's format.
     pub hash: u32,
     pub revision: i64,
+    #[serde(skip)]
     pub compact_revision: i64,
-    #[serde(rename = "totalKey")]
+    /// Revisions of keys in the snapshot.
+    #[serde(skip)]
     pub kv_records: u64,
+    #[serde(skip)]
     pub lease_records: u64,
+    /// What etcdutl reports as total keys: records in every bucket of an etcd
+    /// snapshot, revisions of keys in cairn's format.
+    pub total_key: u64,
     #[serde(rename = "totalSize")]
     pub total_size: u64,
 }
@@ -81,4 +89,32 @@ pub fn read_record(source: &mut impl Read) -> Result<Option<(SnapshotRecord, u64
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A size as etcdutl prints it (go-humanize's `Bytes`: SI units, one decimal below 10).
+pub fn human_bytes(size: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if size < 10 {
+        return format!("{size} B");
+    }
+    let exponent = ((size as f64).ln() / 1000f64.ln()).floor() as usize;
+    let exponent = exponent.min(UNITS.len() - 1);
+    let value = (size as f64 / 1000f64.powi(exponent as i32) * 10.0 + 0.5).floor() / 10.0;
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[exponent])
+    } else {
+        format!("{value:.0} {}", UNITS[exponent])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_print_as_etcdutl_prints_them() {
+        let cases = [(0, "0 B"), (9, "9 B"), (999, "999 B"), (1000, "1.0 kB"), (69632, "70 kB"), (20480, "20 kB")];
+        for (size, printed) in cases {
+            assert_eq!(super::human_bytes(size), printed);
+        }
+        assert_eq!(super::human_bytes(1_073_741_824), "1.1 GB");
+    }
 }

@@ -8,6 +8,7 @@ use cairn_proto::cairnpb::snapshot_record::Record;
 use sha2::{Digest, Sha256};
 
 use super::format::{hex, read_record, SnapshotError, SnapshotSummary, CHECKSUM_BYTES, FORMAT_VERSION, MAGIC};
+use super::{bbolt, etcd};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, WriteOp};
 use crate::mvcc::{Index, Revision};
@@ -26,9 +27,37 @@ pub struct LoadOptions {
     pub progress: Option<Box<dyn FnMut(u64) + Send>>,
 }
 
-/// Checks the magic, the version, every record and (unless skipped) the
-/// SHA-256 trailer; returns what the snapshot holds.
+/// The two formats a snapshot file may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Cairn,
+    Etcd,
+}
+
+fn format_of(path: &Path) -> Result<Format, SnapshotError> {
+    let mut head = Vec::new();
+    File::open(path)?.take(2 * bbolt::PAGE_SIZE as u64).read_to_end(&mut head)?;
+    if head.starts_with(MAGIC) {
+        return Ok(Format::Cairn);
+    }
+    // Either meta page will do: bbolt itself falls back to the second.
+    let second_meta = head.get(bbolt::PAGE_SIZE..).unwrap_or_default();
+    if bbolt::looks_like_bbolt(&head) || bbolt::looks_like_bbolt(second_meta) {
+        return Ok(Format::Etcd);
+    }
+    Err(SnapshotError::BadMagic)
+}
+
+/// Checks the structure, every record and (unless skipped) the SHA-256
+/// trailer; returns what the snapshot holds.
 pub fn verify(path: &Path, skip_hash_check: bool) -> Result<SnapshotSummary, SnapshotError> {
+    match format_of(path)? {
+        Format::Cairn => verify_cairn(path, skip_hash_check),
+        Format::Etcd => etcd::verify(path, skip_hash_check),
+    }
+}
+
+fn verify_cairn(path: &Path, skip_hash_check: bool) -> Result<SnapshotSummary, SnapshotError> {
     let mut file = File::open(path)?;
     let size = file.metadata()?.len();
     if size < (MAGIC.len() + CHECKSUM_BYTES) as u64 {
@@ -54,7 +83,7 @@ pub fn verify(path: &Path, skip_hash_check: bool) -> Result<SnapshotSummary, Sna
         return Err(SnapshotError::ChecksumMismatch { expected: hex(&trailer), computed: hex(&computed) });
     }
     let mut summary = SnapshotSummary { hash: crc, total_size: size, ..Default::default() };
-    scan(path, content_len, |record| {
+    scan_cairn(path, content_len, |record| {
         match record {
             Record::Header(header) => {
                 summary.revision = header.current_revision;
@@ -66,12 +95,25 @@ pub fn verify(path: &Path, skip_hash_check: bool) -> Result<SnapshotSummary, Sna
         }
         Ok(())
     })?;
+    summary.total_key = summary.kv_records;
     Ok(summary)
+}
+
+/// Visits the records of a verified snapshot, in either format.
+fn scan(
+    path: &Path,
+    summary: &SnapshotSummary,
+    visit: impl FnMut(Record) -> Result<(), SnapshotError>,
+) -> Result<(), SnapshotError> {
+    match format_of(path)? {
+        Format::Cairn => scan_cairn(path, summary.total_size - CHECKSUM_BYTES as u64, visit),
+        Format::Etcd => etcd::scan(path, visit),
+    }
 }
 
 /// Reads the records in order, checking the structure: header first, footer
 /// counts right, only zero padding after it.
-fn scan(
+fn scan_cairn(
     path: &Path,
     content_len: u64,
     mut visit: impl FnMut(Record) -> Result<(), SnapshotError>,
@@ -139,7 +181,6 @@ fn scan(
 /// itself: callers make it so (a temporary data dir, or an install marker).
 pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Result<SnapshotSummary, SnapshotError> {
     let summary = verify(path, true)?;
-    let content_len = summary.total_size - CHECKSUM_BYTES as u64;
     let clear = |cf| WriteOp::DeleteRange { cf, from: Vec::new(), to: vec![0xff; 32] };
     // The auth store travels with the data, also into a restored cluster (as etcd's
     // auth buckets): none in the snapshot means none after the load.
@@ -150,7 +191,7 @@ pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Resu
     let total = summary.kv_records.max(1);
     let mut loaded = 0u64;
     let mut last_percent = 0;
-    scan(path, content_len, |record| {
+    scan(path, &summary, |record| {
         match record {
             Record::Kv(record) => {
                 if options.mark_compacted {

@@ -28,7 +28,7 @@ use crate::engine::{Durability, Engine, EngineError, PointRead, WriteOp};
 use crate::error::StoreError;
 use crate::lease::{Lease, Leases};
 use crate::metrics::METRICS;
-use crate::mvcc::{self, Mvcc, Revision, ValueReader};
+use crate::mvcc::{self, KeyRange, Mvcc, Revision, ValueReader};
 use crate::snapshot::{load_into, LoadOptions};
 use crate::types::{decode, encode, LogId, Proposal, StoredMembership};
 use crate::watch::EventLog;
@@ -375,15 +375,22 @@ impl KvState {
         Ok(self.engine.compact_all(&schema::STATE_CFS)?)
     }
 
-    /// etcd's HashKV: CRC-32C over the stored revisions after the compact
-    /// revision and up to `revision` (the current one when 0), in revision
-    /// order, with etcd's key layout. etcd 3.5 leaves the revisions kept by
-    /// compaction out of the hash, and so does this.
+    /// etcd's HashKV: CRC-32C over the stored revisions up to `revision` (the
+    /// current one when 0), in revision order, with etcd's key layout. Of the
+    /// revisions at or below the compaction, etcd hashes only those that
+    /// compacting at `revision` would keep (each key's revision visible then),
+    /// or all of them when no key is visible then.
     /// Returns the hash, the revision hashed and the compact revision.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), StoreError> {
-        let (current, compacted) = {
+        let (current, compacted, any_visible) = {
             let mvcc = self.mvcc.read();
-            (mvcc.current_rev, mvcc.compact_rev)
+            let revision = if revision <= 0 { mvcc.current_rev } else { revision };
+            let mut any_visible = false;
+            mvcc.index.visit(KeyRange::new(b"\0", b"\0"), revision, |_, _| {
+                any_visible = true;
+                false
+            });
+            (mvcc.current_rev, mvcc.compact_rev, any_visible)
         };
         if revision > 0 && revision <= compacted {
             return Err(crate::error::EtcdError::Compacted.into());
@@ -392,16 +399,21 @@ impl KvState {
             return Err(crate::error::EtcdError::FutureRev.into());
         }
         let revision = if revision <= 0 { current } else { revision };
+        let kept = |rev: Revision, value: &[u8]| -> Result<bool, EngineError> {
+            let kv = KeyValue::decode(value)
+                .map_err(|err| EngineError::Corrupt { what: format!("revision {rev:?}"), detail: err.to_string() })?;
+            Ok(self.mvcc.read().index.get(&kv.key, revision).is_some_and(|at| at.modified == rev))
+        };
         let mut hash = crc32c::crc32c(b"key");
-        self.engine.scan_from(schema::CF_KV, &Revision::new(compacted + 1, 0).to_key(false), |key, value| {
-            match Revision::from_key(key) {
-                Some((rev, _)) if rev.main <= revision => {
+        self.engine.scan_from(schema::CF_KV, &[], |key, value| match Revision::from_key(key) {
+            Some((rev, tombstone)) if rev.main <= revision => {
+                if rev.main > compacted || !any_visible || (!tombstone && kept(rev, value)?) {
                     hash = crc32c::crc32c_append(hash, key);
                     hash = crc32c::crc32c_append(hash, value);
-                    Ok(true)
                 }
-                _ => Ok(false),
+                Ok(true)
             }
+            _ => Ok(false),
         })?;
         Ok((hash, revision, compacted))
     }

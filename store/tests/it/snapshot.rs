@@ -57,6 +57,36 @@ fn documented_procedure(name: &str) -> String {
     block[begin..begin + end].to_string()
 }
 
+/// `NAME_i`, `DATA_DIR_i` and `PEER_URL_i` for each member, from 1.
+fn member_variables(specs: &[cairn_testkit::MemberSpec]) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        env.push((format!("NAME_{}", i + 1), spec.name.clone()));
+        env.push((format!("DATA_DIR_{}", i + 1), spec.data_dir.display().to_string()));
+        env.push((format!("PEER_URL_{}", i + 1), spec.peer_url.clone()));
+    }
+    env
+}
+
+/// Runs a procedure of docs/operations.md as written, with `cairn` and etcd
+/// 3.5.1's `etcdctl` and `etcdutl` on the PATH; returns its standard output.
+fn run_documented(procedure: &str, env: &[(String, String)]) -> String {
+    let bin_dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(cairn_binary(), bin_dir.path().join("cairn")).expect("link");
+    for tool in ["etcdctl", "etcdutl"] {
+        std::os::unix::fs::symlink(etcd_tool(tool), bin_dir.path().join(tool)).expect("link");
+    }
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &documented_procedure(procedure)])
+        .env("PATH", format!("{}:{}", bin_dir.path().display(), std::env::var("PATH").unwrap_or_default()))
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{procedure}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 #[tokio::test]
 async fn t140_backup_and_restore_procedure_on_three_members() {
     let mut old = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
@@ -67,27 +97,15 @@ async fn t140_backup_and_restore_procedure_on_three_members() {
 
     let (dir, specs) = plan(3).expect("plan");
     let backup = dir.path().join("backup.db");
-    let bin_dir = tempfile::tempdir().expect("tempdir");
-    std::os::unix::fs::symlink(cairn_binary(), bin_dir.path().join("cairn")).expect("link");
-    std::os::unix::fs::symlink(etcd_tool("etcdctl"), bin_dir.path().join("etcdctl")).expect("link");
     let run = |procedure: &str| {
-        let mut script = Command::new("bash");
-        script
-            .args(["-euo", "pipefail", "-c", &documented_procedure(procedure)])
-            .env("PATH", format!("{}:{}", bin_dir.path().display(), std::env::var("PATH").unwrap_or_default()))
-            .env("ENDPOINT", &endpoints[1])
-            .env("BACKUP", &backup)
-            .env("NEW_TOKEN", "restored-cluster")
-            .env("INITIAL_CLUSTER", &specs[0].initial_cluster);
-        for (i, spec) in specs.iter().enumerate() {
-            script.env(format!("NAME_{}", i + 1), &spec.name);
-            script.env(format!("DATA_DIR_{}", i + 1), &spec.data_dir);
-            script.env(format!("PEER_URL_{}", i + 1), &spec.peer_url);
-        }
-        let out = script.output().expect("bash");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        stdout
+        let mut env = vec![
+            ("ENDPOINT".to_string(), endpoints[1].clone()),
+            ("BACKUP".to_string(), backup.display().to_string()),
+            ("NEW_TOKEN".to_string(), "restored-cluster".to_string()),
+            ("INITIAL_CLUSTER".to_string(), specs[0].initial_cluster.clone()),
+        ];
+        env.extend(member_variables(&specs));
+        run_documented(procedure, &env)
     };
     let status = run("backup");
     assert!(status.contains("| REVISION |"), "{status}");
@@ -183,33 +201,34 @@ async fn t142_bad_snapshots_are_refused_and_leave_nothing_behind() {
     let bytes = std::fs::read(&good).expect("read");
 
     let truncated = dir.path().join("truncated.db");
-    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    // Whole pages off the end: what is left ends in 32 bytes that are not its checksum.
+    std::fs::write(&truncated, &bytes[..bytes.len() - 8192]).expect("write");
     let corrupted = dir.path().join("corrupted.db");
     let mut flipped = bytes.clone();
     flipped[bytes.len() / 3] ^= 0xff;
     std::fs::write(&corrupted, &flipped).expect("write");
-    // Garbage where the records start: caught by the structure checks even without the checksum.
+    // Garbage over both meta pages: no longer a snapshot of either format.
     let mangled = dir.path().join("mangled.db");
     let mut garbage = bytes.clone();
-    garbage[8..40].fill(0xff);
+    garbage[16..80].fill(0xff);
+    garbage[4096 + 16..4096 + 80].fill(0xff);
     std::fs::write(&mangled, &garbage).expect("write");
-    // A real etcd's snapshot is a bbolt file: foreign to cairn.
-    let etcd = Cluster::start(Flavor::Etcd, 1).await.expect("etcd starts");
-    let foreign = dir.path().join("etcd.db");
-    let out = Command::new(etcd_tool("etcdctl"))
-        .arg(format!("--endpoints={}", etcd.members[0].endpoint()))
-        .args(["snapshot", "save"])
-        .arg(&foreign)
-        .output()
-        .expect("etcdctl");
-    assert!(out.status.success());
+    // Garbage over a page of the key bucket: caught by the structure checks even without the checksum.
+    let damaged = dir.path().join("damaged.db");
+    let mut garbage = bytes.clone();
+    garbage[3 * 4096..3 * 4096 + 64].fill(0xff);
+    std::fs::write(&damaged, &garbage).expect("write");
+    // A bbolt file without the checksum, as copied from a data dir.
+    let unhashed = dir.path().join("unhashed.db");
+    std::fs::write(&unhashed, &bytes[..bytes.len() - 32]).expect("write");
 
     let target = dir.path().join("target.etcd");
     let cases = [
         (&truncated, vec![], "checksum mismatch"),
         (&corrupted, vec![], "checksum mismatch"),
-        (&mangled, vec!["--skip-hash-check"], "snapshot is corrupted"),
-        (&foreign, vec![], "not a cairn snapshot"),
+        (&mangled, vec!["--skip-hash-check"], "not a snapshot"),
+        (&damaged, vec!["--skip-hash-check"], "snapshot is corrupted"),
+        (&unhashed, vec![], "snapshot missing hash but --skip-hash-check=false"),
         (&good, vec!["--bump-revision", "5"], "--mark-compacted required"),
     ];
     for (file, extra, expected) in cases {
@@ -350,4 +369,117 @@ async fn t145_an_isolated_follower_past_the_snapshot_count_catches_up_by_snapsho
     let revision =
         client(&endpoints[leader]).await.get("iso/", None).await.expect("get").header().expect("h").revision();
     assert_eq!(hash_kv(&endpoints[follower], revision).await, hash_kv(&endpoints[leader], revision).await);
+}
+
+/// A user with a role that may read `key/`, through the Auth API (auth stays disabled).
+async fn add_reader(endpoint: &str) {
+    let mut c = client(endpoint).await;
+    c.role_add("reader").await.expect("role add");
+    let permission = etcd_client::Permission::read("key/").with_prefix();
+    c.role_grant_permission("reader", permission).await.expect("grant");
+    c.user_add("alice", "secret", None).await.expect("user add");
+    c.user_grant_role("alice", "reader").await.expect("grant role");
+}
+
+async fn assert_reader(endpoint: &str) {
+    let mut c = client(endpoint).await;
+    let user = c.user_get("alice").await.expect("the user came along");
+    assert_eq!(user.roles(), ["reader"]);
+    let role = c.role_get("reader").await.expect("the role came along");
+    let permission = &role.permissions()[0];
+    assert_eq!((permission.key(), permission.range_end()), (&b"key/"[..], &b"key0"[..]));
+    let token = c.auth_client().authenticate("alice".into(), "secret".into()).await;
+    assert!(token.is_err(), "auth is still disabled: {token:?}");
+}
+
+fn status_json(tool: &Path, file: &Path) -> serde_json::Value {
+    let out = Command::new(tool).args(["snapshot", "status", "-w", "json"]).arg(file).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// A snapshot saved from cairn is etcd's own format: etcdutl reads it as cairn
+/// does, and a real etcd 3.5.1 restored from it serves the same keys at the
+/// same revisions, with the same history, leases and users.
+#[tokio::test]
+async fn t146_a_cairn_snapshot_restores_into_etcd() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
+    let endpoint = cluster.members[1].endpoint().to_string();
+    populate(&endpoint, 5_000).await;
+    let lease = client(&endpoint).await.lease_grant(3600, None).await.expect("lease");
+    let leased = etcd_client::PutOptions::new().with_lease(lease.id());
+    client(&endpoint).await.put("key/leased", "v", Some(leased)).await.expect("put");
+    add_reader(&endpoint).await;
+    let before = dump(&endpoint).await;
+    let hash_before = hash_kv(&endpoint, before.0).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cairn.db");
+    let out = Command::new(etcd_tool("etcdctl"))
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["snapshot", "save"])
+        .arg(&file)
+        .output()
+        .expect("etcdctl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(cluster);
+
+    let etcd_status = status_json(&etcd_tool("etcdutl"), &file);
+    assert_eq!(status_json(&cairn_binary(), &file), etcd_status, "cairn reads the file as etcdutl does");
+    assert_eq!(etcd_status["revision"], before.0);
+
+    let (dir2, specs) = plan(1).expect("plan");
+    let out = Command::new(etcd_tool("etcdutl"))
+        .args(["snapshot", "restore"])
+        .arg(&file)
+        .args(["--name", &specs[0].name, "--initial-cluster", &specs[0].initial_cluster])
+        .args(["--initial-advertise-peer-urls", &specs[0].peer_url, "--data-dir"])
+        .arg(&specs[0].data_dir)
+        .output()
+        .expect("etcdutl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let etcd = Cluster::launch(Flavor::Etcd, dir2, specs, &[]).await.expect("etcd starts from it");
+    let etcd_endpoint = etcd.members[0].endpoint();
+    assert_eq!(dump(etcd_endpoint).await, before, "every key, value and revision");
+    assert_eq!(hash_kv(etcd_endpoint, before.0).await, hash_before, "the same history");
+    let ttl = client(etcd_endpoint).await.lease_time_to_live(lease.id(), None).await.expect("ttl");
+    assert!(ttl.ttl() > 3500, "the lease is there: {}", ttl.ttl());
+    assert_reader(etcd_endpoint).await;
+    let put = client(etcd_endpoint).await.put("key/after", "v", None).await.expect("etcd takes writes");
+    assert_eq!(put.header().expect("header").revision(), before.0 + 1);
+}
+
+/// An etcd user moves to cairn with the documented commands: a snapshot of
+/// etcd 3.5.1, restored by `cairn snapshot restore`, on a new cairn member.
+#[tokio::test]
+async fn t147_migrating_from_etcd_by_its_snapshot() {
+    let etcd = Cluster::start(Flavor::Etcd, 1).await.expect("etcd starts");
+    let endpoint = etcd.members[0].endpoint().to_string();
+    populate(&endpoint, 5_000).await;
+    let lease = client(&endpoint).await.lease_grant(3600, None).await.expect("lease");
+    let leased = etcd_client::PutOptions::new().with_lease(lease.id());
+    client(&endpoint).await.put("key/leased", "v", Some(leased)).await.expect("put");
+    add_reader(&endpoint).await;
+    let before = dump(&endpoint).await;
+    let hash_before = hash_kv(&endpoint, before.0).await;
+
+    let (dir, specs) = plan(1).expect("plan");
+    let mut env = vec![
+        ("ETCD_ENDPOINT".to_string(), endpoint.clone()),
+        ("BACKUP".to_string(), dir.path().join("etcd.db").display().to_string()),
+        ("INITIAL_CLUSTER".to_string(), specs[0].initial_cluster.clone()),
+    ];
+    env.extend(member_variables(&specs));
+    let status = run_documented("migrate", &env);
+    assert!(status.contains(&format!("| {:8} |", before.0)), "the revision: {status}");
+    drop(etcd);
+
+    let cairn = Cluster::launch(Flavor::Cairn, dir, specs, &[]).await.expect("cairn starts from it");
+    let cairn_endpoint = cairn.members[0].endpoint();
+    assert_eq!(dump(cairn_endpoint).await, before, "every key, value and revision");
+    assert_eq!(hash_kv(cairn_endpoint, before.0).await, hash_before, "the same history");
+    let ttl = client(cairn_endpoint).await.lease_time_to_live(lease.id(), None).await.expect("ttl");
+    assert!(ttl.ttl() > 3500, "the lease is there: {}", ttl.ttl());
+    assert_reader(cairn_endpoint).await;
+    let put = client(cairn_endpoint).await.put("key/after", "v", None).await.expect("cairn takes writes");
+    assert_eq!(put.header().expect("header").revision(), before.0 + 1);
 }
