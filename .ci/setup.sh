@@ -48,6 +48,31 @@ if [ "${1:-}" = "--with-etcd" ] && [ ! -d "$CAIRN_PYTHON_PATH/etcd3" ]; then
     etcd3==0.12.0 'protobuf<4' tenacity==6.3.1
 fi
 
+# Other people's test suites (store/tests/it/client_suites.rs), taken from the
+# registries, nothing of them committed: python-etcd3 0.12.0's from its sdist
+# on PyPI, with the test tools it needs, and etcd-client 0.21.1's from the crate
+# on crates.io (the version this workspace locks), built once.
+export CAIRN_CLIENT_SUITES="${CAIRN_CLIENT_SUITES:-$HOME/.cache/cairn/client-suites}"
+if [ "${1:-}" = "--with-etcd" ] && [ ! -f "$CAIRN_CLIENT_SUITES/.complete" ]; then
+  echo "setup: fetching and building the etcd-client and python-etcd3 test suites in $CAIRN_CLIENT_SUITES" >&2
+  rm -rf "$CAIRN_CLIENT_SUITES/python" "$CAIRN_CLIENT_SUITES/etcd3-0.12.0" "$CAIRN_CLIENT_SUITES/etcd-client-0.21.1"
+  mkdir -p "$CAIRN_CLIENT_SUITES"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$CAIRN_CLIENT_SUITES/python" \
+    etcd3==0.12.0 'protobuf<4' tenacity==6.3.1 pytest==8.3.5 mock==5.2.0 hypothesis==4.56.3
+  sdist="$(mktemp -d)"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --dest "$sdist" etcd3==0.12.0
+  tar -xzf "$sdist/etcd3-0.12.0.tar.gz" -C "$CAIRN_CLIENT_SUITES"
+  rm -rf "$sdist"
+  crate="$(cargo metadata --format-version 1 --locked | python3 -c '
+import json, os, sys
+packages = json.load(sys.stdin)["packages"]
+print(next(os.path.dirname(p["manifest_path"]) for p in packages if p["name"] == "etcd-client" and p["version"] == "0.21.1"))')"
+  cp -r "$crate" "$CAIRN_CLIENT_SUITES/etcd-client-0.21.1"
+  (cd "$CAIRN_CLIENT_SUITES/etcd-client-0.21.1" &&
+    CARGO_TARGET_DIR="$CAIRN_CLIENT_SUITES/target" cargo test --locked --test client --no-run --quiet)
+  touch "$CAIRN_CLIENT_SUITES/.complete"
+fi
+
 # The Python `kubernetes` client, for cairn-kube's client test; apart from the
 # etcd3 client, whose protobuf pin it does not share.
 export CAIRN_PYTHON_KUBE_PATH="${CAIRN_PYTHON_KUBE_PATH:-$HOME/.cache/cairn/python-kube}"

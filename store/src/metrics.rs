@@ -105,6 +105,41 @@ impl Default for Metrics {
 pub struct Snapshot {
     pub db_size_bytes: u64,
     pub keys: u64,
+    pub process: Option<ProcessStats>,
+}
+
+/// The Prometheus process collector's figures, which etcd exports and
+/// `etcdctl check datascale` reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessStats {
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub cpu_seconds: f64,
+    pub start_time_seconds: f64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+}
+
+impl ProcessStats {
+    /// From `/proc/self/stat`, `/proc/stat`'s boot time and `/proc/self/limits`,
+    /// with the kernel's clock tick and page size (100 and 4096 on Linux).
+    pub fn parse(stat: &str, boot_time: &str, limits: &str, open_fds: u64) -> Option<ProcessStats> {
+        const TICKS_PER_SECOND: f64 = 100.0;
+        const PAGE_BYTES: u64 = 4096;
+        // The command name may hold spaces: the fields start after its closing parenthesis.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+        let field = |number: usize| fields.get(number - 3)?.parse::<u64>().ok();
+        let boot = boot_time.lines().find_map(|line| line.strip_prefix("btime "))?.trim().parse::<f64>().ok()?;
+        let max_fds = limits.lines().find(|line| line.starts_with("Max open files"))?.split_whitespace().nth(3)?;
+        Some(ProcessStats {
+            resident_bytes: field(24)? * PAGE_BYTES,
+            virtual_bytes: field(23)?,
+            cpu_seconds: (field(14)? + field(15)?) as f64 / TICKS_PER_SECOND,
+            start_time_seconds: boot + field(22)? as f64 / TICKS_PER_SECOND,
+            open_fds,
+            max_fds: max_fds.parse().ok()?,
+        })
+    }
 }
 
 impl Metrics {
@@ -243,6 +278,27 @@ impl Metrics {
         );
         let purged = load(&self.raft_purged_index).to_string();
         gauge(&mut out, "cairn_raft_log_purged_index", "The last Raft log index purged after a snapshot.", purged);
+        if let Some(process) = snapshot.process {
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+                 # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}",
+                process.cpu_seconds
+            );
+            for (name, help, value) in [
+                ("process_resident_memory_bytes", "Resident memory size in bytes.", process.resident_bytes as f64),
+                ("process_virtual_memory_bytes", "Virtual memory size in bytes.", process.virtual_bytes as f64),
+                (
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds.",
+                    process.start_time_seconds,
+                ),
+                ("process_open_fds", "Number of open file descriptors.", process.open_fds as f64),
+                ("process_max_fds", "Maximum number of open file descriptors.", process.max_fds as f64),
+            ] {
+                gauge(&mut out, name, help, value.to_string());
+            }
+        }
         out
     }
 }
@@ -262,7 +318,9 @@ mod tests {
         }
         assert_eq!(metrics.grpc_handled.lock().len(), MAX_GRPC_METHODS, "labels from client paths are bounded");
         metrics.observe_peer_rtt(0xab, Duration::from_micros(300));
-        let text = metrics.render(&Snapshot { db_size_bytes: 10, keys: 3 });
+        let process = ProcessStats { resident_bytes: 8192, ..Default::default() };
+        let text = metrics.render(&Snapshot { db_size_bytes: 10, keys: 3, process: Some(process) });
+        assert!(text.contains("process_resident_memory_bytes 8192"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 1"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"));
@@ -270,5 +328,24 @@ mod tests {
         assert!(text.contains("etcd_debugging_mvcc_keys_total 3"));
         assert!(text.contains("cairn_snapshots_installed_total 0"));
         assert!(text.contains("cairn_raft_log_purged_index 0"));
+    }
+
+    #[test]
+    fn process_stats_come_from_proc() {
+        let stat =
+            "4242 (cairn (m0)) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 9 0 12000 104857600 2560 rest";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1048576              1048576              files";
+        let stats = ProcessStats::parse(stat, "cpu 1 2 3\nbtime 1700000000\n", limits, 17).expect("parses");
+        let expected = ProcessStats {
+            resident_bytes: 2560 * 4096,
+            virtual_bytes: 104_857_600,
+            cpu_seconds: 3.0,
+            start_time_seconds: 1_700_000_120.0,
+            open_fds: 17,
+            max_fds: 1_048_576,
+        };
+        assert_eq!(stats, expected);
+        assert_eq!(ProcessStats::parse("garbage", "", "", 0), None);
     }
 }

@@ -25,8 +25,9 @@ impl ClusterService {
         Ok(self.node.member_list())
     }
 
+    /// etcd's Cluster service answers with no revision in its headers.
     fn header(&self) -> Option<cairn_proto::etcdserverpb::ResponseHeader> {
-        self.node.header(self.node.state.current_revision())
+        self.node.header(0)
     }
 }
 

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 
 use super::maintenance::ETCD_API_VERSION;
 use super::node::Node;
-use crate::metrics::{Snapshot, METRICS};
+use crate::metrics::{ProcessStats, Snapshot, METRICS};
 
 pub fn router(node: Arc<Node>) -> axum::Router {
     axum::Router::new()
@@ -50,8 +50,16 @@ async fn version() -> impl IntoResponse {
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let snapshot = Snapshot { db_size_bytes: node.state.db_size(), keys: node.state.key_count() as u64 };
+    let snapshot =
+        Snapshot { db_size_bytes: node.state.db_size(), keys: node.state.key_count() as u64, process: process_stats() };
     ([("content-type", "text/plain; version=0.0.4")], METRICS.render(&snapshot))
+}
+
+/// This process's figures from /proc; none where there is no /proc.
+fn process_stats() -> Option<ProcessStats> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    ProcessStats::parse(&read("/proc/self/stat")?, &read("/proc/stat")?, &read("/proc/self/limits")?, open_fds)
 }
 
 /// Counts every gRPC call by service, method and status code.

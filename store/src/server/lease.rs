@@ -104,7 +104,10 @@ impl Lease for LeaseService {
         Ok(Response::new(response))
     }
 
+    /// Linearizable, so that a lease granted through any member, before a
+    /// leader change or after, is listed (etcd lists this member's leases).
     async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.node.linearizable_barrier().await?;
         let leases = self.node.state.lease_ttls().into_iter().map(|(id, _)| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: self.node.header(self.node.state.current_revision()), leases }))
     }

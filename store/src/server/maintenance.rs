@@ -95,7 +95,8 @@ impl Maintenance for MaintenanceService {
         self.node.check_admin(&request).await?;
         let state = self.node.state.clone();
         blocking(move || state.defragment()).await?;
-        Ok(Response::new(DefragmentResponse { header: self.node.header(self.node.state.current_revision()) }))
+        // etcd answers a defragment without a header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -143,9 +144,10 @@ impl Maintenance for MaintenanceService {
             membership.get_node(&target).cloned().filter(|_| is_voter)
         };
         let Some(member) = member else { return Err(EtcdError::BadLeaderTransferee.into()) };
-        let header = node.header(node.state.current_revision());
+        // etcd answers a leader move without a header.
+        let moved_response = || Ok(Response::new(MoveLeaderResponse { header: None }));
         if target == node.id {
-            return Ok(Response::new(MoveLeaderResponse { header }));
+            return moved_response();
         }
         let mut client =
             node.peers.client(target, &member).map_err(|err| EtcdError::PeerUnavailable(err.to_string()))?;
@@ -166,7 +168,7 @@ impl Maintenance for MaintenanceService {
         .await;
         node.raft.runtime_config().heartbeat(true);
         match moved {
-            Ok(true) => Ok(Response::new(MoveLeaderResponse { header })),
+            Ok(true) => moved_response(),
             Ok(false) => Err(EtcdError::LeaderTransferTimeout.into()),
             Err(status) => Err(status),
         }

@@ -227,3 +227,29 @@ async fn t104_a_deposed_leader_does_not_revoke_a_lease_kept_alive_elsewhere() {
     let left = c.lease_time_to_live(lease, None).await.expect("time to live").ttl();
     assert!(kept == 1 && left > 0, "the kept lease was revoked: key count {kept}, TTL {left}, renewals {renewals:?}");
 }
+
+/// Found by etcd-client's suite run in parallel: a lease granted through one
+/// member must be listed by every member right after, across leader moves.
+#[tokio::test]
+async fn t105_leases_are_listed_on_every_member_across_leader_moves() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
+    let endpoints = cluster.endpoints();
+    let mut clients = Vec::new();
+    for endpoint in &endpoints {
+        clients.push(client(endpoint).await);
+    }
+    for round in 0..6 {
+        let granted = clients[round % 3].lease_grant(60, None).await.expect("grant").id();
+        for (member, c) in clients.iter_mut().enumerate() {
+            let listed = c.leases().await.expect("leases").leases().iter().any(|lease| lease.id() == granted);
+            assert!(listed, "round {round}: lease {granted:x} missing on member {member}");
+            let ttl = c.lease_time_to_live(granted, None).await.expect("ttl").ttl();
+            assert!(ttl > 50, "round {round}: member {member} gives {ttl}");
+        }
+        let leader = cluster.leader_index().await.expect("leader");
+        let target = (leader + 1) % 3;
+        let target_id = clients[target].status().await.expect("status").header().expect("h").member_id();
+        let moved = clients[leader].move_leader(target_id).await.expect("move leader");
+        assert!(moved.header().is_none(), "etcd answers a leader move without a header");
+    }
+}

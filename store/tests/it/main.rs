@@ -3,6 +3,7 @@
 //! differential tests.
 
 mod auth;
+mod client_suites;
 mod cluster;
 mod corruption;
 mod differential;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 
-use cairn_testkit::{assert_same_as_etcd, client, etcd_tool, etcdctl_ok, Cluster, Flavor};
+use cairn_testkit::{assert_same_as_etcd, client, etcd_tool, etcdctl, etcdctl_ok, Cluster, Flavor};
 
 async fn hash_script(endpoint: &str) -> Vec<String> {
     let mut c = client(endpoint).await;
@@ -265,4 +265,86 @@ async fn t115_kubeadm_etcd_flags_with_a_metrics_url() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&grpc.stdout), "404", "no gRPC on the metrics URL");
+}
+
+/// Keys under `prefix` on `endpoint`, counted.
+async fn count(endpoint: &str, prefix: &str) -> i64 {
+    let options = GetOptions::new().with_prefix().with_count_only();
+    client(endpoint).await.get(prefix, Some(options)).await.expect("count").count()
+}
+
+/// `etcdctl make-mirror` from `from` to `to` while `prefix` is written on
+/// `from`, until `to` has every key; the mirror is stopped after.
+async fn mirror(from: &str, to: &str, prefix: &str) {
+    let mut c = client(from).await;
+    for i in 0..50 {
+        c.put(format!("{prefix}{i:02}"), format!("v{i}"), None).await.expect("put");
+    }
+    let mut mirror = Command::new(etcd_tool("etcdctl"))
+        .args([format!("--endpoints={from}"), "make-mirror".into(), "--prefix".into(), prefix.into(), to.into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("make-mirror starts");
+    // Written while the mirror runs: it follows the source's watch.
+    for i in 50..60 {
+        c.put(format!("{prefix}{i:02}"), format!("v{i}"), None).await.expect("put");
+    }
+    c.delete(format!("{prefix}00"), None).await.expect("delete");
+    let mirrored = eventually_async(Duration::from_secs(20), || count(to, prefix), 59).await;
+    let _ = mirror.kill();
+    let _ = mirror.wait();
+    assert!(mirrored, "{from} -> {to}: {} keys of 59", count(to, prefix).await);
+    let value = client(to).await.get(format!("{prefix}55"), None).await.expect("get");
+    assert_eq!(value.kvs()[0].value(), b"v55");
+}
+
+/// Polls `probe` every 100 ms until it returns `wanted` or `limit` passes.
+async fn eventually_async<F: std::future::Future<Output = i64>>(
+    limit: Duration,
+    mut probe: impl FnMut() -> F,
+    wanted: i64,
+) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if probe().await == wanted {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// What operators run from etcdctl 3.5.1: the cluster-wide endpoint views,
+/// `check perf` and `check datascale` (which reads the process metrics), and
+/// `make-mirror` from cairn to etcd and from etcd to cairn.
+#[tokio::test]
+async fn t116_etcdctl_operator_commands() {
+    let cairn = Cluster::start(Flavor::Cairn, 3).await.expect("cairn starts");
+    let etcd = Cluster::start(Flavor::Etcd, 1).await.expect("etcd starts");
+    let endpoints = cairn.endpoints();
+    let first = [endpoints[0].as_str()];
+
+    let status: serde_json::Value =
+        serde_json::from_str(&etcdctl_ok(&first, &["endpoint", "status", "--cluster", "-w", "json"])).expect("json");
+    let statuses = status.as_array().expect("one status a member");
+    assert_eq!(statuses.len(), 3, "{status}");
+    let leaders: Vec<_> = statuses.iter().map(|s| s["Status"]["leader"].as_u64()).collect();
+    assert!(leaders.iter().all(|leader| leader.is_some() && *leader == leaders[0]), "one leader: {status}");
+    let hashes = etcdctl_ok(&first, &["endpoint", "hashkv", "--cluster", "-w", "json"]);
+    let hashes: serde_json::Value = serde_json::from_str(&hashes).expect("json");
+    let hashes: Vec<_> = hashes.as_array().expect("array").iter().map(|h| h["HashKV"]["hash"].as_u64()).collect();
+    assert!(hashes.len() == 3 && hashes.iter().all(|hash| hash.is_some() && *hash == hashes[0]), "{hashes:?}");
+
+    let datascale = etcdctl_ok(&first, &["check", "datascale", "--load=s"]);
+    assert!(datascale.contains("PASS: Approximate system memory used"), "{datascale}");
+    // Its verdict depends on the machine's load (the suite runs beside it): it must run to the end.
+    let perf = etcdctl(&first, &["check", "perf", "--load=s"]).expect("check perf runs");
+    let perf = String::from_utf8_lossy(&perf.stdout).into_owned();
+    for verdict in ["Throughput is", "Slowest request took", "Stddev is"] {
+        assert!(perf.contains(verdict), "{perf}");
+    }
+
+    mirror(&endpoints[1], etcd.members[0].endpoint(), "to-etcd/").await;
+    mirror(etcd.members[0].endpoint(), &endpoints[2], "to-cairn/").await;
 }
