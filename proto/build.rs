@@ -3,6 +3,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mvccpb/kv.proto",
         "proto/authpb/auth.proto",
         "proto/etcdserverpb/rpc.proto",
+        "proto/v3lockpb/v3lock.proto",
+        "proto/v3electionpb/v3election.proto",
         "proto/cairnpb/peer.proto",
         "proto/cairnpb/snapshot.proto",
     ];

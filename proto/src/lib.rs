@@ -1,5 +1,5 @@
 //! Wire types generated from `proto/`: etcd's v3 API (`etcdserverpb`, `mvccpb`,
-//! `authpb`) and cairn's peer protocol (`cairnpb`). This crate holds no logic.
+//! `authpb`, `v3lockpb`, `v3electionpb`) and cairn's peer protocol (`cairnpb`). This crate holds no logic.
 #![allow(clippy::all, missing_docs)]
 
 pub mod mvccpb {
@@ -12,6 +12,14 @@ pub mod authpb {
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+pub mod v3lockpb {
+    tonic::include_proto!("v3lockpb");
+}
+
+pub mod v3electionpb {
+    tonic::include_proto!("v3electionpb");
 }
 
 pub mod cairnpb {

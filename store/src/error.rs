@@ -113,6 +113,16 @@ pub enum EtcdError {
     VerifyOnly,
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// The Lock and Election services' errors, as etcd's concurrency package
+    /// words them; etcd returns them as they are, so clients see code Unknown.
+    #[error("session expired")]
+    SessionExpired,
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// etcd's `mvcc.ErrWatcherDuplicateID`, sent as a cancel reason.
     #[error("mvcc: duplicate watch ID provided on the WatchStream")]
     DuplicateWatchId,
@@ -144,6 +154,7 @@ impl EtcdError {
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
             NoPasswordUser | VerifyOnly => Code::Unknown,
+            SessionExpired | ElectionNotLeader | ElectionNoLeader | MissingLeaderKey => Code::Unknown,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
             Corrupt => Code::DataLoss,

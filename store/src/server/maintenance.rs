@@ -190,7 +190,9 @@ fn stream_snapshot(
     out: &mpsc::Sender<Result<SnapshotResponse, Status>>,
 ) -> Result<(), SnapshotError> {
     let file = tempfile::tempfile_in(node.config.data_dir())?;
-    let (mut file, total) = write_etcd_snapshot(node.state.engine(), file)?;
+    // Read before the engine view is taken: it only grows.
+    let physically_compacted = node.state.physically_compacted_through();
+    let (mut file, total) = write_etcd_snapshot(node.state.engine(), physically_compacted, file)?;
     file.seek(SeekFrom::Start(0))?;
     let mut sent = 0u64;
     while sent < total {

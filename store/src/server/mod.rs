@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod concurrency;
 pub mod corrupt;
 pub mod http;
 pub mod kv;
@@ -33,6 +34,8 @@ use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::MemberListRequest;
+use cairn_proto::v3electionpb::election_server::ElectionServer;
+use cairn_proto::v3lockpb::lock_server::LockServer;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch as signal;
 use tonic::transport::server::Connected;
@@ -399,12 +402,16 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
     let watch = WatchServer::new(watch::WatchService { node: node.clone() });
     let lease = LeaseServer::new(lease::LeaseService { node: node.clone() });
     let auth = AuthServer::new(auth::AuthService { node: node.clone() });
+    let lock = LockServer::new(concurrency::LockService { node: node.clone() });
+    let election = ElectionServer::new(concurrency::ElectionService { node: node.clone() });
     let routes = tonic::service::Routes::new(kv)
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)
         .add_service(auth)
+        .add_service(lock)
+        .add_service(election)
         .into_axum_router()
         .merge(http::router(node.clone()));
     let result = tonic::transport::Server::builder()

@@ -72,8 +72,15 @@ impl From<BboltError> for SnapshotError {
 }
 
 /// Writes the state machine as of now into `file` (empty, open to read and write) in etcd's
-/// format; returns the file and its length, checksum included.
-pub fn write_etcd_snapshot(engine: &Engine, file: File) -> Result<(File, u64), SnapshotError> {
+/// format; returns the file and its length, checksum included. `physically_compacted` is
+/// the revision through which compaction had deleted old revisions before the call:
+/// beyond it, up to the compact revision, the file may still hold some, and says so
+/// as etcd does (a scheduled compaction not yet finished, which a restore finishes).
+pub fn write_etcd_snapshot(
+    engine: &Engine,
+    physically_compacted: i64,
+    file: File,
+) -> Result<(File, u64), SnapshotError> {
     let mut writer = bbolt::Writer::new(BufWriter::new(file))?;
     let mut meta_values = Vec::new();
     let mut leases = Vec::new();
@@ -102,10 +109,13 @@ pub fn write_etcd_snapshot(engine: &Engine, file: File) -> Result<(File, u64), S
         (buckets::CONSISTENT_INDEX.to_vec(), applied.map_or(0, |log_id| log_id.index).to_be_bytes().to_vec()),
         (buckets::TERM.to_vec(), applied.map_or(0, |log_id| log_id.leader_id.term).to_be_bytes().to_vec()),
     ];
+    let at = |main: i64| Revision { main, sub: 0 }.to_key(false);
     if let Some(compact) = compact.filter(|compact| *compact > 0) {
-        let at = Revision { main: compact, sub: 0 }.to_key(false);
-        meta_bucket.push((buckets::FINISHED_COMPACT.to_vec(), at.clone()));
-        meta_bucket.push((buckets::SCHEDULED_COMPACT.to_vec(), at));
+        meta_bucket.push((buckets::SCHEDULED_COMPACT.to_vec(), at(compact)));
+        let finished = physically_compacted.min(compact);
+        if finished > 0 {
+            meta_bucket.push((buckets::FINISHED_COMPACT.to_vec(), at(finished)));
+        }
     }
     meta_bucket.sort();
     writer.bucket_from(buckets::META, &meta_bucket)?;
@@ -204,14 +214,14 @@ pub fn verify(path: &Path, skip_hash_check: bool) -> Result<SnapshotSummary, Sna
     }
     if let Some(meta) = bucket(&buckets, buckets::META) {
         reader.for_each::<SnapshotError>(meta, &mut |key, value| {
-            if key == buckets::FINISHED_COMPACT {
-                summary.compact_revision = revision_of(value)?.0.main;
+            // A compaction scheduled but not finished when the snapshot was
+            // taken is finished by the member it is restored into, as etcd does.
+            if key == buckets::FINISHED_COMPACT || key == buckets::SCHEDULED_COMPACT {
+                summary.compact_revision = summary.compact_revision.max(revision_of(value)?.0.main);
             }
             Ok(())
         })?;
     }
-    // As etcd after a restore: a compaction may have removed the last revision's record.
-    summary.revision = summary.revision.max(summary.compact_revision);
     Ok(summary)
 }
 
@@ -238,7 +248,7 @@ pub fn scan(path: &Path, mut visit: impl FnMut(Record) -> Result<(), SnapshotErr
     let mut auth = AuthState { revision: 1, ..Default::default() };
     for (key, value) in pairs(buckets::AUTH)? {
         if key == buckets::AUTH_ENABLED {
-            auth.enabled = value.first() == Some(&1);
+            auth.enabled = value == [1];
         } else if key == buckets::AUTH_REVISION {
             let bytes = value.try_into().map_err(|_| SnapshotError::Corrupt("auth revision".into()))?;
             auth.revision = u64::from_be_bytes(bytes);

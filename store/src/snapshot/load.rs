@@ -225,7 +225,8 @@ pub fn load_into(engine: &Engine, path: &Path, mut options: LoadOptions) -> Resu
         }
         Ok(())
     })?;
-    let current = summary.revision + options.bump_revision;
+    // As etcd when it starts: a compaction may have removed the last revision's record.
+    let current = summary.revision.max(summary.compact_revision) + options.bump_revision;
     let mut compact = summary.compact_revision;
     if options.mark_compacted {
         compact = current;

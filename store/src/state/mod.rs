@@ -490,6 +490,11 @@ impl KvState {
         }
     }
 
+    /// The revision through which old revisions have been deleted.
+    pub fn physically_compacted_through(&self) -> i64 {
+        *self.compactor.finished().borrow()
+    }
+
     /// Watches the last applied log index.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()

@@ -5,6 +5,7 @@
 mod auth;
 mod client_suites;
 mod cluster;
+mod concurrency;
 mod corruption;
 mod differential;
 mod etcdctl_compat;

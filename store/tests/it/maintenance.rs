@@ -336,6 +336,16 @@ async fn t116_etcdctl_operator_commands() {
     let hashes: Vec<_> = hashes.as_array().expect("array").iter().map(|h| h["HashKV"]["hash"].as_u64()).collect();
     assert!(hashes.len() == 3 && hashes.iter().all(|hash| hash.is_some() && *hash == hashes[0]), "{hashes:?}");
 
+    // etcd's Cluster service puts no revision in its headers.
+    for endpoint in [endpoints[0].as_str(), etcd.members[0].endpoint()] {
+        let list: serde_json::Value =
+            serde_json::from_str(&etcdctl_ok(&[endpoint], &["member", "list", "-w", "json"])).expect("json");
+        let header = list["header"].as_object().expect("header");
+        let mut fields: Vec<&str> = header.keys().map(String::as_str).collect();
+        fields.sort();
+        assert_eq!(fields, ["cluster_id", "member_id", "raft_term"], "{endpoint}: {list}");
+    }
+
     let datascale = etcdctl_ok(&first, &["check", "datascale", "--load=s"]);
     assert!(datascale.contains("PASS: Approximate system memory used"), "{datascale}");
     // Its verdict depends on the machine's load (the suite runs beside it): it must run to the end.

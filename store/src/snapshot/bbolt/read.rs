@@ -1,6 +1,7 @@
 //! Walking a bbolt file's trees, page by page from disk: bounded memory for
 //! any file size, and every offset checked, so a damaged file is an error.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -102,7 +103,9 @@ impl Reader {
     /// The top-level buckets, in key order.
     pub fn buckets(&self) -> Result<Vec<(Vec<u8>, Bucket)>, BboltError> {
         let mut buckets = Vec::new();
-        self.walk_page::<BboltError>(&self.page(self.meta.root)?, 0, &mut |flags, key, value| {
+        let mut walk = Walk::default();
+        walk.visit(self.meta.root)?;
+        walk.page::<BboltError>(self, &self.page(self.meta.root)?, 0, &mut |flags, key, value| {
             if flags & BUCKET_LEAF_FLAG != 0 {
                 buckets.push((key.to_vec(), Bucket::from_value(value)?));
             }
@@ -119,14 +122,35 @@ impl Reader {
             }
             Ok(())
         };
+        let mut walk = Walk::default();
         match bucket {
-            Bucket::Page(id) => self.walk_page(&self.page(*id)?, 0, &mut visit_plain),
-            Bucket::Inline(page) => self.walk_page(page, MAX_DEPTH, &mut visit_plain),
+            Bucket::Page(id) => {
+                walk.visit(*id)?;
+                walk.page(self, &self.page(*id)?, 0, &mut visit_plain)
+            }
+            Bucket::Inline(page) => walk.page(self, page, MAX_DEPTH, &mut visit_plain),
         }
     }
+}
 
-    fn walk_page<E: From<BboltError>>(
-        &self,
+/// One walk over a tree: each page at most once, as bbolt's own check demands,
+/// so that a damaged file whose pages point at each other ends in an error.
+#[derive(Default)]
+struct Walk {
+    visited: HashSet<u64>,
+}
+
+impl Walk {
+    fn visit(&mut self, page: u64) -> Result<(), BboltError> {
+        if !self.visited.insert(page) {
+            return Err(corrupt(format!("page {page} is referenced twice")));
+        }
+        Ok(())
+    }
+
+    fn page<E: From<BboltError>>(
+        &mut self,
+        reader: &Reader,
         page: &[u8],
         depth: usize,
         visit: &mut VisitElement<'_, E>,
@@ -151,7 +175,8 @@ impl Reader {
                 BRANCH_PAGE if depth < MAX_DEPTH => {
                     let child =
                         le_u64(page, element + 8).ok_or_else(|| corrupt(format!("element {index} past the page")))?;
-                    self.walk_page(&self.page(child)?, depth + 1, visit)?;
+                    self.visit(child)?;
+                    self.page(reader, &reader.page(child)?, depth + 1, visit)?;
                 }
                 _ => return Err(corrupt(format!("a page of kind {kind:#x} at depth {depth} of a tree")).into()),
             }

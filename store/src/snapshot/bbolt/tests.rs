@@ -88,3 +88,23 @@ fn damaged_pages_and_truncation_are_errors_not_panics() {
     }
     assert!(errors > 0, "some damage must be detected");
 }
+
+#[test]
+fn a_page_referenced_twice_is_an_error_not_a_long_walk() {
+    let (file, length) = write(&[(b"many", sample().remove(0).1)]);
+    let mut bytes = std::fs::read(file.path()).expect("read");
+    let reader = Reader::open(file.reopen().expect("reopen"), length).expect("opens");
+    let Bucket::Page(root) = reader.buckets().expect("buckets").remove(0).1 else { panic!("a page bucket") };
+    // The bucket's root is a branch page: point its second child at its first.
+    let page = root as usize * PAGE_SIZE;
+    assert_eq!(le_u16(&bytes, page + 8), Some(BRANCH_PAGE));
+    let first_child = PAGE_HEADER_BYTES + 8;
+    let second_child = first_child + ELEMENT_BYTES;
+    let child: [u8; 8] = bytes[page + first_child..page + first_child + 8].try_into().expect("8 bytes");
+    bytes[page + second_child..page + second_child + 8].copy_from_slice(&child);
+    std::fs::write(file.path(), &bytes).expect("write");
+    let reader = Reader::open(file.reopen().expect("reopen"), length).expect("opens");
+    let bucket = reader.buckets().expect("buckets").remove(0).1;
+    let walked = reader.for_each::<BboltError>(&bucket, &mut |_, _| Ok(()));
+    assert!(matches!(walked, Err(BboltError::Corrupt(message)) if message.contains("referenced twice")));
+}

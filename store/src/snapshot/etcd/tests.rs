@@ -57,7 +57,7 @@ fn a_written_snapshot_reads_back_as_the_engine_holds_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = populated(dir.path());
     let path = dir.path().join("snap.db");
-    let (_, length) = write_etcd_snapshot(&engine, create(&path)).expect("writes");
+    let (_, length) = write_etcd_snapshot(&engine, 500, create(&path)).expect("writes");
     assert_eq!(std::fs::metadata(&path).expect("stat").len(), length);
     assert_eq!(length % ALIGNMENT, CHECKSUM_BYTES as u64, "whole pages and the checksum, as etcdutl expects");
 
@@ -94,7 +94,7 @@ fn a_damaged_or_unhashed_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = populated(dir.path());
     let path = dir.path().join("snap.db");
-    let (_, length) = write_etcd_snapshot(&engine, create(&path)).expect("writes");
+    let (_, length) = write_etcd_snapshot(&engine, 500, create(&path)).expect("writes");
     let mut bytes = std::fs::read(&path).expect("read");
     bytes[length as usize / 2] ^= 1;
     std::fs::write(&path, &bytes).expect("write");
