@@ -30,9 +30,12 @@ async fn populate(endpoint: &str, keys: usize) {
     }
 }
 
+/// The store revision, and every key with its value, create and mod revisions and version.
+type Dump = (i64, Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>);
+
 /// Every key with its value and revisions, and the store revision (a
 /// linearizable read: it sees every write acknowledged before it).
-async fn dump(endpoint: &str) -> (i64, Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)>) {
+async fn dump(endpoint: &str) -> Dump {
     let mut c = client(endpoint).await;
     let resp = c.get("key/", Some(GetOptions::new().with_prefix())).await.expect("get");
     let kvs = resp
@@ -392,6 +395,38 @@ async fn assert_reader(endpoint: &str) {
     assert!(token.is_err(), "auth is still disabled: {token:?}");
 }
 
+/// A store to back up: many revisions, a compaction, a lease with a key, a user with a role.
+struct Source {
+    keys: Dump,
+    hash: u32,
+    lease: i64,
+}
+
+impl Source {
+    async fn populate(endpoint: &str) -> Source {
+        populate(endpoint, 5_000).await;
+        let lease = client(endpoint).await.lease_grant(3600, None).await.expect("lease").id();
+        let leased = etcd_client::PutOptions::new().with_lease(lease);
+        client(endpoint).await.put("key/leased", "v", Some(leased)).await.expect("put");
+        add_reader(endpoint).await;
+        let keys = dump(endpoint).await;
+        let hash = hash_kv(endpoint, keys.0).await;
+        Source { keys, hash, lease }
+    }
+
+    /// The restored store serves the same keys, history, lease and user, and
+    /// takes writes that continue the revisions.
+    async fn assert_restored_on(&self, endpoint: &str) {
+        assert_eq!(dump(endpoint).await, self.keys, "every key, value and revision");
+        assert_eq!(hash_kv(endpoint, self.keys.0).await, self.hash, "the same history");
+        let ttl = client(endpoint).await.lease_time_to_live(self.lease, None).await.expect("ttl");
+        assert!(ttl.ttl() > 3500, "the lease is there: {}", ttl.ttl());
+        assert_reader(endpoint).await;
+        let put = client(endpoint).await.put("key/after", "v", None).await.expect("takes writes");
+        assert_eq!(put.header().expect("header").revision(), self.keys.0 + 1);
+    }
+}
+
 fn status_json(tool: &Path, file: &Path) -> serde_json::Value {
     let out = Command::new(tool).args(["snapshot", "status", "-w", "json"]).arg(file).output().expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -405,13 +440,7 @@ fn status_json(tool: &Path, file: &Path) -> serde_json::Value {
 async fn t146_a_cairn_snapshot_restores_into_etcd() {
     let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
     let endpoint = cluster.members[1].endpoint().to_string();
-    populate(&endpoint, 5_000).await;
-    let lease = client(&endpoint).await.lease_grant(3600, None).await.expect("lease");
-    let leased = etcd_client::PutOptions::new().with_lease(lease.id());
-    client(&endpoint).await.put("key/leased", "v", Some(leased)).await.expect("put");
-    add_reader(&endpoint).await;
-    let before = dump(&endpoint).await;
-    let hash_before = hash_kv(&endpoint, before.0).await;
+    let source = Source::populate(&endpoint).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("cairn.db");
     let out = Command::new(etcd_tool("etcdctl"))
@@ -425,7 +454,7 @@ async fn t146_a_cairn_snapshot_restores_into_etcd() {
 
     let etcd_status = status_json(&etcd_tool("etcdutl"), &file);
     assert_eq!(status_json(&cairn_binary(), &file), etcd_status, "cairn reads the file as etcdutl does");
-    assert_eq!(etcd_status["revision"], before.0);
+    assert_eq!(etcd_status["revision"], source.keys.0);
 
     let (dir2, specs) = plan(1).expect("plan");
     let out = Command::new(etcd_tool("etcdutl"))
@@ -438,14 +467,7 @@ async fn t146_a_cairn_snapshot_restores_into_etcd() {
         .expect("etcdutl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let etcd = Cluster::launch(Flavor::Etcd, dir2, specs, &[]).await.expect("etcd starts from it");
-    let etcd_endpoint = etcd.members[0].endpoint();
-    assert_eq!(dump(etcd_endpoint).await, before, "every key, value and revision");
-    assert_eq!(hash_kv(etcd_endpoint, before.0).await, hash_before, "the same history");
-    let ttl = client(etcd_endpoint).await.lease_time_to_live(lease.id(), None).await.expect("ttl");
-    assert!(ttl.ttl() > 3500, "the lease is there: {}", ttl.ttl());
-    assert_reader(etcd_endpoint).await;
-    let put = client(etcd_endpoint).await.put("key/after", "v", None).await.expect("etcd takes writes");
-    assert_eq!(put.header().expect("header").revision(), before.0 + 1);
+    source.assert_restored_on(etcd.members[0].endpoint()).await;
 }
 
 /// An etcd user moves to cairn with the documented commands: a snapshot of
@@ -454,13 +476,7 @@ async fn t146_a_cairn_snapshot_restores_into_etcd() {
 async fn t147_migrating_from_etcd_by_its_snapshot() {
     let etcd = Cluster::start(Flavor::Etcd, 1).await.expect("etcd starts");
     let endpoint = etcd.members[0].endpoint().to_string();
-    populate(&endpoint, 5_000).await;
-    let lease = client(&endpoint).await.lease_grant(3600, None).await.expect("lease");
-    let leased = etcd_client::PutOptions::new().with_lease(lease.id());
-    client(&endpoint).await.put("key/leased", "v", Some(leased)).await.expect("put");
-    add_reader(&endpoint).await;
-    let before = dump(&endpoint).await;
-    let hash_before = hash_kv(&endpoint, before.0).await;
+    let source = Source::populate(&endpoint).await;
 
     let (dir, specs) = plan(1).expect("plan");
     let mut env = vec![
@@ -470,16 +486,9 @@ async fn t147_migrating_from_etcd_by_its_snapshot() {
     ];
     env.extend(member_variables(&specs));
     let status = run_documented("migrate", &env);
-    assert!(status.contains(&format!("| {:8} |", before.0)), "the revision: {status}");
+    assert!(status.contains(&format!("| {:8} |", source.keys.0)), "the revision: {status}");
     drop(etcd);
 
     let cairn = Cluster::launch(Flavor::Cairn, dir, specs, &[]).await.expect("cairn starts from it");
-    let cairn_endpoint = cairn.members[0].endpoint();
-    assert_eq!(dump(cairn_endpoint).await, before, "every key, value and revision");
-    assert_eq!(hash_kv(cairn_endpoint, before.0).await, hash_before, "the same history");
-    let ttl = client(cairn_endpoint).await.lease_time_to_live(lease.id(), None).await.expect("ttl");
-    assert!(ttl.ttl() > 3500, "the lease is there: {}", ttl.ttl());
-    assert_reader(cairn_endpoint).await;
-    let put = client(cairn_endpoint).await.put("key/after", "v", None).await.expect("cairn takes writes");
-    assert_eq!(put.header().expect("header").revision(), before.0 + 1);
+    source.assert_restored_on(cairn.members[0].endpoint()).await;
 }
