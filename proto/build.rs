@@ -1,3 +1,5 @@
+use std::path::PathBuf;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/mvccpb/kv.proto",
@@ -11,7 +13,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("descriptors.bin");
     // Raft payloads are cloned for a resend and sliced on receipt: share, do not copy.
-    tonic_prost_build::configure().bytes(".cairnpb.RaftPayload.data").compile_protos(&protos, &["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".cairnpb.RaftPayload.data")
+        .file_descriptor_set_path(&descriptors)
+        .compile_protos(&protos, &["proto"])?;
+    // The JSON gateway's mapping, as etcd's grpc-gateway marshals: proto field
+    // names out, either spelling in, unknown fields ignored.
+    pbjson_build::Builder::new()
+        .register_descriptors(&std::fs::read(&descriptors)?)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[".mvccpb", ".authpb", ".etcdserverpb", ".v3lockpb", ".v3electionpb"])?;
     Ok(())
 }

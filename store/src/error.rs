@@ -126,8 +126,15 @@ pub enum EtcdError {
     /// etcd's `mvcc.ErrWatcherDuplicateID`, sent as a cancel reason.
     #[error("mvcc: duplicate watch ID provided on the WatchStream")]
     DuplicateWatchId,
-    #[error("cairn: {0} is not supported yet")]
-    NotSupported(&'static str),
+    #[error("etcdserver: wrong downgrade target version format")]
+    WrongDowngradeVersionFormat,
+    #[error("etcdserver: invalid downgrade target version")]
+    InvalidDowngradeTargetVersion,
+    #[error("etcdserver: no inflight downgrade job")]
+    NoInflightDowngrade,
+    /// etcd maps this one to no gRPC error: code Unknown.
+    #[error("etcdserver: unknown method")]
+    UnknownMethod,
     #[error("etcdserver: snapshot: {0}")]
     Snapshot(String),
     /// A peer of another cluster (rafthttp's check of `X-Etcd-Cluster-ID`).
@@ -153,7 +160,9 @@ impl EtcdError {
             | RoleNotGranted | PermissionNotGranted | AuthNotEnabled => Code::FailedPrecondition,
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
-            NoPasswordUser | VerifyOnly => Code::Unknown,
+            NoPasswordUser | VerifyOnly | UnknownMethod => Code::Unknown,
+            WrongDowngradeVersionFormat | InvalidDowngradeTargetVersion => Code::InvalidArgument,
+            NoInflightDowngrade => Code::FailedPrecondition,
             SessionExpired | ElectionNotLeader | ElectionNoLeader | MissingLeaderKey => Code::Unknown,
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             NoSpace => Code::ResourceExhausted,
@@ -165,7 +174,6 @@ impl EtcdError {
                 Code::Unavailable
             }
             Internal(_) | Snapshot(_) => Code::Internal,
-            NotSupported(_) => Code::Unimplemented,
             DuplicateWatchId | ClusterIdMismatch { .. } => Code::FailedPrecondition,
             BadPeerMessage(_) => Code::InvalidArgument,
             PeerUnavailable(_) => Code::Unavailable,

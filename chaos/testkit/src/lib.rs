@@ -9,6 +9,7 @@
 //! - [`pki`]: a CA and certificates for TLS tests, and clusters with TLS on every link;
 //! - [`proxy`]: one TCP proxy per directed peer link, to partition members;
 //! - [`etcdctl`]: the real etcdctl, bounded in time;
+//! - [`http`]: a plain HTTP/1.1 client for the JSON gateway, streams read line by line;
 //! - [`differential`]: one script against etcd and against Cairn, compared;
 //! - [`mutate`]: deterministic byte mutations for the fuzz checks in CI;
 //! - [`kube`]: `cairn-kube apiserver` as a process, with a kubeconfig and kubectl;
@@ -19,6 +20,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod differential;
 pub mod etcdctl;
+pub mod http;
 pub mod kube;
 pub mod mutate;
 pub mod net;

@@ -361,7 +361,8 @@ impl<'a, R: ValueReader> Applier<'a, R> {
                 Some(Request::RequestDeleteRange(delete)) => Response::ResponseDeleteRange(self.delete(txn, &delete)?),
                 Some(Request::RequestTxn(nested)) => {
                     let mut resp = self.run_txn(txn, nested, path, step)?;
-                    resp.header = header(txn.read_rev());
+                    // etcd gives a nested txn a header with no fields set.
+                    resp.header = Some(Default::default());
                     Response::ResponseTxn(resp)
                 }
                 None => continue,

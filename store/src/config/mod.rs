@@ -123,6 +123,9 @@ pub struct Config {
     /// The most learners the cluster may have at once.
     #[arg(long, env = "ETCD_MAX_LEARNERS", default_value_t = 1)]
     pub max_learners: usize,
+    /// Serve the JSON gateway (`/v3/...` POSTs) on the client URLs.
+    #[arg(long, env = "ETCD_ENABLE_GRPC_GATEWAY", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub enable_grpc_gateway: bool,
     /// Extra URLs to serve /metrics, /health, /livez and /readyz on (plain HTTP).
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,

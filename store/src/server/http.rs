@@ -11,7 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::future::BoxFuture;
 
-use super::maintenance::ETCD_API_VERSION;
+use super::maintenance::{CLUSTER_VERSION, ETCD_API_VERSION};
 use super::node::Node;
 use crate::metrics::{ProcessStats, Snapshot, METRICS};
 
@@ -45,7 +45,7 @@ async fn live() -> impl IntoResponse {
 }
 
 async fn version() -> impl IntoResponse {
-    let body = serde_json::json!({ "etcdserver": ETCD_API_VERSION, "etcdcluster": "3.5.0" });
+    let body = serde_json::json!({ "etcdserver": ETCD_API_VERSION, "etcdcluster": CLUSTER_VERSION });
     ([("content-type", "application/json")], body.to_string())
 }
 

@@ -1,4 +1,4 @@
-//! The etcd Maintenance service. Downgrade is not supported yet.
+//! The etcd Maintenance service.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::{write_request, write_response, CampaignRequest, WriteRequest};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
+use cairn_proto::etcdserverpb::downgrade_request::DowngradeAction;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
 use cairn_proto::etcdserverpb::{
     AlarmMember, AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeRequest,
@@ -29,9 +30,8 @@ pub struct MaintenanceService {
     pub node: Arc<Node>,
 }
 
-fn not_yet(method: &'static str) -> Status {
-    EtcdError::NotSupported(method).into()
-}
+/// The cluster version cairn's members agree on, as etcd 3.5 reports it.
+pub const CLUSTER_VERSION: &str = "3.5.0";
 
 /// How etcd prints an alarm in `Status.errors`.
 fn alarm_text(member: u64, alarm: AlarmType) -> String {
@@ -174,9 +174,46 @@ impl Maintenance for MaintenanceService {
         }
     }
 
-    async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
-        Err(not_yet("Downgrade"))
+    /// etcd 3.5's checks, in its order. A downgrade exists to let etcd 3.4
+    /// members join, and none can join cairn: the one target etcd would take
+    /// is refused as invalid too, so no job is ever in flight to cancel.
+    async fn downgrade(&self, request: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        let request = request.into_inner();
+        let action = DowngradeAction::try_from(request.action).map_err(|_| EtcdError::UnknownMethod)?;
+        if action != DowngradeAction::Cancel {
+            downgrade_target(&request.version)?;
+        }
+        self.node.linearizable_barrier().await?;
+        let refused = match action {
+            DowngradeAction::Cancel => EtcdError::NoInflightDowngrade,
+            DowngradeAction::Validate | DowngradeAction::Enable => {
+                tracing::warn!(target = %request.version, "refused a downgrade: etcd members cannot join a cairn cluster");
+                EtcdError::InvalidDowngradeTargetVersion
+            }
+        };
+        Err(refused.into())
     }
+}
+
+/// A downgrade target's major and minor, parsed as etcd does: a semantic
+/// version, or one missing its patch; the rest is dropped.
+fn downgrade_target(version: &str) -> Result<(u64, u64), EtcdError> {
+    fn semver(version: &str) -> Option<(u64, u64)> {
+        let core = version.split_once('+').map_or(version, |(core, _)| core);
+        let core = core.split_once('-').map_or(core, |(core, _)| core);
+        let numbers: Vec<u64> = core
+            .split('.')
+            .map(|part| match !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+                true => part.parse().ok(),
+                false => None,
+            })
+            .collect::<Option<_>>()?;
+        match numbers[..] {
+            [major, minor, _patch] => Some((major, minor)),
+            _ => None,
+        }
+    }
+    semver(version).or_else(|| semver(&format!("{version}.0"))).ok_or(EtcdError::WrongDowngradeVersionFormat)
 }
 
 const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
@@ -211,4 +248,26 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     let joined = tokio::task::spawn_blocking(work).await;
     joined.map_err(|err| EtcdError::Internal(err.to_string()))?.map_err(Status::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answers of go-semver 0.3.0, as etcd 3.5 parses the target.
+    #[test]
+    fn downgrade_target_parses_as_etcd() {
+        for (version, parsed) in [("3.4", (3, 4)), ("3.4.0", (3, 4)), ("3.4.9", (3, 4)), ("03.04", (3, 4))] {
+            assert_eq!(downgrade_target(version).ok(), Some(parsed), "{version}");
+        }
+        for version in ["3.4.0-rc.1", "3.4.0+meta", "3.6"] {
+            assert!(downgrade_target(version).is_ok(), "{version}");
+        }
+        for version in ["v3.4", "", "3", "3.4.x", "garbage", " 3.4", "3.4.0.1", "3.4-rc.1", "+3.4", "3..4"] {
+            assert!(
+                matches!(downgrade_target(version), Err(EtcdError::WrongDowngradeVersionFormat)),
+                "{version:?} must be refused"
+            );
+        }
+    }
 }

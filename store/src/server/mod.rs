@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod corrupt;
+pub mod gateway;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -404,16 +405,22 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
     let auth = AuthServer::new(auth::AuthService { node: node.clone() });
     let lock = LockServer::new(concurrency::LockService { node: node.clone() });
     let election = ElectionServer::new(concurrency::ElectionService { node: node.clone() });
-    let routes = tonic::service::Routes::new(kv)
+    let services = tonic::service::Routes::new(kv)
         .add_service(cluster)
         .add_service(maintenance)
         .add_service(watch)
         .add_service(lease)
         .add_service(auth)
         .add_service(lock)
-        .add_service(election)
+        .add_service(election);
+    let mut web = http::router(node.clone());
+    if node.config.enable_grpc_gateway {
+        web = web.merge(gateway::router(services.clone(), gateway::body_limit(max_message)));
+    }
+    let routes = services
         .into_axum_router()
-        .merge(http::router(node.clone()));
+        .merge(web.layer(axum::middleware::from_fn(gateway::cors)))
+        .fallback(gateway::not_found);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .accept_http1(true)
@@ -430,7 +437,7 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
 async fn serve_metrics<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO>, stopped: signal::Receiver<bool>) {
     let result = tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(http::router(node).into())
+        .add_routes(http::router(node).layer(axum::middleware::from_fn(gateway::cors)).into())
         .serve_with_incoming_shutdown(incoming, stopped_signal(stopped))
         .await;
     if let Err(err) = result {

@@ -104,6 +104,7 @@ async fn serve_stream(node: Arc<Node>, credentials: Credentials, mut incoming: S
     let mut progress_asked_at: Option<i64> = None;
     let watchers_moved = Arc::new(Notify::new());
     let mut revisions = node.state.events().subscribe();
+    let mut requests_open = true;
     loop {
         if let Some(asked_at) = progress_asked_at {
             let current = node.state.events().current_revision();
@@ -127,12 +128,23 @@ async fn serve_stream(node: Arc<Node>, credentials: Credentials, mut incoming: S
             }
         }
         let message = tokio::select! {
-            message = incoming.message() => message,
+            message = incoming.message(), if requests_open => message,
             _ = out.closed() => break,
             _ = watchers_moved.notified(), if progress_asked_at.is_some() => continue,
             Ok(()) = revisions.changed(), if progress_asked_at.is_some() => continue,
         };
-        let Ok(Some(WatchRequest { request_union: Some(request) })) = message else { break };
+        let request = match message {
+            Ok(Some(WatchRequest { request_union: Some(request) })) => request,
+            // etcd skips a request it does not know rather than end the stream.
+            Ok(Some(WatchRequest { request_union: None })) => continue,
+            // A client that closes its side keeps its watchers, as with etcd
+            // (the JSON gateway's watch sends its one request and closes).
+            Ok(None) => {
+                requests_open = false;
+                continue;
+            }
+            Err(_) => break,
+        };
         match request {
             RequestUnion::CreateRequest(create) => {
                 let id = if create.watch_id != 0 {
@@ -152,7 +164,11 @@ async fn serve_stream(node: Arc<Node>, credentials: Credentials, mut incoming: S
                         watch_id: create.watch_id,
                         created: true,
                         canceled: true,
-                        cancel_reason: EtcdError::PermissionDenied.to_string(),
+                        // etcd sends the gRPC error's text, as Go's status prints it.
+                        cancel_reason: format!(
+                            "rpc error: code = PermissionDenied desc = {}",
+                            EtcdError::PermissionDenied
+                        ),
                         ..Default::default()
                     };
                     if out.send(Ok(response)).await.is_err() {

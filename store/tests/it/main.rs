@@ -9,6 +9,7 @@ mod concurrency;
 mod corruption;
 mod differential;
 mod etcdctl_compat;
+mod gateway;
 mod lease;
 mod maintenance;
 mod membership;

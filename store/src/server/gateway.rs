@@ -1,0 +1,337 @@
+//! etcd's gRPC-gateway: the v3 API as JSON over HTTP POSTs on the client port,
+//! for clients that speak no gRPC (Patroni, lua-resty-etcd, curl).
+//!
+//! As in etcd, the gateway is a client of the member's own gRPC services, so a
+//! JSON request meets the same checks, auth and errors as a gRPC one; here the
+//! call stays in process instead of dialing a loopback socket. The mapping is
+//! grpc-gateway v1's, as etcd 3.5 configures it: proto field names out, either
+//! spelling in, int64 as strings, bytes as base64, enums by name, defaults
+//! left out. A stream answers one `{"result":…}` line per message.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use cairn_proto::etcdserverpb as pb;
+use cairn_proto::{v3electionpb as election, v3lockpb as lock};
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::service::Routes;
+use tonic::Code;
+
+/// The largest JSON body read: base64 makes values a third larger than the
+/// gRPC message that `--max-request-bytes` bounds, and the gRPC service then
+/// applies that bound itself.
+pub fn body_limit(max_message: usize) -> usize {
+    max_message * 2 + 64 * 1024
+}
+
+/// How a method's messages travel.
+#[derive(Clone, Copy)]
+enum Shape {
+    Unary,
+    /// One request, a stream of responses (Snapshot, Observe).
+    ServerStream,
+    /// A stream each way (Watch, LeaseKeepAlive): the body holds the requests, one JSON object after another.
+    Bidi,
+}
+
+/// Builds the gateway's routes over the member's gRPC services.
+pub fn router(services: Routes, max_body: usize) -> axum::Router {
+    let mut router = axum::Router::new();
+    macro_rules! route {
+        ($($shape:ident $path:literal => $grpc:literal, $request:ty, $response:ty;)*) => {$(
+            router = add::<$request, $response>(router, $path, $grpc, Shape::$shape, services.clone(), max_body);
+        )*};
+    }
+    route! {
+        Unary "/v3/kv/range" => "/etcdserverpb.KV/Range", pb::RangeRequest, pb::RangeResponse;
+        Unary "/v3/kv/put" => "/etcdserverpb.KV/Put", pb::PutRequest, pb::PutResponse;
+        Unary "/v3/kv/deleterange" => "/etcdserverpb.KV/DeleteRange", pb::DeleteRangeRequest, pb::DeleteRangeResponse;
+        Unary "/v3/kv/txn" => "/etcdserverpb.KV/Txn", pb::TxnRequest, pb::TxnResponse;
+        Unary "/v3/kv/compaction" => "/etcdserverpb.KV/Compact", pb::CompactionRequest, pb::CompactionResponse;
+        Bidi "/v3/watch" => "/etcdserverpb.Watch/Watch", pb::WatchRequest, pb::WatchResponse;
+        Unary "/v3/lease/grant" => "/etcdserverpb.Lease/LeaseGrant", pb::LeaseGrantRequest, pb::LeaseGrantResponse;
+        Unary "/v3/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", pb::LeaseRevokeRequest, pb::LeaseRevokeResponse;
+        Unary "/v3/kv/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", pb::LeaseRevokeRequest, pb::LeaseRevokeResponse;
+        Bidi "/v3/lease/keepalive" => "/etcdserverpb.Lease/LeaseKeepAlive", pb::LeaseKeepAliveRequest, pb::LeaseKeepAliveResponse;
+        Unary "/v3/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", pb::LeaseTimeToLiveRequest, pb::LeaseTimeToLiveResponse;
+        Unary "/v3/kv/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", pb::LeaseTimeToLiveRequest, pb::LeaseTimeToLiveResponse;
+        Unary "/v3/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", pb::LeaseLeasesRequest, pb::LeaseLeasesResponse;
+        Unary "/v3/kv/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", pb::LeaseLeasesRequest, pb::LeaseLeasesResponse;
+        Unary "/v3/cluster/member/add" => "/etcdserverpb.Cluster/MemberAdd", pb::MemberAddRequest, pb::MemberAddResponse;
+        Unary "/v3/cluster/member/remove" => "/etcdserverpb.Cluster/MemberRemove", pb::MemberRemoveRequest, pb::MemberRemoveResponse;
+        Unary "/v3/cluster/member/update" => "/etcdserverpb.Cluster/MemberUpdate", pb::MemberUpdateRequest, pb::MemberUpdateResponse;
+        Unary "/v3/cluster/member/list" => "/etcdserverpb.Cluster/MemberList", pb::MemberListRequest, pb::MemberListResponse;
+        Unary "/v3/cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote", pb::MemberPromoteRequest, pb::MemberPromoteResponse;
+        Unary "/v3/maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm", pb::AlarmRequest, pb::AlarmResponse;
+        Unary "/v3/maintenance/status" => "/etcdserverpb.Maintenance/Status", pb::StatusRequest, pb::StatusResponse;
+        Unary "/v3/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", pb::DefragmentRequest, pb::DefragmentResponse;
+        // etcd's proto gives Hash and HashKV the same path; the gateway registers Hash last, and it wins.
+        Unary "/v3/maintenance/hash" => "/etcdserverpb.Maintenance/Hash", pb::HashRequest, pb::HashResponse;
+        ServerStream "/v3/maintenance/snapshot" => "/etcdserverpb.Maintenance/Snapshot", pb::SnapshotRequest, pb::SnapshotResponse;
+        Unary "/v3/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", pb::MoveLeaderRequest, pb::MoveLeaderResponse;
+        Unary "/v3/maintenance/downgrade" => "/etcdserverpb.Maintenance/Downgrade", pb::DowngradeRequest, pb::DowngradeResponse;
+        Unary "/v3/auth/enable" => "/etcdserverpb.Auth/AuthEnable", pb::AuthEnableRequest, pb::AuthEnableResponse;
+        Unary "/v3/auth/disable" => "/etcdserverpb.Auth/AuthDisable", pb::AuthDisableRequest, pb::AuthDisableResponse;
+        Unary "/v3/auth/status" => "/etcdserverpb.Auth/AuthStatus", pb::AuthStatusRequest, pb::AuthStatusResponse;
+        Unary "/v3/auth/authenticate" => "/etcdserverpb.Auth/Authenticate", pb::AuthenticateRequest, pb::AuthenticateResponse;
+        Unary "/v3/auth/user/add" => "/etcdserverpb.Auth/UserAdd", pb::AuthUserAddRequest, pb::AuthUserAddResponse;
+        Unary "/v3/auth/user/get" => "/etcdserverpb.Auth/UserGet", pb::AuthUserGetRequest, pb::AuthUserGetResponse;
+        Unary "/v3/auth/user/list" => "/etcdserverpb.Auth/UserList", pb::AuthUserListRequest, pb::AuthUserListResponse;
+        Unary "/v3/auth/user/delete" => "/etcdserverpb.Auth/UserDelete", pb::AuthUserDeleteRequest, pb::AuthUserDeleteResponse;
+        Unary "/v3/auth/user/changepw" => "/etcdserverpb.Auth/UserChangePassword", pb::AuthUserChangePasswordRequest, pb::AuthUserChangePasswordResponse;
+        Unary "/v3/auth/user/grant" => "/etcdserverpb.Auth/UserGrantRole", pb::AuthUserGrantRoleRequest, pb::AuthUserGrantRoleResponse;
+        Unary "/v3/auth/user/revoke" => "/etcdserverpb.Auth/UserRevokeRole", pb::AuthUserRevokeRoleRequest, pb::AuthUserRevokeRoleResponse;
+        Unary "/v3/auth/role/add" => "/etcdserverpb.Auth/RoleAdd", pb::AuthRoleAddRequest, pb::AuthRoleAddResponse;
+        Unary "/v3/auth/role/get" => "/etcdserverpb.Auth/RoleGet", pb::AuthRoleGetRequest, pb::AuthRoleGetResponse;
+        Unary "/v3/auth/role/list" => "/etcdserverpb.Auth/RoleList", pb::AuthRoleListRequest, pb::AuthRoleListResponse;
+        Unary "/v3/auth/role/delete" => "/etcdserverpb.Auth/RoleDelete", pb::AuthRoleDeleteRequest, pb::AuthRoleDeleteResponse;
+        Unary "/v3/auth/role/grant" => "/etcdserverpb.Auth/RoleGrantPermission", pb::AuthRoleGrantPermissionRequest, pb::AuthRoleGrantPermissionResponse;
+        Unary "/v3/auth/role/revoke" => "/etcdserverpb.Auth/RoleRevokePermission", pb::AuthRoleRevokePermissionRequest, pb::AuthRoleRevokePermissionResponse;
+        Unary "/v3/lock/lock" => "/v3lockpb.Lock/Lock", lock::LockRequest, lock::LockResponse;
+        Unary "/v3/lock/unlock" => "/v3lockpb.Lock/Unlock", lock::UnlockRequest, lock::UnlockResponse;
+        Unary "/v3/election/campaign" => "/v3electionpb.Election/Campaign", election::CampaignRequest, election::CampaignResponse;
+        Unary "/v3/election/proclaim" => "/v3electionpb.Election/Proclaim", election::ProclaimRequest, election::ProclaimResponse;
+        Unary "/v3/election/leader" => "/v3electionpb.Election/Leader", election::LeaderRequest, election::LeaderResponse;
+        ServerStream "/v3/election/observe" => "/v3electionpb.Election/Observe", election::LeaderRequest, election::LeaderResponse;
+        Unary "/v3/election/resign" => "/v3electionpb.Election/Resign", election::ResignRequest, election::ResignResponse;
+    }
+    // Paths under /v3/ that name no method, as etcd's gateway answers them.
+    router.route("/v3/{*rest}", axum::routing::any(|| async { (StatusCode::NOT_FOUND, "Not Found\n") }))
+}
+
+/// A path nothing serves: gRPC's Unimplemented to a gRPC client, Go's
+/// `404 page not found` to anyone else, as etcd's HTTP mux answers.
+pub async fn not_found(request: Request) -> Response {
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let (parts, ()) = tonic::Status::unimplemented("").into_http::<()>().into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=utf-8")], "404 page not found\n").into_response()
+}
+
+/// Serves a method on its path and on its old `/v3beta/` spelling, which etcd 3.5 still rewrites.
+fn add<Q, R>(
+    router: axum::Router,
+    path: &'static str,
+    grpc_path: &'static str,
+    shape: Shape,
+    services: Routes,
+    max_body: usize,
+) -> axum::Router
+where
+    Q: prost::Message + DeserializeOwned + Default + Send + Sync + 'static,
+    R: prost::Message + Serialize + Default + Send + Sync + 'static,
+{
+    let handler = move |request: Request| {
+        let services = services.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = match axum::body::to_bytes(body, max_body).await {
+                Ok(body) => body,
+                Err(err) => return unary_error(Code::InvalidArgument, &err.to_string()),
+            };
+            call::<Q, R>(services, grpc_path, shape, &parts.headers, body).await
+        }
+    };
+    let beta = path.replacen("/v3/", "/v3beta/", 1);
+    router.route(path, post(handler.clone())).route(&beta, post(handler))
+}
+
+async fn call<Q, R>(
+    services: Routes,
+    grpc_path: &'static str,
+    shape: Shape,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response
+where
+    Q: prost::Message + DeserializeOwned + Default + Send + Sync + 'static,
+    R: prost::Message + Serialize + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(services);
+    let path = PathAndQuery::from_static(grpc_path);
+    let codec = tonic_prost::ProstCodec::<Q, R>::default();
+    if grpc.ready().await.is_err() {
+        return unary_error(Code::Unavailable, "the member's services are not ready");
+    }
+    match shape {
+        Shape::Unary | Shape::ServerStream => {
+            let message = match decode_one::<Q>(&body) {
+                Ok(message) => message,
+                Err(err) => return unary_error(Code::InvalidArgument, &err.to_string()),
+            };
+            let request = with_token(tonic::Request::new(message), headers);
+            if let Shape::Unary = shape {
+                return match grpc.unary(request, path, codec).await {
+                    Ok(response) => json(StatusCode::OK, &response.into_inner()),
+                    Err(status) => unary_error(status.code(), status.message()),
+                };
+            }
+            respond_stream(grpc.server_streaming(request, path, codec).await).await
+        }
+        Shape::Bidi => {
+            // As grpc-gateway: a first request that does not decode fails the
+            // call (as code Unknown); a later one ends the requests.
+            let mut messages = serde_json::Deserializer::from_slice(&body).into_iter::<Q>();
+            let first = match messages.next() {
+                None => None,
+                Some(Ok(message)) => Some(message),
+                Some(Err(err)) => return unary_error(Code::Unknown, &err.to_string()),
+            };
+            let requests: Vec<Q> = first.into_iter().chain(messages.map_while(Result::ok)).collect();
+            let request = with_token(tonic::Request::new(futures::stream::iter(requests)), headers);
+            respond_stream(grpc.streaming(request, path, codec).await).await
+        }
+    }
+}
+
+/// A request body: one JSON object, or nothing for an empty message.
+fn decode_one<Q: DeserializeOwned + Default>(body: &[u8]) -> Result<Q, serde_json::Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Q::default());
+    }
+    serde_json::from_slice(body)
+}
+
+/// The `Authorization` header carries the token, as grpc-gateway passes it on.
+fn with_token<T>(mut request: tonic::Request<T>, headers: &HeaderMap) -> tonic::Request<T> {
+    if let Some(token) = headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+        if let Ok(value) = token.parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+    }
+    request
+}
+
+fn json(status: StatusCode, message: &impl Serialize) -> Response {
+    match serde_json::to_vec(message) {
+        Ok(body) => (status, [GRPC_CONTENT_TYPE, JSON], body).into_response(),
+        Err(err) => unary_error(Code::Internal, &err.to_string()),
+    }
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+/// grpc-gateway passes the gRPC response's headers on under this prefix.
+const GRPC_CONTENT_TYPE: (&str, &str) = ("grpc-metadata-content-type", "application/grpc");
+
+/// A failed unary call, as grpc-gateway v1 writes it (in its field order).
+#[derive(Serialize)]
+struct UnaryError<'a> {
+    error: &'a str,
+    code: i32,
+    message: &'a str,
+}
+
+/// A failed stream's last line.
+#[derive(Serialize)]
+struct StreamError<'a> {
+    grpc_code: i32,
+    http_code: u16,
+    message: &'a str,
+    http_status: &'a str,
+}
+
+fn unary_error(code: Code, message: &str) -> Response {
+    let body = UnaryError { error: message, code: code as i32, message };
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    (http_status(code), [JSON], body).into_response()
+}
+
+/// A failed stream: the error is its last line, with no newline after it as
+/// grpc-gateway writes it, and sets the HTTP status when no message came before.
+fn stream_error_line(code: Code, message: &str) -> Bytes {
+    let status = http_status(code);
+    let error = StreamError {
+        grpc_code: code as i32,
+        http_code: status.as_u16(),
+        message,
+        http_status: status.canonical_reason().unwrap_or_default(),
+    };
+    let error = serde_json::to_string(&error).unwrap_or_default();
+    Bytes::from(format!("{{\"error\":{error}}}"))
+}
+
+fn result_line(message: &impl Serialize) -> Bytes {
+    match serde_json::to_string(message) {
+        Ok(json) => Bytes::from(format!("{{\"result\":{json}}}\n")),
+        Err(err) => stream_error_line(Code::Internal, &err.to_string()),
+    }
+}
+
+async fn respond_stream<R>(call: Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>) -> Response
+where
+    R: Serialize + Send + 'static,
+{
+    let mut responses = match call {
+        Ok(response) => response.into_inner(),
+        Err(status) => return stream_failed_at_once(&status),
+    };
+    // The status goes out with the first message or error, as grpc-gateway writes it.
+    let first = match responses.next().await {
+        Some(Ok(message)) => result_line(&message),
+        Some(Err(status)) => return stream_failed_at_once(&status),
+        None => Bytes::new(),
+    };
+    let rest = lines(responses);
+    let body = Body::from_stream(futures::stream::iter([Ok::<_, Infallible>(first)]).chain(rest));
+    (StatusCode::OK, [GRPC_CONTENT_TYPE, JSON], body).into_response()
+}
+
+fn stream_failed_at_once(status: &tonic::Status) -> Response {
+    (http_status(status.code()), [JSON], stream_error_line(status.code(), status.message())).into_response()
+}
+
+/// One line per message; an error is the last line.
+fn lines<R: Serialize + Send + 'static>(
+    responses: tonic::Streaming<R>,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    futures::stream::unfold(Some(responses), |responses| async move {
+        let mut responses = responses?;
+        match responses.next().await? {
+            Ok(message) => Some((Ok(result_line(&message)), Some(responses))),
+            Err(status) => Some((Ok(stream_error_line(status.code(), status.message())), None)),
+        }
+    })
+}
+
+/// grpc-gateway v1's `HTTPStatusFromCode`.
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// etcd's CORS with its default `--cors=*`, on every HTTP answer of the client
+/// port; a preflight `OPTIONS` is answered here.
+pub async fn cors(request: Request, next: Next) -> Response {
+    let mut response =
+        if request.method() == Method::OPTIONS { StatusCode::OK.into_response() } else { next.run(request).await };
+    let headers = response.headers_mut();
+    headers.insert("access-control-allow-methods", HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"));
+    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    headers.insert("access-control-allow-headers", HeaderValue::from_static("accept, content-type, authorization"));
+    response
+}
