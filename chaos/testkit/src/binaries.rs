@@ -1,4 +1,5 @@
-//! Where the binaries are: this workspace's own, and etcd 3.5.1's.
+//! Where the binaries are: this workspace's own, etcd 3.5.1's, the newer
+//! etcd's, and Debian's etcd 3.4.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,8 @@ pub const BIN_DIR_ENV: &str = "CAIRN_BIN_DIR";
 pub const ETCD_BIN_DIR_ENV: &str = "CAIRN_ETCD_BIN_DIR";
 /// Overrides the folder of the newer etcd's (3.6.16) binaries.
 pub const ETCD36_BIN_DIR_ENV: &str = "CAIRN_ETCD36_BIN_DIR";
+/// Overrides the folder of Debian's etcd 3.4 server.
+pub const ETCD34_BIN_DIR_ENV: &str = "CAIRN_ETCD34_BIN_DIR";
 /// The newer etcd that `.ci/etcd-3.6.sh` builds.
 pub const ETCD36_VERSION: &str = "3.6.16";
 
@@ -38,6 +41,16 @@ pub fn etcd_bin_dir() -> PathBuf {
     }
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     PathBuf::from(home).join(".cache/cairn/etcd-v3.5.1")
+}
+
+/// Where Debian's etcd 3.4 server is: `.ci/setup.sh --with-etcd` unpacks
+/// the package there rather than install it, which would start a service on 2379.
+pub fn etcd34_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var(ETCD34_BIN_DIR_ENV) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/cairn/etcd-v3.4")
 }
 
 /// Where the newer etcd's etcd and etcdctl are (`.ci/etcd-3.6.sh` builds them).

@@ -1,11 +1,11 @@
-//! The real etcdctl 3.5.1, bounded in time.
+//! The real etcdctl 3.5.1 (and 3.6's, for what only it has), bounded in time.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result};
 
-use crate::binaries::etcd_tool;
+use crate::binaries::{etcd36_bin_dir, etcd_tool};
 
 /// Runs etcdctl against `endpoints`; every call ends within its command timeout.
 pub fn etcdctl(endpoints: &[&str], args: &[&str]) -> Result<Output> {
@@ -14,7 +14,15 @@ pub fn etcdctl(endpoints: &[&str], args: &[&str]) -> Result<Output> {
 
 /// Runs etcdctl with `input` on its standard input (for `txn`).
 pub fn etcdctl_stdin(endpoints: &[&str], args: &[&str], input: &str) -> Result<Output> {
-    let binary = etcd_tool("etcdctl");
+    run(etcd_tool("etcdctl"), endpoints, args, input)
+}
+
+/// etcd 3.6's etcdctl (`.ci/etcd-3.6.sh` builds it).
+pub fn etcdctl36(endpoints: &[&str], args: &[&str]) -> Result<Output> {
+    run(etcd36_bin_dir().join("etcdctl"), endpoints, args, "")
+}
+
+fn run(binary: std::path::PathBuf, endpoints: &[&str], args: &[&str], input: &str) -> Result<Output> {
     let mut child = Command::new(&binary)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", endpoints.join(",")))

@@ -31,5 +31,5 @@ pub mod upstream;
 pub use binaries::{cairn as cairn_binary, etcd_tool};
 pub use cluster::{client, connect, plan, plan_https, Cluster, Flavor, Member, MemberSpec, Options};
 pub use differential::{assert_same_as_etcd, assert_same_as_etcd36, err_of};
-pub use etcdctl::{etcdctl, etcdctl_ok, etcdctl_stdin};
+pub use etcdctl::{etcdctl, etcdctl36, etcdctl_ok, etcdctl_stdin};
 pub use net::free_url;

@@ -1,12 +1,15 @@
 //! Maintenance and HTTP: HashKV and Status against etcd 3.5.1, NOSPACE and
-//! its recovery, leader moves, health and metrics, and etcdctl lock/elect.
+//! its recovery, leader moves, health and metrics, etcdctl lock/elect, and
+//! Downgrade with etcdctl 3.6's view of `endpoint status`.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType, GetOptions};
 
-use cairn_testkit::{assert_same_as_etcd, client, etcd_tool, etcdctl, etcdctl_ok, Cluster, Flavor};
+use cairn_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use cairn_proto::etcdserverpb::DowngradeRequest;
+use cairn_testkit::{assert_same_as_etcd, client, etcd_tool, etcdctl, etcdctl36, etcdctl_ok, Cluster, Flavor};
 
 async fn hash_script(endpoint: &str) -> Vec<String> {
     let mut c = client(endpoint).await;
@@ -357,4 +360,75 @@ async fn t116_etcdctl_operator_commands() {
 
     mirror(&endpoints[1], etcd.members[0].endpoint(), "to-etcd/").await;
     mirror(etcd.members[0].endpoint(), &endpoints[2], "to-cairn/").await;
+}
+
+/// etcdctl 3.6's `downgrade` commands and a raw unknown action, and what
+/// etcdctl 3.5 and 3.6 show of `endpoint status`, with the endpoint named.
+async fn downgrade_and_status(endpoint: String) -> Vec<String> {
+    let mut out = Vec::new();
+    let show = |output: std::process::Output| {
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        // The client's own log lines carry times and ports.
+        let said: Vec<&str> = text.lines().filter(|line| !line.starts_with("{\"level\"")).collect();
+        format!("exit {:?}: {}", output.status.code(), said.join(" / ").replace(&endpoint, "<endpoint>"))
+    };
+    let downgrades: [&[&str]; 5] = [
+        &["downgrade", "validate", "v3.4"],
+        &["downgrade", "validate", "3.6"],
+        &["downgrade", "enable", "3.3.0"],
+        &["downgrade", "enable", "x"],
+        &["downgrade", "cancel"],
+    ];
+    for args in downgrades {
+        out.push(format!("etcdctl 3.6 {args:?} -> {}", show(etcdctl36(&[&endpoint], args).expect("runs"))));
+    }
+    let mut maintenance = MaintenanceClient::connect(endpoint.clone()).await.expect("connects");
+    let unknown = maintenance.downgrade(DowngradeRequest { action: 7, version: "3.4".into() }).await;
+    out.push(format!(
+        "action 7 -> {:?}",
+        unknown.map(|_| ()).map_err(|status| (status.code(), status.message().to_string()))
+    ));
+
+    // The fields each etcdctl prints: the same set from a 3.5 server, whichever it is.
+    let keys = |json: &str| -> Vec<String> {
+        let value: serde_json::Value = serde_json::from_str(json).expect("json");
+        let status = value.pointer("/0/Status").and_then(|status| status.as_object()).expect("a status");
+        status.keys().cloned().collect()
+    };
+    out.push(format!("3.5 json fields {:?}", keys(&etcdctl_ok(&[&endpoint], &["endpoint", "status", "-w", "json"]))));
+    let json36 = etcdctl36(&[&endpoint], &["endpoint", "status", "-w", "json"]).expect("runs");
+    out.push(format!("3.6 json fields {:?}", keys(&String::from_utf8_lossy(&json36.stdout))));
+    let table = etcdctl36(&[&endpoint], &["endpoint", "status", "-w", "table"]).expect("runs");
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .filter(|line| line.starts_with('|'))
+        .map(|line| line.split('|').map(|cell| cell.trim().to_string()).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "a header and one endpoint: {table}");
+    let column = |name: &str| {
+        let at = rows[0].iter().position(|cell| cell == name).unwrap_or_else(|| panic!("no {name} column: {table}"));
+        rows[1][at].clone()
+    };
+    out.push(format!("3.6 table columns {:?}", rows[0]));
+    for name in ["STORAGE VERSION", "DOWNGRADE TARGET VERSION", "DOWNGRADE ENABLED", "IS LEARNER"] {
+        out.push(format!("3.6 table {name} = {:?}", column(name)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn t119_downgrade_and_endpoint_status_match_etcd_3_5_1() {
+    assert_same_as_etcd(&[], downgrade_and_status).await;
+    // The one target etcd 3.5 takes, and cairn cannot: no etcd 3.4 member can join it.
+    let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
+    let endpoint = cluster.members[0].endpoint();
+    for action in ["validate", "enable"] {
+        let refused = etcdctl36(&[endpoint], &["downgrade", action, "3.4"]).expect("runs");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{action} 3.4 must be refused");
+        assert!(stderr.contains("etcdserver: invalid downgrade target version"), "{stderr}");
+    }
+    let cancel = etcdctl36(&[endpoint], &["downgrade", "cancel"]).expect("runs");
+    assert!(String::from_utf8_lossy(&cancel.stderr).contains("etcdserver: no inflight downgrade job"));
 }

@@ -1,4 +1,5 @@
-//! Snapshots: backup and restore with etcdctl 3.4 and 3.5, bad input, and
+//! Snapshots: backup and restore with etcdctl 3.4 and 3.5, migration from
+//! etcd 3.4 and 3.5 and back to etcd, bad input, and
 //! Raft snapshots for followers that fell behind, crash included.
 
 use std::path::Path;
@@ -7,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{GetOptions, Txn, TxnOp};
 
-use cairn_testkit::{cairn_binary, client, etcd_tool, plan, Cluster, Flavor};
+use cairn_testkit::binaries::{etcd34_bin_dir, require};
+use cairn_testkit::{cairn_binary, client, etcd_tool, plan, Cluster, Flavor, Options};
 
 /// Writes `keys` keys with txns of 100 puts, overwrites a third, deletes a
 /// tenth, and compacts half way.
@@ -490,5 +492,40 @@ async fn t147_migrating_from_etcd_by_its_snapshot() {
     drop(etcd);
 
     let cairn = Cluster::launch(Flavor::Cairn, dir, specs, &[]).await.expect("cairn starts from it");
+    source.assert_restored_on(cairn.members[0].endpoint()).await;
+}
+
+/// The same move from etcd 3.4 (Debian's etcd-server): a snapshot taken by
+/// etcdctl 3.4 reads as etcdctl 3.4 reads it, and restores into cairn with
+/// every key, revision, the history, the lease and the user.
+#[tokio::test]
+async fn t148_migrating_from_etcd_3_4_by_its_snapshot() {
+    let mut options = Options::new(Flavor::Etcd, 1);
+    options.binary = Some(require(etcd34_bin_dir().join("etcd")).expect("`.ci/setup.sh --with-etcd` unpacks etcd 3.4"));
+    let etcd = options.start().await.expect("etcd 3.4 starts");
+    let endpoint = etcd.members[0].endpoint().to_string();
+    let source = Source::populate(&endpoint).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("etcd-3.4.db");
+    let etcdctl34 = Path::new("/usr/bin/etcdctl");
+    let out = Command::new(etcdctl34)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["snapshot", "save"])
+        .arg(&file)
+        .output()
+        .expect("etcdctl 3.4 (Debian's etcd-client) runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(etcd);
+
+    let etcd_status = status_json(etcdctl34, &file);
+    assert_eq!(status_json(&cairn_binary(), &file), etcd_status, "cairn reads the file as etcdctl 3.4 does");
+    let (dir2, specs) = plan(1).expect("plan");
+    let spec = &specs[0];
+    let flags = ["--name", &spec.name, "--initial-cluster", &spec.initial_cluster];
+    let (ok, err) =
+        restore(&file, &spec.data_dir, &[&flags[..], &["--initial-advertise-peer-urls", &spec.peer_url]].concat());
+    assert!(ok, "{err}");
+    let cairn = Cluster::launch(Flavor::Cairn, dir2, specs, &[]).await.expect("cairn starts from it");
     source.assert_restored_on(cairn.members[0].endpoint()).await;
 }
