@@ -127,14 +127,26 @@ impl Gateway {
     }
 
     async fn stream(&mut self, path: &str, body: &str, lines: usize) -> Vec<Value> {
+        self.stream_lines(path, body, lines, true).await
+    }
+
+    /// A stream whose watchers each send in order, but in no order between them.
+    async fn stream_unordered(&mut self, path: &str, body: &str, lines: usize) -> Vec<Value> {
+        self.stream_lines(path, body, lines, false).await
+    }
+
+    async fn stream_lines(&mut self, path: &str, body: &str, lines: usize, ordered: bool) -> Vec<Value> {
         let token = self.token.clone();
         let headers: Vec<(&str, &str)> = token.iter().map(|token| ("Authorization", token.as_str())).collect();
         let request = Request { method: "POST", path, headers: &headers, body };
         let reply = http::stream(&self.endpoint, &request, lines, Duration::from_secs(3)).await.expect("an answer");
         let got = reply.lines();
         let sent = shown(&mut self.names, body, Mask::default());
-        let shown_lines: Vec<String> =
+        let mut shown_lines: Vec<String> =
             got.iter().take(lines).map(|line| shown(&mut self.names, line, Mask::default())).collect();
+        if !ordered {
+            shown_lines.sort();
+        }
         self.out.push(format!(
             "{path} {sent} -> {} {} stream [{}]",
             reply.status,
@@ -213,7 +225,7 @@ async fn requests(endpoint: String) -> Vec<String> {
 
     // Watch: history, two watchers on one stream, a compacted start, a bad request.
     g.stream("/v3/watch", &format!(r#"{{"create_request":{{"key":"{k}","start_revision":"3"}}}}"#), 2).await;
-    g.stream(
+    g.stream_unordered(
         "/v3/watch",
         &format!(
             r#"{{"create_request":{{"key":"{k}","start_revision":3}}}}{{"createRequest":{{"key":"AA==","rangeEnd":"AA==","prevKv":true,"startRevision":4}}}}"#
