@@ -55,6 +55,29 @@ pub fn summarize(outcome: &Outcome) -> Summary {
     }
 }
 
+/// Upper bounds of [`log_buckets`], in ms; the last takes the rest.
+const LOG_BOUNDS_MS: [f64; 14] =
+    [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, f64::INFINITY];
+
+/// Latencies counted on a log scale, so that one stall of seconds shows
+/// beside thousands of sub-millisecond writes: (upper bound in ms, count).
+pub fn log_buckets(latencies: &Histogram<u64>) -> Vec<(f64, u64)> {
+    let mut low = 0u64;
+    LOG_BOUNDS_MS
+        .iter()
+        .map(|&upper| {
+            let high = if upper.is_infinite() { u64::MAX } else { (upper * 1e6) as u64 };
+            let count = if latencies.is_empty() || low > latencies.max() {
+                0
+            } else {
+                latencies.count_between(low, high.min(latencies.max()))
+            };
+            low = high.saturating_add(1);
+            (upper, count)
+        })
+        .collect()
+}
+
 pub fn print(summary: &Summary) {
     println!("\nSummary:");
     println!("  Total:\t{:.4} secs.", summary.seconds);

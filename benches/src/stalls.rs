@@ -1,6 +1,7 @@
 //! Write latency while something heavy runs beside it, as a Kubernetes API
-//! server makes it run: clients listing a whole resource in a loop, and the
-//! compaction of a long history. Each system runs alone, one after the other.
+//! server makes it run: clients listing a whole resource in a loop, the
+//! compaction of a long history, and an operator's defragmentation of a large
+//! store. Each system runs alone, one after the other.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use cairn_testkit::Cluster;
 
 use crate::compare;
 use crate::load::{self, LoadOptions, Workload};
-use crate::report::{summarize, Summary};
+use crate::report::{log_buckets, summarize, Summary};
+use crate::svg;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StallOptions {
@@ -31,6 +33,16 @@ pub struct StallOptions {
     /// How long the writer is measured in each phase.
     #[arg(long, default_value_t = 15)]
     pub seconds: u64,
+    /// The phases to run, of idle, reading, compacting and defragmenting.
+    #[arg(long, value_delimiter = ',', default_value = "idle,reading,compacting,defragmenting")]
+    pub phases: Vec<String>,
+    /// MiB of 4 KiB values written (each key four times) before the store is
+    /// compacted and then defragmented beside the writer.
+    #[arg(long, default_value_t = 1024)]
+    pub defrag_mib: u64,
+    /// Where the chart of write latencies while defragmenting goes.
+    #[arg(long, default_value = "docs/benchmarks/defrag.svg")]
+    pub chart: PathBuf,
     /// Where the JSON results go.
     #[arg(long, default_value = "docs/benchmarks/stalls.json")]
     pub out: PathBuf,
@@ -42,61 +54,135 @@ pub struct Phase {
     /// idle, reading, or compacting.
     pub phase: String,
     pub writes: Summary,
-    /// Reads completed beside the writer, or the compaction's own duration in ms.
+    /// Reads completed beside the writer, or the compaction's or defragmentation's own duration in ms.
     pub beside: f64,
+    /// Writes by latency: (upper bound in ms, count), on a log scale.
+    pub buckets: Vec<(f64, u64)>,
 }
+
+/// One writer's puts: their summary and their log-scale buckets.
+type Writes = (Summary, Vec<(f64, u64)>);
+
+/// The value size of the defragmentation's store.
+const DEFRAG_VALUE_BYTES: usize = 4096;
 
 pub async fn run(options: &StallOptions) -> Result<Vec<Phase>> {
     let work = tempfile::tempdir().context("work dir")?;
+    let wants = |phase: &str| options.phases.iter().any(|wanted| wanted == phase);
     let mut phases = Vec::new();
     for system in &options.systems {
         let (name, binary) = system.split_once('=').context("--system takes NAME=BINARY")?;
         eprintln!("{name}:");
         let cluster = compare::start(name, &PathBuf::from(binary), 1, work.path()).await?;
-        let mut phase = |phase: &str, writes: Summary, beside: f64| {
+        let mut phase = |phase: &str, (writes, buckets): Writes, beside: f64| {
             eprintln!("  {phase}: write p99 {:.2} ms, max {:.2} ms", p99(&writes), writes.slowest_ms);
-            phases.push(Phase { system: name.to_string(), phase: phase.to_string(), writes, beside });
+            phases.push(Phase { system: name.to_string(), phase: phase.to_string(), writes, beside, buckets });
         };
 
-        eprintln!(" writing {} keys", options.keys);
-        // Small values: a whole range must fit the client's 4 MiB response limit.
-        fill(&cluster, options.keys, options.keys, 8).await?;
-        phase("idle", writer(&cluster, options.seconds).await?, 0.0);
-
-        eprintln!(" {} readers listing every key", options.readers);
-        let reading = LoadOptions {
-            clients: options.readers,
-            conns: options.readers,
-            duration: Some(options.seconds + 4),
-            whole_range: true,
-            ..load_options(&cluster)
-        };
-        let readers = tokio::spawn(async move { load::run(Workload::Range, &reading, false).await });
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let writes = writer(&cluster, options.seconds).await?;
-        let reads = readers.await.context("readers")??;
-        phase("reading", writes, reads.latencies.len() as f64);
-
-        if options.revisions == 0 {
-            continue;
+        if wants("idle") || wants("reading") {
+            eprintln!(" writing {} keys", options.keys);
+            // Small values: a whole range must fit the client's 4 MiB response limit.
+            fill(&cluster, options.keys, options.keys, 8).await?;
         }
-        eprintln!(" writing {} revisions", options.revisions);
-        fill(&cluster, options.revisions, 1000, 256).await?;
+        if wants("idle") {
+            phase("idle", writer(&cluster, options.seconds).await?, 0.0);
+        }
+        if wants("reading") {
+            eprintln!(" {} readers listing every key", options.readers);
+            let reading = LoadOptions {
+                clients: options.readers,
+                conns: options.readers,
+                duration: Some(options.seconds + 4),
+                whole_range: true,
+                ..load_options(&cluster)
+            };
+            let readers = tokio::spawn(async move { load::run(Workload::Range, &reading, false).await });
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let writes = writer(&cluster, options.seconds).await?;
+            let reads = readers.await.context("readers")??;
+            phase("reading", writes, reads.latencies.len() as f64);
+        }
         let mut client = etcd_client::Client::connect(cluster.endpoints(), None).await?;
-        let revision = client.status().await?.header().map_or(0, |header| header.revision());
-        let writing = writer_task(&cluster, options.seconds);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        eprintln!(" compacting at revision {revision}");
-        let compacting = Instant::now();
-        client.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
-        let compaction_ms = compacting.elapsed().as_secs_f64() * 1000.0;
-        let writes = writing.await.context("writer")??;
-        phase("compacting", writes, compaction_ms);
+        if wants("compacting") && options.revisions > 0 {
+            eprintln!(" writing {} revisions", options.revisions);
+            fill(&cluster, options.revisions, 1000, 256).await?;
+            let (writes, took) = beside_writer(&cluster, options.seconds, "compacting", compact(&mut client)).await?;
+            phase("compacting", writes, took);
+        }
+        if wants("defragmenting") && options.defrag_mib > 0 {
+            let puts = options.defrag_mib * 1024 * 1024 / DEFRAG_VALUE_BYTES as u64;
+            eprintln!(" writing {} MiB: {puts} puts of 4 KiB on {} keys", options.defrag_mib, puts / 4);
+            fill(&cluster, puts, puts / 4, DEFRAG_VALUE_BYTES).await?;
+            compact(&mut client).await?;
+            let before = client.status().await?.db_size();
+            let mut defragmenting = client.clone();
+            let defragment = async move {
+                defragmenting.defragment().await?;
+                Ok(())
+            };
+            let (writes, took) = beside_writer(&cluster, options.seconds, "defragmenting", defragment).await?;
+            let after = client.status().await?.db_size();
+            eprintln!("  the store went from {} MiB to {} MiB", before >> 20, after >> 20);
+            phase("defragmenting", writes, took);
+        }
         drop(cluster);
     }
     std::fs::write(&options.out, serde_json::to_string_pretty(&phases)?)
         .with_context(|| format!("writing {}", options.out.display()))?;
+    let defrags: Vec<&Phase> = phases.iter().filter(|phase| phase.phase == "defragmenting").collect();
+    if !defrags.is_empty() {
+        std::fs::write(&options.chart, chart(&defrags, options.defrag_mib))
+            .with_context(|| format!("writing {}", options.chart.display()))?;
+    }
     Ok(phases)
+}
+
+/// Compacts everything written so far, physically.
+async fn compact(client: &mut etcd_client::Client) -> Result<()> {
+    let revision = client.status().await?.header().map_or(0, |header| header.revision());
+    eprintln!(" compacting at revision {revision}");
+    client.compact(revision, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
+    Ok(())
+}
+
+/// Runs `work` two seconds into a writer's run: the writes, and how long `work` took in ms.
+async fn beside_writer(
+    cluster: &Cluster,
+    seconds: u64,
+    what: &str,
+    work: impl std::future::Future<Output = Result<()>>,
+) -> Result<(Writes, f64)> {
+    let writing = writer_task(cluster, seconds);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    eprintln!("  {what} beside the writer");
+    let started = Instant::now();
+    work.await?;
+    let took = started.elapsed().as_secs_f64() * 1000.0;
+    Ok((writing.await.context("writer")??, took))
+}
+
+/// Each system's write latencies while defragmenting, as grouped bars on a log scale.
+fn chart(phases: &[&Phase], mib: u64) -> String {
+    let labels: Vec<String> = phases[0].buckets.iter().map(|(upper, _)| bucket_label(*upper)).collect();
+    let series: Vec<(String, Vec<u64>)> = phases
+        .iter()
+        .map(|phase| (phase.system.clone(), phase.buckets.iter().map(|(_, count)| *count).collect()))
+        .collect();
+    svg::bar_chart(
+        &format!("One client's puts while a {mib} MiB store is compacted, then defragmented"),
+        "put latency, up to",
+        "puts",
+        &labels,
+        &series,
+    )
+}
+
+fn bucket_label(upper_ms: f64) -> String {
+    match upper_ms {
+        ms if ms.is_infinite() => "more".to_string(),
+        ms if ms >= 1000.0 => format!("{} s", ms / 1000.0),
+        ms => format!("{ms} ms"),
+    }
 }
 
 fn p99(summary: &Summary) -> f64 {
@@ -137,12 +223,15 @@ async fn fill(cluster: &Cluster, total: u64, key_space: u64, val_size: usize) ->
 }
 
 /// One client's puts for `seconds`, on keys of their own.
-fn writer_task(cluster: &Cluster, seconds: u64) -> tokio::task::JoinHandle<Result<Summary>> {
+fn writer_task(cluster: &Cluster, seconds: u64) -> tokio::task::JoinHandle<Result<Writes>> {
     let writes = LoadOptions { duration: Some(seconds), key_size: 12, key_space_size: 1000, ..load_options(cluster) };
-    tokio::spawn(async move { Ok(summarize(&load::run(Workload::Put, &writes, false).await?)) })
+    tokio::spawn(async move {
+        let outcome = load::run(Workload::Put, &writes, false).await?;
+        Ok((summarize(&outcome), log_buckets(&outcome.latencies)))
+    })
 }
 
-async fn writer(cluster: &Cluster, seconds: u64) -> Result<Summary> {
+async fn writer(cluster: &Cluster, seconds: u64) -> Result<Writes> {
     writer_task(cluster, seconds).await.context("writer")?
 }
 
@@ -156,6 +245,7 @@ pub fn table(phases: &[Phase]) -> String {
         let beside = match phase.phase.as_str() {
             "reading" => format!("{:.0} whole reads", phase.beside),
             "compacting" => format!("compaction took {:.0} ms", phase.beside),
+            "defragmenting" => format!("defragmentation took {:.0} ms", phase.beside),
             _ => String::new(),
         };
         out.push_str(&format!(

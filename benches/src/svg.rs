@@ -69,3 +69,64 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[(String, 
     svg.push_str("</svg>\n");
     svg
 }
+
+/// Grouped bars: for each label, one bar per series, on a log scale of
+/// counts, so that one stall shows beside thousands of fast requests.
+pub fn bar_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    labels: &[String],
+    series: &[(String, Vec<u64>)],
+) -> String {
+    let (width, height, left, right, top, bottom) = (860.0, 420.0, 70.0, 160.0, 40.0, 60.0);
+    let most = series.iter().flat_map(|(_, counts)| counts.iter()).copied().max().unwrap_or(1).max(1) as f64;
+    let decades = most.log10().ceil().max(1.0);
+    // log10(count + 1): an empty bucket has no bar, a single request a visible one.
+    let y = |count: u64| height - bottom - ((count as f64 + 1.0).log10() / decades).min(1.0) * (height - top - bottom);
+    let group = (width - left - right) / labels.len().max(1) as f64;
+    let bar = group * 0.8 / series.len().max(1) as f64;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = write!(svg, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#, width / 2.0);
+    let (x0, y0, x1) = (left, height - bottom, width - right);
+    let _ = write!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>"#);
+    let _ = write!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{top}" stroke="black"/>"#);
+    for decade in 0..=decades as u32 {
+        let count = 10u64.pow(decade);
+        let at = y(count - 1);
+        let _ = write!(svg, r##"<line x1="{x0}" y1="{at}" x2="{x1}" y2="{at}" stroke="#ddd"/>"##);
+        let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, x0 - 6.0, at + 4.0, count - 1);
+    }
+    for (index, label) in labels.iter().enumerate() {
+        let center = left + group * (index as f64 + 0.5);
+        let _ = write!(svg, r#"<text x="{center}" y="{}" text-anchor="middle">{label}</text>"#, y0 + 18.0);
+    }
+    let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#, (x0 + x1) / 2.0, height - 14.0);
+    let _ = write!(
+        svg,
+        r#"<text x="16" y="{}" transform="rotate(-90 16 {0})" text-anchor="middle">{y_label} (log scale)</text>"#,
+        (y0 + top) / 2.0
+    );
+    for (which, (name, counts)) in series.iter().enumerate() {
+        let color = COLORS[which % COLORS.len()];
+        for (index, count) in counts.iter().enumerate().filter(|(_, count)| **count > 0) {
+            let x = left + group * index as f64 + group * 0.1 + bar * which as f64;
+            let top_y = y(*count);
+            let _ = write!(
+                svg,
+                r#"<rect x="{x:.1}" y="{top_y:.1}" width="{bar:.1}" height="{:.1}" fill="{color}"><title>{name}: {count}</title></rect>"#,
+                y0 - top_y
+            );
+        }
+        let ly = top + 16.0 * which as f64 + 10.0;
+        let _ = write!(svg, r#"<rect x="{}" y="{}" width="20" height="10" fill="{color}"/>"#, x1 + 12.0, ly - 5.0);
+        let _ = write!(svg, r#"<text x="{}" y="{}">{name}</text>"#, x1 + 38.0, ly + 4.0);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

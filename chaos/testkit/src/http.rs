@@ -50,8 +50,9 @@ pub async fn send(endpoint: &str, request: &Request<'_>) -> anyhow::Result<Reply
     exchange(endpoint, request, None, Duration::from_secs(30)).await
 }
 
-/// Reads a streaming answer until it holds `lines` lines, it ends, or `wait`
-/// passes; then hangs up, as a client that is done watching does.
+/// Reads a streaming answer until it holds `lines` lines (and whatever more
+/// comes in the next 200 ms, so that an extra message shows), it ends, or
+/// `wait` passes; then hangs up, as a client that is done watching does.
 pub async fn stream(endpoint: &str, request: &Request<'_>, lines: usize, wait: Duration) -> anyhow::Result<Reply> {
     exchange(endpoint, request, Some(lines), wait).await
 }
@@ -77,14 +78,15 @@ async fn exchange(
     socket.write_all(head.as_bytes()).await?;
     socket.write_all(request.body.as_bytes()).await?;
 
-    let deadline = tokio::time::Instant::now() + wait;
+    let mut deadline = tokio::time::Instant::now() + wait;
+    let mut enough = false;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
         if let Some(reply) = parse(&raw)? {
-            let enough = lines.is_some_and(|lines| reply.body.iter().filter(|&&b| b == b'\n').count() >= lines);
-            if enough {
-                return Ok(reply);
+            if !enough && lines.is_some_and(|lines| reply.body.iter().filter(|&&b| b == b'\n').count() >= lines) {
+                enough = true;
+                deadline = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
             }
         }
         let read = match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {

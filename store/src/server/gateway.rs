@@ -25,6 +25,12 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::service::Routes;
 use tonic::Code;
 
+use super::http::GrpcCounter;
+
+/// The member's gRPC services as the gateway calls them: counted and timed
+/// like calls from the network, as etcd's gateway is a real gRPC client.
+pub type Services = GrpcCounter<Routes>;
+
 /// The largest JSON body read: base64 makes values a third larger than the
 /// gRPC message that `--max-request-bytes` bounds, and the gRPC service then
 /// applies that bound itself.
@@ -43,7 +49,7 @@ enum Shape {
 }
 
 /// Builds the gateway's routes over the member's gRPC services.
-pub fn router(services: Routes, max_body: usize) -> axum::Router {
+pub fn router(services: Services, max_body: usize) -> axum::Router {
     let mut router = axum::Router::new();
     macro_rules! route {
         ($($shape:ident $path:literal => $grpc:literal, $request:ty, $response:ty;)*) => {$(
@@ -104,17 +110,25 @@ pub fn router(services: Routes, max_body: usize) -> axum::Router {
         Unary "/v3/election/resign" => "/v3electionpb.Election/Resign", election::ResignRequest, election::ResignResponse;
     }
     // Paths under /v3/ that name no method, as etcd's gateway answers them.
-    router.route("/v3/{*rest}", axum::routing::any(|| async { (StatusCode::NOT_FOUND, "Not Found\n") }))
+    let unknown = || async { (StatusCode::NOT_FOUND, "Not Found\n") };
+    router
+        .route("/v3/{*rest}", axum::routing::any(unknown))
+        .route("/v3beta/{*rest}", axum::routing::any(unknown))
+        .method_not_allowed_fallback(|| async {
+            let text = [("content-type", "text/plain; charset=utf-8")];
+            (StatusCode::METHOD_NOT_ALLOWED, text, "Method Not Allowed\n")
+        })
+}
+
+fn is_grpc(request: &Request) -> bool {
+    let content_type = request.headers().get(http::header::CONTENT_TYPE);
+    content_type.is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// A path nothing serves: gRPC's Unimplemented to a gRPC client, Go's
 /// `404 page not found` to anyone else, as etcd's HTTP mux answers.
 pub async fn not_found(request: Request) -> Response {
-    let grpc = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
+    if is_grpc(&request) {
         let (parts, ()) = tonic::Status::unimplemented("").into_http::<()>().into_parts();
         return Response::from_parts(parts, Body::empty());
     }
@@ -127,7 +141,7 @@ fn add<Q, R>(
     path: &'static str,
     grpc_path: &'static str,
     shape: Shape,
-    services: Routes,
+    services: Services,
     max_body: usize,
 ) -> axum::Router
 where
@@ -140,7 +154,11 @@ where
             let (parts, body) = request.into_parts();
             let body = match axum::body::to_bytes(body, max_body).await {
                 Ok(body) => body,
-                Err(err) => return unary_error(Code::InvalidArgument, &err.to_string()),
+                // What etcd's gRPC server says of a message over its limit.
+                Err(_) => {
+                    let message = format!("grpc: received message larger than max (over {max_body} bytes)");
+                    return unary_error(Code::ResourceExhausted, &message);
+                }
             };
             call::<Q, R>(services, grpc_path, shape, &parts.headers, body).await
         }
@@ -150,7 +168,7 @@ where
 }
 
 async fn call<Q, R>(
-    services: Routes,
+    services: Services,
     grpc_path: &'static str,
     shape: Shape,
     headers: &HeaderMap,
@@ -160,7 +178,8 @@ where
     Q: prost::Message + DeserializeOwned + Default + Send + Sync + 'static,
     R: prost::Message + Serialize + Default + Send + Sync + 'static,
 {
-    let mut grpc = tonic::client::Grpc::new(services);
+    // etcd's gateway takes answers of any size from its gRPC server.
+    let mut grpc = tonic::client::Grpc::new(services).max_decoding_message_size(usize::MAX);
     let path = PathAndQuery::from_static(grpc_path);
     let codec = tonic_prost::ProstCodec::<Q, R>::default();
     if grpc.ready().await.is_err() {
@@ -172,7 +191,7 @@ where
                 Ok(message) => message,
                 Err(err) => return unary_error(Code::InvalidArgument, &err.to_string()),
             };
-            let request = with_token(tonic::Request::new(message), headers);
+            let request = with_metadata(tonic::Request::new(message), headers);
             if let Shape::Unary = shape {
                 return match grpc.unary(request, path, codec).await {
                     Ok(response) => json(StatusCode::OK, &response.into_inner()),
@@ -191,28 +210,61 @@ where
                 Some(Err(err)) => return unary_error(Code::Unknown, &err.to_string()),
             };
             let requests: Vec<Q> = first.into_iter().chain(messages.map_while(Result::ok)).collect();
-            let request = with_token(tonic::Request::new(futures::stream::iter(requests)), headers);
+            let request = with_metadata(tonic::Request::new(futures::stream::iter(requests)), headers);
             respond_stream(grpc.streaming(request, path, codec).await).await
         }
     }
 }
 
-/// A request body: one JSON object, or nothing for an empty message.
+/// A request body as Go's JSON decoder reads it: its first value, where
+/// nothing or `null` is an empty message and what follows is not read.
 fn decode_one<Q: DeserializeOwned + Default>(body: &[u8]) -> Result<Q, serde_json::Error> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Q::default());
+    match serde_json::Deserializer::from_slice(body).into_iter::<Option<Q>>().next() {
+        None | Some(Ok(None)) => Ok(Q::default()),
+        Some(Ok(Some(message))) => Ok(message),
+        Some(Err(err)) => Err(err),
     }
-    serde_json::from_slice(body)
 }
 
-/// The `Authorization` header carries the token, as grpc-gateway passes it on.
-fn with_token<T>(mut request: tonic::Request<T>, headers: &HeaderMap) -> tonic::Request<T> {
-    if let Some(token) = headers.get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
-        if let Ok(value) = token.parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
+/// The headers grpc-gateway passes on: `Authorization` (the token), every
+/// `Grpc-Metadata-*` under its own name, and `Grpc-Timeout`.
+fn with_metadata<T>(mut request: tonic::Request<T>, headers: &HeaderMap) -> tonic::Request<T> {
+    for (name, value) in headers {
+        let key = match name.as_str() {
+            "authorization" => "authorization",
+            other => match other.strip_prefix("grpc-metadata-") {
+                Some(key) if !key.is_empty() => key,
+                _ => continue,
+            },
+        };
+        let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_bytes()),
+        ) else {
+            continue;
+        };
+        request.metadata_mut().insert(key, value);
+    }
+    if let Some(timeout) = headers.get("grpc-timeout").and_then(|value| grpc_timeout(value.to_str().ok()?)) {
+        request.set_timeout(timeout);
     }
     request
+}
+
+/// gRPC's timeout notation: digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(text: &str) -> Option<std::time::Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    let nanos_per_unit: u64 = match unit {
+        "H" => 3_600_000_000_000,
+        "M" => 60_000_000_000,
+        "S" => 1_000_000_000,
+        "m" => 1_000_000,
+        "u" => 1_000,
+        "n" => 1,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_nanos(amount.saturating_mul(nanos_per_unit)))
 }
 
 fn json(status: StatusCode, message: &impl Serialize) -> Response {
@@ -325,8 +377,11 @@ fn http_status(code: Code) -> StatusCode {
 }
 
 /// etcd's CORS with its default `--cors=*`, on every HTTP answer of the client
-/// port; a preflight `OPTIONS` is answered here.
+/// port; a preflight `OPTIONS` is answered here. gRPC passes untouched.
 pub async fn cors(request: Request, next: Next) -> Response {
+    if is_grpc(&request) {
+        return next.run(request).await;
+    }
     let mut response =
         if request.method() == Method::OPTIONS { StatusCode::OK.into_response() } else { next.run(request).await };
     let headers = response.headers_mut();
@@ -334,4 +389,31 @@ pub async fn cors(request: Request, next: Next) -> Response {
     headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     headers.insert("access-control-allow-headers", HeaderValue::from_static("accept, content-type, authorization"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_proto::etcdserverpb::RangeRequest;
+
+    #[test]
+    fn bodies_decode_as_go_reads_them() {
+        let range = |body: &str| decode_one::<RangeRequest>(body.as_bytes()).map(|request| request.key);
+        assert_eq!(range("").ok(), Some(vec![]));
+        assert_eq!(range(" null ").ok(), Some(vec![]));
+        assert_eq!(range(r#"{"key":"YQ=="} trailing"#).ok(), Some(b"a".to_vec()));
+        assert_eq!(range(r#"{"key":"YQ","rangeEnd":"Yg=="}"#).ok(), Some(b"a".to_vec()));
+        assert!(range("{bad").is_err());
+        assert!(range(r#"{"key":"!!"}"#).is_err());
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_with_their_units() {
+        assert_eq!(grpc_timeout("1n"), Some(std::time::Duration::from_nanos(1)));
+        assert_eq!(grpc_timeout("10S"), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(grpc_timeout("2M"), Some(std::time::Duration::from_secs(120)));
+        assert_eq!(grpc_timeout("5"), None);
+        assert_eq!(grpc_timeout(""), None);
+        assert_eq!(grpc_timeout("xS"), None);
+    }
 }

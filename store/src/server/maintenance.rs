@@ -197,11 +197,18 @@ impl Maintenance for MaintenanceService {
 
 /// A downgrade target's major and minor, parsed as etcd does: a semantic
 /// version, or one missing its patch; the rest is dropped.
-fn downgrade_target(version: &str) -> Result<(u64, u64), EtcdError> {
-    fn semver(version: &str) -> Option<(u64, u64)> {
-        let core = version.split_once('+').map_or(version, |(core, _)| core);
-        let core = core.split_once('-').map_or(core, |(core, _)| core);
-        let numbers: Vec<u64> = core
+fn downgrade_target(version: &str) -> Result<(i64, i64), EtcdError> {
+    /// go-semver's identifiers: dot-separated runs of `[0-9A-Za-z-]`.
+    fn identifiers(text: &str) -> bool {
+        text.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    }
+    fn semver(version: &str) -> Option<(i64, i64)> {
+        let (core, metadata) = version.split_once('+').unwrap_or((version, ""));
+        let (core, prerelease) = core.split_once('-').unwrap_or((core, ""));
+        if [metadata, prerelease].iter().any(|part| !part.is_empty() && !identifiers(part)) {
+            return None;
+        }
+        let numbers: Vec<i64> = core
             .split('.')
             .map(|part| match !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
                 true => part.parse().ok(),
@@ -260,10 +267,24 @@ mod tests {
         for (version, parsed) in [("3.4", (3, 4)), ("3.4.0", (3, 4)), ("3.4.9", (3, 4)), ("03.04", (3, 4))] {
             assert_eq!(downgrade_target(version).ok(), Some(parsed), "{version}");
         }
-        for version in ["3.4.0-rc.1", "3.4.0+meta", "3.6"] {
+        for version in ["3.4.0-rc.1", "3.4.0+meta", "3.6", "3.4.0-"] {
             assert!(downgrade_target(version).is_ok(), "{version}");
         }
-        for version in ["v3.4", "", "3", "3.4.x", "garbage", " 3.4", "3.4.0.1", "3.4-rc.1", "+3.4", "3..4"] {
+        for version in [
+            "v3.4",
+            "",
+            "3",
+            "3.4.x",
+            "garbage",
+            " 3.4",
+            "3.4.0.1",
+            "3.4-rc.1",
+            "+3.4",
+            "3..4",
+            "3.4.0-rc_1",
+            "3.4.0+a+b",
+            "9223372036854775808.4",
+        ] {
             assert!(
                 matches!(downgrade_target(version), Err(EtcdError::WrongDowngradeVersionFormat)),
                 "{version:?} must be refused"

@@ -413,18 +413,21 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
         .add_service(auth)
         .add_service(lock)
         .add_service(election);
+    let counter = http::GrpcCounterLayer { slow: node.config.warning_unary_request_duration() };
     let mut web = http::router(node.clone());
     if node.config.enable_grpc_gateway {
-        web = web.merge(gateway::router(services.clone(), gateway::body_limit(max_message)));
+        let counted = tower::Layer::layer(&counter, services.clone());
+        web = web.merge(gateway::router(counted, gateway::body_limit(max_message)));
     }
     let routes = services
         .into_axum_router()
-        .merge(web.layer(axum::middleware::from_fn(gateway::cors)))
-        .fallback(gateway::not_found);
+        .merge(web)
+        .fallback(gateway::not_found)
+        .layer(axum::middleware::from_fn(gateway::cors));
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .accept_http1(true)
-        .layer(http::GrpcCounterLayer { slow: node.config.warning_unary_request_duration() })
+        .layer(counter)
         .add_routes(routes.into())
         .serve_with_incoming_shutdown(incoming, stopped_signal(stopped))
         .await;
@@ -437,7 +440,7 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
 async fn serve_metrics<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO>, stopped: signal::Receiver<bool>) {
     let result = tonic::transport::Server::builder()
         .accept_http1(true)
-        .add_routes(http::router(node).layer(axum::middleware::from_fn(gateway::cors)).into())
+        .add_routes(http::router(node).into())
         .serve_with_incoming_shutdown(incoming, stopped_signal(stopped))
         .await;
     if let Err(err) = result {

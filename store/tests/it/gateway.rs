@@ -106,11 +106,13 @@ struct Gateway {
     names: Names,
     out: Vec<String>,
     token: Option<String>,
+    /// The header the token goes in: `Authorization`, or grpc-gateway's `Grpc-Metadata-Token`.
+    token_header: &'static str,
 }
 
 impl Gateway {
     fn new(endpoint: String) -> Self {
-        Gateway { endpoint, names: Names::default(), out: Vec::new(), token: None }
+        Gateway { endpoint, names: Names::default(), out: Vec::new(), token: None, token_header: "Authorization" }
     }
 
     async fn send(&mut self, path: &str, body: &str) -> Value {
@@ -119,7 +121,7 @@ impl Gateway {
 
     async fn send_masked(&mut self, path: &str, body: &str, mask: Mask) -> Value {
         let token = self.token.clone();
-        let headers: Vec<(&str, &str)> = token.iter().map(|token| ("Authorization", token.as_str())).collect();
+        let headers: Vec<(&str, &str)> = token.iter().map(|token| (self.token_header, token.as_str())).collect();
         let request = Request { method: "POST", path, headers: &headers, body };
         let reply = http::send(&self.endpoint, &request).await.expect("an answer");
         self.record(path, body, &reply, mask);
@@ -137,13 +139,13 @@ impl Gateway {
 
     async fn stream_lines(&mut self, path: &str, body: &str, lines: usize, ordered: bool) -> Vec<Value> {
         let token = self.token.clone();
-        let headers: Vec<(&str, &str)> = token.iter().map(|token| ("Authorization", token.as_str())).collect();
+        let headers: Vec<(&str, &str)> = token.iter().map(|token| (self.token_header, token.as_str())).collect();
         let request = Request { method: "POST", path, headers: &headers, body };
-        let reply = http::stream(&self.endpoint, &request, lines, Duration::from_secs(3)).await.expect("an answer");
+        let reply = http::stream(&self.endpoint, &request, lines, Duration::from_secs(10)).await.expect("an answer");
         let got = reply.lines();
         let sent = shown(&mut self.names, body, Mask::default());
         let mut shown_lines: Vec<String> =
-            got.iter().take(lines).map(|line| shown(&mut self.names, line, Mask::default())).collect();
+            got.iter().map(|line| shown(&mut self.names, line, Mask::default())).collect();
         if !ordered {
             shown_lines.sort();
         }
@@ -182,6 +184,9 @@ async fn requests(endpoint: String) -> Vec<String> {
     g.send("/v3beta/kv/range", &format!(r#"{{"key":"{k}"}}"#)).await;
     g.send("/v3alpha/kv/range", &format!(r#"{{"key":"{k}"}}"#)).await;
     g.send("/v3/kv/nosuch", "{}").await;
+    g.send("/v3beta/kv/nosuch", "{}").await;
+    g.send("/v3/kv/range", &format!(r#"{{"key":"{k}"}} and what follows"#)).await;
+    g.send("/v3/kv/range", "null").await;
     g.send("/v3/kv/range", &format!(r#"{{"key":"{k}","rangeEnd":"AA==","keysOnly":true,"unknown":1}}"#)).await;
     g.send("/v3/kv/range", &format!(r#"{{"key":"{k}","revision":"100"}}"#)).await;
     g.send_masked("/v3/kv/range", "{bad", Mask { message: true, ..Mask::default() }).await;
@@ -209,6 +214,30 @@ async fn requests(endpoint: String) -> Vec<String> {
     g.send("/v3/kv/compaction", r#"{"revision":"3","physical":true}"#).await;
     g.send("/v3/kv/range", &format!(r#"{{"key":"{k}","revision":2}}"#)).await;
 
+    // An answer over gRPC's default 4 MiB: etcd's gateway takes any size.
+    let megabyte = B64.encode(vec![b'x'; 1_000_000]);
+    for i in 0..5 {
+        let put = format!(r#"{{"key":"{}","value":"{megabyte}"}}"#, b64(&format!("big/{i}")));
+        let reply = http::send(&g.endpoint, &Request::post("/v3/kv/put", &put)).await.expect("an answer");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let big = format!(r#"{{"key":"{}","range_end":"{}"}}"#, b64("big/"), b64("big0"));
+    let reply = http::send(&g.endpoint, &Request::post("/v3/kv/range", &big)).await.expect("an answer");
+    let range: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    let bytes: usize = range["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter().filter_map(|kv| kv["value"].as_str()).map(|value| B64.decode(value).map_or(0, |v| v.len())).sum()
+        })
+        .unwrap_or(0);
+    g.out.push(format!(
+        "a {} byte range -> {} count {} values {bytes} bytes",
+        reply.body.len() > 4 << 20,
+        reply.status,
+        range["count"]
+    ));
+    g.send("/v3/kv/deleterange", &big).await;
+
     // Leases, and their /v3/kv/lease/ aliases.
     let grant = g.send("/v3/lease/grant", r#"{"TTL":30}"#).await;
     let lease = string(&grant, "/ID");
@@ -235,6 +264,19 @@ async fn requests(endpoint: String) -> Vec<String> {
     .await;
     g.stream("/v3/watch", &format!(r#"{{"create_request":{{"key":"{k}","start_revision":1}}}}"#), 2).await;
     g.send_masked("/v3/watch", r#"{"create_request":{"key":"!!"}}"#, Mask { message: true, ..Mask::default() }).await;
+    // A live event reaches a watch whose request body has ended.
+    let live = b64("live");
+    let watching = {
+        let (endpoint, body) = (g.endpoint.clone(), format!(r#"{{"create_request":{{"key":"{live}"}}}}"#));
+        tokio::spawn(async move {
+            http::stream(&endpoint, &Request::post("/v3/watch", &body), 2, Duration::from_secs(10)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    g.send("/v3/kv/put", &format!(r#"{{"key":"{live}","value":"{v1}"}}"#)).await;
+    let reply = watching.await.expect("joins").expect("an answer");
+    let lines: Vec<String> = reply.lines().iter().map(|line| shown(&mut g.names, line, Mask::default())).collect();
+    g.out.push(format!("live watch -> {} [{}]", reply.status, lines.join(" | ")));
 
     // Cluster and maintenance.
     g.send("/v3/cluster/member/list", "{}").await;
@@ -291,6 +333,9 @@ async fn requests(endpoint: String) -> Vec<String> {
     let reader = g.send("/v3/auth/authenticate", r#"{"name":"reader","password":"readerpw"}"#).await;
     g.token = Some(string(&reader, "/token"));
     g.send("/v3/kv/range", &format!(r#"{{"key":"{}"}}"#, b64("a1"))).await;
+    g.token_header = "Grpc-Metadata-Token";
+    g.send("/v3/kv/range", &format!(r#"{{"key":"{}"}}"#, b64("a1"))).await;
+    g.token_header = "Authorization";
     g.send("/v3/kv/put", &format!(r#"{{"key":"{}","value":"{v1}"}}"#, b64("a1"))).await;
     g.stream("/v3/watch", &format!(r#"{{"create_request":{{"key":"{k}"}}}}"#), 1).await;
     let refused = g.refused_stream("/v3/maintenance/snapshot").await;
@@ -315,7 +360,11 @@ async fn requests(endpoint: String) -> Vec<String> {
     let reply = http::send(&g.endpoint, &Request { method: "GET", path: "/v3/kv/range", headers: &[], body: "" })
         .await
         .expect("an answer");
-    g.out.push(format!("GET -> {}", reply.status));
+    g.out.push(format!("GET -> {} {:?} {:?}", reply.status, reply.header("content-type"), reply.text()));
+    let reply = http::send(&g.endpoint, &Request { method: "OPTIONS", path: "/nothing", headers: &[], body: "" })
+        .await
+        .expect("an answer");
+    g.out.push(format!("OPTIONS elsewhere -> {} cors {:?}", reply.status, cors(&reply)));
     g.out
 }
 

@@ -507,7 +507,8 @@ async fn t148_migrating_from_etcd_3_4_by_its_snapshot() {
     let source = Source::populate(&endpoint).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("etcd-3.4.db");
-    let etcdctl34 = Path::new("/usr/bin/etcdctl");
+    let etcdctl34 = require("/usr/bin/etcdctl".into()).expect("etcdctl 3.4 (Debian's etcd-client)");
+    let etcdctl34 = etcdctl34.as_path();
     let out = Command::new(etcdctl34)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
