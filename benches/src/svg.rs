@@ -96,11 +96,14 @@ pub fn bar_chart(
     let (x0, y0, x1) = (left, height - bottom, width - right);
     let _ = write!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="black"/>"#);
     let _ = write!(svg, r#"<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{top}" stroke="black"/>"#);
+    // Gridlines at 0, 10, 100, …: where log10(count + 1) is a whole number.
     for decade in 0..=decades as u32 {
-        let count = 10u64.pow(decade);
-        let at = y(count - 1);
+        let (at, label) = match decade {
+            0 => (y(0), 0),
+            _ => (y(10u64.pow(decade) - 1), 10u64.pow(decade)),
+        };
         let _ = write!(svg, r##"<line x1="{x0}" y1="{at}" x2="{x1}" y2="{at}" stroke="#ddd"/>"##);
-        let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, x0 - 6.0, at + 4.0, count - 1);
+        let _ = write!(svg, r#"<text x="{}" y="{}" text-anchor="end">{label}</text>"#, x0 - 6.0, at + 4.0);
     }
     for (index, label) in labels.iter().enumerate() {
         let center = left + group * (index as f64 + 0.5);
