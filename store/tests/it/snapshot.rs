@@ -148,6 +148,20 @@ fn restore(file: &Path, data_dir: &Path, extra: &[&str]) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `etcdctl snapshot save` with Debian's etcdctl 3.4; returns where that etcdctl is.
+fn etcdctl34_snapshot_save(endpoint: &str, file: &Path) -> std::path::PathBuf {
+    let etcdctl34 = require("/usr/bin/etcdctl".into()).expect("etcdctl 3.4 (Debian's etcd-client)");
+    let out = Command::new(&etcdctl34)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(["snapshot", "save"])
+        .arg(file)
+        .output()
+        .expect("etcdctl 3.4 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    etcdctl34
+}
+
 #[tokio::test]
 async fn t141_etcdctl_3_4_snapshots_restore_too() {
     let cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
@@ -159,14 +173,7 @@ async fn t141_etcdctl_3_4_snapshots_restore_too() {
     let before = dump(&endpoint).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("from-3.4.db");
-    let out = Command::new("/usr/bin/etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(["snapshot", "save"])
-        .arg(&file)
-        .output()
-        .expect("etcdctl 3.4 (Debian's etcd-client) runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    etcdctl34_snapshot_save(&endpoint, &file);
     drop(cluster);
     let (dir2, specs) = plan(1).expect("plan");
     let (ok, err) = restore(
@@ -507,19 +514,10 @@ async fn t148_migrating_from_etcd_3_4_by_its_snapshot() {
     let source = Source::populate(&endpoint).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("etcd-3.4.db");
-    let etcdctl34 = require("/usr/bin/etcdctl".into()).expect("etcdctl 3.4 (Debian's etcd-client)");
-    let etcdctl34 = etcdctl34.as_path();
-    let out = Command::new(etcdctl34)
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .args(["snapshot", "save"])
-        .arg(&file)
-        .output()
-        .expect("etcdctl 3.4 (Debian's etcd-client) runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let etcdctl34 = etcdctl34_snapshot_save(&endpoint, &file);
     drop(etcd);
 
-    let etcd_status = status_json(etcdctl34, &file);
+    let etcd_status = status_json(&etcdctl34, &file);
     assert_eq!(status_json(&cairn_binary(), &file), etcd_status, "cairn reads the file as etcdctl 3.4 does");
     let (dir2, specs) = plan(1).expect("plan");
     let spec = &specs[0];
