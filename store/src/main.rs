@@ -111,8 +111,8 @@ fn serve(config: Config) -> Result<(), String> {
 
 /// openraft logs every failed retry to an unreachable peer; keep its warnings
 /// but not that stream, which a down member would turn into megabytes.
-const QUIET_OPENRAFT: &str =
-    "openraft=warn,openraft::replication=off,openraft::engine::handler::replication_handler=off";
+const QUIET_OPENRAFT: &str = "openraft=warn,openraft_legacy=warn,openraft::replication=off,\
+     openraft::engine::handler::replication_handler=off,openraft::core::heartbeat=error";
 
 /// Installs the SIGTERM and SIGINT handlers at once, not when the future is
 /// first polled: a signal that arrives while the member starts (it may already

@@ -28,6 +28,12 @@ impl fmt::Display for Member {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Proposal(pub Vec<WriteRequest>);
 
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "proposal of {} requests", self.0.len())
+    }
+}
+
 /// The responses to a [`Proposal`], in order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied(pub Vec<WriteResponse>);
@@ -67,8 +73,10 @@ impl<'de> Deserialize<'de> for Applied {
     }
 }
 
-pub type LogId = openraft::LogId<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+/// The leader id of log positions: openraft 0.9's `leader_id_adv`, whose layout the log on disk has.
+pub type CommittedLeaderId = openraft::vote::leader_id_adv::CommittedLeaderId<u64, NodeId>;
+pub type LogId = openraft::LogId<CommittedLeaderId>;
+pub type StoredMembership = openraft::StoredMembership<CommittedLeaderId, NodeId, Member>;
 
 /// bincode, the encoding of Raft's own records on disk and on the peer wire.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {

@@ -1,18 +1,20 @@
 //! The Raft log and vote in the engine. An append is written at once (so that
 //! replication can read it) and fsynced by the WAL sync thread, which tells
 //! openraft it is durable only after the fsync; no tokio worker waits on the
-//! disk. (openraft 0.9's core awaits each callback before its next append, so
-//! an fsync covers one append; the thread takes whatever has queued anyway.)
+//! disk. openraft 0.10 goes on appending (and replicating) while a flush is
+//! pending, so one fsync covers every append that queued meanwhile.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
+use std::io;
 
-use super::types::{decode, encode, Entry, LogId, NodeId, StorageError, TypeConfig};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader};
+
+use super::types::{decode, encode, Entry, LogId, Proposal, TypeConfig, Vote};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::metrics::METRICS;
@@ -28,7 +30,7 @@ pub struct LogStore {
 /// joined: it holds the engine, and a RocksDB closed by a thread still running
 /// while the process exits aborts it ("pthread lock: Invalid argument").
 struct WalSync {
-    unsynced: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    unsynced: std::sync::mpsc::Sender<IOFlushed<TypeConfig>>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -53,30 +55,29 @@ impl LogStore {
         Ok(Self { engine, wal_sync })
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let Some(bytes) = self.engine.get(schema::CF_META, key).map_err(|err| StorageIOError::read(&err))? else {
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
+        let Some(bytes) = self.engine.get(schema::CF_META, key).map_err(io::Error::other)? else {
             return Ok(None);
         };
         let corrupt = |err: bincode::Error| EngineError::Corrupt {
             what: format!("meta record {}", String::from_utf8_lossy(key)),
             detail: err.to_string(),
         };
-        Ok(Some(decode(&bytes).map_err(corrupt).map_err(|err| StorageIOError::read(&err))?))
+        Ok(Some(decode(&bytes).map_err(corrupt).map_err(io::Error::other)?))
     }
 
-    async fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
-        let value = encode(value).map_err(|err| StorageIOError::write(&err))?;
+    async fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
+        let value = encode(value).map_err(io::Error::other)?;
         let op = WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
-        self.write_synced(vec![op]).await.map_err(|err| StorageIOError::write(&err))?;
-        Ok(())
+        self.write_synced(vec![op]).await
     }
 
     /// A synced write, off the async workers: no tokio worker waits for an fsync.
-    async fn write_synced(&self, ops: Vec<WriteOp>) -> Result<(), EngineError> {
+    async fn write_synced(&self, ops: Vec<WriteOp>) -> Result<(), io::Error> {
         let engine = self.engine.clone();
         match tokio::task::spawn_blocking(move || engine.write(&ops, Durability::Sync)).await {
-            Ok(written) => written,
-            Err(join) => Err(EngineError::Io(std::io::Error::other(join.to_string()))),
+            Ok(written) => written.map_err(io::Error::other),
+            Err(join) => Err(io::Error::other(join.to_string())),
         }
     }
 }
@@ -96,7 +97,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, io::Error> {
         let start = match range.start_bound() {
             Bound::Included(index) => *index,
             Bound::Excluded(index) => index.saturating_add(1),
@@ -111,21 +112,48 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 entries.push(decode_entry(key, value)?);
                 Ok(true)
             })
-            .map_err(|err| StorageIOError::read_logs(&err))?;
+            .map_err(io::Error::other)?;
         Ok(entries)
     }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        self.read_meta(meta::RAFT_VOTE)
+    }
+
+    /// Replication reads here. An AppendEntries carries at most
+    /// [`MAX_APPEND_BYTES`] of requests, or one entry: like etcd's
+    /// `MaxSizePerMsg`, it keeps a catch-up message well inside an election
+    /// timeout, so a follower that is catching up goes on hearing from its leader.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        let mut entries = self.try_get_log_entries(start..end).await?;
+        entries.truncate(entries_within(&entries, MAX_APPEND_BYTES));
+        Ok(entries)
+    }
+}
+
+/// An AppendEntries' bound of request bytes.
+const MAX_APPEND_BYTES: usize = crate::server::proposer::MAX_BATCH_BYTES;
+
+/// How many leading entries fit in `limit` bytes of requests; at least one.
+fn entries_within(entries: &[Entry], limit: usize) -> usize {
+    let mut bytes = 0;
+    let fitting = entries.iter().take_while(|entry| {
+        if let EntryPayload::Normal(Proposal(requests)) = &entry.payload {
+            bytes += requests.iter().map(prost::Message::encoded_len).sum::<usize>();
+        }
+        bytes <= limit
+    });
+    fitting.count().max(1)
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.read_meta(meta::RAFT_LAST_PURGED)?;
-        let last = self.engine.last(schema::CF_RAFT_LOG).map_err(|err| StorageIOError::read_logs(&err))?;
+        let last = self.engine.last(schema::CF_RAFT_LOG).map_err(io::Error::other)?;
         let last_log_id = match last {
-            Some((key, value)) => {
-                Some(decode_entry(&key, &value).map_err(|err| StorageIOError::read_logs(&err))?.log_id)
-            }
+            Some((key, value)) => Some(decode_entry(&key, &value).map_err(io::Error::other)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState { last_purged_log_id, last_log_id })
@@ -135,65 +163,56 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         self.write_meta(meta::RAFT_VOTE, vote).await
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.read_meta(meta::RAFT_VOTE)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         METRICS.proposals_committed.store(committed.map_or(0, |log_id| log_id.index), Ordering::Relaxed);
         // Buffered: the committed index is a hint, re-learned from the leader after a crash.
-        let value = encode(&committed).map_err(|err| StorageIOError::write(&err))?;
+        let value = encode(&committed).map_err(io::Error::other)?;
         let op = WriteOp::Put { cf: schema::CF_META, key: meta::RAFT_COMMITTED.to_vec(), value };
-        self.engine.write(&[op], Durability::Buffered).map_err(|err| StorageIOError::write(&err))?;
-        Ok(())
+        self.engine.write(&[op], Durability::Buffered).map_err(io::Error::other)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         Ok(self.read_meta::<Option<LogId>>(meta::RAFT_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut ops = Vec::new();
         for entry in entries {
-            let value = encode(&entry).map_err(|err| StorageIOError::write_logs(&err))?;
+            let value = encode(&entry).map_err(io::Error::other)?;
             ops.push(WriteOp::Put {
                 cf: schema::CF_RAFT_LOG,
                 key: schema::log_key(entry.log_id.index).to_vec(),
                 value,
             });
         }
-        self.engine.write(&ops, Durability::Buffered).map_err(|err| StorageIOError::write_logs(&err))?;
-        self.wal_sync
-            .unsynced
-            .send(callback)
-            .map_err(|_| StorageIOError::write_logs(openraft::AnyError::error("the WAL sync thread has stopped")))?;
-        Ok(())
+        self.engine.write(&ops, Durability::Buffered).map_err(io::Error::other)?;
+        self.wal_sync.unsynced.send(callback).map_err(|_| io::Error::other("the WAL sync thread has stopped"))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    /// Keeps the log up to and including `last`, deletes every entry after it.
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let op = WriteOp::DeleteRange {
             cf: schema::CF_RAFT_LOG,
-            from: schema::log_key(log_id.index).to_vec(),
+            from: schema::log_key(last.map_or(0, |log_id| log_id.index.saturating_add(1))).to_vec(),
             to: schema::log_key(u64::MAX).to_vec(),
         };
-        self.write_synced(vec![op]).await.map_err(|err| StorageIOError::write_logs(&err))?;
-        Ok(())
+        self.write_synced(vec![op]).await
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let ops = vec![
             WriteOp::Put {
                 cf: schema::CF_META,
                 key: meta::RAFT_LAST_PURGED.to_vec(),
-                value: encode(&log_id).map_err(|err| StorageIOError::write_logs(&err))?,
+                value: encode(&log_id).map_err(io::Error::other)?,
             },
             WriteOp::DeleteRange {
                 cf: schema::CF_RAFT_LOG,
@@ -201,14 +220,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 to: schema::log_key(log_id.index.saturating_add(1)).to_vec(),
             },
         ];
-        self.write_synced(ops).await.map_err(|err| StorageIOError::write_logs(&err))?;
-        Ok(())
+        self.write_synced(ops).await
     }
 }
 
 /// fsyncs the WAL for every append that is waiting, oldest first, then completes
 /// their callbacks in order. Ends when the log store is dropped.
-fn sync_loop(engine: &Engine, waiting: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn sync_loop(engine: &Engine, waiting: std::sync::mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = waiting.recv() {
         let mut flushed = vec![first];
         flushed.extend(waiting.try_iter());
@@ -216,8 +234,39 @@ fn sync_loop(engine: &Engine, waiting: std::sync::mpsc::Receiver<LogFlushed<Type
         let synced = engine.sync_wal();
         METRICS.wal_fsync.observe(started.elapsed());
         for callback in flushed {
-            let result = synced.as_ref().map(|_| ()).map_err(|err| std::io::Error::other(err.to_string()));
-            callback.log_io_completed(result);
+            let result = synced.as_ref().map(|_| ()).map_err(|err| io::Error::other(err.to_string()));
+            callback.io_completed(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_proto::cairnpb::{write_request, WriteRequest};
+    use cairn_proto::etcdserverpb::PutRequest;
+
+    use super::*;
+    use openraft::vote::RaftLeaderId;
+
+    use crate::types::{CommittedLeaderId, Member, NodeId};
+
+    fn entry(index: u64, payload: EntryPayload<Proposal, NodeId, Member>) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload }
+    }
+
+    fn put(index: u64, value_bytes: usize) -> Entry {
+        let put = PutRequest { key: b"k".to_vec(), value: vec![0; value_bytes], ..Default::default() };
+        let request = WriteRequest { request: Some(write_request::Request::Put(put)), auth_info: None };
+        entry(index, EntryPayload::Normal(Proposal(vec![request])))
+    }
+
+    #[test]
+    fn append_entries_are_bounded_by_bytes_but_carry_at_least_one_entry() {
+        let small: Vec<Entry> = (1..=5).map(|index| put(index, 100)).collect();
+        assert_eq!(entries_within(&small, 1024), 5);
+        let large: Vec<Entry> = (1..=5).map(|index| put(index, 3 << 20)).collect();
+        assert_eq!(entries_within(&large, MAX_APPEND_BYTES), 2, "two 3 MiB entries fit in 8 MiB");
+        assert_eq!(entries_within(&large[..1], 1024), 1, "an entry larger than the bound still goes");
+        assert_eq!(entries_within(&[entry(9, EntryPayload::Blank)], 0), 1);
     }
 }

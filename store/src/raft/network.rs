@@ -6,34 +6,34 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::cairnpb::RaftPayload;
+use openraft::error::decompose::DecomposeResult;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+    Infallible, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
 };
-use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft_legacy::network_v1::{InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
-use super::types::{decode, encode, Entry, Member, NodeId, Proposal, TypeConfig};
+use super::types::{decode, encode, Member, NodeId, Snapshot, TypeConfig, Vote};
 use crate::metrics::METRICS;
 use crate::tls::PeerDialer;
 
 /// Peer messages can carry many log entries; allow well past a client request.
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
-/// An AppendEntries carries at most this many bytes of requests, or one entry:
-/// openraft takes the entries hint of `PayloadTooLarge` and sends fewer. Like
-/// etcd's `MaxSizePerMsg`, it keeps a catch-up message well inside an election
-/// timeout, so a follower that is catching up goes on hearing from its leader.
-const MAX_APPEND_BYTES: usize = crate::server::proposer::MAX_BATCH_BYTES;
+/// A snapshot travels in InstallSnapshot chunks of this size when openraft names none.
+const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Lets the chaos harness route each link through its own proxy: a list of
 /// `advertised-peer-url=url-to-dial`, comma-separated. Not for production.
@@ -47,6 +47,8 @@ const IDLE_STREAMS_PER_PEER: usize = 4;
 /// idle AppendEntries streams on them.
 #[derive(Default)]
 pub struct PeerClients {
+    /// Every member of the latest membership, as Raft knows them.
+    members: Mutex<HashMap<NodeId, Member>>,
     channels: Mutex<HashMap<String, Channel>>,
     idle_streams: Mutex<HashMap<String, Vec<AppendStream>>>,
     dial_overrides: HashMap<String, String>,
@@ -105,6 +107,17 @@ impl PeerClients {
             tracing::warn!(links = dial_overrides.len(), "peer URLs are dialed through {DIAL_OVERRIDE_ENV}");
         }
         PeerClients { dial_overrides, dialer, ..PeerClients::default() }
+    }
+
+    /// Records the members of a new membership, so that open connections follow new peer URLs.
+    pub fn set_members<'a>(&self, members: impl IntoIterator<Item = (&'a NodeId, &'a Member)>) {
+        let members = members.into_iter().map(|(id, member)| (*id, member.clone())).collect();
+        *self.members.lock() = members;
+    }
+
+    /// The member as the latest membership has it, if that differs from `known`.
+    fn member_if_changed(&self, target: NodeId, known: &Member) -> Option<Member> {
+        self.members.lock().get(&target).filter(|current| *current != known).cloned()
     }
 
     pub fn client(&self, target: NodeId, member: &Member) -> Result<RaftPeerClient<Channel>, PeerError> {
@@ -198,6 +211,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         Connection {
             target,
+            member: node.clone(),
             link: self.peers.link(target, node),
             peers: self.peers.clone(),
             cluster_id: self.cluster_id,
@@ -207,6 +221,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 pub struct Connection {
     target: NodeId,
+    /// The member as this connection knows it; `link` dials its peer URL.
+    member: Member,
     link: Result<PeerLink, PeerError>,
     peers: Arc<PeerClients>,
     cluster_id: u64,
@@ -216,6 +232,8 @@ pub struct Connection {
 enum Rpc {
     AppendEntries,
     Vote,
+    PreVote,
+    TransferLeader,
     InstallSnapshot,
 }
 
@@ -225,12 +243,18 @@ impl Connection {
         rpc: Rpc,
         req: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RPCError<TypeConfig, RaftError<TypeConfig, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        // openraft keeps a replication stream (and its connection) across a
+        // membership change that only gives a member new peer URLs.
+        if let Some(member) = self.peers.member_if_changed(self.target, &self.member) {
+            self.link = self.peers.link(self.target, &member);
+            self.member = member;
+        }
         let link = match &self.link {
             Ok(link) => link,
             Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
@@ -242,6 +266,10 @@ impl Connection {
             match rpc {
                 Rpc::AppendEntries => peers.append_entries(link, payload).await,
                 Rpc::Vote => link.client.clone().vote(payload).await.map(tonic::Response::into_inner),
+                Rpc::PreVote => link.client.clone().pre_vote(payload).await.map(tonic::Response::into_inner),
+                Rpc::TransferLeader => {
+                    link.client.clone().transfer_leader(payload).await.map(tonic::Response::into_inner)
+                }
                 Rpc::InstallSnapshot => {
                     link.client.clone().install_snapshot(payload).await.map(tonic::Response::into_inner)
                 }
@@ -259,81 +287,98 @@ impl Connection {
             Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
             Err(elapsed) => return Err(RPCError::Network(NetworkError::new(&elapsed))),
         };
-        let result: Result<Resp, RaftError<NodeId, E>> =
+        let result: Result<Resp, RaftError<TypeConfig, E>> =
             decode(&response.data).map_err(|err| RPCError::Network(NetworkError::new(&err)))?;
         result.map_err(|err| RPCError::RemoteError(RemoteError::new(self.target, err)))
     }
 }
 
-/// How many leading entries fit in `limit` bytes of requests; at least one.
-fn entries_within(entries: &[Entry], limit: usize) -> usize {
-    let mut bytes = 0;
-    let fitting = entries.iter().take_while(|entry| {
-        if let EntryPayload::Normal(Proposal(requests)) = &entry.payload {
-            bytes += requests.iter().map(prost::Message::encoded_len).sum::<usize>();
-        }
-        bytes <= limit
-    });
-    fitting.count().max(1)
-}
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = tokio::fs::File;
 
-impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        // One entry (the usual case under load) goes whole: nothing to measure.
-        let fitting = if req.entries.len() > 1 { entries_within(&req.entries, MAX_APPEND_BYTES) } else { 1 };
-        if fitting < req.entries.len() {
-            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(fitting as u64)));
-        }
-        self.call(Rpc::AppendEntries, &req, &option).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        req: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        self.call(Rpc::InstallSnapshot, &req, &option).await
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call::<_, _, Infallible>(Rpc::AppendEntries, &req, &option).await.decompose_infallible()
     }
 
     async fn vote(
         &mut self,
-        req: VoteRequest<NodeId>,
+        req: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &req, &option).await
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call::<_, _, Infallible>(Rpc::Vote, &req, &option).await.decompose_infallible()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use cairn_proto::cairnpb::{write_request, WriteRequest};
-    use cairn_proto::etcdserverpb::PutRequest;
-    use openraft::{CommittedLeaderId, LogId};
+    async fn pre_vote(
+        &mut self,
+        req: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call::<_, _, Infallible>(Rpc::PreVote, &req, &option).await.decompose_infallible()
+    }
 
-    use super::*;
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call::<_, _, Infallible>(Rpc::TransferLeader, &req, &option).await.decompose_infallible()
+    }
 
-    fn entry(index: u64, value_bytes: usize) -> Entry {
-        let put = PutRequest { key: b"k".to_vec(), value: vec![0; value_bytes], ..Default::default() };
-        let request = WriteRequest { request: Some(write_request::Request::Put(put)), auth_info: None };
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal(vec![request])),
+    /// Sends the snapshot file in InstallSnapshot chunks, each answered before
+    /// the next. Any failure ends the transfer: openraft sends it again later.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        mut snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        fn network<E: std::error::Error + 'static>(err: &E) -> StreamingError<TypeConfig> {
+            StreamingError::Network(NetworkError::new(err))
         }
-    }
-
-    #[test]
-    fn append_entries_are_bounded_by_bytes_but_carry_at_least_one_entry() {
-        let small: Vec<Entry> = (1..=5).map(|index| entry(index, 100)).collect();
-        assert_eq!(entries_within(&small, 1024), 5);
-        let large: Vec<Entry> = (1..=5).map(|index| entry(index, 3 << 20)).collect();
-        assert_eq!(entries_within(&large, MAX_APPEND_BYTES), 2, "two 3 MiB entries fit in 8 MiB");
-        assert_eq!(entries_within(&large[..1], 1024), 1, "an entry larger than the bound still goes");
-        let blank = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 9), payload: EntryPayload::Blank };
-        assert_eq!(entries_within(&[blank], 0), 1);
+        let chunk_bytes = option.snapshot_chunk_size().unwrap_or(SNAPSHOT_CHUNK_BYTES).max(1);
+        // One id per transfer: a follower must not take a new transfer for the rest of an old one.
+        let id = format!(
+            "{}-{}-{}",
+            snapshot.meta.last_log_id.map_or(0, |log_id| log_id.index),
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos())
+        );
+        let meta = openraft_legacy::network_v1::SnapshotMeta::<TypeConfig>::new(snapshot.meta.clone(), id);
+        let size = snapshot.snapshot.seek(std::io::SeekFrom::End(0)).await.map_err(|err| network(&err))?;
+        snapshot.snapshot.seek(std::io::SeekFrom::Start(0)).await.map_err(|err| network(&err))?;
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0;
+        loop {
+            if let Some(closed) = futures::FutureExt::now_or_never(cancel.as_mut()) {
+                return Err(closed.into());
+            }
+            let mut data = Vec::with_capacity(chunk_bytes);
+            (&mut snapshot.snapshot)
+                .take(chunk_bytes as u64)
+                .read_to_end(&mut data)
+                .await
+                .map_err(|err| network(&err))?;
+            let sent = data.len() as u64;
+            let done = offset + sent >= size;
+            let request = InstallSnapshotRequest { vote, meta: meta.clone(), offset, data, done };
+            let answer: InstallSnapshotResponse<TypeConfig> =
+                match self.call::<_, _, InstallSnapshotError>(Rpc::InstallSnapshot, &request, &option).await {
+                    Ok(answer) => answer,
+                    Err(RPCError::Timeout(err)) => return Err(err.into()),
+                    Err(RPCError::Unreachable(err)) => return Err(err.into()),
+                    Err(RPCError::Network(err)) => return Err(err.into()),
+                    Err(RPCError::RemoteError(err)) => return Err(network(&err)),
+                };
+            // A higher vote means this leader is stale; openraft steps down on it.
+            if answer.vote != vote || done {
+                return Ok(SnapshotResponse::new(answer.vote));
+            }
+            offset += sent;
+        }
     }
 }

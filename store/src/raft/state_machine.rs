@@ -2,14 +2,17 @@
 //! `RaftStateMachine` trait, with snapshots kept as files under
 //! `<data-dir>/member/snap` so that none is ever held in memory whole.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 
-use super::types::{decode, Applied, Entry, LogId, Member, NodeId, StorageError, StoredMembership, TypeConfig};
+use super::types::{decode, Applied, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::engine::schema::meta;
 use crate::metrics::METRICS;
 use crate::snapshot::{write_snapshot, WriteOptions};
@@ -35,15 +38,11 @@ impl StateMachine {
     }
 }
 
-fn io_error(err: impl std::fmt::Display) -> StorageError {
-    StorageIOError::write_snapshot(None, openraft::AnyError::error(err.to_string())).into()
-}
-
 /// Puts the installed snapshot's data at `path`. Usually it is the file that
 /// `begin_receiving_snapshot` opened, which is renamed; data handed over in
 /// another file is copied from its start.
 async fn keep_received(
-    mut data: Box<tokio::fs::File>,
+    mut data: tokio::fs::File,
     receiving: Option<PathBuf>,
     path: &std::path::Path,
 ) -> std::io::Result<()> {
@@ -62,7 +61,7 @@ async fn keep_received(
     }
     data.seek(std::io::SeekFrom::Start(0)).await?;
     let mut copy = tokio::fs::File::create(path).await?;
-    tokio::io::copy(&mut *data, &mut copy).await?;
+    tokio::io::copy(&mut data, &mut copy).await?;
     copy.sync_all().await
 }
 
@@ -81,88 +80,99 @@ fn remove_others(dir: &Path, keep: &str) {
     }
 }
 
-fn meta_of(file: &str, applied: &AppliedState) -> SnapshotMeta<NodeId, Member> {
-    SnapshotMeta {
-        last_log_id: applied.last_applied,
-        last_membership: applied.membership.clone(),
-        snapshot_id: file.trim_end_matches(".snap").to_string(),
-    }
+/// A snapshot's file name: its index, then a suffix that no other file of this member has.
+fn snapshot_file_name(last_applied: Option<LogId>) -> String {
+    format!("{:016x}-{:x}.snap", last_applied.map_or(0, |log_id| log_id.index), unique_suffix())
+}
+
+fn meta_of(applied: &AppliedState) -> SnapshotMeta {
+    SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership.clone() }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = tokio::fs::File;
+
     /// Writes the state as of one moment to a file; writes go on meanwhile.
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let state = self.state.clone();
         let dir = self.snapshot_dir.clone();
         let (cluster_id, member_id) = self.ids;
-        let (file, applied) = tokio::task::spawn_blocking(move || -> Result<(String, AppliedState), StorageError> {
-            std::fs::create_dir_all(&dir).map_err(io_error)?;
+        let (file, applied) = tokio::task::spawn_blocking(move || -> Result<(String, AppliedState), io::Error> {
+            std::fs::create_dir_all(&dir)?;
             let building = dir.join(format!("building-{}.part", unique_suffix()));
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&building).map_err(io_error)?);
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&building)?);
             let options = WriteOptions { cluster_id, member_id };
-            let (_, meta_values) = write_snapshot(state.engine(), &options, &mut out).map_err(io_error)?;
-            let file = out.into_inner().map_err(io_error)?;
-            file.sync_all().map_err(io_error)?;
+            let (_, meta_values) = write_snapshot(state.engine(), &options, &mut out).map_err(io::Error::other)?;
+            let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+            file.sync_all()?;
             let find = |wanted: &[u8]| meta_values.iter().find(|(key, _)| key == wanted).map(|(_, value)| value);
             let last_applied: Option<LogId> = match find(meta::SM_LAST_APPLIED) {
-                Some(bytes) => decode(bytes).map_err(io_error)?,
+                Some(bytes) => decode(bytes).map_err(io::Error::other)?,
                 None => None,
             };
             let membership: StoredMembership = match find(meta::SM_MEMBERSHIP) {
-                Some(bytes) => decode(bytes).map_err(io_error)?,
+                Some(bytes) => decode(bytes).map_err(io::Error::other)?,
                 None => StoredMembership::default(),
             };
             let applied = AppliedState { last_applied, membership };
-            let index = last_applied.map_or(0, |log_id| log_id.index);
-            let name = format!("{index:016x}-{:x}.snap", unique_suffix());
-            std::fs::rename(&building, dir.join(&name)).map_err(io_error)?;
-            let record = encode_snapshot_record(&name, &applied).map_err(io_error)?;
-            state.record_snapshot(&record).map_err(io_error)?;
+            let name = snapshot_file_name(last_applied);
+            std::fs::rename(&building, dir.join(&name))?;
+            let record = encode_snapshot_record(&name, &applied).map_err(io::Error::other)?;
+            state.record_snapshot(&record).map_err(io::Error::other)?;
             remove_others(&dir, &name);
             Ok((name, applied))
         })
         .await
-        .map_err(io_error)??;
+        .map_err(io::Error::other)??;
         METRICS.snapshots_built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(snapshot = %file, "built a raft snapshot");
-        let data = tokio::fs::File::open(self.snapshot_dir.join(&file)).await.map_err(io_error)?;
-        Ok(Snapshot { meta: meta_of(&file, &applied), snapshot: Box::new(data) })
+        let data = tokio::fs::File::open(self.snapshot_dir.join(&file)).await?;
+        Ok(Snapshot { meta: meta_of(&applied), snapshot: data })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = tokio::fs::File;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let applied = self.state.applied_state();
         Ok((applied.last_applied, applied.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    /// Applies every committed entry handed over in one engine write, then
+    /// answers the proposers (membership changes wait on an answer too).
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let batch = entries
-            .into_iter()
-            .map(|entry| match entry.payload {
-                EntryPayload::Blank => (entry.log_id, None, None),
-                EntryPayload::Normal(proposal) => (entry.log_id, Some(proposal), None),
-                EntryPayload::Membership(membership) => {
-                    (entry.log_id, None, Some(StoredMembership::new(Some(entry.log_id), membership)))
-                }
+        let (batch, responders): (Vec<_>, Vec<_>) = entries
+            .map_ok(|(entry, responder)| {
+                let applied = match entry.payload {
+                    EntryPayload::Blank => (entry.log_id, None, None),
+                    EntryPayload::Normal(proposal) => (entry.log_id, Some(proposal), None),
+                    EntryPayload::Membership(membership) => {
+                        (entry.log_id, None, Some(StoredMembership::new(Some(entry.log_id), membership)))
+                    }
+                };
+                (applied, responder)
             })
-            .collect::<Vec<_>>();
+            .try_collect::<Vec<_>>()
+            .await?
+            .into_iter()
+            .unzip();
         let (entries, started) = (batch.len(), Instant::now());
-        let responses = self
-            .state
-            .apply_entries(batch)
-            .map_err(|err| StorageIOError::write_state_machine(openraft::AnyError::error(err.to_string())))?;
+        let responses = self.state.apply_entries(batch).map_err(io::Error::other)?;
         let took = started.elapsed();
         if took > self.slow_apply {
             tracing::warn!(?took, entries, expected = ?self.slow_apply, "apply request took too long");
         }
-        Ok(responses.into_iter().map(Applied).collect())
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(responder) = responder {
+                responder.send(Applied(response));
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -175,52 +185,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        tokio::fs::create_dir_all(&self.snapshot_dir).await.map_err(io_error)?;
-        let path = self.snapshot_dir.join(format!("incoming-{}.part", unique_suffix()));
-        let file = tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(io_error)?;
-        self.receiving = Some(path);
-        Ok(Box::new(file))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
-        let name = format!("{}.snap", meta.snapshot_id);
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: tokio::fs::File) -> Result<(), io::Error> {
+        let name = snapshot_file_name(meta.last_log_id);
         let path = self.snapshot_dir.join(&name);
-        keep_received(snapshot, self.receiving.take(), &path).await.map_err(io_error)?;
+        keep_received(snapshot, self.receiving.take(), &path).await?;
         let applied = AppliedState { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         let state = self.state.clone();
         let dir = self.snapshot_dir.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let record = encode_snapshot_record(&name, &applied).map_err(io_error)?;
-            state.install_snapshot(&path, &record, &applied).map_err(io_error)?;
-            remove_others(&dir, &name);
+        let installed = name.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), io::Error> {
+            let record = encode_snapshot_record(&installed, &applied).map_err(io::Error::other)?;
+            state.install_snapshot(&path, &record, &applied).map_err(io::Error::other)?;
+            remove_others(&dir, &installed);
             Ok(())
         })
         .await
-        .map_err(io_error)??;
+        .map_err(io::Error::other)??;
         METRICS.snapshots_installed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(snapshot = %meta.snapshot_id, "installed a raft snapshot from the leader");
+        tracing::info!(snapshot = %name, "installed a raft snapshot from the leader");
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(record) = self.state.current_snapshot_record().map_err(io_error)? else { return Ok(None) };
-        let (file, applied) = decode_snapshot_record(&record).map_err(io_error)?;
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let Some(record) = self.state.current_snapshot_record().map_err(io::Error::other)? else { return Ok(None) };
+        let (file, applied) = decode_snapshot_record(&record).map_err(io::Error::other)?;
         let data = match tokio::fs::File::open(self.snapshot_dir.join(&file)).await {
             Ok(data) => data,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(io_error(err)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
         };
-        Ok(Some(Snapshot { meta: meta_of(&file, &applied), snapshot: Box::new(data) }))
+        Ok(Some(Snapshot { meta: meta_of(&applied), snapshot: data }))
+    }
+}
+
+/// A snapshot from a leader arrives in chunks (the InstallSnapshot RPC) into a
+/// file of its own; `install_snapshot` then renames it into place.
+impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
+    type SnapshotReceiver = tokio::fs::File;
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<tokio::fs::File, io::Error> {
+        tokio::fs::create_dir_all(&self.snapshot_dir).await?;
+        let path = self.snapshot_dir.join(format!("incoming-{}.part", unique_suffix()));
+        let file = tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).await?;
+        self.receiving = Some(path);
+        Ok(file)
     }
 }

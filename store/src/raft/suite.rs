@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
 
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
-use super::types::{StorageError, TypeConfig};
+use super::types::TypeConfig;
 use crate::engine::{schema, Engine};
 use crate::state::{KvState, StateOptions};
 
 struct Builder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), openraft::StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Arc::new(Engine::open(&dir.path().join(schema::DB_DIR)).expect("engine"));
         let options = StateOptions {
@@ -32,7 +32,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     }
 }
 
-#[test]
-fn the_log_store_and_state_machine_pass_openraft_suite() {
-    Suite::test_all(Builder).expect("every suite test passes");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_store_and_state_machine_pass_openraft_suite() {
+    Suite::test_all(Builder).await.expect("every suite test passes");
 }

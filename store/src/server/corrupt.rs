@@ -15,6 +15,7 @@ use std::time::Duration;
 use cairn_proto::cairnpb::{write_request, WriteRequest};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{AlarmRequest, AlarmType, HashKvRequest, HashKvResponse};
+use openraft::async_runtime::WatchReceiver;
 
 use super::node::Node;
 use crate::error::{EtcdError, StoreError};
@@ -180,7 +181,7 @@ pub async fn monitor(node: Arc<Node>, every: Duration) {
 
 async fn check_once(node: &Arc<Node>) -> Result<(), StoreError> {
     let before = local_hash(node.state.clone(), node.id, 0).await?;
-    let others = peers_of(&node.raft.metrics().borrow().membership_config, node.id);
+    let others = peers_of(&node.raft.metrics().borrow_watched().membership_config, node.id);
     let timeout = Duration::from_secs(5) + 2 * node.config.election();
     let answers = peer_hashes(&node.peers, others, before.revision, timeout).await;
     // As etcd: applied up to what the peers may have seen before hashing again,

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::future::BoxFuture;
+use openraft::async_runtime::WatchReceiver;
 
 use super::maintenance::{CLUSTER_VERSION, ETCD_API_VERSION};
 use super::node::Node;
@@ -27,7 +28,7 @@ pub fn router(node: Arc<Node>) -> axum::Router {
 
 /// etcd's health: a leader, and no alarm.
 async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let reason = if node.raft.metrics().borrow().current_leader.is_none() {
+    let reason = if node.raft.metrics().borrow_watched().current_leader.is_none() {
         Some("RAFT NO LEADER".to_string())
     } else {
         node.state.alarms().first().map(|alarm| format!("ALARM {}", alarm.1.as_str_name()))

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cairn_proto::cairnpb::{write_request, WriteRequest};
 use cairn_proto::etcdserverpb::LeaseRevokeRequest;
+use openraft::async_runtime::WatchReceiver;
 
 use super::node::Node;
 
@@ -19,7 +20,7 @@ pub async fn run(node: Arc<Node>) {
         ticker.tick().await;
         let leading_term = {
             let metrics = node.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             (metrics.current_leader == Some(node.id)).then_some(metrics.current_term)
         };
         let expired = node.lessor.tick(leading_term, &node.state.lease_ttls(), Instant::now());

@@ -4,7 +4,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::cairnpb::{write_request, write_response, CampaignRequest, WriteRequest};
+use cairn_proto::cairnpb::{write_request, write_response, WriteRequest};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::downgrade_request::DowngradeAction;
 use cairn_proto::etcdserverpb::maintenance_server::Maintenance;
@@ -13,6 +13,7 @@ use cairn_proto::etcdserverpb::{
     DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
+use openraft::async_runtime::WatchReceiver;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -70,7 +71,7 @@ impl Maintenance for MaintenanceService {
         let node = &self.node;
         let (leader, raft_index, raft_term, is_learner) = {
             let metrics = node.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let voter = metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
             (metrics.current_leader.unwrap_or(0), metrics.last_log_index.unwrap_or(0), metrics.current_term, !voter)
         };
@@ -127,8 +128,9 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(responses)))
     }
 
-    /// openraft 0.9 has no leadership transfer: the leader stops heartbeats so
-    /// that the followers' leases lapse, then asks the target to campaign.
+    /// etcd's MoveLeader through openraft's leadership transfer: the leader
+    /// stops taking writes, the target campaigns once its log holds the
+    /// leader's last entry, and this call returns when the target leads.
     async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
         self.node.check_admin(&request).await?;
         let target = request.into_inner().target_id;
@@ -136,41 +138,29 @@ impl Maintenance for MaintenanceService {
         if !node.is_leader() {
             return Err(EtcdError::NotLeader.into());
         }
-        let member = {
-            let metrics = node.raft.metrics();
-            let metrics = metrics.borrow();
-            let membership = metrics.membership_config.membership();
-            let is_voter = membership.voter_ids().any(|id| id == target);
-            membership.get_node(&target).cloned().filter(|_| is_voter)
-        };
-        let Some(member) = member else { return Err(EtcdError::BadLeaderTransferee.into()) };
+        let is_voter =
+            node.raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|id| id == target);
+        if !is_voter {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
         // etcd answers a leader move without a header.
         let moved_response = || Ok(Response::new(MoveLeaderResponse { header: None }));
         if target == node.id {
             return moved_response();
         }
-        let mut client =
-            node.peers.client(target, &member).map_err(|err| EtcdError::PeerUnavailable(err.to_string()))?;
-        node.raft.runtime_config().heartbeat(false);
-        let moved = async {
-            // Followers stop honouring the old leader once its lease (the longest election timeout) lapses.
-            tokio::time::sleep(node.config.election() * 3 / 4 + Duration::from_millis(100)).await;
-            client.campaign(CampaignRequest { cluster_id: node.cluster_id }).await?;
-            let deadline = Instant::now() + 2 * node.config.election() + Duration::from_secs(1);
-            while Instant::now() < deadline {
-                if node.raft.metrics().borrow().current_leader == Some(target) {
-                    return Ok(true);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok::<bool, Status>(false)
+        let deadline = Instant::now() + 2 * node.config.election() + Duration::from_secs(1);
+        // openraft has no way to call a transfer off, and a leader that hands
+        // over to a member far behind stops writes until an election: start
+        // only once the target is within one AppendEntries of the leader.
+        wait_until(deadline, || target_caught_up(node, target)).await;
+        if !target_caught_up(node, target) {
+            return Err(EtcdError::LeaderTransferTimeout.into());
         }
-        .await;
-        node.raft.runtime_config().heartbeat(true);
-        match moved {
-            Ok(true) => moved_response(),
-            Ok(false) => Err(EtcdError::LeaderTransferTimeout.into()),
-            Err(status) => Err(status),
+        node.raft.trigger().transfer_leader(target).await.map_err(|err| EtcdError::Internal(err.to_string()))?;
+        if wait_until(deadline, || node.raft.metrics().borrow_watched().current_leader == Some(target)).await {
+            moved_response()
+        } else {
+            Err(EtcdError::LeaderTransferTimeout.into())
         }
     }
 
@@ -224,6 +214,9 @@ fn downgrade_target(version: &str) -> Result<(i64, i64), EtcdError> {
 }
 
 const SNAPSHOT_CHUNK_BYTES: u64 = 1 << 20;
+/// A leadership transfer starts when the target lags by at most this many
+/// entries: about one AppendEntries (`max_payload_entries`).
+const MAX_TRANSFER_LAG: u64 = 256;
 const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
 
 /// The file goes to an unnamed temporary file in the data dir first: bbolt's
@@ -255,6 +248,26 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, Status> {
     let joined = tokio::task::spawn_blocking(work).await;
     joined.map_err(|err| EtcdError::Internal(err.to_string()))?.map_err(Status::from)
+}
+
+/// Whether the target's log is within one AppendEntries of this leader's.
+fn target_caught_up(node: &Node, target: u64) -> bool {
+    let metrics = node.raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let matched = metrics.replication.as_ref().and_then(|replication| replication.get(&target).cloned().flatten());
+    matched.is_some_and(|matched| matched.index + MAX_TRANSFER_LAG >= last)
+}
+
+/// Polls `done` until it holds or the deadline passes; says whether it held.
+async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_proto::cairnpb::{membership_change, MembershipChange, MembershipChangeResult};
 use cairn_proto::etcdserverpb::Member as PbMember;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 
@@ -21,7 +22,7 @@ impl Node {
     /// The members as etcd lists them: published names and client URLs, learners marked.
     pub fn member_list(&self) -> Vec<PbMember> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let attrs = self.state.member_attributes();
@@ -78,7 +79,7 @@ impl Node {
     async fn change_members_here(&self, change: MembershipChange) -> Result<(), ProposeError> {
         let (nodes, voters, matched, last_index) = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             if metrics.current_leader != Some(self.id) {
                 return Err(ProposeError::NotLeader(metrics.current_leader));
             }

@@ -37,6 +37,7 @@ use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::MemberListRequest;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
+use openraft::async_runtime::WatchReceiver;
 use openraft::SnapshotPolicy;
 use tokio::sync::watch as signal;
 use tonic::transport::server::Connected;
@@ -127,7 +128,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
         heartbeat_interval: config.heartbeat_interval,
-        // openraft 0.9 waits a leader lease (= election_timeout_max) plus a random
+        // openraft waits a leader lease (= election_timeout_max) plus a random
         // election timeout before campaigning. These bounds put the whole wait
         // in [1, 1.5) x --election-timeout, close to etcd's randomized timeout.
         election_timeout_min: config.election_timeout / 4,
@@ -136,6 +137,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         // Like etcd's catch-up entries: a slightly lagging follower still catches up from the log.
         max_in_snapshot_log_to_keep: config.snapshot_catchup_entries(),
         max_payload_entries: 256,
+        // As etcd's --pre-vote (on by default): a member that was cut off asks
+        // first whether it could win, and does not depose a healthy leader.
+        enable_pre_vote: Some(true),
+        // A restarted leader campaigns, as in etcd: its applied state is not
+        // fsynced before apply returns, so it must learn the commit index anew.
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
@@ -462,13 +469,20 @@ async fn serve_peers<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO
     }
 }
 
-/// Keeps the leadership and log metrics current.
+/// Keeps the leadership and log metrics current, and the peer clients'
+/// members those of the latest membership.
 async fn track_leadership(node: Arc<Node>) {
     let mut metrics = node.raft.metrics();
     let mut last_leader = None;
+    let mut last_membership = None;
     loop {
         let (leader, purged) = {
             let current = metrics.borrow_and_update();
+            let membership = &current.membership_config;
+            if last_membership.as_ref() != Some(membership.log_id()) {
+                node.peers.set_members(membership.membership().nodes());
+                last_membership = Some(*membership.log_id());
+            }
             (current.current_leader, current.purged.map_or(0, |log_id| log_id.index))
         };
         METRICS.raft_purged_index.store(purged, Ordering::Relaxed);

@@ -13,6 +13,7 @@ use cairn_proto::etcdserverpb::{AlarmRequest, AlarmType};
 use cairn_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
+use openraft::async_runtime::WatchReceiver;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -102,7 +103,7 @@ impl Node {
             cluster_id: self.cluster_id,
             member_id: self.id,
             revision,
-            raft_term: self.raft.metrics().borrow().current_term,
+            raft_term: self.raft.metrics().borrow_watched().current_term,
         })
     }
 
@@ -114,12 +115,12 @@ impl Node {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        self.raft.metrics().borrow_watched().current_leader == Some(self.id)
     }
 
     fn route(&self) -> Result<Route, ProposeError> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let leader = metrics.current_leader.ok_or(ProposeError::NotLeader(None))?;
         if leader == self.id {
             return Ok(Route::Local);

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
 use cairn_proto::cairnpb::{
-    write_response, CampaignRequest, CampaignResponse, MembershipChange, MembershipChangeResult, RaftPayload,
-    ReadIndexRequest, ReadIndexResponse, WriteRequest, WriteResponse,
+    write_response, MembershipChange, MembershipChangeResult, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    WriteRequest, WriteResponse,
 };
 use cairn_proto::etcdserverpb::{
     HashKvRequest, HashKvResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse, MemberListRequest, MemberListResponse,
 };
 use futures::{Stream, StreamExt};
+use openraft::error::RaftError;
+use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch as signal;
@@ -21,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::node::Node;
 use super::proposer::ProposeError;
 use crate::error::EtcdError;
-use crate::raft::types::{decode, encode};
+use crate::raft::types::{decode, encode, TypeConfig};
 
 #[derive(Clone)]
 pub struct PeerService {
@@ -87,6 +89,21 @@ impl RaftPeer for PeerService {
         self.raft_call(request.into_inner(), |req| async move { raft.vote(req).await }).await.map(Response::new)
     }
 
+    async fn pre_vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let raft = self.node.raft.clone();
+        self.raft_call(request.into_inner(), |req| async move { raft.pre_vote(req).await }).await.map(Response::new)
+    }
+
+    /// Answered as the other Raft RPCs are: a `Result` with a `RaftError`.
+    async fn transfer_leader(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let raft = self.node.raft.clone();
+        self.raft_call(request.into_inner(), |req| async move {
+            raft.handle_transfer_leader(req).await.map_err(RaftError::<TypeConfig>::Fatal)
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let raft = self.node.raft.clone();
         self.raft_call(request.into_inner(), |req| async move { raft.install_snapshot(req).await })
@@ -123,12 +140,6 @@ impl RaftPeer for PeerService {
             return Err(EtcdError::NotLeader.into());
         }
         Ok(Response::new(self.node.time_to_live_here(&request.into_inner())))
-    }
-
-    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignResponse>, Status> {
-        self.check_cluster(request.into_inner().cluster_id)?;
-        self.node.raft.trigger().elect().await.map_err(|err| EtcdError::PeerUnavailable(err.to_string()))?;
-        Ok(Response::new(CampaignResponse {}))
     }
 
     async fn change_members(

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::EtcdError;
 use crate::metrics::METRICS;
-use crate::raft::types::{Applied, NodeId, Proposal, Raft};
+use crate::raft::types::{Applied, NodeId, Proposal, Raft, TypeConfig};
 
 /// Upper bound of requests in one entry.
 const MAX_BATCH_REQUESTS: usize = 1024;
@@ -118,10 +118,17 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Repl
     }
 }
 
-fn propose_error(err: RaftError<NodeId, ClientWriteError<NodeId, crate::raft::types::Member>>) -> ProposeError {
+fn propose_error(err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ProposeError {
     match err {
+        // Not appended (or this member's leader lease lapsed first): a retry is safe.
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => ProposeError::NotLeader(forward.leader_id),
+        // Appended, then dropped here for another leader's log: it may still commit, so the
+        // outcome is unknown, as etcd's "leader changed" says.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ProposeError::Failed(EtcdError::LeaderChanged),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(err)) => {
+            ProposeError::Failed(EtcdError::Internal(err.to_string()))
+        }
+        RaftError::APIError(ClientWriteError::PreconditionFailed(err)) => {
             ProposeError::Failed(EtcdError::Internal(err.to_string()))
         }
         RaftError::Fatal(fatal) => {

@@ -1,12 +1,13 @@
 //! Linearizable reads by ReadIndex: concurrent reads on the leader share one
 //! round of quorum confirmation.
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
+use openraft::ReadPolicy;
 use tokio::sync::{mpsc, oneshot};
 
 use super::proposer::ProposeError;
 use crate::error::EtcdError;
-use crate::raft::types::{Member, NodeId, Raft};
+use crate::raft::types::{Raft, TypeConfig};
 
 type Reply = oneshot::Sender<Result<u64, ProposeError>>;
 
@@ -41,8 +42,8 @@ async fn round_loop(raft: Raft, mut receiver: mpsc::Receiver<Reply>) {
             waiters.push(next);
         }
         // Every waiter arrived before this round began, so its index covers them.
-        let outcome = match raft.ensure_linearizable().await {
-            Ok(log_id) => Ok(log_id.map_or(0, |log_id| log_id.index)),
+        let outcome = match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
             Err(err) => Err(read_error(err)),
         };
         for waiter in waiters {
@@ -51,10 +52,12 @@ async fn round_loop(raft: Raft, mut receiver: mpsc::Receiver<Reply>) {
     }
 }
 
-fn read_error(err: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ProposeError {
+fn read_error(err: RaftError<TypeConfig, LinearizableReadError<TypeConfig>>) -> ProposeError {
     match err {
-        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => ProposeError::NotLeader(forward.leader_id),
-        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => ProposeError::Failed(EtcdError::Timeout),
+        RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)) => {
+            ProposeError::NotLeader(forward.leader_id)
+        }
+        RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)) => ProposeError::Failed(EtcdError::Timeout),
         RaftError::Fatal(_) => ProposeError::Failed(EtcdError::Stopped),
     }
 }

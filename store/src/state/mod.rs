@@ -642,7 +642,9 @@ mod tests {
 
     use cairn_proto::cairnpb::WriteRequest;
     use cairn_proto::etcdserverpb::{CompactionRequest, PutRequest};
-    use openraft::CommittedLeaderId;
+    use openraft::vote::RaftLeaderId;
+
+    use crate::types::CommittedLeaderId;
 
     use super::*;
 
