@@ -5,6 +5,7 @@ mod auth;
 mod compare;
 mod kube;
 mod load;
+mod move_leader;
 mod report;
 mod stalls;
 mod svg;
@@ -41,6 +42,8 @@ enum BenchCommand {
     Auth(auth::AuthOptions),
     /// Write latency beside whole-range reads and beside a large compaction.
     Stalls(stalls::StallOptions),
+    /// `etcdctl move-leader` again and again under a 64-client write load.
+    MoveLeader(move_leader::MoveLeaderOptions),
     /// A whole Kubernetes cluster on Cairn at density: hollow nodes, pods,
     /// and Kubernetes' SLOs; writes docs/benchmarks/kube.
     Kube(kube::DensityOptions),
@@ -85,6 +88,11 @@ async fn main() -> Result<()> {
             let table = auth::run(&options).await?;
             print!("{table}");
             std::fs::write(&options.out, auth::page(&table))?;
+            return Ok(());
+        }
+        BenchCommand::MoveLeader(options) => {
+            let results = move_leader::run(&options).await?;
+            print!("{}", move_leader::table(&results, options.limit_ms));
             return Ok(());
         }
         BenchCommand::Stalls(options) => {

@@ -277,7 +277,7 @@ pub fn recovery_times(run: &Recorded) -> Vec<Option<Nanos>> {
 }
 
 fn recovery(run: &Recorded) -> Verdict {
-    let limit_ms = run.meta.recovery_limit_ms.unwrap_or(2 * run.meta.election_timeout_ms + 1000);
+    let limit_ms = run.meta.recovery_limit_ms.unwrap_or(2 * run.meta.election_timeout_ms);
     let limit = Duration::from_millis(limit_ms).as_nanos() as u64;
     let times = recovery_times(run);
     if times.iter().any(Option::is_none) {

@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::cairnpb::RaftPayload;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use openraft::error::decompose::DecomposeResult;
 use openraft::error::{
     Infallible, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
@@ -21,7 +25,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
@@ -34,6 +38,22 @@ use crate::tls::PeerDialer;
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// A snapshot travels in InstallSnapshot chunks of this size when openraft names none.
 const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long a replication stream that owes answers may stay silent.
+const STREAM_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// AppendEntries sent ahead of their answers on one replication stream: enough
+/// to overlap a follower's fsync with the next send, few enough that a
+/// follower catching up on 8 MiB messages is not buried under them.
+const APPENDS_IN_FLIGHT: usize = 8;
+
+/// A failed peer call as openraft takes it: a peer that is not there backs off.
+fn rpc_error<E: std::error::Error>(status: Status) -> RPCError<TypeConfig, E> {
+    if status.code() == tonic::Code::Unavailable {
+        RPCError::Unreachable(Unreachable::new(&status))
+    } else {
+        RPCError::Network(NetworkError::new(&status))
+    }
+}
 
 /// Lets the chaos harness route each link through its own proxy: a list of
 /// `advertised-peer-url=url-to-dial`, comma-separated. Not for production.
@@ -238,6 +258,16 @@ enum Rpc {
 }
 
 impl Connection {
+    /// The link to the target's peer URL as the latest membership has it:
+    /// openraft keeps a replication stream (and its connection) across a
+    /// membership change that only gives a member new peer URLs.
+    fn refresh_link(&mut self) {
+        if let Some(member) = self.peers.member_if_changed(self.target, &self.member) {
+            self.link = self.peers.link(self.target, &member);
+            self.member = member;
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
@@ -249,12 +279,7 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        // openraft keeps a replication stream (and its connection) across a
-        // membership change that only gives a member new peer URLs.
-        if let Some(member) = self.peers.member_if_changed(self.target, &self.member) {
-            self.link = self.peers.link(self.target, &member);
-            self.member = member;
-        }
+        self.refresh_link();
         let link = match &self.link {
             Ok(link) => link,
             Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
@@ -281,10 +306,7 @@ impl Connection {
                 METRICS.observe_peer_rtt(self.target, started.elapsed());
                 response
             }
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&status)))
-            }
-            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Err(status)) => return Err(rpc_error(status)),
             Err(elapsed) => return Err(RPCError::Network(NetworkError::new(&elapsed))),
         };
         let result: Result<Resp, RaftError<TypeConfig, E>> =
@@ -326,6 +348,87 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call::<_, _, Infallible>(Rpc::TransferLeader, &req, &option).await.decompose_infallible()
+    }
+
+    /// Pipelined replication on one gRPC stream: requests go out as openraft
+    /// makes them, up to [`APPENDS_IN_FLIGHT`] ahead of their answers, which
+    /// come back in order. A stream that owes answers and hears nothing for
+    /// [`STREAM_ANSWER_TIMEOUT`] fails, and openraft opens a new one.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            self.refresh_link();
+            let mut client = match &self.link {
+                Ok(link) => link.client.clone(),
+                Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
+            };
+            let cluster_id = self.cluster_id;
+            let window = Arc::new(Semaphore::new(APPENDS_IN_FLIGHT));
+            let sending = window.clone();
+            let requests = input
+                .then(move |request| {
+                    let sending = sending.clone();
+                    async move {
+                        // Each answer gives its permit back.
+                        if let Ok(permit) = sending.acquire().await {
+                            permit.forget();
+                        }
+                        request
+                    }
+                })
+                // An entry that does not encode ends the stream: a gap would only be refused.
+                .scan((), move |_, request| {
+                    let payload = encode(&request).ok().map(|data| RaftPayload { cluster_id, data: data.into() });
+                    std::future::ready(payload)
+                });
+            let answers = match client.stream_append(requests).await {
+                Ok(answers) => answers.into_inner(),
+                Err(status) => return Err(rpc_error(status)),
+            };
+            let target = self.target;
+            let answers = futures::stream::unfold(answers, move |mut answers| {
+                let window = window.clone();
+                async move {
+                    loop {
+                        match tokio::time::timeout(STREAM_ANSWER_TIMEOUT, answers.message()).await {
+                            Ok(Ok(Some(payload))) => {
+                                window.add_permits(1);
+                                let answer = decode::<StreamAppendResult<TypeConfig>>(&payload.data)
+                                    .map_err(|err| RPCError::Network(NetworkError::new(&err)));
+                                return Some((answer, answers));
+                            }
+                            Ok(Ok(None)) => return None,
+                            Ok(Err(status)) => return Some((Err(rpc_error(status)), answers)),
+                            Err(elapsed) if window.available_permits() < APPENDS_IN_FLIGHT => {
+                                tracing::debug!(target, "no answer on the replication stream");
+                                return Some((Err(RPCError::Network(NetworkError::new(&elapsed))), answers));
+                            }
+                            // Nothing owed: the stream is idle, not stuck.
+                            Err(_) => {}
+                        }
+                    }
+                }
+            });
+            // The first error, or refusal (a conflict, a higher vote), ends the
+            // stream, as openraft's sequential stream does.
+            let answers = answers.scan(false, |ended, answer| {
+                let item = (!*ended).then(|| {
+                    *ended = !matches!(answer, Ok(Ok(_)));
+                    answer
+                });
+                std::future::ready(item)
+            });
+            Ok(Box::pin(answers) as BoxStream<'s, _>)
+        })
     }
 
     /// Sends the snapshot file in InstallSnapshot chunks, each answered before

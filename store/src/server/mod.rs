@@ -143,6 +143,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         // A restarted leader campaigns, as in etcd: its applied state is not
         // fsynced before apply returns, so it must learn the commit index anew.
         enable_leader_restore: Some(false),
+        // Replication may read an entry once it is written (before its
+        // fsync): waking it then lets the followers' round overlap ours.
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     }
     .validate()

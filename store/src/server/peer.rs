@@ -84,6 +84,39 @@ impl RaftPeer for PeerService {
         Ok(Response::new(Box::pin(answers.take_until(stopped))))
     }
 
+    type StreamAppendStream = AnswerStream;
+
+    /// Pipelined replication: requests are handed to openraft as they arrive,
+    /// and each answer goes back, in order, once its entries are durable here.
+    /// A message that does not decode, or is from another cluster, ends the stream.
+    async fn stream_append(&self, request: Request<Streaming<RaftPayload>>) -> Result<Response<AnswerStream>, Status> {
+        let cluster_id = self.node.cluster_id;
+        // openraft reads the requests on a task of its own, which would keep the
+        // stream (and a stopping server) open after the answers end: stop both.
+        let requests = request.into_inner().take_until(super::stopped_signal(self.stopped.clone()));
+        let requests = requests.scan((), move |_, message| {
+            let request = match message {
+                Ok(payload) if payload.cluster_id == cluster_id => decode(&payload.data)
+                    .map_err(|err| tracing::warn!(error = %err, "a replication request did not decode"))
+                    .ok(),
+                Ok(payload) => {
+                    tracing::warn!(theirs = payload.cluster_id, "a replication request from another cluster");
+                    None
+                }
+                Err(_) => None,
+            };
+            std::future::ready(request)
+        });
+        let answers = self.node.raft.stream_append(requests).map(move |answer| match answer {
+            Ok(result) => encode(&result)
+                .map(|data| RaftPayload { cluster_id, data: data.into() })
+                .map_err(|err| Status::from(EtcdError::Internal(err.to_string()))),
+            Err(fatal) => Err(EtcdError::PeerUnavailable(fatal.to_string()).into()),
+        });
+        let stopped = super::stopped_signal(self.stopped.clone());
+        Ok(Response::new(Box::pin(answers.take_until(stopped))))
+    }
+
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let raft = self.node.raft.clone();
         self.raft_call(request.into_inner(), |req| async move { raft.vote(req).await }).await.map(Response::new)

@@ -96,7 +96,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1000)]
     election_timeout: u64,
     /// The longest acceptable recovery after a leader kill (default: two
-    /// election timeouts and a second).
+    /// election timeouts).
     #[arg(long, value_parser = parse_duration)]
     recovery_limit: Option<Duration>,
     #[arg(long, default_value_t = 100)]
