@@ -69,20 +69,35 @@ fn unique_suffix() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos())
 }
 
-/// Removes every snapshot file but `keep`.
-fn remove_others(dir: &Path, keep: &str) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy() != keep {
-                let _ = std::fs::remove_file(entry.path());
-            }
+/// Removes the snapshot files older than `keep`. Names sort by index, so a
+/// build that finishes after a newer snapshot was installed leaves that one
+/// alone, and files still being written (`.part`: a snapshot being built or
+/// received beside this one) are never touched.
+fn remove_older(dir: &Path, keep: &str) {
+    remove_snapshot_files(dir, |name| name.ends_with(SNAPSHOT_SUFFIX) && name < keep);
+}
+
+/// Removes what a stopped member left half written. Only at startup, when
+/// nothing is being built or received.
+pub fn remove_unfinished(dir: &Path) {
+    remove_snapshot_files(dir, |name| name.ends_with(PART_SUFFIX));
+}
+
+fn remove_snapshot_files(dir: &Path, doomed: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if doomed(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
 
+const SNAPSHOT_SUFFIX: &str = ".snap";
+const PART_SUFFIX: &str = ".part";
+
 /// A snapshot's file name: its index, then a suffix that no other file of this member has.
 fn snapshot_file_name(last_applied: Option<LogId>) -> String {
-    format!("{:016x}-{:x}.snap", last_applied.map_or(0, |log_id| log_id.index), unique_suffix())
+    format!("{:016x}-{:x}{SNAPSHOT_SUFFIX}", last_applied.map_or(0, |log_id| log_id.index), unique_suffix())
 }
 
 fn meta_of(applied: &AppliedState) -> SnapshotMeta {
@@ -99,7 +114,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (cluster_id, member_id) = self.ids;
         let (file, applied) = tokio::task::spawn_blocking(move || -> Result<(String, AppliedState), io::Error> {
             std::fs::create_dir_all(&dir)?;
-            let building = dir.join(format!("building-{}.part", unique_suffix()));
+            let building = dir.join(format!("building-{}{PART_SUFFIX}", unique_suffix()));
             let mut out = std::io::BufWriter::new(std::fs::File::create(&building)?);
             let options = WriteOptions { cluster_id, member_id };
             let (_, meta_values) = write_snapshot(state.engine(), &options, &mut out).map_err(io::Error::other)?;
@@ -119,7 +134,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             std::fs::rename(&building, dir.join(&name))?;
             let record = encode_snapshot_record(&name, &applied).map_err(io::Error::other)?;
             state.record_snapshot(&record).map_err(io::Error::other)?;
-            remove_others(&dir, &name);
+            remove_older(&dir, &name);
             Ok((name, applied))
         })
         .await
@@ -196,7 +211,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tokio::task::spawn_blocking(move || -> Result<(), io::Error> {
             let record = encode_snapshot_record(&installed, &applied).map_err(io::Error::other)?;
             state.install_snapshot(&path, &record, &applied).map_err(io::Error::other)?;
-            remove_others(&dir, &installed);
+            remove_older(&dir, &installed);
             Ok(())
         })
         .await
@@ -225,9 +240,44 @@ impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> Result<tokio::fs::File, io::Error> {
         tokio::fs::create_dir_all(&self.snapshot_dir).await?;
-        let path = self.snapshot_dir.join(format!("incoming-{}.part", unique_suffix()));
+        let path = self.snapshot_dir.join(format!("incoming-{}{PART_SUFFIX}", unique_suffix()));
         let file = tokio::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path).await?;
         self.receiving = Some(path);
         Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::vote::RaftLeaderId;
+
+    use super::*;
+    use crate::types::CommittedLeaderId;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// A snapshot built while one is received (or after a newer one was
+    /// installed) must leave the other's file alone: removing it once stopped
+    /// a member's Raft in a chaos run.
+    #[test]
+    fn a_finished_snapshot_removes_only_older_finished_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_id = |index| Some(LogId::new(CommittedLeaderId::new(1, 1), index));
+        let older = snapshot_file_name(log_id(5));
+        let kept = snapshot_file_name(log_id(90));
+        let newer = snapshot_file_name(log_id(91));
+        for name in [&older, &kept, &newer, &"incoming-1.part".to_string(), &"building-2.part".to_string()] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        remove_older(dir.path(), &kept);
+        assert_eq!(names(dir.path()), [kept.as_str(), newer.as_str(), "building-2.part", "incoming-1.part"]);
+        remove_unfinished(dir.path());
+        assert_eq!(names(dir.path()), [kept.as_str(), newer.as_str()]);
     }
 }

@@ -110,6 +110,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     if crate::state::finish_interrupted_install(&engine, &snapshot_dir)? {
         tracing::info!("finished a snapshot install that a crash had interrupted");
     }
+    crate::raft::state_machine::remove_unfinished(&snapshot_dir);
     let min_lease_ttl = crate::lease::min_ttl_seconds(config.election_timeout);
     let state_options = crate::state::StateOptions {
         event_log_capacity: config.watch_event_log_size,
