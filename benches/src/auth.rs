@@ -71,20 +71,12 @@ async fn measure(system: &str, binary: &Path, options: &AuthOptions, work: &Path
             admin.auth_enable().await.context("enabling auth")?;
         }
         eprintln!(" {system}: {name}");
+        let total = if workload == Workload::Authenticate { options.logins } else { options.total };
         let load = LoadOptions {
-            endpoints: endpoints.clone(),
             conns: clients.min(4),
-            clients,
-            total: if workload == Workload::Authenticate { options.logins } else { options.total },
-            duration: None,
-            key_size: 8,
-            val_size: 256,
             key_space_size: KEY_SPACE,
-            sequential_keys: false,
-            rate: 0.0,
-            serializable: false,
-            whole_range: false,
             user: user.map(str::to_string),
+            ..LoadOptions::puts(endpoints.clone(), clients, total)
         };
         let summary = summarize(&load::run(workload, &load, true).await?);
         anyhow::ensure!(summary.errors == 0, "{system}: {name}: {} requests failed", summary.errors);

@@ -268,19 +268,10 @@ async fn measure(
     let mut ops = 0;
     for (workload_name, workload, clients, serializable) in WORKLOADS {
         let load = LoadOptions {
-            endpoints: endpoints.clone(),
             conns: clients.clamp(1, 16),
-            clients,
-            total,
-            duration: None,
-            key_size: 8,
-            val_size: 256,
-            key_space_size: 100_000,
             sequential_keys: clients == 1,
-            rate: 0.0,
             serializable,
-            whole_range: false,
-            user: None,
+            ..LoadOptions::puts(endpoints.clone(), clients, total)
         };
         eprintln!(" {workload_name}");
         let outcome = load::run(workload, &load, true).await?;
@@ -299,19 +290,9 @@ async fn measure(
     // Memory is compared with 100k keys in the store: write every key of the key space once.
     eprintln!(" filling 100k keys for the memory figure");
     let fill = LoadOptions {
-        endpoints: endpoints.clone(),
-        conns: 16,
-        clients: 64,
-        total: FILL_KEYS,
-        duration: None,
-        key_size: 8,
-        val_size: 256,
         key_space_size: FILL_KEYS,
         sequential_keys: true,
-        rate: 0.0,
-        serializable: false,
-        whole_range: false,
-        user: None,
+        ..LoadOptions::puts(endpoints.clone(), 64, FILL_KEYS)
     };
     load::run(Workload::Put, &fill, false).await?;
     let rss: u64 = pids(&cluster).into_iter().map(|pid| proc_field(pid, "status", "VmRSS:")).sum();

@@ -62,6 +62,26 @@ pub struct LoadOptions {
 }
 
 impl LoadOptions {
+    /// The benchmarks' puts: `total` 256-byte values at random keys of a
+    /// 100,000-key space, closed loop, a connection per 4 clients up to 16.
+    pub fn puts(endpoints: Vec<String>, clients: usize, total: u64) -> Self {
+        Self {
+            endpoints,
+            conns: clients.div_ceil(4).clamp(1, 16),
+            clients,
+            total,
+            duration: None,
+            key_size: 8,
+            val_size: 256,
+            key_space_size: 100_000,
+            sequential_keys: false,
+            rate: 0.0,
+            serializable: false,
+            whole_range: false,
+            user: None,
+        }
+    }
+
     fn credentials(&self) -> Result<Option<(String, String)>> {
         let Some(user) = &self.user else { return Ok(None) };
         let (name, password) = user.split_once(':').context("--user takes name:password")?;

@@ -6,6 +6,7 @@ mod compare;
 mod kube;
 mod load;
 mod move_leader;
+mod per_write;
 mod report;
 mod stalls;
 mod svg;
@@ -44,6 +45,9 @@ enum BenchCommand {
     Stalls(stalls::StallOptions),
     /// `etcdctl move-leader` again and again under a 64-client write load.
     MoveLeader(move_leader::MoveLeaderOptions),
+    /// What one put costs the members: fdatasyncs, context switches, syscalls
+    /// and CPU per write (perf stat), beside mean latencies from /metrics.
+    PerWrite(per_write::PerWriteOptions),
     /// A whole Kubernetes cluster on Cairn at density: hollow nodes, pods,
     /// and Kubernetes' SLOs; writes docs/benchmarks/kube.
     Kube(kube::DensityOptions),
@@ -93,6 +97,12 @@ async fn main() -> Result<()> {
         BenchCommand::MoveLeader(options) => {
             let results = move_leader::run(&options).await?;
             print!("{}", move_leader::table(&results, options.limit_ms));
+            return Ok(());
+        }
+        BenchCommand::PerWrite(options) => {
+            per_write::validate(&options)?;
+            let rows = per_write::run(&options).await?;
+            print!("{}", per_write::table(&rows));
             return Ok(());
         }
         BenchCommand::Stalls(options) => {

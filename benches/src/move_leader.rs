@@ -110,21 +110,7 @@ pub async fn run(options: &MoveLeaderOptions) -> Result<Vec<SystemMoves>> {
 /// Puts from `options.clients` clients until a second after the last move.
 fn writers(cluster: &Cluster, options: &MoveLeaderOptions) -> tokio::task::JoinHandle<Result<load::Outcome>> {
     let seconds = 3 + (options.moves as u64 * options.interval_ms).div_ceil(1000);
-    let load = LoadOptions {
-        endpoints: cluster.endpoints(),
-        conns: options.clients.div_ceil(4),
-        clients: options.clients,
-        total: 0,
-        duration: Some(seconds),
-        key_size: 8,
-        val_size: 256,
-        key_space_size: 100_000,
-        sequential_keys: false,
-        rate: 0.0,
-        serializable: false,
-        whole_range: false,
-        user: None,
-    };
+    let load = LoadOptions { duration: Some(seconds), ..LoadOptions::puts(cluster.endpoints(), options.clients, 0) };
     tokio::spawn(async move { load::run(Workload::Put, &load, false).await })
 }
 

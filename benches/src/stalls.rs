@@ -194,21 +194,7 @@ fn p99(summary: &Summary) -> f64 {
 }
 
 fn load_options(cluster: &Cluster) -> LoadOptions {
-    LoadOptions {
-        endpoints: cluster.endpoints(),
-        conns: 1,
-        clients: 1,
-        total: 0,
-        duration: None,
-        key_size: 8,
-        val_size: 256,
-        key_space_size: 1,
-        sequential_keys: false,
-        rate: 0.0,
-        serializable: false,
-        whole_range: false,
-        user: None,
-    }
+    LoadOptions { key_space_size: 1, ..LoadOptions::puts(cluster.endpoints(), 1, 0) }
 }
 
 /// `total` puts of `val_size` bytes over `key_space` keys, in order, from 64 clients.
