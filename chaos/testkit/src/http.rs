@@ -75,8 +75,10 @@ async fn exchange(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
+    // One write: a server that answers from the head alone and closes with
+    // the body still unread resets the connection, and the answer is lost.
+    head.push_str(request.body);
     socket.write_all(head.as_bytes()).await?;
-    socket.write_all(request.body.as_bytes()).await?;
 
     let mut deadline = tokio::time::Instant::now() + wait;
     let mut enough = false;
@@ -90,6 +92,8 @@ async fn exchange(
             }
         }
         let read = match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            // A reset after a whole answer ends it as a close would.
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionReset && complete(&raw) => 0,
             Ok(read) => read?,
             Err(_) if lines.is_some() => 0,
             Err(_) => bail!("no complete answer to {} within {wait:?}", request.path),
@@ -117,6 +121,18 @@ fn parse(raw: &[u8]) -> anyhow::Result<Option<Reply>> {
     let chunked = headers.iter().any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
     let body = if chunked { dechunk(rest) } else { rest.to_vec() };
     Ok(Some(Reply { status, headers, body }))
+}
+
+/// Whether `raw` holds a whole answer: its Content-Length, or its last chunk.
+fn complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|window| window == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let rest = &raw[end + 4..];
+    let length = head.lines().find_map(|line| line.strip_prefix("content-length:")).and_then(|n| n.trim().parse().ok());
+    match length {
+        Some(length) => rest.len() >= length,
+        None => rest.ends_with(b"0\r\n\r\n"),
+    }
 }
 
 /// The complete chunks' data.
@@ -147,5 +163,14 @@ mod tests {
         assert_eq!(reply.text(), "ab\ncdef\n");
         assert_eq!(reply.lines(), vec!["ab", "cdef"]);
         assert_eq!(dechunk(b"2\r\nab\r\n0\r\n\r\n"), b"ab");
+    }
+
+    #[test]
+    fn an_answer_is_complete_at_its_length_or_last_chunk() {
+        assert!(complete(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nab"));
+        assert!(!complete(b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nab"));
+        assert!(complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\n"));
     }
 }

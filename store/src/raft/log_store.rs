@@ -3,10 +3,12 @@
 //! openraft it is durable only after the fsync; no tokio worker waits on the
 //! disk. openraft 0.10 goes on appending (and replicating) while a flush is
 //! pending, so one fsync covers every append that queued meanwhile.
+//! Where nothing runs beside the fsync (a follower, or a leader alone), the
+//! append fsyncs inline instead, saving the hand-off to the thread and back.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use std::io;
@@ -23,6 +25,13 @@ use crate::metrics::METRICS;
 pub struct LogStore {
     engine: Arc<Engine>,
     wal_sync: Arc<WalSync>,
+    /// The last committed log id, not yet written: it rides in the next
+    /// append's batch instead of costing a write of its own between a commit
+    /// and its apply. It is a hint (the applied index is durable with the
+    /// state, and a lost commit is re-learned from the leader).
+    unsaved_committed: Option<Option<LogId>>,
+    /// Whether appends fsync inline: see [`LogStore::inline_fsync`].
+    inline_fsync: Arc<AtomicBool>,
 }
 
 /// The WAL sync thread and the queue of appends waiting for its fsync, in log
@@ -52,7 +61,15 @@ impl LogStore {
         let thread =
             std::thread::Builder::new().name("cairn-wal-sync".into()).spawn(move || sync_loop(&syncing, waiting))?;
         let wal_sync = Arc::new(WalSync { unsynced, thread: parking_lot::Mutex::new(Some(thread)) });
-        Ok(Self { engine, wal_sync })
+        Ok(Self { engine, wal_sync, unsaved_committed: None, inline_fsync: Arc::new(AtomicBool::new(true)) })
+    }
+
+    /// The switch between fsyncing appends inline (true: no replication to
+    /// overlap with, as on a follower or a lone leader) and on the WAL sync
+    /// thread (a leader with peers, whose fsync overlaps their round). Either
+    /// is correct; the server sets it as the member's role changes.
+    pub fn inline_fsync(&self) -> Arc<AtomicBool> {
+        self.inline_fsync.clone()
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
@@ -151,6 +168,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.read_meta(meta::RAFT_LAST_PURGED)?;
+        METRICS.raft_purged_index.store(last_purged_log_id.map_or(0, |log_id| log_id.index), Ordering::Relaxed);
         let last = self.engine.last(schema::CF_RAFT_LOG).map_err(io::Error::other)?;
         let last_log_id = match last {
             Some((key, value)) => Some(decode_entry(&key, &value).map_err(io::Error::other)?.log_id),
@@ -169,13 +187,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         METRICS.proposals_committed.store(committed.map_or(0, |log_id| log_id.index), Ordering::Relaxed);
-        // Buffered: the committed index is a hint, re-learned from the leader after a crash.
-        let value = encode(&committed).map_err(io::Error::other)?;
-        let op = WriteOp::Put { cf: schema::CF_META, key: meta::RAFT_COMMITTED.to_vec(), value };
-        self.engine.write(&[op], Durability::Buffered).map_err(io::Error::other)
+        self.unsaved_committed = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        if let Some(committed) = self.unsaved_committed {
+            return Ok(committed);
+        }
         Ok(self.read_meta::<Option<LogId>>(meta::RAFT_COMMITTED)?.flatten())
     }
 
@@ -185,6 +204,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut ops = Vec::new();
+        if let Some(committed) = self.unsaved_committed.take() {
+            let value = encode(&committed).map_err(io::Error::other)?;
+            ops.push(WriteOp::Put { cf: schema::CF_META, key: meta::RAFT_COMMITTED.to_vec(), value });
+        }
         for entry in entries {
             let value = encode(&entry).map_err(io::Error::other)?;
             ops.push(WriteOp::Put {
@@ -192,6 +215,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 key: schema::log_key(entry.log_id.index).to_vec(),
                 value,
             });
+        }
+        if self.inline_fsync.load(Ordering::Relaxed) {
+            let started = std::time::Instant::now();
+            self.engine.write(&ops, Durability::Sync).map_err(io::Error::other)?;
+            METRICS.wal_fsync.observe(started.elapsed());
+            // An append still queued for the thread completes later with an
+            // older id, which openraft ignores: this fsync covered it too.
+            callback.io_completed(Ok(()));
+            return Ok(());
         }
         self.engine.write(&ops, Durability::Buffered).map_err(io::Error::other)?;
         self.wal_sync.unsynced.send(callback).map_err(|_| io::Error::other("the WAL sync thread has stopped"))
@@ -220,7 +252,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 to: schema::log_key(log_id.index.saturating_add(1)).to_vec(),
             },
         ];
-        self.write_synced(ops).await
+        self.write_synced(ops).await?;
+        METRICS.raft_purged_index.store(log_id.index, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ pub mod watch;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ use cairn_proto::etcdserverpb::MemberListRequest;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 use openraft::async_runtime::WatchReceiver;
-use openraft::SnapshotPolicy;
+use openraft::{ServerState, SnapshotPolicy};
 use tokio::sync::watch as signal;
 use tonic::transport::server::Connected;
 
@@ -153,6 +153,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     .map_err(|err| StartError::Raft(err.to_string()))?;
     let network = Network { cluster_id: identity.cluster_id, peers: peers.clone() };
     let log_store = LogStore::new(engine.clone()).map_err(|err| StartError::Raft(err.to_string()))?;
+    let inline_fsync = log_store.inline_fsync();
     let raft = Raft::new(
         identity.member_id,
         Arc::new(raft_config),
@@ -215,7 +216,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     serve!(serve_metrics, metrics_listeners, &security.client);
     let publisher = tokio::spawn(publish_attributes(node.clone()));
     let lessor = tokio::spawn(lessor::run(node.clone()));
-    let leader_metrics = tokio::spawn(track_leadership(node.clone()));
+    let leader_metrics = tokio::spawn(track_leadership(node.clone(), inline_fsync));
     let corrupt_check_time = config.corrupt_check_time();
     let corruption_monitor =
         (!corrupt_check_time.is_zero()).then(|| tokio::spawn(corrupt::monitor(node.clone(), corrupt_check_time)));
@@ -473,23 +474,25 @@ async fn serve_peers<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO
     }
 }
 
-/// Keeps the leadership and log metrics current, and the peer clients'
-/// members those of the latest membership.
-async fn track_leadership(node: Arc<Node>) {
-    let mut metrics = node.raft.metrics();
+/// Keeps the leadership metrics current, the peer clients' members those of
+/// the latest membership, and the log's fsync inline unless this member leads peers.
+async fn track_leadership(node: Arc<Node>, inline_fsync: Arc<AtomicBool>) {
+    // The server metrics change with the leader and the membership, not with every write.
+    let mut metrics = node.raft.server_metrics();
     let mut last_leader = None;
     let mut last_membership = None;
     loop {
-        let (leader, purged) = {
+        let leader = {
             let current = metrics.borrow_and_update();
             let membership = &current.membership_config;
             if last_membership.as_ref() != Some(membership.log_id()) {
                 node.peers.set_members(membership.membership().nodes());
                 last_membership = Some(*membership.log_id());
             }
-            (current.current_leader, current.purged.map_or(0, |log_id| log_id.index))
+            let leads_peers = current.state == ServerState::Leader && membership.membership().voter_ids().count() > 1;
+            inline_fsync.store(!leads_peers, Ordering::Relaxed);
+            current.current_leader
         };
-        METRICS.raft_purged_index.store(purged, Ordering::Relaxed);
         METRICS.has_leader.store(i64::from(leader.is_some()), Ordering::Relaxed);
         METRICS.is_leader.store(i64::from(leader == Some(node.id)), Ordering::Relaxed);
         if leader.is_some() && leader != last_leader {
@@ -507,16 +510,15 @@ async fn track_leadership(node: Arc<Node>) {
 /// Returns once this member has applied a membership without itself, having
 /// applied one with itself before (a joining member starts with none).
 async fn removed_from_cluster(node: &Node) {
-    let mut applied = node.state.subscribe_applied();
+    let mut membership = node.state.subscribe_membership();
     let mut was_member = false;
     loop {
-        let state = node.state.applied_state();
-        let is_member = state.membership.membership().nodes().any(|(id, _)| *id == node.id);
+        let is_member = membership.borrow_and_update().membership().nodes().any(|(id, _)| *id == node.id);
         if was_member && !is_member {
             return;
         }
         was_member |= is_member;
-        if applied.changed().await.is_err() {
+        if membership.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }

@@ -1,5 +1,7 @@
 //! Group commit: client writes that arrive while a proposal is in flight are
 //! batched into the next Raft entry, so one log fsync covers many requests.
+//! A write that finds nothing in flight and nothing queued is proposed from
+//! its own task: a lone client pays no hand-off to the batching task.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -8,11 +10,11 @@ use std::time::Duration;
 use cairn_proto::cairnpb::{write_response, WriteRequest, WriteResponse};
 use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::EtcdError;
 use crate::metrics::METRICS;
-use crate::raft::types::{Applied, NodeId, Proposal, Raft, TypeConfig};
+use crate::raft::types::{NodeId, Proposal, Raft, TypeConfig};
 
 /// Upper bound of requests in one entry.
 const MAX_BATCH_REQUESTS: usize = 1024;
@@ -38,19 +40,27 @@ type Reply = oneshot::Sender<Result<WriteResponse, ProposeError>>;
 
 #[derive(Clone)]
 pub struct Proposer {
+    raft: Raft,
     queue: mpsc::Sender<(WriteRequest, Reply)>,
+    in_flight: Arc<Semaphore>,
     timeout: Duration,
 }
 
 impl Proposer {
     pub fn start(raft: Raft, timeout: Duration) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(batch_loop(raft, receiver));
-        Self { queue, timeout }
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(batch_loop(raft.clone(), receiver, in_flight.clone()));
+        Self { raft, queue, in_flight, timeout }
     }
 
     /// Proposes one write on this member, which must be the leader.
     pub async fn propose(&self, request: WriteRequest) -> Result<WriteResponse, ProposeError> {
+        if self.queue.capacity() == QUEUE_DEPTH {
+            if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+                return self.propose_alone(request, permit).await;
+            }
+        }
         let (reply, response) = oneshot::channel();
         self.queue.send((request, reply)).await.map_err(|_| ProposeError::Failed(EtcdError::Stopped))?;
         match tokio::time::timeout(self.timeout, response).await {
@@ -59,14 +69,27 @@ impl Proposer {
             Err(_) => Err(ProposeError::Failed(EtcdError::Timeout)),
         }
     }
+
+    async fn propose_alone(
+        &self,
+        request: WriteRequest,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<WriteResponse, ProposeError> {
+        let proposed = tokio::time::timeout(self.timeout, propose_batch(&self.raft, vec![request], permit)).await;
+        match proposed {
+            Ok(Ok(mut responses)) => {
+                responses.pop().ok_or_else(|| ProposeError::Failed(EtcdError::Internal("empty write response".into())))
+            }
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(ProposeError::Failed(EtcdError::Timeout)),
+        }
+    }
 }
 
-async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Reply)>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Reply)>, in_flight: Arc<Semaphore>) {
     // A request that did not fit the last batch: the first of the next.
     let mut carried = None;
     loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let first = match carried.take() {
             Some(first) => first,
             None => match receiver.recv().await {
@@ -74,6 +97,10 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Repl
                 None => return,
             },
         };
+        // Taken after the first request, so that an idle loop leaves the permit
+        // to the fast path, and before the rest, so that the batch holds all
+        // that arrived while the last proposal was in flight.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
         let mut bytes = first.0.encoded_len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_REQUESTS {
@@ -88,33 +115,59 @@ async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Repl
         let raft = raft.clone();
         tokio::spawn(async move {
             let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let count = requests.len();
-            METRICS.batches.fetch_add(1, Ordering::Relaxed);
-            METRICS.batch_requests.fetch_add(count as u64, Ordering::Relaxed);
-            METRICS.proposals_pending.fetch_add(count as i64, Ordering::Relaxed);
-            let proposed = std::time::Instant::now();
-            let outcome = raft.client_write(Proposal(requests)).await;
-            METRICS.proposal_commit.observe(proposed.elapsed());
-            METRICS.proposals_pending.fetch_sub(count as i64, Ordering::Relaxed);
-            if outcome.is_err() {
-                METRICS.proposals_failed.fetch_add(count as u64, Ordering::Relaxed);
-            }
-            drop(permit);
-            match outcome {
-                Ok(written) => {
-                    let Applied(responses) = written.data;
+            match propose_batch(&raft, requests, permit).await {
+                Ok(responses) => {
                     for (reply, response) in replies.into_iter().zip(responses) {
                         let _ = reply.send(Ok(response));
                     }
                 }
                 Err(err) => {
-                    let err = propose_error(err);
                     for reply in replies {
                         let _ = reply.send(Err(err.clone()));
                     }
                 }
             }
         });
+    }
+}
+
+/// Proposes `requests` as one entry; `permit` is released once it committed.
+async fn propose_batch(
+    raft: &Raft,
+    requests: Vec<WriteRequest>,
+    permit: OwnedSemaphorePermit,
+) -> Result<Vec<WriteResponse>, ProposeError> {
+    let count = requests.len();
+    METRICS.batches.fetch_add(1, Ordering::Relaxed);
+    METRICS.batch_requests.fetch_add(count as u64, Ordering::Relaxed);
+    let pending = Pending::new(count);
+    let proposed = std::time::Instant::now();
+    let outcome = raft.client_write(Proposal(requests)).await;
+    METRICS.proposal_commit.observe(proposed.elapsed());
+    drop(pending);
+    drop(permit);
+    match outcome {
+        Ok(written) => Ok(written.data.0),
+        Err(err) => {
+            METRICS.proposals_failed.fetch_add(count as u64, Ordering::Relaxed);
+            Err(propose_error(err))
+        }
+    }
+}
+
+/// Requests counted as pending until committed, failed or abandoned.
+struct Pending(usize);
+
+impl Pending {
+    fn new(count: usize) -> Self {
+        METRICS.proposals_pending.fetch_add(count as i64, Ordering::Relaxed);
+        Pending(count)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        METRICS.proposals_pending.fetch_sub(self.0 as i64, Ordering::Relaxed);
     }
 }
 

@@ -92,6 +92,9 @@ pub struct KvState {
     tokens: Mutex<SimpleTokens>,
     applied: RwLock<AppliedState>,
     applied_index: watch::Sender<u64>,
+    /// The applied membership, apart from the applied index: its watchers wake
+    /// on membership changes only, not on every write.
+    applied_membership: watch::Sender<StoredMembership>,
     events: EventLog,
     compactor: Compactor,
 }
@@ -117,6 +120,7 @@ impl KvState {
             alarms: RwLock::new(alarms),
             auth: RwLock::new(auth),
             tokens: Mutex::new(SimpleTokens::new(options.simple_token_ttl)),
+            applied_membership: watch::channel(applied.membership.clone()).0,
             applied: RwLock::new(applied),
             applied_index: watch::channel(applied_index).0,
         })
@@ -153,6 +157,7 @@ impl KvState {
         *self.auth.write() = loaded.auth;
         // The entries the snapshot stands for may have revoked tokens this member never saw revoked.
         self.tokens.lock().clear();
+        self.applied_membership.send_replace(loaded.applied.membership.clone());
         *self.applied.write() = loaded.applied;
         // Watchers behind the new revision read what they miss from storage.
         self.events.reset(mvcc.current_rev);
@@ -500,6 +505,11 @@ impl KvState {
         self.applied_index.subscribe()
     }
 
+    /// Watches the applied membership.
+    pub fn subscribe_membership(&self) -> watch::Receiver<StoredMembership> {
+        self.applied_membership.subscribe()
+    }
+
     /// Applies committed entries and writes their effects, the last applied
     /// log id and the membership in one batch.
     pub fn apply_entries(
@@ -559,10 +569,11 @@ impl KvState {
         let Applied { mut ops, events, garbage } = applier.finish();
 
         let mut applied = self.applied.write();
-        let membership = new_membership.unwrap_or_else(|| applied.membership.clone());
         let encode_err = |err: bincode::Error| EngineError::Encode { what: "state".into(), detail: err.to_string() };
         ops.push(meta_put(meta::SM_LAST_APPLIED, encode(&Some(last_log_id)).map_err(encode_err)?));
-        ops.push(meta_put(meta::SM_MEMBERSHIP, encode(&membership).map_err(encode_err)?));
+        if let Some(membership) = &new_membership {
+            ops.push(meta_put(meta::SM_MEMBERSHIP, encode(membership).map_err(encode_err)?));
+        }
         if alarms_changed {
             let encoded: Vec<(u64, i32)> = alarms.iter().map(|(member, alarm)| (*member, *alarm as i32)).collect();
             ops.push(meta_put(meta::SM_ALARMS, encode(&encoded).map_err(encode_err)?));
@@ -582,7 +593,11 @@ impl KvState {
             // Only now: the compact revision is in the WAL ahead of the deletes.
             self.compactor.schedule(mvcc.compact_rev, garbage);
         }
-        *applied = AppliedState { last_applied: Some(last_log_id), membership };
+        applied.last_applied = Some(last_log_id);
+        if let Some(membership) = new_membership {
+            applied.membership = membership.clone();
+            self.applied_membership.send_replace(membership);
+        }
         drop(applied);
         drop(member_attrs);
         drop(alarms);
