@@ -31,6 +31,9 @@ use crate::error::{EtcdError, StoreError};
 use crate::lease::{Leases, MAX_LEASE_TTL};
 use crate::mvcc::{self, KeyRange, Mvcc, Revision, ValueReader};
 
+/// Previous values a delete reads at once.
+const DELETE_READ_CHUNK: usize = 4096;
+
 /// Applies writes; one [`Applier`] covers one Raft entry's batch.
 pub struct Applier<'a, R: ValueReader> {
     mvcc: &'a mut Mvcc,
@@ -41,6 +44,9 @@ pub struct Applier<'a, R: ValueReader> {
     token_effect: Option<TokenEffect>,
     ops: Vec<WriteOp>,
     events: Vec<Event>,
+    /// A revision with more events than this is not kept in memory for watchers.
+    event_limit: usize,
+    events_dropped: bool,
     garbage: Vec<Revision>,
     /// The NOSPACE alarm is active: only writes that free space are applied.
     no_space: bool,
@@ -53,6 +59,9 @@ pub struct Applied {
     pub ops: Vec<WriteOp>,
     /// In revision order; every event carries its `prev_kv` when there was one.
     pub events: Vec<Event>,
+    /// A revision had more events than the event limit: `events` is empty and
+    /// watchers read this batch's events from storage.
+    pub events_dropped: bool,
     /// Revisions that compactions made unreachable: their values are deleted
     /// later, in the background, not in this batch.
     pub garbage: Vec<Revision>,
@@ -115,10 +124,19 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             token_effect: None,
             ops: Vec::new(),
             events: Vec::new(),
+            event_limit: usize::MAX,
+            events_dropped: false,
             garbage: Vec::new(),
             no_space: false,
             corrupt: false,
         }
+    }
+
+    /// Events beyond `limit` in one revision would be evicted from the
+    /// watchers' event log at once: such a revision's previous values are not
+    /// held in memory (a delete of millions of keys would hold them all).
+    pub fn limit_events(&mut self, limit: usize) {
+        self.event_limit = limit;
     }
 
     /// Heeds the active alarms: NOSPACE and CORRUPT change what is applied.
@@ -147,7 +165,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             let record = self.auth.to_state().encode_to_vec();
             self.ops.push(WriteOp::Put { cf: schema::CF_META, key: schema::meta::SM_AUTH.to_vec(), value: record });
         }
-        Applied { ops: self.ops, events: self.events, garbage: self.garbage }
+        Applied { ops: self.ops, events: self.events, events_dropped: self.events_dropped, garbage: self.garbage }
     }
 
     /// Applies one client write. Errors that a client should see become a response;
@@ -413,7 +431,9 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         }
         self.leases.attach(lease, &kv.key);
         self.mvcc.index.put(&kv.key, rev);
-        self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: previous.clone() });
+        if !self.events_dropped {
+            self.events.push(Event { r#type: EventType::Put as i32, kv: Some(kv.clone()), prev_kv: previous.clone() });
+        }
         self.write_value(rev, kv, false);
         let prev_kv = if req.prev_kv { previous } else { None };
         Ok(PutResponse { header: header(rev.main), prev_kv })
@@ -421,24 +441,41 @@ impl<'a, R: ValueReader> Applier<'a, R> {
 
     fn delete(&mut self, txn: &mut TxnRev, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse, StoreError> {
         let live = self.mvcc.index.live_keys(KeyRange::new(&req.key, &req.range_end), txn.read_rev());
-        // Watchers see each deleted key's last value, so read them whether or not the client asked.
-        let revs: Vec<Revision> = live.iter().map(|(_, found)| found.modified).collect();
-        let previous = self.reader.read(&revs)?;
-        for ((key, _), prev_kv) in live.iter().zip(&previous) {
-            let rev = txn.next();
-            self.leases.detach(prev_kv.lease, key);
-            self.mvcc.index.tombstone(key, rev);
-            // etcd stores a tombstone as the bare key; the event also carries its revision.
-            let tombstone = KeyValue { key: key.clone(), ..Default::default() };
-            self.events.push(Event {
-                r#type: EventType::Delete as i32,
-                kv: Some(KeyValue { mod_revision: rev.main, ..tombstone.clone() }),
-                prev_kv: Some(prev_kv.clone()),
-            });
-            self.write_value(rev, tombstone, true);
+        if live.len() > self.event_limit {
+            self.drop_events();
         }
-        let prev_kvs = if req.prev_kv { previous } else { Vec::new() };
+        let mut prev_kvs = Vec::new();
+        // Read in chunks: unless the client or the watchers keep them, the
+        // previous values are needed only for their leases.
+        for chunk in live.chunks(DELETE_READ_CHUNK) {
+            let revs: Vec<Revision> = chunk.iter().map(|(_, found)| found.modified).collect();
+            let previous = self.reader.read(&revs)?;
+            for ((key, _), prev_kv) in chunk.iter().zip(previous) {
+                let rev = txn.next();
+                self.leases.detach(prev_kv.lease, key);
+                self.mvcc.index.tombstone(key, rev);
+                // etcd stores a tombstone as the bare key; the event also carries its revision.
+                let tombstone = KeyValue { key: key.clone(), ..Default::default() };
+                if req.prev_kv {
+                    prev_kvs.push(prev_kv.clone());
+                }
+                if !self.events_dropped {
+                    self.events.push(Event {
+                        r#type: EventType::Delete as i32,
+                        kv: Some(KeyValue { mod_revision: rev.main, ..tombstone.clone() }),
+                        prev_kv: Some(prev_kv),
+                    });
+                }
+                self.write_value(rev, tombstone, true);
+            }
+        }
         Ok(DeleteRangeResponse { header: header(txn.read_rev()), deleted: live.len() as i64, prev_kvs })
+    }
+
+    /// From now on this batch keeps no events: watchers read them from storage.
+    fn drop_events(&mut self) {
+        self.events = Vec::new();
+        self.events_dropped = true;
     }
 
     fn compact(&mut self, req: CompactionRequest) -> Result<CompactionResponse, StoreError> {
@@ -494,7 +531,10 @@ impl<'a, R: ValueReader> Applier<'a, R> {
 
     fn write_value(&mut self, rev: Revision, kv: KeyValue, tombstone: bool) {
         self.ops.push(WriteOp::Put { cf: schema::CF_KV, key: rev.to_key(tombstone), value: kv.encode_to_vec() });
-        self.reader.written.insert(rev, kv);
+        // A tombstone is never a live key's value: nothing in this batch reads it back.
+        if !tombstone {
+            self.reader.written.insert(rev, kv);
+        }
     }
 }
 

@@ -5,7 +5,8 @@ use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUni
 use cairn_proto::etcdserverpb::request_op::Request;
 use cairn_proto::etcdserverpb::response_op::Response;
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    CompactionRequest, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
 };
 use cairn_proto::mvccpb::KeyValue;
 
@@ -236,6 +237,66 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
     assert_eq!((store.get("a", 0), store.get("b", 0)), (None, None));
     assert_eq!(store.get("c", 0).expect("c stays").value, b"detached");
     assert_eq!(error_of(store.apply(revoke)), "etcdserver: requested lease not found");
+}
+
+/// More keys than one chunk of reads; every 1000th on lease 7.
+fn store_for_a_large_delete() -> Store {
+    use cairn_proto::etcdserverpb::LeaseGrantRequest;
+    let mut store = Store::new();
+    store.apply(write_request::Request::LeaseGrant(LeaseGrantRequest { id: 7, ttl: 60 }));
+    for i in 0..super::DELETE_READ_CHUNK + 904 {
+        let lease = if i % 1000 == 0 { 7 } else { 0 };
+        let put =
+            PutRequest { key: format!("k{i:05}").into(), value: format!("v{i}").into(), lease, ..Default::default() };
+        store.apply(write_request::Request::Put(put));
+    }
+    store
+}
+
+fn delete_all_then_put(store: &mut Store, event_limit: usize) -> (DeleteRangeResponse, super::Applied) {
+    let mut applier = Applier::new(&mut store.mvcc, &store.values, &mut store.leases, &mut store.auth);
+    applier.limit_events(event_limit);
+    let delete = DeleteRangeRequest { key: b"k".to_vec(), range_end: b"l".to_vec(), prev_kv: true };
+    let request = |request| WriteRequest { request: Some(request), auth_info: None };
+    let response = applier.apply(request(write_request::Request::DeleteRange(delete))).expect("delete");
+    let Some(write_response::Response::DeleteRange(deleted)) = response.response else { panic!("{response:?}") };
+    let put = PutRequest { key: b"after".to_vec(), value: b"v".to_vec(), ..Default::default() };
+    applier.apply(request(write_request::Request::Put(put))).expect("put");
+    (deleted, applier.finish())
+}
+
+#[test]
+fn a_delete_within_the_event_limit_keeps_every_event_with_its_previous_value() {
+    let mut store = store_for_a_large_delete();
+    let keys = super::DELETE_READ_CHUNK + 904;
+    let (deleted, applied) = delete_all_then_put(&mut store, keys);
+    assert_eq!((deleted.deleted, deleted.prev_kvs.len()), (keys as i64, keys));
+    assert!(!applied.events_dropped);
+    assert_eq!(applied.events.len(), keys + 1, "the deletes and the put");
+    for (i, event) in applied.events[..keys].iter().enumerate() {
+        let prev = event.prev_kv.as_ref().expect("a delete event carries the last value");
+        assert_eq!(
+            (prev.key.clone(), prev.value.clone()),
+            (format!("k{i:05}").into_bytes(), format!("v{i}").into_bytes())
+        );
+        assert_eq!(deleted.prev_kvs[i], *prev);
+    }
+    assert_eq!(store.leases.get(7).map(|lease| lease.keys.len()), Some(0), "deleted keys leave their lease");
+}
+
+#[test]
+fn a_delete_beyond_the_event_limit_keeps_no_events_but_answers_in_full() {
+    let mut store = store_for_a_large_delete();
+    let keys = super::DELETE_READ_CHUNK + 904;
+    let (deleted, applied) = delete_all_then_put(&mut store, keys - 1);
+    assert_eq!((deleted.deleted, deleted.prev_kvs.len()), (keys as i64, keys));
+    assert_eq!(deleted.prev_kvs[keys - 1].value, format!("v{}", keys - 1).into_bytes(), "the last chunk too");
+    assert!(applied.events_dropped, "watchers read this batch from storage");
+    assert!(applied.events.is_empty(), "neither the deletes nor the put after them");
+    let tombstones = applied.ops.iter().filter(|op| matches!(op, WriteOp::Put { cf: schema::CF_KV, .. })).count();
+    assert_eq!(tombstones, keys + 1, "a tombstone per key and the put");
+    assert_eq!(store.leases.get(7).map(|lease| lease.keys.len()), Some(0), "deleted keys leave their lease");
+    assert_eq!(store.mvcc.index.live_keys(crate::mvcc::KeyRange::new(b"k", b"l"), store.mvcc.current_rev).len(), 0);
 }
 
 mod auth {

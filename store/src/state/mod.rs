@@ -525,6 +525,7 @@ impl KvState {
         let mut auth = self.auth.write();
         let reader = EngineReader(self.engine.as_ref());
         let mut applier = Applier::new(&mut mvcc, &reader, &mut leases, &mut auth);
+        applier.limit_events(self.events.capacity());
         let mut responses = Vec::with_capacity(entries.len());
         let mut new_membership = None;
         let mut attrs_changed = false;
@@ -566,7 +567,7 @@ impl KvState {
             }
             responses.push(entry_responses);
         }
-        let Applied { mut ops, events, garbage } = applier.finish();
+        let Applied { mut ops, events, events_dropped, garbage } = applier.finish();
 
         let mut applied = self.applied.write();
         let encode_err = |err: bincode::Error| EngineError::Encode { what: "state".into(), detail: err.to_string() };
@@ -588,7 +589,11 @@ impl KvState {
         self.engine.write(&ops, Durability::Buffered)?;
         METRICS.backend_commit.observe(started.elapsed());
         METRICS.proposals_applied.store(last_log_id.index, std::sync::atomic::Ordering::Relaxed);
-        self.events.append(events, mvcc.current_rev);
+        if events_dropped {
+            self.events.reset(mvcc.current_rev);
+        } else {
+            self.events.append(events, mvcc.current_rev);
+        }
         if mvcc.compact_rev != compacted_before {
             // Only now: the compact revision is in the WAL ahead of the deletes.
             self.compactor.schedule(mvcc.compact_rev, garbage);

@@ -58,7 +58,13 @@ impl EventLog {
         });
     }
 
-    /// Forgets every event: the state was replaced (a snapshot install).
+    /// The most events kept.
+    pub fn capacity(&self) -> usize {
+        self.ring.lock().capacity
+    }
+
+    /// Forgets every event: the state was replaced (a snapshot install), or a
+    /// batch had a revision too large to keep.
     pub fn reset(&self, current_rev: i64) {
         {
             let mut ring = self.ring.lock();

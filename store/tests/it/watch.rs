@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
+use etcd_client::{
+    DeleteOptions, EventType, GetOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
+};
 
 use cairn_testkit::{assert_same_as_etcd, client, Cluster, Flavor};
 
@@ -348,4 +350,48 @@ async fn t97_progress_request_waits_for_a_watcher_catching_up() {
     assert_eq!(id, -1);
     assert!(revision >= current, "the notify promises at least the revision asked at: {revision} < {current}");
     assert_eq!(last_event, revision, "every event up to the notify's revision came before it");
+}
+
+/// A delete of more keys than cairn keeps in its in-memory event log: a
+/// watcher with prev_kv still sees every delete with the key's last value, one
+/// without sees none, and the revisions are etcd's.
+#[tokio::test]
+async fn t98_a_delete_larger_than_the_event_log_matches_etcd_3_5_1() {
+    async fn script(endpoint: &str) -> Vec<String> {
+        // More than cairn's default event log (4096 events), in txns of etcd's 128 ops at most.
+        const KEYS: usize = 5000;
+        let mut c = client(endpoint).await;
+        let with_prev = WatchOptions::new().with_prefix().with_prev_key();
+        let mut prev_watch = c.watch("big/", Some(with_prev)).await.expect("watch");
+        let mut bare_watch = c.watch("big/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
+        let keys: Vec<String> = (0..KEYS).map(|i| format!("big/{i:05}")).collect();
+        for chunk in keys.chunks(128) {
+            let puts: Vec<TxnOp> = chunk.iter().map(|key| TxnOp::put(key.as_str(), format!("v-{key}"), None)).collect();
+            c.txn(Txn::new().and_then(puts)).await.expect("txn");
+        }
+        let deleted = c.delete("big/", Some(DeleteOptions::new().with_prefix())).await.expect("delete");
+        let delete_rev = deleted.header().expect("header").revision();
+        let after = c.put("big/after", "1", None).await.expect("put").header().expect("header").revision();
+        let mut out = vec![format!("deleted {} at revision {delete_rev}, then a put at {after}", deleted.deleted())];
+        for (name, stream) in [("with prev_kv", &mut prev_watch), ("without", &mut bare_watch)] {
+            let events = collect_events(stream, after).await;
+            let deletes: Vec<_> = events.iter().filter(|(_, kind, _, _)| *kind == EventType::Delete).collect();
+            let at_delete_rev = deletes.iter().all(|(rev, _, _, _)| *rev == delete_rev);
+            let keys_in_order = deletes.iter().map(|(_, _, key, _)| key).eq(keys.iter());
+            let prevs_right = deletes.iter().all(|(_, _, key, prev)| prev.as_deref() == Some(&format!("v-{key}")));
+            let prevs_none = deletes.iter().all(|(_, _, _, prev)| prev.is_none());
+            out.push(format!(
+                "{name}: {} events, {} deletes, all at the delete's revision {at_delete_rev}, keys in order \
+                 {keys_in_order}, every prev_kv the key's last value {prevs_right}, none {prevs_none}, last at {:?}",
+                events.len(),
+                deletes.len(),
+                events.last().map(|(rev, _, key, _)| (rev, key.clone())),
+            ));
+        }
+        out
+    }
+    let actual = assert_same_as_etcd(&[], |endpoint| async move { script(&endpoint).await }).await;
+    assert!(actual[0].starts_with("deleted 5000 "), "{actual:#?}");
+    assert!(actual[1].contains("5000 deletes") && actual[1].contains("last value true"), "{actual:#?}");
+    assert!(actual[2].contains("5000 deletes") && actual[2].contains("none true"), "{actual:#?}");
 }
