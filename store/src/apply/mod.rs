@@ -44,7 +44,7 @@ pub struct Applier<'a, R: ValueReader> {
     token_effect: Option<TokenEffect>,
     ops: Vec<WriteOp>,
     events: Vec<Event>,
-    /// A revision with more events than this is not kept in memory for watchers.
+    /// A delete of more keys than this keeps no events in memory for watchers.
     event_limit: usize,
     events_dropped: bool,
     garbage: Vec<Revision>,
@@ -59,7 +59,7 @@ pub struct Applied {
     pub ops: Vec<WriteOp>,
     /// In revision order; every event carries its `prev_kv` when there was one.
     pub events: Vec<Event>,
-    /// A revision had more events than the event limit: `events` is empty and
+    /// A delete had more keys than the event limit: `events` is empty and
     /// watchers read this batch's events from storage.
     pub events_dropped: bool,
     /// Revisions that compactions made unreachable: their values are deleted
@@ -132,9 +132,9 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         }
     }
 
-    /// Events beyond `limit` in one revision would be evicted from the
-    /// watchers' event log at once: such a revision's previous values are not
-    /// held in memory (a delete of millions of keys would hold them all).
+    /// A delete of more than `limit` keys would be evicted from the watchers'
+    /// event log at once: its previous values are not held in memory (a
+    /// delete of millions of keys would hold them all).
     pub fn limit_events(&mut self, limit: usize) {
         self.event_limit = limit;
     }
