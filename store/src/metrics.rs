@@ -55,6 +55,24 @@ impl Histogram {
     }
 }
 
+/// Requests a follower forwarded to the leader, and the RPCs that carried them.
+pub struct ForwardCounts {
+    pub batches: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+impl ForwardCounts {
+    pub const fn new() -> Self {
+        Self { batches: AtomicU64::new(0), requests: AtomicU64::new(0) }
+    }
+}
+
+impl Default for ForwardCounts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub struct Metrics {
     pub has_leader: AtomicI64,
     pub is_leader: AtomicI64,
@@ -69,6 +87,8 @@ pub struct Metrics {
     pub proposal_commit: Histogram,
     pub batch_requests: AtomicU64,
     pub batches: AtomicU64,
+    pub forwarded_writes: ForwardCounts,
+    pub forwarded_reads: ForwardCounts,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub raft_purged_index: AtomicU64,
@@ -92,6 +112,8 @@ impl Default for Metrics {
             proposal_commit: Histogram::exponential(0.0001, 2.0, 16),
             batch_requests: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            forwarded_writes: ForwardCounts::new(),
+            forwarded_reads: ForwardCounts::new(),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             raft_purged_index: AtomicU64::new(0),
@@ -269,6 +291,20 @@ impl Metrics {
             "Client writes carried by those entries.",
             load(&self.batch_requests),
         );
+        for (kind, counts) in [("write", &self.forwarded_writes), ("read_index", &self.forwarded_reads)] {
+            counter(
+                &mut out,
+                &format!("cairn_forwarded_{kind}_rpcs_total"),
+                "RPCs that carried requests this member forwarded to the leader.",
+                load(&counts.batches),
+            );
+            counter(
+                &mut out,
+                &format!("cairn_forwarded_{kind}_requests_total"),
+                "Requests this member forwarded to the leader.",
+                load(&counts.requests),
+            );
+        }
         counter(&mut out, "cairn_snapshots_built_total", "Raft snapshots built.", load(&self.snapshots_built));
         counter(
             &mut out,

@@ -201,6 +201,12 @@ impl Member {
             .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
         out.unwrap_or_default()
     }
+
+    /// An unlabelled metric's value; None if the member does not report it.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let prefix = format!("{name} ");
+        self.metrics().lines().find_map(|line| line.strip_prefix(&prefix).and_then(|value| value.parse().ok()))
+    }
 }
 
 impl Drop for Member {

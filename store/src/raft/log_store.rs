@@ -151,7 +151,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
 }
 
 /// An AppendEntries' bound of request bytes.
-const MAX_APPEND_BYTES: usize = crate::server::proposer::MAX_BATCH_BYTES;
+const MAX_APPEND_BYTES: usize = crate::server::batch::MAX_BATCH_BYTES;
 
 /// How many leading entries fit in `limit` bytes of requests; at least one.
 fn entries_within(entries: &[Entry], limit: usize) -> usize {

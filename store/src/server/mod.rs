@@ -2,9 +2,11 @@
 //! etcd API on the client URLs and the peer protocol on the peer URLs.
 
 pub mod auth;
+pub mod batch;
 pub mod cluster;
 pub mod concurrency;
 pub mod corrupt;
+mod forward;
 pub mod gateway;
 pub mod http;
 pub mod kv;

@@ -7,22 +7,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
-use cairn_proto::cairnpb::{write_request, write_response, ReadIndexRequest, WriteRequest, WriteResponse};
+use cairn_proto::cairnpb::{
+    write_request, write_response, ProposeRequest, ReadIndexRequest, WriteRequest, WriteResponse,
+};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{AlarmRequest, AlarmType};
 use cairn_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
 use openraft::async_runtime::WatchReceiver;
+use prost::Message;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use super::forward::Forwarder;
 use super::proposer::{into_result, ProposeError, Proposer};
 use super::read_index::ReadIndex;
 use crate::apply::adds_data;
 use crate::config::Config;
 use crate::error::EtcdError;
 use crate::lease::Lessor;
+use crate::metrics::METRICS;
 use crate::raft::network::PeerClients;
 use crate::raft::types::{Member, NodeId, Raft};
 use crate::state::KvState;
@@ -39,6 +44,9 @@ pub struct Node {
     pub peers: Arc<PeerClients>,
     pub proposer: Proposer,
     pub reads: ReadIndex,
+    /// Writes and read-index requests this member forwards while it follows.
+    forwarded_writes: Forwarder<RaftPeerClient<Channel>, WriteRequest, WriteResponse>,
+    forwarded_reads: Forwarder<RaftPeerClient<Channel>, (), u64>,
     pub lessor: Lessor,
     /// `--auth-token`: how this member issues and checks tokens.
     pub tokens: super::auth::Tokens,
@@ -85,6 +93,18 @@ impl Node {
             peers,
             proposer,
             reads,
+            forwarded_writes: Forwarder::start(
+                Arc::new(|client, requests| Box::pin(forward_writes(client, requests))),
+                |request| request.encoded_len(),
+                &METRICS.forwarded_writes,
+            ),
+            forwarded_reads: Forwarder::start(
+                Arc::new(move |client, waiters: Vec<()>| {
+                    Box::pin(forward_read_index(client, cluster_id, waiters.len()))
+                }),
+                |_| 0,
+                &METRICS.forwarded_reads,
+            ),
             lessor: Lessor::default(),
             tokens,
             range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
@@ -180,19 +200,7 @@ impl Node {
         let response = self
             .on_leader(
                 || self.proposer.propose(request.clone()),
-                |mut client| {
-                    let request = request.clone();
-                    async move {
-                        match client.propose(request).await {
-                            Ok(response) => not_leader_to_retry(response.into_inner()),
-                            // It may or may not have reached the leader: not safe to retry.
-                            Err(status) => {
-                                tracing::debug!(%status, "forwarding a write failed");
-                                Err(ProposeError::Failed(EtcdError::Timeout))
-                            }
-                        }
-                    }
-                },
+                |client| self.forwarded_writes.forward(client, request.clone()),
             )
             .await?;
         into_result(response)
@@ -216,16 +224,8 @@ impl Node {
         if crate::failpoint::active("unsafe-local-reads") {
             return Ok(());
         }
-        let index = self
-            .on_leader(
-                || self.reads.read_index(),
-                |mut client| async move {
-                    let request = ReadIndexRequest { cluster_id: self.cluster_id };
-                    // A read index is safe to ask for again, whatever went wrong.
-                    client.read_index(request).await.map(|resp| resp.into_inner().index).map_err(retry_any)
-                },
-            )
-            .await?;
+        let index =
+            self.on_leader(|| self.reads.read_index(), |client| self.forwarded_reads.forward(client, ())).await?;
         Ok(self.wait_applied(index).await?)
     }
 
@@ -297,6 +297,34 @@ impl Node {
             },
         }
     }
+}
+
+/// One `Propose` RPC for writes queued together; an answer for each.
+async fn forward_writes(
+    mut client: RaftPeerClient<Channel>,
+    requests: Vec<WriteRequest>,
+) -> Vec<Result<WriteResponse, ProposeError>> {
+    let count = requests.len();
+    match client.propose(ProposeRequest { requests }).await {
+        Ok(answer) => answer.into_inner().responses.into_iter().map(not_leader_to_retry).collect(),
+        // They may or may not have reached the leader: not safe to retry.
+        Err(status) => {
+            tracing::debug!(%status, "forwarding writes failed");
+            vec![Err(ProposeError::Failed(EtcdError::Timeout)); count]
+        }
+    }
+}
+
+/// One read index from the leader, for `waiters` reads that all queued before it was asked.
+async fn forward_read_index(
+    mut client: RaftPeerClient<Channel>,
+    cluster_id: u64,
+    waiters: usize,
+) -> Vec<Result<u64, ProposeError>> {
+    let request = ReadIndexRequest { cluster_id };
+    // A read index is safe to ask for again, whatever went wrong.
+    let index = client.read_index(request).await.map(|answer| answer.into_inner().index).map_err(retry_any);
+    vec![index; waiters]
 }
 
 /// A leader that lost leadership answers "not leader": nothing was done, so retry.

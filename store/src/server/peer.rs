@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
 use cairn_proto::cairnpb::{
-    write_response, MembershipChange, MembershipChangeResult, RaftPayload, ReadIndexRequest, ReadIndexResponse,
-    WriteRequest, WriteResponse,
+    write_response, MembershipChange, MembershipChangeResult, ProposeRequest, ProposeResponse, RaftPayload,
+    ReadIndexRequest, ReadIndexResponse, WriteResponse,
 };
 use cairn_proto::etcdserverpb::{
     HashKvRequest, HashKvResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest,
@@ -144,13 +144,17 @@ impl RaftPeer for PeerService {
             .map(Response::new)
     }
 
-    async fn propose(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
-        let response = match self.node.proposer.propose(request.into_inner()).await {
-            Ok(response) => response,
-            Err(ProposeError::NotLeader(_)) => error_response(&EtcdError::NotLeader),
-            Err(ProposeError::Failed(err)) => error_response(&err),
-        };
-        Ok(Response::new(response))
+    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+        let answers = self.node.proposer.propose_all(request.into_inner().requests).await;
+        let responses = answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(response) => response,
+                Err(ProposeError::NotLeader(_)) => error_response(&EtcdError::NotLeader),
+                Err(ProposeError::Failed(err)) => error_response(&err),
+            })
+            .collect();
+        Ok(Response::new(ProposeResponse { responses }))
     }
 
     async fn lease_keep_alive(

@@ -12,16 +12,11 @@ use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::batch::Batches;
 use crate::error::EtcdError;
 use crate::metrics::METRICS;
 use crate::raft::types::{NodeId, Proposal, Raft, TypeConfig};
 
-/// Upper bound of requests in one entry.
-const MAX_BATCH_REQUESTS: usize = 1024;
-/// Upper bound of one entry's requests in bytes (a single larger request still
-/// goes alone): with `--max-request-bytes` requests of 1.5 MiB, a count bound
-/// alone would make entries that no peer message could carry.
-pub const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Proposals in flight at once; the next batch accumulates meanwhile.
 const MAX_IN_FLIGHT: usize = 1;
 /// Requests waiting for a batch; senders wait beyond this (backpressure).
@@ -36,7 +31,8 @@ pub enum ProposeError {
     Failed(EtcdError),
 }
 
-type Reply = oneshot::Sender<Result<WriteResponse, ProposeError>>;
+type Answer = Result<WriteResponse, ProposeError>;
+type Reply = oneshot::Sender<Answer>;
 
 #[derive(Clone)]
 pub struct Proposer {
@@ -61,8 +57,32 @@ impl Proposer {
                 return self.propose_alone(request, permit).await;
             }
         }
+        let response = self.enqueue(request).await?;
+        self.answer(response).await
+    }
+
+    /// Proposes writes that a follower forwarded together: they are queued
+    /// at once, so that they share an entry. Answers are in request order.
+    pub async fn propose_all(&self, requests: Vec<WriteRequest>) -> Vec<Result<WriteResponse, ProposeError>> {
+        // A lone write may take the fast path.
+        let requests = match <[WriteRequest; 1]>::try_from(requests) {
+            Ok([request]) => return vec![self.propose(request).await],
+            Err(requests) => requests,
+        };
+        let mut queued = Vec::with_capacity(requests.len());
+        for request in requests {
+            queued.push(self.enqueue(request).await);
+        }
+        futures::future::join_all(queued.into_iter().map(|queued| async move { self.answer(queued?).await })).await
+    }
+
+    async fn enqueue(&self, request: WriteRequest) -> Result<oneshot::Receiver<Answer>, ProposeError> {
         let (reply, response) = oneshot::channel();
         self.queue.send((request, reply)).await.map_err(|_| ProposeError::Failed(EtcdError::Stopped))?;
+        Ok(response)
+    }
+
+    async fn answer(&self, response: oneshot::Receiver<Answer>) -> Answer {
         match tokio::time::timeout(self.timeout, response).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Failed(EtcdError::Stopped)),
@@ -86,32 +106,9 @@ impl Proposer {
     }
 }
 
-async fn batch_loop(raft: Raft, mut receiver: mpsc::Receiver<(WriteRequest, Reply)>, in_flight: Arc<Semaphore>) {
-    // A request that did not fit the last batch: the first of the next.
-    let mut carried = None;
-    loop {
-        let first = match carried.take() {
-            Some(first) => first,
-            None => match receiver.recv().await {
-                Some(first) => first,
-                None => return,
-            },
-        };
-        // Taken after the first request, so that an idle loop leaves the permit
-        // to the fast path, and before the rest, so that the batch holds all
-        // that arrived while the last proposal was in flight.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        let mut bytes = first.0.encoded_len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_REQUESTS {
-            let Ok(next) = receiver.try_recv() else { break };
-            bytes += next.0.encoded_len();
-            if bytes > MAX_BATCH_BYTES {
-                carried = Some(next);
-                break;
-            }
-            batch.push(next);
-        }
+async fn batch_loop(raft: Raft, receiver: mpsc::Receiver<(WriteRequest, Reply)>, in_flight: Arc<Semaphore>) {
+    let mut batches = Batches::new(receiver, in_flight, |(request, _)| request.encoded_len());
+    while let Some((batch, permit)) = batches.next().await {
         let raft = raft.clone();
         tokio::spawn(async move {
             let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();

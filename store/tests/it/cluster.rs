@@ -70,6 +70,69 @@ async fn t40_three_members_replicate_and_forward() {
     }
 }
 
+/// A follower forwards concurrent writes and linearizable reads to the
+/// leader in batches; every client still gets its own answer.
+#[tokio::test]
+async fn t41_a_follower_batches_what_it_forwards_and_answers_each_request() {
+    const CLIENTS: usize = 64;
+    const PUTS: usize = 10;
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
+    let follower = (leader + 1) % 3;
+    let endpoint = cluster.endpoints()[follower].clone();
+    let member = &cluster.members[follower];
+    // A member forwards a write of its own too, publishing its name: counted
+    // from after every member's name is known.
+    let mut members = client(&endpoint).await.cluster_client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while members.member_list().await.expect("member list").members().iter().any(|member| member.name().is_empty()) {
+        assert!(Instant::now() < deadline, "every member publishes its name");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counted = |kind: &str| {
+        let requests = member.metric(&format!("cairn_forwarded_{kind}_requests_total")).expect("requests counted");
+        let rpcs = member.metric(&format!("cairn_forwarded_{kind}_rpcs_total")).expect("rpcs counted");
+        (requests, rpcs)
+    };
+    let before = [counted("write"), counted("read_index")];
+    let clients = (0..CLIENTS).map(|c| {
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let mut kv = client(&endpoint).await.kv_client();
+            let mut revisions = Vec::new();
+            for i in 0..PUTS {
+                let (key, value) = (format!("batch/{c:02}/{i}"), format!("{c}-{i}"));
+                let put = kv.put(key.clone(), value.clone(), None).await.expect("forwarded put");
+                let revision = put.header().expect("header").revision();
+                // The follower's read index covers this client's own write.
+                let got = kv.get(key, None).await.expect("linearizable get");
+                assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(value.as_bytes()));
+                assert!(got.header().expect("header").revision() >= revision);
+                revisions.push(revision);
+            }
+            revisions
+        })
+    });
+    let mut revisions: Vec<i64> = futures::future::join_all(clients)
+        .await
+        .into_iter()
+        .flat_map(|revisions| revisions.expect("client task"))
+        .collect();
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), CLIENTS * PUTS, "every write has its own revision");
+    let mut kv = client(&cluster.endpoints()[leader]).await.kv_client();
+    let count = kv.get("batch/", Some(GetOptions::new().with_prefix().with_count_only())).await.expect("count");
+    assert_eq!(count.count(), (CLIENTS * PUTS) as i64);
+
+    for (kind, (requests_before, rpcs_before)) in ["write", "read_index"].into_iter().zip(before) {
+        let (requests, rpcs) = counted(kind);
+        let (requests, rpcs) = (requests - requests_before, rpcs - rpcs_before);
+        assert_eq!(requests, (CLIENTS * PUTS) as u64, "{kind}");
+        assert!(rpcs < requests, "{kind}: {rpcs} RPCs carried {requests} requests");
+    }
+}
+
 #[tokio::test]
 async fn t45_five_members_serve_writes_on_every_member() {
     let cluster = Cluster::start(Flavor::Cairn, 5).await.expect("cluster starts");

@@ -273,11 +273,7 @@ async fn write_entries(endpoint: &str, txns: usize, prefix: &str) {
 }
 
 fn purged_index(member: &cairn_testkit::Member) -> u64 {
-    member
-        .metrics()
-        .lines()
-        .find_map(|line| line.strip_prefix("cairn_raft_log_purged_index ").and_then(|value| value.parse().ok()))
-        .unwrap_or(0)
+    member.metric("cairn_raft_log_purged_index").unwrap_or(0)
 }
 
 async fn wait_for_count(endpoint: &str, prefix: &str, expected: i64) -> i64 {
