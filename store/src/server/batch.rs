@@ -3,6 +3,7 @@
 //! holds everything that queued while the slots were busy.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -18,13 +19,15 @@ pub struct Batches<I, S> {
     receiver: mpsc::Receiver<I>,
     carried: Option<I>,
     in_flight: Arc<Semaphore>,
+    slot_wait: Option<Duration>,
     size: S,
 }
 
 impl<I, S: Fn(&I) -> usize> Batches<I, S> {
-    /// `size` is a request's size in bytes.
-    pub fn new(receiver: mpsc::Receiver<I>, in_flight: Arc<Semaphore>, size: S) -> Self {
-        Self { receiver, carried: None, in_flight, size }
+    /// `size` is a request's size in bytes. With a `slot_wait`, a batch
+    /// that finds every slot held that long goes on a slot of its own.
+    pub fn new(receiver: mpsc::Receiver<I>, in_flight: Arc<Semaphore>, slot_wait: Option<Duration>, size: S) -> Self {
+        Self { receiver, carried: None, in_flight, slot_wait, size }
     }
 
     /// The next batch and its in-flight slot; None once the queue is closed.
@@ -36,7 +39,16 @@ impl<I, S: Fn(&I) -> usize> Batches<I, S> {
         // Taken after the first request, so that an idle queue leaves the slot
         // to a lone request's fast path, and before the rest, so that the batch
         // holds all that arrived while the slots were busy.
-        let permit = self.in_flight.clone().acquire_owned().await.ok()?;
+        let slot = self.in_flight.clone().acquire_owned();
+        let permit = match self.slot_wait {
+            None => slot.await.ok()?,
+            Some(wait) => match tokio::time::timeout(wait, slot).await {
+                Ok(permit) => permit.ok()?,
+                // A slot outside the bound, so that calls stuck on a member
+                // that is gone do not hold back those routed elsewhere.
+                Err(_) => Arc::new(Semaphore::new(1)).try_acquire_owned().ok()?,
+            },
+        };
         let mut bytes = (self.size)(&first);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_REQUESTS {

@@ -81,6 +81,7 @@ impl Node {
         tokens: super::auth::Tokens,
     ) -> Self {
         // As etcd's ID generator: the low bits start from the clock, so IDs stay unique across restarts.
+        let timeout = request_timeout(&config);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64);
@@ -94,13 +95,13 @@ impl Node {
             proposer,
             reads,
             forwarded_writes: Forwarder::start(
-                Arc::new(|client, requests| Box::pin(forward_writes(client, requests))),
+                Arc::new(move |client, requests| Box::pin(forward_writes(client, requests, timeout))),
                 |request| request.encoded_len(),
                 &METRICS.forwarded_writes,
             ),
             forwarded_reads: Forwarder::start(
                 Arc::new(move |client, waiters: Vec<()>| {
-                    Box::pin(forward_read_index(client, cluster_id, waiters.len()))
+                    Box::pin(forward_read_index(client, cluster_id, waiters.len(), timeout))
                 }),
                 |_| 0,
                 &METRICS.forwarded_reads,
@@ -115,7 +116,7 @@ impl Node {
     /// How long a request may wait for a leader and a commit, as etcd's
     /// request timeout: 5 s plus two election timeouts.
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(5) + 2 * self.config.election()
+        request_timeout(&self.config)
     }
 
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
@@ -299,19 +300,25 @@ impl Node {
     }
 }
 
-/// One `Propose` RPC for writes queued together; an answer for each.
+fn request_timeout(config: &Config) -> Duration {
+    Duration::from_secs(5) + 2 * config.election()
+}
+
+/// One `ProposeBatch` RPC for writes queued together; an answer for each.
 async fn forward_writes(
     mut client: RaftPeerClient<Channel>,
     requests: Vec<WriteRequest>,
+    timeout: Duration,
 ) -> Vec<Result<WriteResponse, ProposeError>> {
     let count = requests.len();
-    match client.propose(ProposeRequest { requests }).await {
-        Ok(answer) => answer.into_inner().responses.into_iter().map(not_leader_to_retry).collect(),
+    match tokio::time::timeout(timeout, client.propose_batch(ProposeRequest { requests })).await {
+        Ok(Ok(answer)) => answer.into_inner().responses.into_iter().map(not_leader_to_retry).collect(),
         // They may or may not have reached the leader: not safe to retry.
-        Err(status) => {
+        Ok(Err(status)) => {
             tracing::debug!(%status, "forwarding writes failed");
             vec![Err(ProposeError::Failed(EtcdError::Timeout)); count]
         }
+        Err(_) => vec![Err(ProposeError::Failed(EtcdError::Timeout)); count],
     }
 }
 
@@ -320,10 +327,14 @@ async fn forward_read_index(
     mut client: RaftPeerClient<Channel>,
     cluster_id: u64,
     waiters: usize,
+    timeout: Duration,
 ) -> Vec<Result<u64, ProposeError>> {
     let request = ReadIndexRequest { cluster_id };
     // A read index is safe to ask for again, whatever went wrong.
-    let index = client.read_index(request).await.map(|answer| answer.into_inner().index).map_err(retry_any);
+    let index = match tokio::time::timeout(timeout, client.read_index(request)).await {
+        Ok(answer) => answer.map(|answer| answer.into_inner().index).map_err(retry_any),
+        Err(_) => Err(ProposeError::NotLeader(None)),
+    };
     vec![index; waiters]
 }
 

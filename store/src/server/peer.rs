@@ -144,7 +144,7 @@ impl RaftPeer for PeerService {
             .map(Response::new)
     }
 
-    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+    async fn propose_batch(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
         let answers = self.node.proposer.propose_all(request.into_inner().requests).await;
         let responses = answers
             .into_iter()

@@ -57,7 +57,8 @@ impl Proposer {
                 return self.propose_alone(request, permit).await;
             }
         }
-        let response = self.enqueue(request).await?;
+        let (reply, response) = oneshot::channel();
+        self.queue.send((request, reply)).await.map_err(|_| ProposeError::Failed(EtcdError::Stopped))?;
         self.answer(response).await
     }
 
@@ -69,17 +70,20 @@ impl Proposer {
             Ok([request]) => return vec![self.propose(request).await],
             Err(requests) => requests,
         };
-        let mut queued = Vec::with_capacity(requests.len());
-        for request in requests {
-            queued.push(self.enqueue(request).await);
-        }
-        futures::future::join_all(queued.into_iter().map(|queued| async move { self.answer(queued?).await })).await
-    }
-
-    async fn enqueue(&self, request: WriteRequest) -> Result<oneshot::Receiver<Answer>, ProposeError> {
-        let (reply, response) = oneshot::channel();
-        self.queue.send((request, reply)).await.map_err(|_| ProposeError::Failed(EtcdError::Stopped))?;
-        Ok(response)
+        // Room for all is reserved first, so that no other sender's request
+        // comes between them in the queue.
+        let Ok(slots) = self.queue.reserve_many(requests.len()).await else {
+            return requests.iter().map(|_| Err(ProposeError::Failed(EtcdError::Stopped))).collect();
+        };
+        let responses: Vec<_> = slots
+            .zip(requests)
+            .map(|(slot, request)| {
+                let (reply, response) = oneshot::channel();
+                slot.send((request, reply));
+                response
+            })
+            .collect();
+        futures::future::join_all(responses.into_iter().map(|response| self.answer(response))).await
     }
 
     async fn answer(&self, response: oneshot::Receiver<Answer>) -> Answer {
@@ -107,7 +111,7 @@ impl Proposer {
 }
 
 async fn batch_loop(raft: Raft, receiver: mpsc::Receiver<(WriteRequest, Reply)>, in_flight: Arc<Semaphore>) {
-    let mut batches = Batches::new(receiver, in_flight, |(request, _)| request.encoded_len());
+    let mut batches = Batches::new(receiver, in_flight, None, |(request, _)| request.encoded_len());
     while let Some((batch, permit)) = batches.next().await {
         let raft = raft.clone();
         tokio::spawn(async move {

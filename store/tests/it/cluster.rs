@@ -128,7 +128,8 @@ async fn t41_a_follower_batches_what_it_forwards_and_answers_each_request() {
     for (kind, (requests_before, rpcs_before)) in ["write", "read_index"].into_iter().zip(before) {
         let (requests, rpcs) = counted(kind);
         let (requests, rpcs) = (requests - requests_before, rpcs - rpcs_before);
-        assert_eq!(requests, (CLIENTS * PUTS) as u64, "{kind}");
+        // More if a forward was retried (after a leader change, say).
+        assert!(requests >= (CLIENTS * PUTS) as u64, "{kind}: {requests} requests");
         assert!(rpcs < requests, "{kind}: {rpcs} RPCs carried {requests} requests");
     }
 }
