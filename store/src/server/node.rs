@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::cairnpb::{
-    write_request, write_response, ProposeRequest, ReadIndexRequest, WriteRequest, WriteResponse,
+    write_request, write_response, ProposeRequest, ProposeResponse, ReadIndexRequest, WriteRequest, WriteResponse,
 };
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{AlarmRequest, AlarmType};
@@ -45,7 +45,7 @@ pub struct Node {
     pub proposer: Proposer,
     pub reads: ReadIndex,
     /// Writes and read-index requests this member forwards while it follows.
-    forwarded_writes: Forwarder<RaftPeerClient<Channel>, WriteRequest, WriteResponse>,
+    forwarded_writes: Forwarder<RaftPeerClient<Channel>, WriteRequest, ForwardedWrite>,
     forwarded_reads: Forwarder<RaftPeerClient<Channel>, (), u64>,
     pub lessor: Lessor,
     /// `--auth-token`: how this member issues and checks tokens.
@@ -198,10 +198,17 @@ impl Node {
             self.raise_no_space().await;
             return Err(EtcdError::NoSpace.into());
         }
+        let request = &request;
         let response = self
             .on_leader(
                 || self.proposer.propose(request.clone()),
-                |client| self.forwarded_writes.forward(client, request.clone()),
+                |client| async move {
+                    let forwarded = self.forwarded_writes.forward(client, request.clone()).await?;
+                    // etcd answers a write on the member that took it once that
+                    // member has applied it, so that a serializable read there sees it.
+                    self.wait_applied(forwarded.applied_index).await.map_err(ProposeError::Failed)?;
+                    Ok(forwarded.response)
+                },
             )
             .await?;
         into_result(response)
@@ -304,15 +311,26 @@ fn request_timeout(config: &Config) -> Duration {
     Duration::from_secs(5) + 2 * config.election()
 }
 
+/// A write the leader answered, and how far the leader had applied then.
+#[derive(Clone)]
+struct ForwardedWrite {
+    response: WriteResponse,
+    applied_index: u64,
+}
+
 /// One `ProposeBatch` RPC for writes queued together; an answer for each.
 async fn forward_writes(
     mut client: RaftPeerClient<Channel>,
     requests: Vec<WriteRequest>,
     timeout: Duration,
-) -> Vec<Result<WriteResponse, ProposeError>> {
+) -> Vec<Result<ForwardedWrite, ProposeError>> {
     let count = requests.len();
     match tokio::time::timeout(timeout, client.propose_batch(ProposeRequest { requests })).await {
-        Ok(Ok(answer)) => answer.into_inner().responses.into_iter().map(not_leader_to_retry).collect(),
+        Ok(Ok(answer)) => {
+            let ProposeResponse { responses, applied_index } = answer.into_inner();
+            let forwarded = |response| ForwardedWrite { response, applied_index };
+            responses.into_iter().map(|response| not_leader_to_retry(response).map(forwarded)).collect()
+        }
         // They may or may not have reached the leader: not safe to retry.
         Ok(Err(status)) => {
             tracing::debug!(%status, "forwarding writes failed");

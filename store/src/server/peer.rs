@@ -146,6 +146,8 @@ impl RaftPeer for PeerService {
 
     async fn propose_batch(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
         let answers = self.node.proposer.propose_all(request.into_inner().requests).await;
+        // Read after every answer: each applied write is at or below it.
+        let applied_index = self.node.state.applied_index();
         let responses = answers
             .into_iter()
             .map(|answer| match answer {
@@ -154,7 +156,7 @@ impl RaftPeer for PeerService {
                 Err(ProposeError::Failed(err)) => error_response(&err),
             })
             .collect();
-        Ok(Response::new(ProposeResponse { responses }))
+        Ok(Response::new(ProposeResponse { responses, applied_index }))
     }
 
     async fn lease_keep_alive(

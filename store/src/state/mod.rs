@@ -500,6 +500,11 @@ impl KvState {
         *self.compactor.finished().borrow()
     }
 
+    /// The last applied log index.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied_index.borrow()
+    }
+
     /// Watches the last applied log index.
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()

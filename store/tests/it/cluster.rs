@@ -134,6 +134,41 @@ async fn t41_a_follower_batches_what_it_forwards_and_answers_each_request() {
     }
 }
 
+/// A write answered by a member is seen by a serializable read there next,
+/// as in etcd: a follower answers a forwarded write once it has applied it.
+/// Against etcd 3.5.1 first, then cairn.
+#[tokio::test]
+async fn t42_a_serializable_read_on_a_follower_sees_the_write_it_answered() {
+    const CLIENTS: usize = 16;
+    const PUTS: usize = 100;
+    for flavor in [Flavor::Etcd, Flavor::Cairn] {
+        let cluster = Cluster::start(flavor, 3).await.expect("cluster starts");
+        let leader = cluster.leader_index().await.expect("leader");
+        let followers: Vec<String> = (1..3).map(|step| cluster.endpoints()[(leader + step) % 3].clone()).collect();
+        let clients = (0..CLIENTS).map(|c| {
+            let endpoint = followers[c % followers.len()].clone();
+            tokio::spawn(async move {
+                let mut kv = client(&endpoint).await.kv_client();
+                let key = format!("ryw/{c:02}");
+                let mut missed = 0;
+                for i in 0..PUTS {
+                    let value = i.to_string();
+                    kv.put(key.clone(), value.clone(), None).await.expect("put");
+                    let serializable = Some(GetOptions::new().with_serializable());
+                    let got = kv.get(key.clone(), serializable).await.expect("serializable get");
+                    if got.kvs().first().map(|kv| kv.value()) != Some(value.as_bytes()) {
+                        missed += 1;
+                    }
+                }
+                missed
+            })
+        });
+        let missed: usize =
+            futures::future::join_all(clients).await.into_iter().map(|missed| missed.expect("client")).sum();
+        assert_eq!(missed, 0, "{flavor:?}: {missed} of {} reads missed the write just answered", CLIENTS * PUTS);
+    }
+}
+
 #[tokio::test]
 async fn t45_five_members_serve_writes_on_every_member() {
     let cluster = Cluster::start(Flavor::Cairn, 5).await.expect("cluster starts");
