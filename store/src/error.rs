@@ -53,6 +53,8 @@ pub enum EtcdError {
     LearnerNotReady,
     #[error("etcdserver: too many learner members in cluster")]
     TooManyLearners,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: request timed out")]
@@ -170,9 +172,13 @@ impl EtcdError {
             LeaseNotFound | MemberNotFound => Code::NotFound,
             NotCapable | NotLeader | LeaseExist | BadLeaderTransferee | MemberExist | PeerUrlExist
             | MemberNotLearner | LearnerNotReady | TooManyLearners => Code::FailedPrecondition,
-            NoLeader | Timeout | TimeoutDueToLeaderFail | LeaderChanged | Stopped | LeaderTransferTimeout => {
-                Code::Unavailable
-            }
+            NoLeader
+            | Timeout
+            | TimeoutDueToLeaderFail
+            | LeaderChanged
+            | Stopped
+            | LeaderTransferTimeout
+            | NotSupportedForLearner => Code::Unavailable,
             Internal(_) | Snapshot(_) => Code::Internal,
             DuplicateWatchId | ClusterIdMismatch { .. } => Code::FailedPrecondition,
             BadPeerMessage(_) => Code::InvalidArgument,

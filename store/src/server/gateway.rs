@@ -26,10 +26,12 @@ use tonic::service::Routes;
 use tonic::Code;
 
 use super::http::GrpcCounter;
+use super::learner::LearnerGate;
 
-/// The member's gRPC services as the gateway calls them: counted and timed
-/// like calls from the network, as etcd's gateway is a real gRPC client.
-pub type Services = GrpcCounter<Routes>;
+/// The member's gRPC services as the gateway calls them: counted, timed and
+/// gated on a learner like calls from the network, as etcd's gateway is a
+/// real gRPC client.
+pub type Services = GrpcCounter<LearnerGate<Routes>>;
 
 /// The largest JSON body read: base64 makes values a third larger than the
 /// gRPC message that `--max-request-bytes` bounds, and the gRPC service then

@@ -47,6 +47,10 @@ fn unexpected() -> Status {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        // The rest of what a learner refuses is refused before the services.
+        if self.node.is_learner() && !request.get_ref().serializable {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
         validate::check_range(request.get_ref())?;
         if !request.get_ref().serializable {
             self.node.linearizable_barrier().await?;

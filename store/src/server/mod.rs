@@ -10,6 +10,7 @@ mod forward;
 pub mod gateway;
 pub mod http;
 pub mod kv;
+mod learner;
 pub mod lease;
 pub mod lessor;
 mod listeners;
@@ -428,13 +429,15 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
         .add_service(lock)
         .add_service(election);
     let counter = http::GrpcCounterLayer { slow: node.config.warning_unary_request_duration() };
+    let learner_gate = learner::LearnerGateLayer { node: node.clone() };
     let mut web = http::router(node.clone());
     if node.config.enable_grpc_gateway {
-        let counted = tower::Layer::layer(&counter, services.clone());
+        let counted = tower::Layer::layer(&counter, tower::Layer::layer(&learner_gate, services.clone()));
         web = web.merge(gateway::router(counted, gateway::body_limit(max_message)));
     }
     let routes = services
         .into_axum_router()
+        .layer(learner_gate)
         .merge(web)
         .fallback(gateway::not_found)
         .layer(axum::middleware::from_fn(gateway::cors));
@@ -489,6 +492,8 @@ async fn track_leadership(node: Arc<Node>, inline_fsync: Arc<AtomicBool>) {
             let membership = &current.membership_config;
             if last_membership.as_ref() != Some(membership.log_id()) {
                 node.peers.set_members(membership.membership().nodes());
+                let listed = membership.membership().get_node(&node.id).is_some();
+                node.set_learner(listed && !membership.membership().voter_ids().any(|id| id == node.id));
                 last_membership = Some(*membership.log_id());
             }
             let leads_peers = current.state == ServerState::Leader && membership.membership().voter_ids().count() > 1;

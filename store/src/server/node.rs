@@ -2,7 +2,7 @@
 //! (forwarding to the leader, group commit, ReadIndex, lease liveness).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +54,9 @@ pub struct Node {
     /// has, so that however many clients list, the write path keeps a core.
     pub range_slots: Arc<tokio::sync::Semaphore>,
     lease_id_suffix: AtomicU64,
+    /// Whether the applied membership lists this member as a learner; kept
+    /// by `server::track_leadership`.
+    learner: AtomicBool,
 }
 
 fn range_slots() -> usize {
@@ -110,6 +113,7 @@ impl Node {
             tokens,
             range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
+            learner: AtomicBool::new(false),
         }
     }
 
@@ -133,6 +137,15 @@ impl Node {
         let suffix = self.lease_id_suffix.fetch_add(1, Ordering::Relaxed) & ((1 << 48) - 1);
         let id = ((self.id & 0xffff) << 47) | suffix;
         (id & (i64::MAX as u64)).max(1) as i64
+    }
+
+    /// A learner serves only what etcd's learners serve (`server::learner`).
+    pub fn is_learner(&self) -> bool {
+        self.learner.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_learner(&self, learner: bool) {
+        self.learner.store(learner, Ordering::Relaxed);
     }
 
     pub fn is_leader(&self) -> bool {
@@ -199,14 +212,19 @@ impl Node {
             return Err(EtcdError::NoSpace.into());
         }
         let request = &request;
+        let deadline = Instant::now() + self.request_timeout();
         let response = self
             .on_leader(
                 || self.proposer.propose(request.clone()),
                 |client| async move {
                     let forwarded = self.forwarded_writes.forward(client, request.clone()).await?;
                     // etcd answers a write on the member that took it once that
-                    // member has applied it, so that a serializable read there sees it.
-                    self.wait_applied(forwarded.applied_index).await.map_err(ProposeError::Failed)?;
+                    // member has applied it, so that a serializable read there
+                    // sees it. An error changed nothing: it is answered at once.
+                    if !matches!(forwarded.response.response, Some(write_response::Response::Error(_))) {
+                        let applied = self.wait_applied_until(forwarded.applied_index, deadline).await;
+                        applied.map_err(ProposeError::Failed)?;
+                    }
                     Ok(forwarded.response)
                 },
             )
@@ -239,7 +257,11 @@ impl Node {
 
     /// Waits until this member has applied `index`.
     pub(super) async fn wait_applied(&self, index: u64) -> Result<(), EtcdError> {
-        let deadline = Instant::now() + self.request_timeout();
+        self.wait_applied_until(index, Instant::now() + self.request_timeout()).await
+    }
+
+    /// Waits until this member has applied `index`, or `deadline` passes.
+    async fn wait_applied_until(&self, index: u64, deadline: Instant) -> Result<(), EtcdError> {
         let mut applied = self.state.subscribe_applied();
         let caught_up = tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
             .await

@@ -87,6 +87,54 @@ async fn t120_learner_is_added_catches_up_and_is_promoted() {
     }
 }
 
+/// How a call ended, as the test compares it: "ok", or the gRPC code and message.
+fn outcome<T>(result: Result<T, etcd_client::Error>) -> String {
+    match result {
+        Ok(_) => "ok".to_string(),
+        Err(etcd_client::Error::GRpcStatus(status)) => format!("{:?}: {}", status.code(), status.message()),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// A learner serves Status and serializable reads, and refuses the rest with
+/// etcd's error and code, as etcd 3.5.1's learner does (run first).
+#[tokio::test]
+async fn t123_a_learner_refuses_what_etcd_learners_refuse() {
+    let mut seen = Vec::new();
+    for flavor in [Flavor::Etcd, Flavor::Cairn] {
+        let mut cluster = Cluster::start(flavor, 1).await.expect("starts");
+        let voter = cluster.endpoints()[0].clone();
+        let (client_url, peer_url) = cluster.new_member_urls();
+        let added =
+            etcdctl_ok(&[&voter], &["member", "add", "learner1", &format!("--peer-urls={peer_url}"), "--learner"]);
+        cluster.start_added("learner1", (client_url.clone(), peer_url), &initial_cluster_of(&added)).expect("start");
+        // Written after the learner was added: once the learner has it, it knows it is one.
+        etcdctl_ok(&[&voter], &["put", "k", "v"]);
+        assert!(wait_for_key(&client_url, "k").await, "{flavor:?}: the learner catches up");
+        let mut learner = client(&client_url).await;
+        let watched = match learner.watch("k", None).await {
+            Ok(mut stream) => outcome(stream.message().await),
+            Err(err) => outcome::<()>(Err(err)),
+        };
+        let outcomes = vec![
+            ("put", outcome(learner.put("k", "v2", None).await)),
+            ("linearizable get", outcome(learner.get("k", None).await)),
+            ("serializable get", outcome(learner.get("k", Some(GetOptions::new().with_serializable())).await)),
+            ("txn", outcome(learner.txn(etcd_client::Txn::new()).await)),
+            ("lease grant", outcome(learner.lease_grant(10, None).await)),
+            ("member list", outcome(learner.member_list().await)),
+            ("status", outcome(learner.status().await)),
+            ("defragment", outcome(learner.defragment().await)),
+            ("watch", watched),
+        ];
+        seen.push(outcomes);
+    }
+    assert_eq!(seen[0], seen[1], "etcd 3.5.1 first, cairn second");
+    let refused = "Unavailable: etcdserver: rpc not supported for learner";
+    assert!(seen[1].iter().any(|(call, outcome)| *call == "put" && outcome == refused), "{:?}", seen[1]);
+    assert!(seen[1].iter().any(|(call, outcome)| *call == "serializable get" && outcome == "ok"), "{:?}", seen[1]);
+}
+
 #[tokio::test]
 async fn t121_member_is_removed_and_replaced() {
     let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
