@@ -492,8 +492,6 @@ async fn track_leadership(node: Arc<Node>, inline_fsync: Arc<AtomicBool>) {
             let membership = &current.membership_config;
             if last_membership.as_ref() != Some(membership.log_id()) {
                 node.peers.set_members(membership.membership().nodes());
-                let listed = membership.membership().get_node(&node.id).is_some();
-                node.set_learner(listed && !membership.membership().voter_ids().any(|id| id == node.id));
                 last_membership = Some(*membership.log_id());
             }
             let leads_peers = current.state == ServerState::Leader && membership.membership().voter_ids().count() > 1;

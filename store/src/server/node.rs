@@ -2,7 +2,7 @@
 //! (forwarding to the leader, group commit, ReadIndex, lease liveness).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,9 +54,6 @@ pub struct Node {
     /// has, so that however many clients list, the write path keeps a core.
     pub range_slots: Arc<tokio::sync::Semaphore>,
     lease_id_suffix: AtomicU64,
-    /// Whether the applied membership lists this member as a learner; kept
-    /// by `server::track_leadership`.
-    learner: AtomicBool,
 }
 
 fn range_slots() -> usize {
@@ -113,7 +110,6 @@ impl Node {
             tokens,
             range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
-            learner: AtomicBool::new(false),
         }
     }
 
@@ -139,13 +135,13 @@ impl Node {
         (id & (i64::MAX as u64)).max(1) as i64
     }
 
-    /// A learner serves only what etcd's learners serve (`server::learner`).
+    /// Whether the membership lists this member as a learner, which serves
+    /// only what etcd's learners serve (`server::learner`).
     pub fn is_learner(&self) -> bool {
-        self.learner.load(Ordering::Relaxed)
-    }
-
-    pub(super) fn set_learner(&self, learner: bool) {
-        self.learner.store(learner, Ordering::Relaxed);
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        membership.get_node(&self.id).is_some() && !membership.voter_ids().any(|id| id == self.id)
     }
 
     pub fn is_leader(&self) -> bool {

@@ -80,6 +80,13 @@ async fn t120_learner_is_added_catches_up_and_is_promoted() {
     assert!(promoted.contains("promoted in cluster"), "{promoted}");
     let listed = etcdctl_ok(&all, &["member", "list"]);
     assert!(listed.contains(&format!("{id}, started, learner1, {peer_url}, {client_url}, false")), "{listed}");
+    // It refuses writes until it has the promotion itself, as etcd's learner does.
+    let mut promoted_member = client(&client_url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while promoted_member.status().await.expect("status").is_learner() {
+        assert!(Instant::now() < deadline, "the promoted member learns it votes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The promoted member takes writes (forwarded) and its data matches.
     etcdctl_ok(&[&client_url], &["put", "after-promote", "v"]);
     for endpoint in &endpoints {
