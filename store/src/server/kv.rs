@@ -48,7 +48,7 @@ fn unexpected() -> Status {
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         // The rest of what a learner refuses is refused before the services.
-        if self.node.is_learner() && !request.get_ref().serializable {
+        if !request.get_ref().serializable && self.node.is_learner() {
             return Err(EtcdError::NotSupportedForLearner.into());
         }
         validate::check_range(request.get_ref())?;
