@@ -21,4 +21,5 @@ pub mod snapshot;
 pub mod state;
 pub mod tls;
 pub mod types;
+pub mod wal;
 pub mod watch;

@@ -145,11 +145,6 @@ impl Engine {
         Ok(())
     }
 
-    /// fsyncs the write-ahead log: every write made before the call is then durable.
-    pub fn sync_wal(&self) -> Result<(), EngineError> {
-        Ok(self.db.flush_wal(true)?)
-    }
-
     pub fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         Ok(self.db.get_cf(self.cf(cf)?, key)?)
     }

@@ -1,20 +1,26 @@
 //! The whole on-disk layout, declared in one place.
 //!
-//! One RocksDB instance holds the Raft log, the Raft vote and the state
-//! machine, so that they share one write-ahead log: the fsync of a log append
-//! also makes every earlier state-machine write durable.
+//! One RocksDB instance holds the Raft vote and the state machine. The Raft
+//! log has files of its own ([`crate::wal`], under [`WAL_DIR`]); state-machine
+//! writes are not synced, since the log entries they came from are kept until
+//! a synced write (the purged index) has made them durable.
 
 use super::{EngineError, WriteOp};
 use crate::mvcc::Revision;
 
 /// Bumped whenever the layout below changes incompatibly.
-pub const SCHEMA_VERSION: u64 = 1;
+/// 2: the Raft log moved from [`CF_RAFT_LOG`] to [`WAL_DIR`].
+pub const SCHEMA_VERSION: u64 = 2;
+/// The versions this cairn upgrades at start: 1, whose Raft log is still in [`CF_RAFT_LOG`].
+pub const UPGRADABLE_SCHEMA_VERSIONS: [u64; 1] = [1];
 
 /// MVCC key-value revisions. Key: [`crate::mvcc::Revision::to_bytes`] (17 bytes,
 /// plus a trailing `t` for a tombstone, as etcd's `key` bucket). Value: an encoded
 /// `mvccpb::KeyValue`.
 pub const CF_KV: &str = "kv";
-/// Raft log entries. Key: the log index, 8 bytes big-endian. Value: a bincode `Entry`.
+/// Raft log entries of data dirs written before [`WAL_DIR`]: moved there at
+/// the first start, and empty after it. Key: the log index, 8 bytes
+/// big-endian. Value: a bincode `Entry`.
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Small values: the keys below.
 pub const CF_META: &str = "meta";
@@ -68,16 +74,23 @@ pub mod meta {
 pub const SNAPSHOT_DIR: &str = "member/snap";
 /// The engine lives here, under the data dir.
 pub const DB_DIR: &str = "member/db";
+/// The Raft log's segments ([`crate::wal`]) live here, under the data dir, as etcd's.
+pub const WAL_DIR: &str = "member/wal";
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
+}
+
+/// The record of the schema version this cairn writes.
+pub fn schema_version_record() -> WriteOp {
+    WriteOp::Put { cf: CF_META, key: meta::SCHEMA_VERSION.to_vec(), value: SCHEMA_VERSION.to_be_bytes().to_vec() }
 }
 
 /// The records that say whose a data dir is: schema version, member, cluster, token and name.
 pub fn identity_records(member_id: u64, cluster_id: u64, token: &str, name: &str) -> Vec<WriteOp> {
     let put = |key: &[u8], value: Vec<u8>| WriteOp::Put { cf: CF_META, key: key.to_vec(), value };
     vec![
-        put(meta::SCHEMA_VERSION, SCHEMA_VERSION.to_be_bytes().to_vec()),
+        schema_version_record(),
         put(meta::MEMBER_ID, member_id.to_be_bytes().to_vec()),
         put(meta::CLUSTER_ID, cluster_id.to_be_bytes().to_vec()),
         put(meta::CLUSTER_TOKEN, token.as_bytes().to_vec()),

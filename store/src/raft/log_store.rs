@@ -1,15 +1,17 @@
-//! The Raft log and vote in the engine. On a leader with peers an append is
-//! written at once (so that replication can read it) and fsynced by the WAL
-//! sync thread, which tells openraft it is durable only after the fsync, so
-//! the leader's fsync overlaps its followers' round. openraft 0.10 goes on
-//! appending (and replicating) while a flush is pending, so one fsync covers
-//! every append that queued meanwhile. Where nothing could run beside the
-//! fsync (a follower, or a leader alone), the append fsyncs inline on
-//! openraft's core task instead, saving the hand-off to the thread and back
-//! (measured: docs/benchmarks.md).
+//! The Raft log in its own files ([`crate::wal`]), the vote and the purged
+//! index in the engine. On a leader with peers an append is written at once
+//! (so that replication can read it) and fsynced by the WAL sync thread, which
+//! tells openraft it is durable only after the fsync, so the leader's fsync
+//! overlaps its followers' round. openraft 0.10 goes on appending (and
+//! replicating) while a flush is pending, so one fsync covers every append
+//! that queued meanwhile. Where nothing could run beside the fsync (a
+//! follower, or a leader alone), the append fsyncs inline on openraft's core
+//! task instead, saving the hand-off to the thread and back (measured:
+//! docs/benchmarks.md).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -22,24 +24,19 @@ use super::types::{decode, encode, Entry, LogId, Proposal, TypeConfig, Vote};
 use crate::engine::schema::{self, meta};
 use crate::engine::{Durability, Engine, EngineError, WriteOp};
 use crate::metrics::METRICS;
+use crate::wal::{Record, Wal};
 
 #[derive(Clone)]
 pub struct LogStore {
     engine: Arc<Engine>,
+    wal: Arc<Wal>,
     wal_sync: Arc<WalSync>,
-    /// The last committed log id, not yet written: it rides in the next
-    /// append's batch instead of costing a write of its own between a commit
-    /// and its apply. It is a hint (the applied index is durable with the
-    /// state, and a lost commit is re-learned from the leader).
-    unsaved_committed: Option<Option<LogId>>,
     /// Whether appends fsync inline: see [`LogStore::inline_fsync`].
     inline_fsync: Arc<AtomicBool>,
 }
 
 /// The WAL sync thread and the queue of appends waiting for its fsync, in log
-/// order. When the last log store goes, the queue closes and the thread is
-/// joined: it holds the engine, and a RocksDB closed by a thread still running
-/// while the process exits aborts it ("pthread lock: Invalid argument").
+/// order. When the last log store goes, the queue closes and the thread is joined.
 struct WalSync {
     unsynced: std::sync::mpsc::Sender<IOFlushed<TypeConfig>>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -57,13 +54,32 @@ impl Drop for WalSync {
 }
 
 impl LogStore {
-    pub fn new(engine: Arc<Engine>) -> Result<Self, std::io::Error> {
+    /// Opens the log in `wal_dir`. Entries that an older version kept in the
+    /// engine move into it first. A member that restarts on a data dir of
+    /// this version must find its log: a missing one would be a log forgotten.
+    pub fn open(engine: Arc<Engine>, wal_dir: &Path, restart: bool) -> Result<Self, io::Error> {
+        let version = engine.get(schema::CF_META, meta::SCHEMA_VERSION).map_err(io::Error::other)?;
+        let version = version.map(|bytes| schema::decode_u64("schema version", &bytes)).transpose();
+        let upgrading = version.map_err(io::Error::other)? != Some(schema::SCHEMA_VERSION);
+        if restart && !upgrading && !wal_dir.exists() {
+            let missing =
+                EngineError::Corrupt { what: "raft log".into(), detail: format!("{} is missing", wal_dir.display()) };
+            return Err(io::Error::other(missing));
+        }
+        let purged: Option<LogId> = read_meta(&engine, meta::RAFT_LAST_PURGED)?;
+        let wal = Arc::new(
+            Wal::open(wal_dir, purged.map(|log_id| log_id.index), crate::wal::SEGMENT_BYTES)
+                .map_err(io::Error::other)?,
+        );
+        if upgrading {
+            move_engine_entries(&engine, &wal).map_err(io::Error::other)?;
+        }
         let (unsynced, waiting) = std::sync::mpsc::channel();
-        let syncing = engine.clone();
+        let syncing = wal.clone();
         let thread =
             std::thread::Builder::new().name("cairn-wal-sync".into()).spawn(move || sync_loop(&syncing, waiting))?;
         let wal_sync = Arc::new(WalSync { unsynced, thread: parking_lot::Mutex::new(Some(thread)) });
-        Ok(Self { engine, wal_sync, unsaved_committed: None, inline_fsync: Arc::new(AtomicBool::new(true)) })
+        Ok(Self { engine, wal, wal_sync, inline_fsync: Arc::new(AtomicBool::new(true)) })
     }
 
     /// The switch between fsyncing appends inline (true: no replication to
@@ -74,38 +90,84 @@ impl LogStore {
         self.inline_fsync.clone()
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, io::Error> {
-        let Some(bytes) = self.engine.get(schema::CF_META, key).map_err(io::Error::other)? else {
-            return Ok(None);
-        };
-        let corrupt = |err: bincode::Error| EngineError::Corrupt {
-            what: format!("meta record {}", String::from_utf8_lossy(key)),
-            detail: err.to_string(),
-        };
-        Ok(Some(decode(&bytes).map_err(corrupt).map_err(io::Error::other)?))
-    }
-
-    async fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), io::Error> {
+    async fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        durability: Durability,
+    ) -> Result<(), io::Error> {
         let value = encode(value).map_err(io::Error::other)?;
-        let op = WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value };
-        self.write_synced(vec![op]).await
-    }
-
-    /// A synced write, off the async workers: no tokio worker waits for an fsync.
-    async fn write_synced(&self, ops: Vec<WriteOp>) -> Result<(), io::Error> {
+        let ops = vec![WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value }];
+        if durability == Durability::Buffered {
+            return self.engine.write(&ops, durability).map_err(io::Error::other);
+        }
+        // Off the async workers: no tokio worker waits for an fsync.
         let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || engine.write(&ops, Durability::Sync)).await {
+        match tokio::task::spawn_blocking(move || engine.write(&ops, durability)).await {
             Ok(written) => written.map_err(io::Error::other),
             Err(join) => Err(io::Error::other(join.to_string())),
         }
     }
+
+    /// The entry at `index`, if the log holds it.
+    fn entry_at(&self, index: u64) -> Result<Option<Entry>, io::Error> {
+        let stored = self.wal.read(index, index.saturating_add(1)).map_err(io::Error::other)?;
+        stored.first().map(|(index, bytes)| decode_entry(*index, bytes)).transpose().map_err(io::Error::other)
+    }
 }
 
-/// Decodes a stored entry, which must sit under its own index.
-fn decode_entry(key: &[u8], value: &[u8]) -> Result<Entry, EngineError> {
-    let index = schema::decode_log_key(key)?;
+fn read_meta<T: serde::de::DeserializeOwned>(engine: &Engine, key: &[u8]) -> Result<Option<T>, io::Error> {
+    let Some(bytes) = engine.get(schema::CF_META, key).map_err(io::Error::other)? else {
+        return Ok(None);
+    };
+    let corrupt = |err: bincode::Error| EngineError::Corrupt {
+        what: format!("meta record {}", String::from_utf8_lossy(key)),
+        detail: err.to_string(),
+    };
+    Ok(Some(decode(&bytes).map_err(corrupt).map_err(io::Error::other)?))
+}
+
+/// Moves the entries of a data dir written before the WAL (schema 1 kept
+/// them in the engine), then stamps the data dir with this schema version, in
+/// the batch that deletes them. Copied and synced first: a crash before the
+/// stamp copies them again, and a copy replaces the same entries.
+fn move_engine_entries(engine: &Engine, wal: &Wal) -> Result<(), EngineError> {
+    const CHUNK: usize = 1024;
+    let mut chunk = Vec::new();
+    let mut moved = 0;
+    let write = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), EngineError> {
+        let records: Vec<Record> =
+            chunk.iter().map(|(index, payload)| Record::Entry { index: *index, payload }).collect();
+        wal.write(&records).map_err(|err| EngineError::Io(io::Error::other(err)))?;
+        chunk.clear();
+        Ok(())
+    };
+    engine.scan_from(schema::CF_RAFT_LOG, &[], |key, value| {
+        chunk.push((schema::decode_log_key(key)?, value.to_vec()));
+        moved += 1;
+        if chunk.len() == CHUNK {
+            write(&mut chunk)?;
+        }
+        Ok(true)
+    })?;
+    write(&mut chunk)?;
+    wal.sync().map_err(|err| EngineError::Io(io::Error::other(err)))?;
+    let all = WriteOp::DeleteRange {
+        cf: schema::CF_RAFT_LOG,
+        from: schema::log_key(0).to_vec(),
+        to: schema::log_key(u64::MAX).to_vec(),
+    };
+    engine.write(&[all, schema::schema_version_record()], Durability::Sync)?;
+    if moved > 0 {
+        tracing::info!(entries = moved, "moved the raft log from the engine into its own files");
+    }
+    Ok(())
+}
+
+/// Decodes a stored entry, which must be the entry of its own index.
+fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, EngineError> {
     let corrupt = |detail: String| EngineError::Corrupt { what: format!("raft log entry {index}"), detail };
-    let entry: Entry = decode(value).map_err(|err| corrupt(err.to_string()))?;
+    let entry: Entry = decode(bytes).map_err(|err| corrupt(err.to_string()))?;
     if entry.log_id.index != index {
         return Err(corrupt(format!("holds the entry of index {}", entry.log_id.index)));
     }
@@ -117,26 +179,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let start = match range.start_bound() {
+        let from = match range.start_bound() {
             Bound::Included(index) => *index,
             Bound::Excluded(index) => index.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let mut entries = Vec::new();
-        self.engine
-            .scan_from(schema::CF_RAFT_LOG, &schema::log_key(start), |key, value| {
-                if !range.contains(&schema::decode_log_key(key)?) {
-                    return Ok(false);
-                }
-                entries.push(decode_entry(key, value)?);
-                Ok(true)
-            })
-            .map_err(io::Error::other)?;
-        Ok(entries)
+        let to = match range.end_bound() {
+            Bound::Included(index) => index.saturating_add(1),
+            Bound::Excluded(index) => *index,
+            Bound::Unbounded => u64::MAX,
+        };
+        let stored = self.wal.read(from, to).map_err(io::Error::other)?;
+        stored.iter().map(|(index, bytes)| decode_entry(*index, bytes).map_err(io::Error::other)).collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        self.read_meta(meta::RAFT_VOTE)
+        read_meta(&self.engine, meta::RAFT_VOTE)
     }
 
     /// Replication reads here. An AppendEntries carries at most
@@ -169,11 +227,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(meta::RAFT_LAST_PURGED)?;
+        let last_purged_log_id: Option<LogId> = read_meta(&self.engine, meta::RAFT_LAST_PURGED)?;
         METRICS.raft_purged_index.store(last_purged_log_id.map_or(0, |log_id| log_id.index), Ordering::Relaxed);
-        let last = self.engine.last(schema::CF_RAFT_LOG).map_err(io::Error::other)?;
-        let last_log_id = match last {
-            Some((key, value)) => Some(decode_entry(&key, &value).map_err(io::Error::other)?.log_id),
+        let last_log_id = match self.wal.last_index() {
+            Some(index) => self.entry_at(index)?.map(|entry| entry.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState { last_purged_log_id, last_log_id })
@@ -184,20 +241,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.write_meta(meta::RAFT_VOTE, vote).await
+        self.write_meta(meta::RAFT_VOTE, vote, Durability::Sync).await
     }
 
+    /// A hint, not synced: the applied index is durable with the state, and a
+    /// lost commit is learned again from the leader.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         METRICS.proposals_committed.store(committed.map_or(0, |log_id| log_id.index), Ordering::Relaxed);
-        self.unsaved_committed = Some(committed);
-        Ok(())
+        self.write_meta(meta::RAFT_COMMITTED, &committed, Durability::Buffered).await
     }
 
+    /// The saved commit, if the log still holds that very entry. The log and
+    /// the hint are written to different files, and a power loss may keep one
+    /// without the other; an entry found at the index with the committed log id
+    /// means, by log matching, that everything before it is the leader's too.
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        if let Some(committed) = self.unsaved_committed {
-            return Ok(committed);
-        }
-        Ok(self.read_meta::<Option<LogId>>(meta::RAFT_COMMITTED)?.flatten())
+        let Some(committed) = read_meta::<Option<LogId>>(&self.engine, meta::RAFT_COMMITTED)?.flatten() else {
+            return Ok(None);
+        };
+        let held = self.entry_at(committed.index)?.is_some_and(|entry| entry.log_id == committed);
+        Ok(held.then_some(committed))
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -205,56 +268,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut ops = Vec::new();
-        if let Some(committed) = self.unsaved_committed.take() {
-            let value = encode(&committed).map_err(io::Error::other)?;
-            ops.push(WriteOp::Put { cf: schema::CF_META, key: meta::RAFT_COMMITTED.to_vec(), value });
-        }
+        let mut encoded = Vec::new();
         for entry in entries {
-            let value = encode(&entry).map_err(io::Error::other)?;
-            ops.push(WriteOp::Put {
-                cf: schema::CF_RAFT_LOG,
-                key: schema::log_key(entry.log_id.index).to_vec(),
-                value,
-            });
+            encoded.push((entry.log_id.index, encode(&entry).map_err(io::Error::other)?));
         }
+        let records: Vec<Record> =
+            encoded.iter().map(|(index, payload)| Record::Entry { index: *index, payload }).collect();
+        self.wal.write(&records).map_err(io::Error::other)?;
         if self.inline_fsync.load(Ordering::Relaxed) {
             let started = std::time::Instant::now();
-            self.engine.write(&ops, Durability::Sync).map_err(io::Error::other)?;
+            self.wal.sync().map_err(io::Error::other)?;
             METRICS.wal_fsync.observe(started.elapsed());
             // An append still queued for the thread completes later with an
             // older id, which openraft ignores: this fsync covered it too.
             callback.io_completed(Ok(()));
             return Ok(());
         }
-        self.engine.write(&ops, Durability::Buffered).map_err(io::Error::other)?;
         self.wal_sync.unsynced.send(callback).map_err(|_| io::Error::other("the WAL sync thread has stopped"))
     }
 
     /// Keeps the log up to and including `last`, deletes every entry after it.
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
-        let op = WriteOp::DeleteRange {
-            cf: schema::CF_RAFT_LOG,
-            from: schema::log_key(last.map_or(0, |log_id| log_id.index.saturating_add(1))).to_vec(),
-            to: schema::log_key(u64::MAX).to_vec(),
-        };
-        self.write_synced(vec![op]).await
+        let from = last.map_or(0, |log_id| log_id.index.saturating_add(1));
+        self.wal.write(&[Record::Truncate { from }]).and_then(|()| self.wal.sync()).map_err(io::Error::other)
     }
 
+    /// The purged index is synced first: that also makes every state-machine
+    /// write before it durable, which the purged entries no longer back.
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let ops = vec![
-            WriteOp::Put {
-                cf: schema::CF_META,
-                key: meta::RAFT_LAST_PURGED.to_vec(),
-                value: encode(&log_id).map_err(io::Error::other)?,
-            },
-            WriteOp::DeleteRange {
-                cf: schema::CF_RAFT_LOG,
-                from: schema::log_key(0).to_vec(),
-                to: schema::log_key(log_id.index.saturating_add(1)).to_vec(),
-            },
-        ];
-        self.write_synced(ops).await?;
+        self.write_meta(meta::RAFT_LAST_PURGED, &log_id, Durability::Sync).await?;
+        self.wal.purge(log_id.index);
         METRICS.raft_purged_index.store(log_id.index, Ordering::Relaxed);
         Ok(())
     }
@@ -262,12 +305,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
 /// fsyncs the WAL for every append that is waiting, oldest first, then completes
 /// their callbacks in order. Ends when the log store is dropped.
-fn sync_loop(engine: &Engine, waiting: std::sync::mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn sync_loop(wal: &Wal, waiting: std::sync::mpsc::Receiver<IOFlushed<TypeConfig>>) {
     while let Ok(first) = waiting.recv() {
         let mut flushed = vec![first];
         flushed.extend(waiting.try_iter());
         let started = std::time::Instant::now();
-        let synced = engine.sync_wal();
+        let synced = wal.sync();
         METRICS.wal_fsync.observe(started.elapsed());
         for callback in flushed {
             let result = synced.as_ref().map(|_| ()).map_err(|err| io::Error::other(err.to_string()));
@@ -304,5 +347,63 @@ mod tests {
         assert_eq!(entries_within(&large, MAX_APPEND_BYTES), 2, "two 3 MiB entries fit in 8 MiB");
         assert_eq!(entries_within(&large[..1], 1024), 1, "an entry larger than the bound still goes");
         assert_eq!(entries_within(&[entry(9, EntryPayload::Blank)], 0), 1);
+    }
+
+    fn open(dir: &Path) -> (Arc<Engine>, LogStore) {
+        let engine = Arc::new(Engine::open(&dir.join(schema::DB_DIR)).expect("engine"));
+        let store = LogStore::open(engine.clone(), &dir.join(schema::WAL_DIR), true).expect("log store");
+        (engine, store)
+    }
+
+    async fn all_entries(store: &mut LogStore) -> Vec<Entry> {
+        store.try_get_log_entries(..).await.expect("read")
+    }
+
+    #[tokio::test]
+    async fn a_log_an_older_version_kept_in_the_engine_moves_into_the_wal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let written: Vec<Entry> = (0..5).map(|index| put(index, 10)).collect();
+        {
+            let engine = Engine::open(&dir.path().join(schema::DB_DIR)).expect("engine");
+            let mut ops: Vec<WriteOp> = written
+                .iter()
+                .map(|entry| WriteOp::Put {
+                    cf: schema::CF_RAFT_LOG,
+                    key: schema::log_key(entry.log_id.index).to_vec(),
+                    value: encode(entry).expect("encode"),
+                })
+                .collect();
+            let version_1 = 1u64.to_be_bytes().to_vec();
+            ops.push(WriteOp::Put { cf: schema::CF_META, key: meta::SCHEMA_VERSION.to_vec(), value: version_1 });
+            engine.write(&ops, Durability::Sync).expect("write");
+        }
+        for start in ["first", "second"] {
+            let (engine, mut store) = open(dir.path());
+            assert_eq!(all_entries(&mut store).await, written, "the {start} start reads the moved entries");
+            assert_eq!(engine.count(schema::CF_RAFT_LOG), 0, "the engine holds none after the {start} start");
+            let state = store.get_log_state().await.expect("log state");
+            assert_eq!(state.last_log_id, Some(written[4].log_id));
+            let version = engine.get(schema::CF_META, meta::SCHEMA_VERSION).expect("read");
+            assert_eq!(version, Some(schema::SCHEMA_VERSION.to_be_bytes().to_vec()), "stamped after the move");
+        }
+        std::fs::remove_dir_all(dir.path().join(schema::WAL_DIR)).expect("remove the log");
+        let engine = Arc::new(Engine::open(&dir.path().join(schema::DB_DIR)).expect("engine"));
+        let refused = LogStore::open(engine, &dir.path().join(schema::WAL_DIR), true).err().map(|err| err.to_string());
+        assert!(refused.as_deref().unwrap_or_default().contains("is missing"), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_saved_commit_is_believed_only_if_the_log_holds_that_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_engine, mut store) = open(dir.path());
+        let written: Vec<Entry> = (0..4).map(|index| put(index, 10)).collect();
+        store.append(written.clone(), IOFlushed::noop()).await.expect("append");
+        store.save_committed(Some(written[2].log_id)).await.expect("save");
+        assert_eq!(store.read_committed().await.expect("read"), Some(written[2].log_id));
+        let other_term = LogId::new(CommittedLeaderId::new(2, 1), 2);
+        store.save_committed(Some(other_term)).await.expect("save");
+        assert_eq!(store.read_committed().await.expect("read"), None, "the log holds another entry there");
+        store.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 9))).await.expect("save");
+        assert_eq!(store.read_committed().await.expect("read"), None, "beyond the log's end");
     }
 }

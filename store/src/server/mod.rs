@@ -155,7 +155,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     .validate()
     .map_err(|err| StartError::Raft(err.to_string()))?;
     let network = Network { cluster_id: identity.cluster_id, peers: peers.clone() };
-    let log_store = LogStore::new(engine.clone()).map_err(|err| StartError::Raft(err.to_string()))?;
+    let restart = bootstrap == Bootstrap::Restart;
+    let log_store = LogStore::open(engine.clone(), &data_dir.join(schema::WAL_DIR), restart)
+        .map_err(|err| StartError::Raft(err.to_string()))?;
     let inline_fsync = log_store.inline_fsync();
     let raft = Raft::new(
         identity.member_id,
@@ -306,7 +308,7 @@ async fn open_data_dir(
                 });
             }
             let version = read_u64(meta::SCHEMA_VERSION)?.unwrap_or(0);
-            if version != schema::SCHEMA_VERSION {
+            if version != schema::SCHEMA_VERSION && !schema::UPGRADABLE_SCHEMA_VERSIONS.contains(&version) {
                 return Err(StartError::SchemaVersion {
                     path: data_dir.clone(),
                     found: version,

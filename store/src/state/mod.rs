@@ -589,7 +589,7 @@ impl KvState {
                 member_attrs.iter().map(|(id, attrs)| (*id, attrs.encode_to_vec())).collect();
             ops.push(meta_put(meta::SM_MEMBER_ATTRS, encode(&encoded).map_err(encode_err)?));
         }
-        // Buffered: the Raft log, fsynced in the same WAL, can replay these.
+        // Buffered: the Raft log keeps these entries until a synced write covers them.
         let started = std::time::Instant::now();
         self.engine.write(&ops, Durability::Buffered)?;
         METRICS.backend_commit.observe(started.elapsed());

@@ -10,6 +10,7 @@ use cairn_proto::cairnpb::MemberAttributes;
 use cairn_proto::mvccpb::KeyValue;
 use cairn_store::engine::schema::{self, meta};
 use cairn_store::engine::{Durability, Engine, WriteOp};
+use cairn_store::wal::{Record, Wal, SEGMENT_BYTES};
 use etcd_client::PutOptions;
 use prost::Message;
 
@@ -18,8 +19,27 @@ use cairn_testkit::{client, Cluster, Flavor};
 /// One way to damage a stopped member's data, and the words its refusal must contain.
 struct Damage {
     name: &'static str,
-    apply: fn(&Engine) -> Vec<WriteOp>,
+    apply: Harm,
     expect: &'static str,
+}
+
+/// Writes into the engine, or into the Raft log's files.
+enum Harm {
+    Engine(fn(&Engine) -> Vec<WriteOp>),
+    Wal(fn(&Path)),
+}
+
+/// Appends an entry to the stopped member's log, as a valid record.
+fn wal_append(wal_dir: &Path, index: u64, payload: &[u8]) {
+    // Opened as if everything before `index` were purged, so that any index is taken.
+    let wal = Wal::open(wal_dir, index.checked_sub(1), SEGMENT_BYTES).expect("open the stopped member's log");
+    wal.write(&[Record::Entry { index, payload }]).expect("damage");
+    wal.sync().expect("sync");
+}
+
+fn wal_last(wal_dir: &Path) -> u64 {
+    let wal = Wal::open(wal_dir, None, SEGMENT_BYTES).expect("open the stopped member's log");
+    wal.last_index().expect("a log entry")
 }
 
 fn first_key(engine: &Engine, cf: &'static str) -> Vec<u8> {
@@ -37,62 +57,92 @@ fn meta_put(key: &[u8], value: Vec<u8>) -> WriteOp {
     WriteOp::Put { cf: schema::CF_META, key: key.to_vec(), value }
 }
 
+/// Marks the data dir as one whose Raft log an older version kept in the engine.
+fn schema_version_1() -> WriteOp {
+    meta_put(meta::SCHEMA_VERSION, 1u64.to_be_bytes().to_vec())
+}
+
 const DAMAGES: &[Damage] = &[
     Damage {
         name: "a kv value that does not decode",
-        apply: |engine| {
+        apply: Harm::Engine(|engine| {
             vec![WriteOp::Put { cf: schema::CF_KV, key: first_key(engine, schema::CF_KV), value: vec![0xff; 7] }]
-        },
+        }),
         expect: "corrupt revision 2/0",
     },
     Damage {
         name: "a kv key that is no revision",
-        apply: |_| vec![WriteOp::Put { cf: schema::CF_KV, key: b"not-a-revision".to_vec(), value: Vec::new() }],
+        apply: Harm::Engine(|_| {
+            vec![WriteOp::Put { cf: schema::CF_KV, key: b"not-a-revision".to_vec(), value: Vec::new() }]
+        }),
         expect: "corrupt kv key",
     },
     Damage {
         name: "a lease record of the wrong size",
-        apply: |engine| {
+        apply: Harm::Engine(|engine| {
             let key = first_key(engine, schema::CF_LEASE);
             vec![WriteOp::Put { cf: schema::CF_LEASE, key, value: vec![1, 2, 3] }]
-        },
+        }),
         expect: "corrupt lease TTL",
     },
     Damage {
         name: "a revision counter of the wrong size",
-        apply: |_| vec![meta_put(meta::SM_CURRENT_REV, b"xyz".to_vec())],
+        apply: Harm::Engine(|_| vec![meta_put(meta::SM_CURRENT_REV, b"xyz".to_vec())]),
         expect: "corrupt current revision",
     },
     Damage {
         name: "member attributes that do not decode",
-        apply: |engine| {
+        apply: Harm::Engine(|engine| {
             let member = first_member(engine);
             let attrs: std::collections::BTreeMap<u64, Vec<u8>> = [(member, vec![0x0a, 0xff])].into();
             vec![meta_put(meta::SM_MEMBER_ATTRS, bincode::serialize(&attrs).expect("encode"))]
-        },
+        }),
         expect: "corrupt attributes of member",
     },
     Damage {
         name: "an alarm of an unknown type",
-        apply: |_| vec![meta_put(meta::SM_ALARMS, bincode::serialize(&vec![(1u64, 99i32)]).expect("encode"))],
+        apply: Harm::Engine(|_| {
+            vec![meta_put(meta::SM_ALARMS, bincode::serialize(&vec![(1u64, 99i32)]).expect("encode"))]
+        }),
         expect: "corrupt alarms: unknown alarm type 99",
     },
     Damage {
         name: "a raft log entry that does not decode",
-        apply: |engine| {
-            let (key, _) = engine.last(schema::CF_RAFT_LOG).expect("read").expect("a log entry");
-            vec![WriteOp::Put { cf: schema::CF_RAFT_LOG, key, value: vec![0xff; 3] }]
-        },
+        apply: Harm::Wal(|wal_dir| wal_append(wal_dir, wal_last(wal_dir) + 1, &[0xff; 3])),
+        expect: "corrupt raft log entry",
+    },
+    Damage {
+        name: "a raft log with a hole",
+        apply: Harm::Wal(|wal_dir| wal_append(wal_dir, wal_last(wal_dir) + 5, &[])),
+        expect: "follows entry",
+    },
+    Damage {
+        name: "a raft log segment that is missing",
+        apply: Harm::Wal(|wal_dir| {
+            // Segment 0 holds the log: a segment 2 means that segment 1 went missing.
+            std::fs::File::create(wal_dir.join(format!("{:016x}.wal", 2))).expect("a later segment");
+        }),
+        expect: "some are missing",
+    },
+    Damage {
+        name: "a raft log entry in the engine, of an older version, that does not decode",
+        apply: Harm::Engine(|_| {
+            let entry =
+                WriteOp::Put { cf: schema::CF_RAFT_LOG, key: schema::log_key(1).to_vec(), value: vec![0xff; 3] };
+            vec![entry, schema_version_1()]
+        }),
         expect: "corrupt raft log entry",
     },
     Damage {
         name: "a raft log key of the wrong size",
-        apply: |_| vec![WriteOp::Put { cf: schema::CF_RAFT_LOG, key: vec![0xff; 3], value: Vec::new() }],
+        apply: Harm::Engine(|_| {
+            vec![WriteOp::Put { cf: schema::CF_RAFT_LOG, key: vec![0xff; 3], value: Vec::new() }, schema_version_1()]
+        }),
         expect: "corrupt raft log key",
     },
     Damage {
         name: "a vote that does not decode",
-        apply: |_| vec![meta_put(meta::RAFT_VOTE, vec![0xff])],
+        apply: Harm::Engine(|_| vec![meta_put(meta::RAFT_VOTE, vec![0xff])]),
         expect: "corrupt meta record raft_vote",
     },
 ];
@@ -133,10 +183,12 @@ async fn t120_each_kind_of_damaged_record_stops_the_member_with_its_name() {
     copy_dir(&data_dir, &pristine);
     for damage in DAMAGES {
         copy_dir(&pristine, &data_dir);
-        {
-            let engine = Engine::open(&data_dir.join(schema::DB_DIR)).expect("open the stopped member's engine");
-            let ops = (damage.apply)(&engine);
-            engine.write(&ops, Durability::Sync).expect("damage");
+        match damage.apply {
+            Harm::Engine(apply) => {
+                let engine = Engine::open(&data_dir.join(schema::DB_DIR)).expect("open the stopped member's engine");
+                engine.write(&apply(&engine), Durability::Sync).expect("damage");
+            }
+            Harm::Wal(apply) => apply(&data_dir.join(schema::WAL_DIR)),
         }
         let log_before = cluster.members[0].log_text().len();
         cluster.restart(0).expect("restart");
