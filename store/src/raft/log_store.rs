@@ -55,16 +55,21 @@ impl Drop for WalSync {
 
 impl LogStore {
     /// Opens the log in `wal_dir`. Entries that an older version kept in the
-    /// engine move into it first. A member that restarts on a data dir of
+    /// engine move into it first. A member that has voted on a data dir of
     /// this version must find its log: a missing one would be a log forgotten.
-    pub fn open(engine: Arc<Engine>, wal_dir: &Path, restart: bool) -> Result<Self, io::Error> {
+    pub fn open(engine: Arc<Engine>, wal_dir: &Path) -> Result<Self, io::Error> {
         let version = engine.get(schema::CF_META, meta::SCHEMA_VERSION).map_err(io::Error::other)?;
         let version = version.map(|bytes| schema::decode_u64("schema version", &bytes)).transpose();
         let upgrading = version.map_err(io::Error::other)? != Some(schema::SCHEMA_VERSION);
-        if restart && !upgrading && !wal_dir.exists() {
+        let voted = read_meta::<Vote>(&engine, meta::RAFT_VOTE)?.is_some();
+        if voted && !upgrading && !wal_dir.exists() {
             let missing =
                 EngineError::Corrupt { what: "raft log".into(), detail: format!("{} is missing", wal_dir.display()) };
             return Err(io::Error::other(missing));
+        }
+        if upgrading && wal_dir.exists() {
+            // Left by an upgrade that did not finish: until the stamp, the engine holds every entry.
+            std::fs::remove_dir_all(wal_dir)?;
         }
         let purged: Option<LogId> = read_meta(&engine, meta::RAFT_LAST_PURGED)?;
         let wal = Arc::new(
@@ -132,8 +137,9 @@ fn read_meta<T: serde::de::DeserializeOwned>(engine: &Engine, key: &[u8]) -> Res
 /// the batch that deletes them. Copied and synced first: a crash before the
 /// stamp copies them again, and a copy replaces the same entries.
 fn move_engine_entries(engine: &Engine, wal: &Wal) -> Result<(), EngineError> {
-    const CHUNK: usize = 1024;
+    const CHUNK_BYTES: usize = 16 << 20;
     let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
     let mut moved = 0;
     let write = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), EngineError> {
         let records: Vec<Record> =
@@ -144,9 +150,11 @@ fn move_engine_entries(engine: &Engine, wal: &Wal) -> Result<(), EngineError> {
     };
     engine.scan_from(schema::CF_RAFT_LOG, &[], |key, value| {
         chunk.push((schema::decode_log_key(key)?, value.to_vec()));
+        chunk_bytes += value.len();
         moved += 1;
-        if chunk.len() == CHUNK {
+        if chunk_bytes >= CHUNK_BYTES {
             write(&mut chunk)?;
+            chunk_bytes = 0;
         }
         Ok(true)
     })?;
@@ -351,7 +359,7 @@ mod tests {
 
     fn open(dir: &Path) -> (Arc<Engine>, LogStore) {
         let engine = Arc::new(Engine::open(&dir.join(schema::DB_DIR)).expect("engine"));
-        let store = LogStore::open(engine.clone(), &dir.join(schema::WAL_DIR), true).expect("log store");
+        let store = LogStore::open(engine.clone(), &dir.join(schema::WAL_DIR)).expect("log store");
         (engine, store)
     }
 
@@ -388,8 +396,41 @@ mod tests {
         }
         std::fs::remove_dir_all(dir.path().join(schema::WAL_DIR)).expect("remove the log");
         let engine = Arc::new(Engine::open(&dir.path().join(schema::DB_DIR)).expect("engine"));
-        let refused = LogStore::open(engine, &dir.path().join(schema::WAL_DIR), true).err().map(|err| err.to_string());
+        let vote = Vote::new(1, 1);
+        engine
+            .write(
+                &[WriteOp::Put {
+                    cf: schema::CF_META,
+                    key: meta::RAFT_VOTE.to_vec(),
+                    value: encode(&vote).expect("encode"),
+                }],
+                Durability::Sync,
+            )
+            .expect("vote");
+        let refused = LogStore::open(engine, &dir.path().join(schema::WAL_DIR)).err().map(|err| err.to_string());
         assert!(refused.as_deref().unwrap_or_default().contains("is missing"), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_that_did_not_finish_starts_over_from_the_engine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let engine = Engine::open(&dir.path().join(schema::DB_DIR)).expect("engine");
+            let version_1 = 1u64.to_be_bytes().to_vec();
+            let stamp = WriteOp::Put { cf: schema::CF_META, key: meta::SCHEMA_VERSION.to_vec(), value: version_1 };
+            engine.write(&[stamp], Durability::Sync).expect("write");
+            let stale = Wal::open(&dir.path().join(schema::WAL_DIR), None, crate::wal::SEGMENT_BYTES).expect("wal");
+            let entries: Vec<Vec<u8>> = (0..3).map(|index| encode(&put(index, 1)).expect("encode")).collect();
+            let records: Vec<Record> = entries
+                .iter()
+                .enumerate()
+                .map(|(index, payload)| Record::Entry { index: index as u64, payload })
+                .collect();
+            stale.write(&records).expect("write");
+            stale.sync().expect("sync");
+        }
+        let (_engine, mut store) = open(dir.path());
+        assert!(all_entries(&mut store).await.is_empty(), "the engine, which holds no entry, is the log");
     }
 
     #[tokio::test]

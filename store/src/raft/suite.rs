@@ -27,7 +27,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let state = Arc::new(KvState::open(engine.clone(), options).expect("state"));
         let snapshot_dir = dir.path().join(schema::SNAPSHOT_DIR);
         std::fs::create_dir_all(&snapshot_dir).expect("snapshot dir");
-        let log_store = LogStore::open(engine, &dir.path().join(schema::WAL_DIR), false).expect("log store");
+        let log_store = LogStore::open(engine, &dir.path().join(schema::WAL_DIR)).expect("log store");
         Ok((dir, log_store, StateMachine::new(state, snapshot_dir, 1, 1)))
     }
 }

@@ -155,8 +155,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     .validate()
     .map_err(|err| StartError::Raft(err.to_string()))?;
     let network = Network { cluster_id: identity.cluster_id, peers: peers.clone() };
-    let restart = bootstrap == Bootstrap::Restart;
-    let log_store = LogStore::open(engine.clone(), &data_dir.join(schema::WAL_DIR), restart)
+    let log_store = LogStore::open(engine.clone(), &data_dir.join(schema::WAL_DIR))
         .map_err(|err| StartError::Raft(err.to_string()))?;
     let inline_fsync = log_store.inline_fsync();
     let raft = Raft::new(

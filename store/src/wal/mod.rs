@@ -300,10 +300,12 @@ impl Wal {
         {
             let Some(seq) = inner.segments.front().map(|segment| segment.seq) else { break };
             let path = self.segment_path(seq);
-            // Left behind, it is only skipped at the next start; a later one
-            // deleted before it would leave a gap, which a start refuses.
-            if let Err(err) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %err, "cannot delete a purged raft log segment");
+            // Oldest first, each unlink durable before the next: a segment left
+            // behind is only skipped at the next start, but a gap would stop it.
+            let deleted =
+                std::fs::remove_file(&path).map_err(io_error("delete", &path)).and_then(|()| sync_dir(&self.dir));
+            if let Err(err) = deleted {
+                tracing::warn!(%err, "cannot delete a purged raft log segment");
                 break;
             }
             inner.segments.pop_front();
