@@ -4,13 +4,18 @@
 //! An input is a sequence of requests as a client or a peer sends them:
 //! `tag: u8, who: u8, length: u16 (LE), protobuf bytes`. Each is decoded,
 //! checked as the gRPC service checks it, and applied to an in-memory member.
-//! Nothing may panic, and a request that is refused writes nothing.
+//! Nothing may panic, and a request that is refused writes nothing. A second
+//! member applies the same without reading previous values for events (as a
+//! member without such watchers does), and must write and answer the same.
 
 use cairn_proto::cairnpb::{write_request, write_response, AuthInfo, AuthRequest, WriteRequest};
 use cairn_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, TxnRequest,
 };
 use prost::Message;
+
+use cairn_proto::mvccpb::event::EventType;
+use cairn_proto::mvccpb::Event;
 
 use super::memory::MemoryStore;
 use super::validate;
@@ -59,6 +64,7 @@ pub fn record(tag: Tag, who: u8, request: &impl Message) -> Vec<u8> {
 pub fn write_requests(mut data: &[u8]) -> (usize, usize) {
     let (mut applied, mut refused) = (0, 0);
     let mut member = MemoryStore::default();
+    let mut lean = MemoryStore { previous_in_events: false, ..MemoryStore::default() };
     let mut next_lease = 1000;
     while let [tag, who, low, high, rest @ ..] = data {
         let length = usize::from(u16::from_le_bytes([*low, *high])).min(rest.len());
@@ -93,7 +99,7 @@ pub fn write_requests(mut data: &[u8]) -> (usize, usize) {
             continue;
         }
         applied += 1;
-        refused += usize::from(!apply(&mut member, request, who));
+        refused += usize::from(!apply(&mut member, &mut lean, request, who));
     }
     (applied, refused)
 }
@@ -147,13 +153,43 @@ fn range(member: &MemoryStore, payload: &[u8]) {
     }
 }
 
-/// Applies a write and checks what it did; false when it was refused.
-fn apply(member: &mut MemoryStore, request: write_request::Request, who: Option<AuthInfo>) -> bool {
+/// Applies a write and checks what it did, and that `lean` (the same write
+/// applied without previous values for events) did the same; false when it
+/// was refused.
+fn apply(
+    member: &mut MemoryStore,
+    lean: &mut MemoryStore,
+    request: write_request::Request,
+    who: Option<AuthInfo>,
+) -> bool {
     let before = (member.mvcc.clone(), member.values.clone(), member.leases.clone(), member.auth.clone());
-    let (response, applied) = match member.apply_entry(request.clone(), who) {
+    let (response, applied) = match member.apply_entry(request.clone(), who.clone()) {
         Ok(outcome) => outcome,
         Err(fault) => panic!("a storage fault from an in-memory engine: {fault} for {request:?}"),
     };
+    let Ok((lean_response, lean_applied)) = lean.apply_entry(request.clone(), who) else {
+        panic!("a storage fault from an in-memory engine without previous values")
+    };
+    assert!(lean.leases == member.leases, "the lease tables parted without previous values: {request:?}");
+    assert_eq!(lean_response, response, "answered otherwise without previous values: {request:?}");
+    assert_eq!(lean_applied.ops, applied.ops, "wrote otherwise without previous values: {request:?}");
+    let without_put_prev = |events: &[Event]| -> Vec<Event> {
+        let strip = |mut event: Event| {
+            if event.r#type == EventType::Put as i32 {
+                event.prev_kv = None;
+            }
+            event
+        };
+        events.iter().cloned().map(strip).collect()
+    };
+    assert_eq!(without_put_prev(&lean_applied.events), without_put_prev(&applied.events), "{request:?}");
+    // Without the previous value, a put takes its key's creation and version from the index.
+    for event in applied.events.iter().filter(|event| event.r#type == EventType::Put as i32) {
+        let Some(kv) = &event.kv else { continue };
+        let expected =
+            event.prev_kv.as_ref().map_or((kv.mod_revision, 1), |prev| (prev.create_revision, prev.version + 1));
+        assert_eq!((kv.create_revision, kv.version), expected, "{request:?}");
+    }
     let revision = member.mvcc.current_rev;
     if let write_response::Response::Error(error) = response {
         assert!(applied.ops.is_empty(), "refused ({}) but wrote {:?}", error.message, applied.ops);
@@ -294,11 +330,11 @@ mod tests {
     fn a_refusal_is_seen_and_checked() {
         // A put on a lease that does not exist is refused at apply.
         let missing_lease = PutRequest { key: b"k".to_vec(), lease: 99, ..Default::default() };
-        let mut member = MemoryStore::default();
-        assert!(!apply(&mut member, write_request::Request::Put(missing_lease), None));
+        let (mut member, mut lean) = (MemoryStore::default(), MemoryStore::default());
+        assert!(!apply(&mut member, &mut lean, write_request::Request::Put(missing_lease), None));
         assert_eq!(member.mvcc.current_rev, 1);
         let put = PutRequest { key: b"k".to_vec(), ..Default::default() };
-        assert!(apply(&mut member, write_request::Request::Put(put), None));
+        assert!(apply(&mut member, &mut lean, write_request::Request::Put(put), None));
         assert_eq!(member.mvcc.current_rev, 2);
     }
 }

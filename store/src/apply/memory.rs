@@ -38,6 +38,8 @@ pub struct MemoryStore {
     pub auth: AuthStore,
     /// What compactions handed to the background compactor, not yet deleted.
     pub garbage: Vec<Revision>,
+    /// See [`Applier::previous_in_events`].
+    pub previous_in_events: bool,
 }
 
 impl Default for MemoryStore {
@@ -48,6 +50,7 @@ impl Default for MemoryStore {
             leases: Leases::new(2),
             auth: AuthStore::default(),
             garbage: Vec::new(),
+            previous_in_events: true,
         }
     }
 }
@@ -61,6 +64,7 @@ impl MemoryStore {
         who: Option<AuthInfo>,
     ) -> Result<(write_response::Response, Applied), StoreError> {
         let mut applier = Applier::new(&mut self.mvcc, &self.values, &mut self.leases, &mut self.auth);
+        applier.previous_in_events(self.previous_in_events);
         let response = applier.apply(WriteRequest { request: Some(request), auth_info: who })?;
         let mut applied = applier.finish();
         self.garbage.extend(applied.garbage.iter().copied());

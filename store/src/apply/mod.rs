@@ -47,6 +47,9 @@ pub struct Applier<'a, R: ValueReader> {
     /// A delete of more keys than this keeps no events in memory for watchers.
     event_limit: usize,
     events_dropped: bool,
+    /// Whether a put's event carries the value it replaced (see
+    /// [`Applier::previous_in_events`]).
+    previous_in_events: bool,
     garbage: Vec<Revision>,
     /// The NOSPACE alarm is active: only writes that free space are applied.
     no_space: bool,
@@ -57,7 +60,8 @@ pub struct Applier<'a, R: ValueReader> {
 /// What applying a batch produced: engine writes, and the events watchers see.
 pub struct Applied {
     pub ops: Vec<WriteOp>,
-    /// In revision order; every event carries its `prev_kv` when there was one.
+    /// In revision order. Every delete carries its `prev_kv`, and so does every
+    /// put that replaced a value unless [`Applier::previous_in_events`] was off.
     pub events: Vec<Event>,
     /// A delete had more keys than the event limit: `events` is empty and
     /// watchers read this batch's events from storage.
@@ -126,6 +130,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             events: Vec::new(),
             event_limit: usize::MAX,
             events_dropped: false,
+            previous_in_events: true,
             garbage: Vec::new(),
             no_space: false,
             corrupt: false,
@@ -137,6 +142,13 @@ impl<'a, R: ValueReader> Applier<'a, R> {
     /// delete of millions of keys would hold them all).
     pub fn limit_events(&mut self, limit: usize) {
         self.event_limit = limit;
+    }
+
+    /// Without watchers that want previous values, a put reads none (as
+    /// etcd's): its event then lacks `prev_kv`, which a watcher that asks for
+    /// it later reads back ([`crate::state::KvState::fill_prev_kvs`]).
+    pub fn previous_in_events(&mut self, keep: bool) {
+        self.previous_in_events = keep;
     }
 
     /// Heeds the active alarms: NOSPACE and CORRUPT change what is applied.
@@ -408,13 +420,15 @@ impl<'a, R: ValueReader> Applier<'a, R> {
     }
 
     fn put(&mut self, txn: &mut TxnRev, req: PutRequest) -> Result<PutResponse, StoreError> {
-        let previous = match self.mvcc.index.get(&req.key, txn.read_rev()) {
-            Some(found) => Some(self.read_one(found.modified)?),
-            None => None,
+        let found = self.mvcc.index.get(&req.key, txn.read_rev());
+        let needs_previous = req.prev_kv || req.ignore_value || req.ignore_lease || self.previous_in_events;
+        let previous = match found {
+            Some(found) if needs_previous => Some(self.read_one(found.modified)?),
+            _ => None,
         };
         let rev = txn.next();
-        let (create_revision, version) = match &previous {
-            Some(prev) => (prev.create_revision, prev.version + 1),
+        let (create_revision, version) = match found {
+            Some(found) => (found.created.main, found.version + 1),
             None => (rev.main, 1),
         };
         let value = match (&previous, req.ignore_value) {
@@ -426,8 +440,9 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             _ => req.lease,
         };
         let kv = KeyValue { key: req.key, create_revision, mod_revision: rev.main, version, value, lease };
-        if let Some(prev) = previous.as_ref().filter(|prev| prev.lease != lease) {
-            self.leases.detach(prev.lease, &kv.key);
+        let replaced_lease = self.leases.lease_of(&kv.key);
+        if replaced_lease != lease {
+            self.leases.detach(replaced_lease, &kv.key);
         }
         self.leases.attach(lease, &kv.key);
         self.mvcc.index.put(&kv.key, rev);

@@ -6,7 +6,7 @@ mod lessor;
 
 pub use lessor::Lessor;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// etcd's largest TTL, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -21,13 +21,16 @@ pub struct Lease {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Leases {
     leases: BTreeMap<i64, Lease>,
+    /// The lease each attached key is on (etcd's `itemMap`), so that a put
+    /// learns which lease it takes the key from without reading its old value.
+    owners: HashMap<Vec<u8>, i64>,
     /// Shorter TTLs are raised to this (etcd's `minLeaseTTL`).
     pub min_ttl: i64,
 }
 
 impl Leases {
     pub fn new(min_ttl: i64) -> Self {
-        Self { leases: BTreeMap::new(), min_ttl }
+        Self { leases: BTreeMap::new(), owners: HashMap::new(), min_ttl }
     }
 
     pub fn contains(&self, id: i64) -> bool {
@@ -50,19 +53,33 @@ impl Leases {
     }
 
     pub fn remove(&mut self, id: i64) -> Option<Lease> {
-        self.leases.remove(&id)
+        let lease = self.leases.remove(&id)?;
+        for key in &lease.keys {
+            self.owners.remove(key);
+        }
+        Some(lease)
     }
 
+    /// Attaches `key` to lease `id`, if it exists. The caller detaches the
+    /// key from any other lease first.
     pub fn attach(&mut self, id: i64, key: &[u8]) {
         if let Some(lease) = self.leases.get_mut(&id) {
             lease.keys.insert(key.to_vec());
+            self.owners.insert(key.to_vec(), id);
         }
     }
 
     pub fn detach(&mut self, id: i64, key: &[u8]) {
         if let Some(lease) = self.leases.get_mut(&id) {
-            lease.keys.remove(key);
+            if lease.keys.remove(key) {
+                self.owners.remove(key);
+            }
         }
+    }
+
+    /// The lease `key` is attached to, 0 for none.
+    pub fn lease_of(&self, key: &[u8]) -> i64 {
+        self.owners.get(key).copied().unwrap_or(0)
     }
 }
 
@@ -87,7 +104,11 @@ mod tests {
         leases.detach(7, b"a");
         leases.attach(99, b"ignored");
         assert_eq!(leases.get(7).map(|lease| lease.keys.len()), Some(1));
+        assert_eq!((leases.lease_of(b"a"), leases.lease_of(b"b"), leases.lease_of(b"ignored")), (0, 7, 0));
+        leases.detach(8, b"b");
+        assert_eq!(leases.lease_of(b"b"), 7, "a detach from another lease leaves the key where it is");
         assert_eq!(leases.remove(7).map(|lease| lease.ttl), Some(2));
         assert!(!leases.contains(7));
+        assert_eq!(leases.lease_of(b"b"), 0, "a removed lease holds no key");
     }
 }

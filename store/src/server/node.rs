@@ -203,7 +203,7 @@ impl Node {
 
     /// Commits a write through the leader and returns its response.
     pub async fn write(&self, request: WriteRequest) -> Result<write_response::Response, tonic::Status> {
-        if adds_data(&request) && self.state.db_size() > self.config.quota_backend_bytes() {
+        if adds_data(&request) && self.state.quota_size() > self.config.quota_backend_bytes() {
             self.raise_no_space().await;
             return Err(EtcdError::NoSpace.into());
         }

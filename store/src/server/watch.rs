@@ -237,9 +237,19 @@ struct Progress {
     moved: Arc<Notify>,
 }
 
+/// The events `filter` passes, with the previous values it asked for.
+fn select(node: &Node, filter: &WatchFilter, events: &[Event]) -> Vec<Event> {
+    let mut selected = filter.select(events);
+    if filter.prev_kv {
+        node.state.fill_prev_kvs(&mut selected);
+    }
+    selected
+}
+
 /// Sends one watcher its events from `start` on, in revision order, for as long as the stream lives.
 async fn run_watcher(node: Arc<Node>, id: i64, create: WatchCreateRequest, start: i64, progress: Progress, out: Out) {
     let filter = WatchFilter::new(&create);
+    let _counted = filter.prev_kv.then(|| node.state.watch_prev_kvs());
     let events = node.state.events();
     let mut revisions = events.subscribe();
     let mut next = start;
@@ -264,7 +274,8 @@ async fn run_watcher(node: Arc<Node>, id: i64, create: WatchCreateRequest, start
             }
             let until = match events.read(next, current) {
                 Some(batch) => {
-                    if !send_events(&node, &out, id, filter.select(&batch), current, max_bytes, create.fragment).await {
+                    let selected = select(&node, &filter, &batch);
+                    if !send_events(&node, &out, id, selected, current, max_bytes, create.fragment).await {
                         return;
                     }
                     current
@@ -272,7 +283,7 @@ async fn run_watcher(node: Arc<Node>, id: i64, create: WatchCreateRequest, start
                 None => {
                     // Fell behind the in-memory log: catch up from storage, a bounded chunk at a time.
                     let until = current.min(next + CATCH_UP_REVISIONS - 1);
-                    let stored = match node.state.stored_events(next, until, filter.prev_kv) {
+                    let stored = match node.state.stored_events(next, until) {
                         Ok(stored) => stored,
                         Err(err) => {
                             tracing::error!(error = %err, "watch catch-up read failed");
@@ -282,7 +293,8 @@ async fn run_watcher(node: Arc<Node>, id: i64, create: WatchCreateRequest, start
                     if node.state.compact_revision() > next {
                         continue; // compacted while reading: report it on the next turn
                     }
-                    if !send_events(&node, &out, id, filter.select(&stored), until, max_bytes, create.fragment).await {
+                    let selected = select(&node, &filter, &stored);
+                    if !send_events(&node, &out, id, selected, until, max_bytes, create.fragment).await {
                         return;
                     }
                     until

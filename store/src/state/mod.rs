@@ -7,6 +7,7 @@ mod compactor;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,7 +98,25 @@ pub struct KvState {
     applied_membership: watch::Sender<StoredMembership>,
     events: EventLog,
     compactor: Compactor,
+    /// Watchers that asked for previous values: while there are none, puts read none.
+    prev_kv_watchers: Arc<AtomicUsize>,
+    /// [`KvState::db_size`] as the quota check last read it, and when.
+    quota_size: Mutex<Option<(std::time::Instant, u64)>>,
 }
+
+/// A watcher that wants previous values, counted while it lives.
+pub struct PrevKvWatcher(Arc<AtomicUsize>);
+
+impl Drop for PrevKvWatcher {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How stale a size the quota check may compare. The engine's size properties
+/// cost more than a put does (measured: docs/benchmarks.md), and etcd's quota
+/// too compares a size its backend updates at each commit, not at each write.
+const QUOTA_SIZE_REFRESH: Duration = Duration::from_millis(100);
 
 impl KvState {
     /// Rebuilds the in-memory index from the engine, as etcd does at start.
@@ -123,6 +142,8 @@ impl KvState {
             applied_membership: watch::channel(applied.membership.clone()).0,
             applied: RwLock::new(applied),
             applied_index: watch::channel(applied_index).0,
+            prev_kv_watchers: Arc::new(AtomicUsize::new(0)),
+            quota_size: Mutex::new(None),
         })
     }
 
@@ -375,6 +396,20 @@ impl KvState {
         self.engine.size_bytes(&schema::STATE_CFS)
     }
 
+    /// [`KvState::db_size`] for the quota check of every write: read again at
+    /// most every [`QUOTA_SIZE_REFRESH`].
+    pub fn quota_size(&self) -> u64 {
+        let mut cached = self.quota_size.lock();
+        match *cached {
+            Some((read_at, bytes)) if read_at.elapsed() < QUOTA_SIZE_REFRESH => bytes,
+            _ => {
+                let bytes = self.db_size();
+                *cached = Some((std::time::Instant::now(), bytes));
+                bytes
+            }
+        }
+    }
+
     /// etcd's defragment: rewrite the backend compactly.
     pub fn defragment(&self) -> Result<(), StoreError> {
         Ok(self.engine.compact_all(&schema::STATE_CFS)?)
@@ -453,7 +488,7 @@ impl KvState {
 
     /// Events with revisions in `[from, to]`, read back from storage;
     /// `prev_kv` is filled when `with_prev` is set.
-    pub fn stored_events(&self, from: i64, to: i64, with_prev: bool) -> Result<Vec<Event>, StoreError> {
+    pub fn stored_events(&self, from: i64, to: i64) -> Result<Vec<Event>, StoreError> {
         let mut events = Vec::new();
         self.engine.scan_from(schema::CF_KV, &Revision::new(from, 0).to_key(false), |key, value| {
             let Some((rev, tombstone)) = Revision::from_key(key) else {
@@ -469,18 +504,27 @@ impl KvState {
             events.push(Event { r#type: kind as i32, kv: Some(kv), prev_kv: None });
             Ok(true)
         })?;
-        if with_prev {
-            let mvcc = self.mvcc.read();
-            let reader = EngineReader(self.engine.as_ref());
-            for event in &mut events {
-                let Some(kv) = &event.kv else { continue };
-                if let Some(found) = mvcc.index.get(&kv.key, kv.mod_revision - 1) {
-                    // A compacted previous value is simply absent, as in etcd.
-                    event.prev_kv = reader.read(&[found.modified]).ok().and_then(|mut kvs| kvs.pop());
-                }
+        Ok(events)
+    }
+
+    /// Gives each event without `prev_kv` the value its key held before it, if
+    /// any is left. A put applied while no watcher wanted previous values was
+    /// recorded without one; a compacted previous value is simply absent, as in etcd.
+    pub fn fill_prev_kvs(&self, events: &mut [Event]) {
+        let mvcc = self.mvcc.read();
+        let reader = EngineReader(self.engine.as_ref());
+        for event in events.iter_mut().filter(|event| event.prev_kv.is_none()) {
+            let Some(kv) = &event.kv else { continue };
+            if let Some(found) = mvcc.index.get(&kv.key, kv.mod_revision - 1) {
+                event.prev_kv = reader.read(&[found.modified]).ok().and_then(|mut kvs| kvs.pop());
             }
         }
-        Ok(events)
+    }
+
+    /// Counts a watcher that wants previous values for as long as the guard lives.
+    pub fn watch_prev_kvs(&self) -> PrevKvWatcher {
+        self.prev_kv_watchers.fetch_add(1, Ordering::AcqRel);
+        PrevKvWatcher(self.prev_kv_watchers.clone())
     }
 
     /// Waits until a compaction at `revision` (applied here) is physically
@@ -531,6 +575,7 @@ impl KvState {
         let reader = EngineReader(self.engine.as_ref());
         let mut applier = Applier::new(&mut mvcc, &reader, &mut leases, &mut auth);
         applier.limit_events(self.events.capacity());
+        applier.previous_in_events(self.prev_kv_watchers.load(Ordering::Acquire) > 0);
         let mut responses = Vec::with_capacity(entries.len());
         let mut new_membership = None;
         let mut attrs_changed = false;
@@ -737,5 +782,29 @@ mod tests {
         let state = KvState::open(engine.clone(), options()).expect("reopen");
         physically_compacted(&state, 501).await;
         assert_eq!(engine.count(schema::CF_KV), 1, "the next start deletes what was left");
+    }
+
+    #[test]
+    fn a_put_reads_its_previous_value_only_while_a_watcher_wants_it_and_a_late_watcher_reads_it_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = KvState::open(Arc::new(Engine::open(dir.path()).expect("open")), options()).expect("state");
+        state.apply_entries((1..=2).map(put).collect()).expect("puts");
+        let watcher = state.watch_prev_kvs();
+        state.apply_entries(vec![put(3)]).expect("put");
+        drop(watcher);
+        state.apply_entries(vec![put(4)]).expect("put");
+        let mut events = state.events().read(2, 5).expect("in memory");
+        let prev_values = |events: &[Event]| -> Vec<Option<Vec<u8>>> {
+            events.iter().map(|event| event.prev_kv.as_ref().map(|kv| kv.value.clone())).collect()
+        };
+        assert_eq!(prev_values(&events), [None, None, Some(b"2".to_vec()), None], "kept only while watched");
+        state.fill_prev_kvs(&mut events);
+        let expected = [None, Some(b"1".to_vec()), Some(b"2".to_vec()), Some(b"3".to_vec())];
+        assert_eq!(prev_values(&events), expected, "the first put had none; the others are read back");
+        let versions: Vec<i64> =
+            events.iter().filter_map(|event| event.prev_kv.as_ref().map(|kv| kv.version)).collect();
+        assert_eq!(versions, [1, 2, 3]);
+        let stored = state.stored_events(2, 5).expect("stored");
+        assert!(stored.iter().all(|event| event.prev_kv.is_none()), "storage holds no previous values");
     }
 }

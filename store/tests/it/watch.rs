@@ -82,7 +82,9 @@ async fn script(endpoint: &str) -> Vec<String> {
         kv.put(key, value, None).await.expect("put");
     }
     kv.delete("a", None).await.expect("delete");
+    // Written while no watcher wants previous values: a later watcher's prev_kv is read back.
     kv.put("a", "3", None).await.expect("put");
+    kv.put("a", "4", None).await.expect("put");
 
     let mut out = Vec::new();
     let mut stream =
