@@ -40,11 +40,21 @@ pub struct Index {
 
 impl Index {
     pub fn put(&mut self, key: &[u8], rev: Revision) {
+        self.update(key, |ki| ki.put(rev));
+    }
+
+    /// See [`KeyIndex::restore`].
+    pub fn restore(&mut self, key: &[u8], rev: Revision, created: i64, version: i64) {
+        self.update(key, |ki| ki.restore(rev, created, version));
+    }
+
+    /// Changes the key's history, made empty first if the key is new.
+    fn update(&mut self, key: &[u8], change: impl FnOnce(&mut KeyIndex)) {
         match self.keys.get_mut(key) {
-            Some(ki) => ki.put(rev),
+            Some(ki) => change(ki),
             None => {
                 let mut ki = KeyIndex::default();
-                ki.put(rev);
+                change(&mut ki);
                 self.keys.insert(key.to_vec(), ki);
             }
         }

@@ -44,6 +44,18 @@ impl KeyIndex {
         self.modified = rev;
     }
 
+    /// A put read back from storage at a start: the value's own creation
+    /// revision and version hold, also where a compaction removed the
+    /// generation's earlier revisions (etcd's `keyIndex.restore`).
+    pub fn restore(&mut self, rev: Revision, created: i64, version: i64) {
+        self.put(rev);
+        let generation = self.live_generation();
+        if generation.revs.len() == 1 && created != rev.main {
+            generation.created = Revision::new(created, 0);
+        }
+        generation.version = version;
+    }
+
     /// Records a delete; the caller only tombstones a key that is live.
     pub fn tombstone(&mut self, rev: Revision) {
         self.put(rev);
@@ -149,6 +161,19 @@ mod tests {
         assert_eq!(ki.get(6), None, "deleted at 6");
         assert_eq!(ki.get(7), None);
         assert_eq!(ki.get(9), Some(KeyAt { modified: rev(8), created: rev(8), version: 1 }));
+    }
+
+    #[test]
+    fn a_restored_key_keeps_the_creation_and_version_its_values_carry() {
+        // Revisions 2 and 4 were compacted away; 6 is the third version of a key created at 2.
+        let mut ki = KeyIndex::default();
+        ki.restore(rev(6), 2, 3);
+        assert_eq!(ki.get(6), Some(KeyAt { modified: rev(6), created: rev(2), version: 3 }));
+        ki.restore(rev(7), 2, 4);
+        ki.tombstone(rev(8));
+        ki.restore(rev(9), 9, 1);
+        assert_eq!(ki.get(7), Some(KeyAt { modified: rev(7), created: rev(2), version: 4 }));
+        assert_eq!(ki.get(9), Some(KeyAt { modified: rev(9), created: rev(9), version: 1 }));
     }
 
     #[test]

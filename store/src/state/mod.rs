@@ -264,7 +264,7 @@ fn load(engine: &Engine, min_lease_ttl: i64) -> Result<Loaded, StoreError> {
                 }
                 key_leases.remove(&kv.key);
             } else {
-                mvcc.index.put(&kv.key, rev);
+                mvcc.index.restore(&kv.key, rev, kv.create_revision, kv.version);
                 key_leases.insert(kv.key, kv.lease);
             }
             mvcc.current_rev = mvcc.current_rev.max(rev.main);
@@ -740,6 +740,13 @@ mod tests {
         entry(index, write_request::Request::Put(put))
     }
 
+    fn fresh_state() -> (tempfile::TempDir, Arc<Engine>, KvState) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Arc::new(Engine::open(dir.path()).expect("open"));
+        let state = KvState::open(engine.clone(), options()).expect("state");
+        (dir, engine, state)
+    }
+
     async fn physically_compacted(state: &KvState, revision: i64) {
         let done = tokio::time::timeout(Duration::from_secs(10), state.physically_compacted(revision)).await;
         assert!(matches!(done, Ok(Ok(()))), "physical compaction finished");
@@ -747,9 +754,7 @@ mod tests {
 
     #[tokio::test]
     async fn compaction_deletes_after_apply_and_resumes_after_a_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = Arc::new(Engine::open(dir.path()).expect("open"));
-        let state = KvState::open(engine.clone(), options()).expect("state");
+        let (_dir, engine, state) = fresh_state();
         state.apply_entries((1..=500).map(put).collect()).expect("puts");
         assert_eq!((state.current_revision(), engine.count(schema::CF_KV)), (501, 500));
 
@@ -786,8 +791,7 @@ mod tests {
 
     #[test]
     fn a_put_reads_its_previous_value_only_while_a_watcher_wants_it_and_a_late_watcher_reads_it_back() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = KvState::open(Arc::new(Engine::open(dir.path()).expect("open")), options()).expect("state");
+        let (_dir, _, state) = fresh_state();
         state.apply_entries((1..=2).map(put).collect()).expect("puts");
         let watcher = state.watch_prev_kvs();
         state.apply_entries(vec![put(3)]).expect("put");
@@ -806,5 +810,20 @@ mod tests {
         assert_eq!(versions, [1, 2, 3]);
         let stored = state.stored_events(2, 5).expect("stored");
         assert!(stored.iter().all(|event| event.prev_kv.is_none()), "storage holds no previous values");
+    }
+
+    #[tokio::test]
+    async fn a_put_after_a_restart_keeps_counting_versions_that_a_compaction_removed() {
+        let (_dir, engine, state) = fresh_state();
+        state.apply_entries((1..=3).map(put).collect()).expect("puts");
+        let compact = CompactionRequest { revision: 4, physical: true };
+        state.apply_entries(vec![entry(4, write_request::Request::Compaction(compact))]).expect("compact");
+        physically_compacted(&state, 4).await;
+        drop(state);
+        let state = KvState::open(engine, options()).expect("reopen");
+        state.apply_entries(vec![put(5)]).expect("put");
+        let read = state.range(&RangeRequest { key: b"a".to_vec(), ..Default::default() }).expect("range");
+        let kv = &read.kvs[0];
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 5, 4), "as if never restarted");
     }
 }
