@@ -173,6 +173,7 @@ impl KvState {
         self.compactor.schedule(loaded.mvcc.compact_rev, loaded.garbage);
         *mvcc = loaded.mvcc;
         *self.leases.write() = loaded.leases;
+        *self.quota_size.lock() = None;
         *self.member_attrs.write() = loaded.member_attrs;
         *self.alarms.write() = loaded.alarms;
         *self.auth.write() = loaded.auth;
@@ -397,7 +398,8 @@ impl KvState {
     }
 
     /// [`KvState::db_size`] for the quota check of every write: read again at
-    /// most every [`QUOTA_SIZE_REFRESH`].
+    /// most every [`QUOTA_SIZE_REFRESH`], and after anything that shrinks it
+    /// at once (a defragment, a snapshot installed).
     pub fn quota_size(&self) -> u64 {
         let mut cached = self.quota_size.lock();
         match *cached {
@@ -412,7 +414,10 @@ impl KvState {
 
     /// etcd's defragment: rewrite the backend compactly.
     pub fn defragment(&self) -> Result<(), StoreError> {
-        Ok(self.engine.compact_all(&schema::STATE_CFS)?)
+        self.engine.compact_all(&schema::STATE_CFS)?;
+        // What the alarm's disarm after a defragment checks is the new size.
+        *self.quota_size.lock() = None;
+        Ok(())
     }
 
     /// etcd's HashKV: CRC-32C over the stored revisions up to `revision` (the
