@@ -113,6 +113,15 @@ impl Drop for PrevKvWatcher {
     }
 }
 
+/// Whether an event could have a previous value that it does not carry. A
+/// put of version 1 created its key: there was none.
+fn lacks_prev_kv(event: &Event) -> bool {
+    match &event.kv {
+        Some(kv) if event.prev_kv.is_none() => !(event.r#type == EventType::Put as i32 && kv.version == 1),
+        _ => false,
+    }
+}
+
 /// How stale a size the quota check may compare. The engine's size properties
 /// cost more than a put does (measured: docs/benchmarks.md), and etcd's quota
 /// too compares a size its backend updates at each commit, not at each write.
@@ -516,9 +525,13 @@ impl KvState {
     /// any is left. A put applied while no watcher wanted previous values was
     /// recorded without one; a compacted previous value is simply absent, as in etcd.
     pub fn fill_prev_kvs(&self, events: &mut [Event]) {
+        // Most batches need nothing read: checked before the lock, which apply takes to write.
+        if !events.iter().any(lacks_prev_kv) {
+            return;
+        }
         let mvcc = self.mvcc.read();
         let reader = EngineReader(self.engine.as_ref());
-        for event in events.iter_mut().filter(|event| event.prev_kv.is_none()) {
+        for event in events.iter_mut().filter(|event| lacks_prev_kv(event)) {
             let Some(kv) = &event.kv else { continue };
             if let Some(found) = mvcc.index.get(&kv.key, kv.mod_revision - 1) {
                 event.prev_kv = reader.read(&[found.modified]).ok().and_then(|mut kvs| kvs.pop());
@@ -815,6 +828,38 @@ mod tests {
         assert_eq!(versions, [1, 2, 3]);
         let stored = state.stored_events(2, 5).expect("stored");
         assert!(stored.iter().all(|event| event.prev_kv.is_none()), "storage holds no previous values");
+    }
+
+    #[test]
+    fn events_that_need_no_previous_value_are_passed_without_taking_the_lock() {
+        let (_dir, _, state) = fresh_state();
+        let watcher = state.watch_prev_kvs();
+        state.apply_entries((1..=2).map(put).collect()).expect("puts");
+        drop(watcher);
+        let events = state.events().read(2, 3).expect("in memory");
+        assert_eq!(events.iter().map(lacks_prev_kv).collect::<Vec<_>>(), [false, false], "a create; a carried value");
+        let bare = |kind: EventType, version| Event {
+            r#type: kind as i32,
+            kv: Some(KeyValue { key: b"a".to_vec(), version, ..Default::default() }),
+            prev_kv: None,
+        };
+        assert!(lacks_prev_kv(&bare(EventType::Put, 2)) && lacks_prev_kv(&bare(EventType::Delete, 0)));
+        let state = Arc::new(state);
+        let held = state.mvcc.write();
+        let (done, finished) = std::sync::mpsc::channel();
+        let filler = state.clone();
+        let thread = std::thread::spawn(move || {
+            let mut events = events;
+            filler.fill_prev_kvs(&mut events);
+            let _ = done.send(events);
+        });
+        let filled = finished.recv_timeout(Duration::from_secs(2));
+        drop(held);
+        thread.join().expect("filler");
+        let filled = filled.expect("returned while apply held the lock");
+        let prev_values: Vec<_> =
+            filled.iter().map(|event| event.prev_kv.as_ref().map(|kv| kv.value.clone())).collect();
+        assert_eq!(prev_values, [None, Some(b"1".to_vec())]);
     }
 
     #[tokio::test]
