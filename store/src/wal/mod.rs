@@ -148,41 +148,46 @@ impl Wal {
 
     fn replay_segment(&self, inner: &mut Inner, seq: u64, is_last: bool) -> Result<(), WalError> {
         let path = self.segment_path(seq);
+        let read = io_error("read", &path);
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_error("open", &path))?;
-        let bytes = std::fs::read(&path).map_err(io_error("read", &path))?;
-        let mut offset = 0;
+        let capacity = file.metadata().map_err(&read)?.len();
+        let mut reader = SegmentReader::new(&file, capacity);
+        let mut offset = 0u64;
         let mut max_index = None;
         let invalid = loop {
-            match record::decode(&bytes[offset..]) {
+            let claimed = record::claimed_bytes(reader.bytes(offset, record::HEADER_BYTES).map_err(&read)?);
+            match record::decode(reader.bytes(offset, claimed).map_err(&read)?) {
                 Decoded::End => break None,
-                Decoded::Invalid(detail) => break Some(detail),
+                Decoded::Invalid(detail) => break Some((detail, claimed)),
                 Decoded::Record(record, len) => {
-                    let location = Location { segment: seq, offset: offset as u64, len: len as u32 };
+                    let location = Location { segment: seq, offset, len: len as u32 };
                     inner.index.apply(&record, location)?;
                     if let Record::Entry { index, .. } = record {
                         max_index = max_index.max(Some(index));
                     }
-                    offset += len;
+                    offset += len as u64;
                 }
             }
         };
         let damage = |detail: String| WalError::Corrupt { what: format!("segment {seq:x} at byte {offset}"), detail };
-        if let Some(detail) = invalid {
+        if let Some((detail, claimed)) = invalid {
             // As etcd: a record is torn, not damaged, if a whole sector of it was never written.
-            if !is_last || !record::is_torn(&bytes, offset) {
+            let into_sector = (offset % record::SECTOR_BYTES as u64) as usize;
+            let sectors =
+                reader.bytes(offset - into_sector as u64, into_sector.saturating_add(claimed)).map_err(&read)?;
+            if !is_last || !record::is_torn(sectors, into_sector) {
                 return Err(damage(detail));
             }
             tracing::warn!(segment = %format!("{seq:x}"), offset, %detail, "the raft log ends in a torn write, from a crash: it is cut there");
         }
         // Nothing may follow the end: an old record there would be replayed
         // once a new record ends right where it starts.
-        if is_last && bytes[offset..].iter().any(|&byte| byte != 0) {
-            write_zeros(&file, offset as u64, bytes.len() as u64).map_err(io_error("write", &path))?;
+        if is_last && !reader.zeros_from(offset).map_err(&read)? {
+            write_zeros(&file, offset, capacity).map_err(io_error("write", &path))?;
         }
         file.sync_data().map_err(io_error("sync", &path))?;
-        let capacity = bytes.len() as u64;
         inner.segments.push_back(Segment { seq, file: Arc::new(file), capacity, max_index });
-        inner.end = offset as u64;
+        inner.end = offset;
         Ok(())
     }
 
@@ -354,7 +359,7 @@ impl Wal {
     }
 }
 
-fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> WalError + 'a {
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> WalError + 'a {
     move |source| WalError::Io { op, path: path.display().to_string(), source }
 }
 
@@ -369,6 +374,54 @@ fn preallocate(file: &File, bytes: u64) -> std::io::Result<()> {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::OPNOTSUPP) => write_zeros(file, 0, bytes),
         Err(errno) => Err(errno.into()),
+    }
+}
+
+/// How much of a segment replay reads at a time. Reading a segment whole
+/// took a buffer of its preallocated 64 MiB, mostly zeros, that stayed
+/// resident for seconds after the start (the allocator returns memory lazily).
+const READ_WINDOW: usize = 1 << 20;
+
+/// A segment read front to back through a window, for replay.
+struct SegmentReader<'a> {
+    file: &'a File,
+    len: u64,
+    /// Where in the file `window` starts.
+    start: u64,
+    window: Vec<u8>,
+}
+
+impl<'a> SegmentReader<'a> {
+    fn new(file: &'a File, len: u64) -> Self {
+        Self { file, len, start: 0, window: Vec::new() }
+    }
+
+    /// The segment's bytes from `offset` on: at least `want` of them, or all
+    /// up to its end.
+    fn bytes(&mut self, offset: u64, want: usize) -> std::io::Result<&[u8]> {
+        let remaining = self.len.saturating_sub(offset);
+        let wanted = remaining.min(want as u64);
+        let held_end = self.start + self.window.len() as u64;
+        if offset < self.start || offset + wanted > held_end {
+            let len = wanted.max(READ_WINDOW as u64).min(remaining) as usize;
+            self.window.clear();
+            self.window.resize(len, 0);
+            self.file.read_exact_at(&mut self.window, offset)?;
+            self.start = offset;
+        }
+        Ok(&self.window[(offset - self.start) as usize..])
+    }
+
+    /// Whether every byte from `offset` to the end is zero.
+    fn zeros_from(&mut self, mut offset: u64) -> std::io::Result<bool> {
+        while offset < self.len {
+            let bytes = self.bytes(offset, READ_WINDOW)?;
+            if bytes.iter().any(|&byte| byte != 0) {
+                return Ok(false);
+            }
+            offset += bytes.len() as u64;
+        }
+        Ok(true)
     }
 }
 
@@ -446,6 +499,37 @@ mod tests {
         let big = vec![1; 3 * SMALL as usize];
         write_entries(&wal, 40..41, &big);
         assert_eq!(entries(&wal).last(), Some(&(40, big)), "a record larger than a segment gets a segment of its own");
+    }
+
+    #[test]
+    fn replay_reads_records_across_its_window_and_zeroes_what_lies_windows_past_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wal");
+        let window = READ_WINDOW as u64;
+        // About three records a window, their ends never on a window's edge,
+        // and one record larger than a window.
+        let payload = vec![9; READ_WINDOW / 3 + 17];
+        let big = vec![2; READ_WINDOW + 5];
+        {
+            let wal = Wal::open(&path, None, 8 * window).expect("open");
+            write_entries(&wal, 0..9, &payload);
+            write_entries(&wal, 9..10, &big);
+        }
+        // A stale record three windows past the end (about 4 MiB in).
+        let stale = Record::Entry { index: 99, payload: b"stale" };
+        let mut stale_bytes = Vec::new();
+        stale.encode(&mut stale_bytes).expect("encode");
+        overwrite(&path, 0, 7 * window, &stale_bytes);
+        {
+            let wal = Wal::open(&path, None, 8 * window).expect("reopen");
+            let read = entries(&wal);
+            assert_eq!(read.len(), 10);
+            assert!(read[..9].iter().all(|(_, bytes)| bytes == &payload));
+            assert_eq!(read[9], (9, big));
+        }
+        let segment = std::fs::read(path.join(format!("{:016x}.wal", 0))).expect("segment");
+        assert_eq!(segment.len() as u64, 8 * window, "the segment keeps its preallocated size");
+        assert!(segment[7 * READ_WINDOW..].iter().all(|&byte| byte == 0), "the stale record was zeroed");
     }
 
     #[test]

@@ -99,7 +99,16 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
 }
 
 /// The unit a disk writes whole, or not at all.
-const SECTOR_BYTES: usize = 512;
+pub const SECTOR_BYTES: usize = 512;
+
+/// The bytes the record at the start of `bytes` claims, header included, by
+/// its length field (all of `bytes` if even that is cut off).
+pub fn claimed_bytes(bytes: &[u8]) -> usize {
+    match bytes.first_chunk::<4>() {
+        Some(length) => HEADER_BYTES.saturating_add(u32::from_le_bytes(*length) as usize),
+        None => bytes.len(),
+    }
+}
 
 /// Whether the invalid record at `offset` of a segment's `bytes` is a write
 /// that a crash cut short, as etcd's `isTornEntry` tells: some sector of it
@@ -107,11 +116,7 @@ const SECTOR_BYTES: usize = 512;
 /// every sector was written but does not match its CRC is damage.
 pub fn is_torn(bytes: &[u8], offset: usize) -> bool {
     let Some(record) = bytes.get(offset..) else { return false };
-    let claimed = match record.first_chunk::<4>() {
-        Some(length) => HEADER_BYTES.saturating_add(u32::from_le_bytes(*length) as usize),
-        None => record.len(),
-    };
-    let end = offset.saturating_add(claimed).min(bytes.len());
+    let end = offset.saturating_add(claimed_bytes(record)).min(bytes.len());
     let mut start = offset;
     while start < end {
         let sector_end = ((start / SECTOR_BYTES) + 1) * SECTOR_BYTES;
