@@ -8,7 +8,8 @@
 //! ready. The node's Ready condition decides its
 //! `not-ready` or `unreachable` NoSchedule and NoExecute taints. Taint
 //! eviction deletes the pods on a node with NoExecute taints once their
-//! tolerations run out.
+//! tolerations run out, counted as kube's taint manager counts them: from
+//! when it first sees the taint, so a new leader starts every count anew.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,6 +144,9 @@ const OBSERVE_PERIOD: Duration = Duration::from_millis(250);
 /// Evictions sent at once.
 const EVICTION_WORKERS: usize = 8;
 
+/// The longest taint eviction waits between passes over every pod.
+const EVICTION_PASS: Duration = Duration::from_secs(1);
+
 /// Notes, for each node, when this controller first saw its current heartbeat.
 fn observe(ctx: &Context, heartbeats: &mut HashMap<String, Heartbeat>) -> Vec<Arc<Node>> {
     let leases: HashMap<String, Option<String>> = ctx
@@ -225,60 +229,106 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-/// When a pod must go from a node with these NoExecute taints: now, later, or never.
-pub fn eviction_deadline(pod: &Pod, node_taints: &[Taint]) -> Option<jiff::Timestamp> {
+/// How long a pod may stay on a node with these taints: `None` while no
+/// NoExecute taint is there that it does not tolerate for good, zero when it
+/// tolerates one not at all.
+pub fn toleration_left(pod: &Pod, node_taints: &[Taint]) -> Option<Duration> {
     let tolerations = tolerations(pod);
-    let mut deadline: Option<jiff::Timestamp> = None;
-    for taint in node_taints.iter().filter(|t| t.effect == "NoExecute") {
-        let added = taint.time_added.as_ref().map(|t| t.0).unwrap_or_else(jiff::Timestamp::now);
-        let matching: Vec<_> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
-        let this = if matching.is_empty() {
-            Some(added)
-        } else if matching.iter().any(|t| t.toleration_seconds.is_none()) {
-            None
-        } else {
+    node_taints
+        .iter()
+        .filter(|t| t.effect == "NoExecute")
+        .filter_map(|taint| {
+            let matching: Vec<_> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+            if matching.iter().any(|t| t.toleration_seconds.is_none()) {
+                return None;
+            }
             let seconds = matching.iter().filter_map(|t| t.toleration_seconds).min().unwrap_or(0).max(0);
-            Some(added + jiff::SignedDuration::from_secs(seconds))
-        };
-        if let Some(this) = this {
-            deadline = Some(deadline.map_or(this, |d| d.min(this)));
+            Some(Duration::from_secs(seconds.unsigned_abs()))
+        })
+        .min()
+}
+
+/// When each pod's toleration started to run: at the first pass that saw
+/// it must go some day. kube's taint manager counts from when it sees the
+/// taint too, not from the taint's `timeAdded`, which is whole seconds and
+/// would let a pod go up to a second early.
+#[derive(Debug, Default)]
+pub struct EvictionClock {
+    since: HashMap<String, Instant>,
+}
+
+impl EvictionClock {
+    /// Takes every pod that must go some day, each with its toleration;
+    /// forgets the others (their taint went, or they did). Returns the pods
+    /// whose toleration has run out, and when the next one's will.
+    pub fn pass(
+        &mut self,
+        pods: impl IntoIterator<Item = (String, Duration)>,
+        now: Instant,
+    ) -> (Vec<String>, Option<Instant>) {
+        let mut since = HashMap::new();
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (pod, toleration) in pods {
+            let start = self.since.get(&pod).copied().unwrap_or(now);
+            let deadline = start + toleration;
+            if deadline <= now {
+                due.push(pod.clone());
+            } else {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+            since.insert(pod, start);
         }
+        self.since = since;
+        (due, next)
     }
-    deadline
 }
 
 pub async fn run_taint_eviction(ctx: Arc<Context>) {
     let reporter = ctx.reporter("taint-eviction-controller");
     let mut wake = Changes::any_of(&[ctx.caches.nodes.changes(), ctx.caches.pods.changes()]).subscribe();
+    let mut clock = EvictionClock::default();
+    let mut next: Option<Instant> = None;
+    let until_next = |next: Option<Instant>| {
+        next.map_or(EVICTION_PASS, |n| n.saturating_duration_since(Instant::now()).min(EVICTION_PASS))
+    };
     loop {
-        client::informer::next_pass(&mut wake, Duration::from_secs(1)).await;
+        client::informer::next_pass(&mut wake, until_next(next)).await;
         let nodes: HashMap<String, Vec<Taint>> =
             ctx.caches.nodes.state().iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), taints(n))).collect();
-        let now = client::now();
-        let mut writes = Vec::new();
+        let mut pods = HashMap::new();
+        let mut leaving = Vec::new();
         for pod in ctx.caches.pods.state() {
             let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()) else { continue };
             let Some(node_taints) = nodes.get(node) else { continue };
-            if pod.metadata.deletion_timestamp.is_some() || !node_taints.iter().any(|t| t.effect == "NoExecute") {
+            if pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            if eviction_deadline(&pod, node_taints).is_some_and(|d| d <= now) {
-                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                writes.push(reporter.event(
-                    &pod_json(&pod),
-                    false,
-                    "TaintManagerEviction",
-                    &format!("Marking for deletion Pod {namespace}/{name}"),
-                ));
-                writes.push(Write::delete::<Pod>(&namespace, &name, pod.metadata.uid.as_deref()));
+            let Some(uid) = pod.metadata.uid.clone() else { continue };
+            if let Some(toleration) = toleration_left(&pod, node_taints) {
+                leaving.push((uid.clone(), toleration));
+                pods.insert(uid, pod);
             }
+        }
+        let due;
+        (due, next) = clock.pass(leaving, Instant::now());
+        let mut writes = Vec::new();
+        for pod in due.iter().filter_map(|uid| pods.get(uid)) {
+            let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            writes.push(reporter.event(
+                &pod_json(pod),
+                false,
+                "TaintManagerEviction",
+                &format!("Marking for deletion Pod {namespace}/{name}"),
+            ));
+            writes.push(Write::delete::<Pod>(&namespace, &name, pod.metadata.uid.as_deref()));
         }
         // Concurrently, as kube's taint manager's workers do: a node's hundred
         // pods are all due at once, and none should wait on the others.
         client::writes::perform_concurrently(&ctx.client, "taint-eviction", writes, EVICTION_WORKERS).await;
-        // Tolerations count in seconds; one look a second over every pod is enough.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A pass looks at every pod: at most one a second, unless a toleration runs out sooner.
+        tokio::time::sleep(until_next(next)).await;
     }
 }
 
@@ -316,25 +366,49 @@ mod tests {
     }
 
     #[test]
-    fn t11_pods_go_when_their_toleration_of_a_noexecute_taint_runs_out() {
-        let added = jiff::Timestamp::from_second(1_000_000).expect("time");
-        let taint: Taint = serde_json::from_value(
-            json!({"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": "1970-01-12T13:46:40Z"}),
-        )
-        .expect("taint");
+    fn t11_a_toleration_is_the_shortest_for_any_noexecute_taint_and_none_lasts_for_good() {
+        let taint = |key: &str, effect: &str| -> Taint {
+            serde_json::from_value(json!({"key": key, "effect": effect, "timeAdded": "1970-01-12T13:46:40Z"}))
+                .expect("taint")
+        };
         let pod = |tolerations: Value| -> Pod {
             serde_json::from_value(
                 json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}}),
             )
             .expect("pod")
         };
+        let unreachable = [taint(UNREACHABLE, "NoExecute")];
         let admitted =
             pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]));
+        assert_eq!(toleration_left(&admitted, &unreachable), Some(Duration::from_secs(300)));
+        assert_eq!(toleration_left(&pod(json!([])), &unreachable), Some(Duration::ZERO));
+        assert_eq!(toleration_left(&pod(json!([{"operator": "Exists"}])), &unreachable), None);
+        assert_eq!(toleration_left(&pod(json!([])), &[taint("dedicated", "NoSchedule")]), None);
+        let both = [taint(UNREACHABLE, "NoExecute"), taint(NOT_READY, "NoExecute")];
+        assert_eq!(toleration_left(&admitted, &both), Some(Duration::ZERO), "not-ready is not tolerated");
+        let short = pod(json!([{"operator": "Exists", "tolerationSeconds": 5},
+            {"key": UNREACHABLE, "operator": "Exists", "tolerationSeconds": 300}]));
+        assert_eq!(toleration_left(&short, &both), Some(Duration::from_secs(5)));
+        let negative = pod(json!([{"operator": "Exists", "tolerationSeconds": -3}]));
+        assert_eq!(toleration_left(&negative, &unreachable), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn t12_a_toleration_runs_from_the_first_pass_that_saw_it_until_the_pod_is_let_be() {
+        let mut clock = EvictionClock::default();
+        let start = Instant::now();
+        let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
+        let five = Duration::from_secs(5);
         assert_eq!(
-            eviction_deadline(&admitted, std::slice::from_ref(&taint)),
-            Some(added + jiff::SignedDuration::from_secs(300))
+            clock.pass([("a".to_string(), five), ("now".to_string(), Duration::ZERO)], at(0.0)),
+            (vec!["now".to_string()], Some(at(5.0)))
         );
-        assert_eq!(eviction_deadline(&pod(json!([])), std::slice::from_ref(&taint)), Some(added));
-        assert_eq!(eviction_deadline(&pod(json!([{"operator": "Exists"}])), &[taint]), None);
+        assert_eq!(clock.pass([("a".to_string(), five), ("b".to_string(), five)], at(4.9)), (vec![], Some(at(5.0))));
+        assert_eq!(clock.pass([("a".to_string(), five), ("b".to_string(), five)], at(5.0)).0, vec!["a".to_string()]);
+        // b's taint goes, then comes back: its toleration starts again.
+        assert_eq!(clock.pass([], at(6.0)), (vec![], None));
+        assert_eq!(clock.pass([("b".to_string(), five)], at(7.0)), (vec![], Some(at(12.0))));
+        assert_eq!(clock.pass([("b".to_string(), five)], at(11.9)).0, Vec::<String>::new());
+        assert_eq!(clock.pass([("b".to_string(), five)], at(12.0)).0, vec!["b".to_string()]);
     }
 }
