@@ -89,6 +89,8 @@ pub struct Metrics {
     pub batches: AtomicU64,
     pub forwarded_writes: ForwardCounts,
     pub forwarded_reads: ForwardCounts,
+    /// Streams opened to a leader for forwarded writes.
+    pub forward_streams_opened: AtomicU64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub raft_purged_index: AtomicU64,
@@ -114,6 +116,7 @@ impl Default for Metrics {
             batches: AtomicU64::new(0),
             forwarded_writes: ForwardCounts::new(),
             forwarded_reads: ForwardCounts::new(),
+            forward_streams_opened: AtomicU64::new(0),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             raft_purged_index: AtomicU64::new(0),
@@ -290,6 +293,12 @@ impl Metrics {
             "cairn_proposal_batched_requests_total",
             "Client writes carried by those entries.",
             load(&self.batch_requests),
+        );
+        counter(
+            &mut out,
+            "cairn_forward_streams_opened_total",
+            "Streams this member opened to a leader to forward writes on.",
+            load(&self.forward_streams_opened),
         );
         for (kind, counts) in [("write", &self.forwarded_writes), ("read_index", &self.forwarded_reads)] {
             counter(

@@ -1,12 +1,13 @@
 //! The Raft transport: openraft's RPCs over gRPC to the peer URLs.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
-use cairn_proto::cairnpb::RaftPayload;
-use futures::future::BoxFuture;
+use cairn_proto::cairnpb::{ProposeRequest, ProposeResponse, RaftPayload};
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use openraft::error::decompose::DecomposeResult;
@@ -59,47 +60,93 @@ fn rpc_error<E: std::error::Error>(status: Status) -> RPCError<TypeConfig, E> {
 /// `advertised-peer-url=url-to-dial`, comma-separated. Not for production.
 pub const DIAL_OVERRIDE_ENV: &str = "CAIRN_PEER_DIAL_OVERRIDE";
 
-/// Idle AppendEntries streams kept per peer: one for replication, the rest for
-/// the leadership checks of linearizable reads, which run beside it.
+/// Idle streams kept per peer and kind. AppendEntries: one for replication,
+/// the rest for the leadership checks of linearizable reads, which run beside
+/// it. Forwarded writes: as many as a follower keeps in flight.
 const IDLE_STREAMS_PER_PEER: usize = 4;
 
 /// gRPC channels to peers, shared by Raft and by request forwarding, and the
-/// idle AppendEntries streams on them.
+/// idle AppendEntries and forwarding streams on them.
 #[derive(Default)]
 pub struct PeerClients {
     /// Every member of the latest membership, as Raft knows them.
     members: Mutex<HashMap<NodeId, Member>>,
     channels: Mutex<HashMap<String, Channel>>,
-    idle_streams: Mutex<HashMap<String, Vec<AppendStream>>>,
+    idle_streams: IdleStreams<RaftPayload, RaftPayload>,
+    idle_forwards: IdleStreams<ProposeRequest, ProposeResponse>,
     dial_overrides: HashMap<String, String>,
     /// TLS for `https://` peer URLs.
     dialer: Option<Arc<PeerDialer>>,
 }
 
 /// A peer's client, with the URL it dials (the key of its idle streams).
+#[derive(Clone)]
 pub struct PeerLink {
     url: String,
     client: RaftPeerClient<Channel>,
 }
 
-/// One AppendEntries stream: a request, then its answer, in turn. A stream
-/// goes back to the idle pool only after a whole exchange, so an answer can
-/// never be taken for the answer to another request.
-struct AppendStream {
-    requests: mpsc::Sender<RaftPayload>,
-    answers: Streaming<RaftPayload>,
+impl PeerLink {
+    pub fn into_client(self) -> RaftPeerClient<Channel> {
+        self.client
+    }
 }
 
-impl AppendStream {
-    async fn open(mut client: RaftPeerClient<Channel>) -> Result<Self, Status> {
+/// A long-lived stream of exchanges: a request, then its answer, in turn. A
+/// stream goes back to the idle pool only after a whole exchange, so an answer
+/// can never be taken for the answer to another request.
+struct ExchangeStream<Req, Resp> {
+    requests: mpsc::Sender<Req>,
+    answers: Streaming<Resp>,
+}
+
+impl<Req, Resp> ExchangeStream<Req, Resp> {
+    /// Opens a stream with `call`, the client's streaming RPC.
+    async fn open<F, Fut>(call: F) -> Result<Self, Status>
+    where
+        F: FnOnce(ReceiverStream<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Streaming<Resp>>, Status>>,
+    {
         let (requests, outgoing) = mpsc::channel(1);
-        let answers = client.append_entries(ReceiverStream::new(outgoing)).await?.into_inner();
-        Ok(AppendStream { requests, answers })
+        let answers = call(ReceiverStream::new(outgoing)).await?.into_inner();
+        Ok(ExchangeStream { requests, answers })
     }
 
-    async fn exchange(&mut self, payload: RaftPayload) -> Result<RaftPayload, Status> {
-        self.requests.send(payload).await.map_err(|_| Status::unavailable("append stream closed"))?;
-        self.answers.message().await?.ok_or_else(|| Status::unavailable("append stream ended"))
+    async fn exchange(&mut self, request: Req) -> Result<Resp, Status> {
+        self.requests.send(request).await.map_err(|_| Status::unavailable("peer stream closed"))?;
+        self.answers.message().await?.ok_or_else(|| Status::unavailable("peer stream ended"))
+    }
+
+    /// Whether an idle stream has ended: its connection closed (the peer
+    /// restarted or stopped), or it holds an answer nobody asked for.
+    fn has_ended(&mut self) -> bool {
+        self.answers.message().now_or_never().is_some()
+    }
+}
+
+/// Idle streams by peer URL.
+struct IdleStreams<Req, Resp>(Mutex<HashMap<String, Vec<ExchangeStream<Req, Resp>>>>);
+
+impl<Req, Resp> Default for IdleStreams<Req, Resp> {
+    fn default() -> Self {
+        IdleStreams(Mutex::default())
+    }
+}
+
+impl<Req, Resp> IdleStreams<Req, Resp> {
+    fn take(&self, url: &str) -> Option<ExchangeStream<Req, Resp>> {
+        self.0.lock().get_mut(url).and_then(Vec::pop)
+    }
+
+    fn put(&self, url: &str, stream: ExchangeStream<Req, Resp>) {
+        let mut idle = self.0.lock();
+        let streams = match idle.get_mut(url) {
+            Some(streams) => streams,
+            None => idle.entry(url.to_string()).or_default(),
+        };
+        if streams.len() < IDLE_STREAMS_PER_PEER {
+            streams.push(stream);
+        }
     }
 }
 
@@ -141,10 +188,10 @@ impl PeerClients {
     }
 
     pub fn client(&self, target: NodeId, member: &Member) -> Result<RaftPeerClient<Channel>, PeerError> {
-        self.link(target, member).map(|link| link.client)
+        self.link(target, member).map(PeerLink::into_client)
     }
 
-    fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, PeerError> {
+    pub fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, PeerError> {
         let advertised = member.peer_urls.first().ok_or(PeerError::NoPeerUrl(target))?;
         let url = self.dial_overrides.get(advertised).unwrap_or(advertised);
         let mut channels = self.channels.lock();
@@ -192,30 +239,51 @@ impl PeerClients {
 
     /// Sends one AppendEntries on an idle stream to the peer, or on a new one.
     async fn append_entries(&self, link: &PeerLink, payload: RaftPayload) -> Result<RaftPayload, Status> {
-        let idle = self.idle_streams.lock().get_mut(&link.url).and_then(Vec::pop);
-        if let Some(mut stream) = idle {
+        if let Some(mut stream) = self.idle_streams.take(&link.url) {
             if let Ok(answer) = stream.exchange(payload.clone()).await {
-                self.put_idle(&link.url, stream);
+                self.idle_streams.put(&link.url, stream);
                 return Ok(answer);
             }
             // An idle stream may have died with its connection (the peer
             // restarted). AppendEntries is idempotent: resend on a new stream.
         }
-        let mut stream = AppendStream::open(link.client.clone()).await?;
+        let mut client = link.client.clone();
+        let mut stream = ExchangeStream::open(|requests| client.append_entries(requests)).await?;
         let answer = stream.exchange(payload).await?;
-        self.put_idle(&link.url, stream);
+        self.idle_streams.put(&link.url, stream);
         Ok(answer)
     }
 
-    fn put_idle(&self, url: &str, stream: AppendStream) {
-        let mut idle = self.idle_streams.lock();
-        let streams = match idle.get_mut(url) {
-            Some(streams) => streams,
-            None => idle.entry(url.to_string()).or_default(),
+    /// Forwards writes to the leader on an idle stream, or on a new one: no
+    /// per-call headers or stream setup, as for AppendEntries (a unary call
+    /// took a third longer each way, docs/benchmarks.md). Unlike an
+    /// AppendEntries, a forward is never sent twice: an error after sending
+    /// leaves its outcome unknown. An idle stream that has ended is not used.
+    pub async fn propose(&self, link: &PeerLink, request: ProposeRequest) -> Result<ProposeResponse, Status> {
+        let idle = std::iter::from_fn(|| self.idle_forwards.take(&link.url)).find_map(|mut stream| {
+            // An ended stream is dropped, and the next idle one is tried.
+            (!stream.has_ended()).then_some(stream)
+        });
+        let mut stream = match idle {
+            Some(stream) => stream,
+            None => {
+                let mut client = link.client.clone();
+                match ExchangeStream::open(|requests| client.propose_stream(requests)).await {
+                    Ok(stream) => {
+                        METRICS.forward_streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        stream
+                    }
+                    // A leader of an older build: nothing was sent yet.
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        return link.client.clone().propose_batch(request).await.map(tonic::Response::into_inner);
+                    }
+                    Err(status) => return Err(status),
+                }
+            }
         };
-        if streams.len() < IDLE_STREAMS_PER_PEER {
-            streams.push(stream);
-        }
+        let answer = stream.exchange(request).await?;
+        self.idle_forwards.put(&link.url, stream);
+        Ok(answer)
     }
 }
 

@@ -46,8 +46,8 @@ impl Node {
     pub async fn change_members(&self, change: MembershipChange) -> Result<(), tonic::Status> {
         self.on_leader(
             || self.change_members_here(change.clone()),
-            |mut client| {
-                let change = change.clone();
+            |link| {
+                let (mut client, change) = (link.into_client(), change.clone());
                 async move {
                     match client.change_members(change).await {
                         Ok(result) => match result.into_inner().error {

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::error::EtcdError;
 use crate::lease::Lessor;
 use crate::metrics::METRICS;
-use crate::raft::network::PeerClients;
+use crate::raft::network::{PeerClients, PeerLink};
 use crate::raft::types::{Member, NodeId, Raft};
 use crate::state::KvState;
 
@@ -45,7 +45,7 @@ pub struct Node {
     pub proposer: Proposer,
     pub reads: ReadIndex,
     /// Writes and read-index requests this member forwards while it follows.
-    forwarded_writes: Forwarder<RaftPeerClient<Channel>, WriteRequest, ForwardedWrite>,
+    forwarded_writes: Forwarder<PeerLink, WriteRequest, ForwardedWrite>,
     forwarded_reads: Forwarder<RaftPeerClient<Channel>, (), u64>,
     pub lessor: Lessor,
     /// `--auth-token`: how this member issues and checks tokens.
@@ -64,7 +64,7 @@ fn range_slots() -> usize {
 /// Where a request that only the leader may serve went.
 enum Route {
     Local,
-    Forward(RaftPeerClient<Channel>),
+    Forward(PeerLink),
 }
 
 impl Node {
@@ -82,6 +82,7 @@ impl Node {
     ) -> Self {
         // As etcd's ID generator: the low bits start from the clock, so IDs stay unique across restarts.
         let timeout = request_timeout(&config);
+        let forward_peers = peers.clone();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64);
@@ -95,7 +96,9 @@ impl Node {
             proposer,
             reads,
             forwarded_writes: Forwarder::start(
-                Arc::new(move |client, requests| Box::pin(forward_writes(client, requests, timeout))),
+                Arc::new(move |link, requests| {
+                    Box::pin(forward_writes(forward_peers.clone(), link, requests, timeout))
+                }),
                 |request| request.encoded_len(),
                 &METRICS.forwarded_writes,
             ),
@@ -157,11 +160,11 @@ impl Node {
         }
         let member: Member =
             metrics.membership_config.membership().get_node(&leader).cloned().ok_or(ProposeError::NotLeader(None))?;
-        let client = self
+        let link = self
             .peers
-            .client(leader, &member)
+            .link(leader, &member)
             .map_err(|err| ProposeError::Failed(EtcdError::Internal(err.to_string())))?;
-        Ok(Route::Forward(client))
+        Ok(Route::Forward(link))
     }
 
     /// Serves a request on the leader, locally or by forwarding, retrying while
@@ -170,7 +173,7 @@ impl Node {
     where
         L: Fn() -> LF,
         LF: Future<Output = Result<T, ProposeError>>,
-        F: Fn(RaftPeerClient<Channel>) -> FF,
+        F: Fn(PeerLink) -> FF,
         FF: Future<Output = Result<T, ProposeError>>,
     {
         let deadline = Instant::now() + self.request_timeout();
@@ -181,9 +184,9 @@ impl Node {
                     saw_leader = true;
                     local().await
                 }
-                Ok(Route::Forward(client)) => {
+                Ok(Route::Forward(link)) => {
                     saw_leader = true;
-                    forward(client).await
+                    forward(link).await
                 }
                 Err(err) => Err(err),
             };
@@ -212,8 +215,8 @@ impl Node {
         let response = self
             .on_leader(
                 || self.proposer.propose(request.clone()),
-                |client| async move {
-                    let forwarded = self.forwarded_writes.forward(client, request.clone()).await?;
+                |link| async move {
+                    let forwarded = self.forwarded_writes.forward(link, request.clone()).await?;
                     // etcd answers a write on the member that took it once that
                     // member has applied it, so that a serializable read there
                     // sees it. An error changed nothing: it is answered at once.
@@ -246,8 +249,9 @@ impl Node {
         if crate::failpoint::active("unsafe-local-reads") {
             return Ok(());
         }
-        let index =
-            self.on_leader(|| self.reads.read_index(), |client| self.forwarded_reads.forward(client, ())).await?;
+        let index = self
+            .on_leader(|| self.reads.read_index(), |link| self.forwarded_reads.forward(link.into_client(), ()))
+            .await?;
         Ok(self.wait_applied(index).await?)
     }
 
@@ -273,8 +277,8 @@ impl Node {
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, tonic::Status> {
         self.on_leader(
             || self.keep_alive_here(id),
-            |mut client| async move {
-                client
+            |link| async move {
+                link.into_client()
                     .lease_keep_alive(LeaseKeepAliveRequest { id })
                     .await
                     .map(|r| r.into_inner().ttl)
@@ -302,8 +306,8 @@ impl Node {
     ) -> Result<LeaseTimeToLiveResponse, tonic::Status> {
         self.on_leader(
             || async { Ok(self.time_to_live_here(&request)) },
-            |mut client| async move {
-                client.lease_time_to_live(request).await.map(|r| r.into_inner()).map_err(retry_any)
+            |link| async move {
+                link.into_client().lease_time_to_live(request).await.map(|r| r.into_inner()).map_err(retry_any)
             },
         )
         .await
@@ -338,14 +342,15 @@ struct ForwardedWrite {
 
 /// One `ProposeBatch` RPC for writes queued together; an answer for each.
 async fn forward_writes(
-    mut client: RaftPeerClient<Channel>,
+    peers: Arc<PeerClients>,
+    link: PeerLink,
     requests: Vec<WriteRequest>,
     timeout: Duration,
 ) -> Vec<Result<ForwardedWrite, ProposeError>> {
     let count = requests.len();
-    match tokio::time::timeout(timeout, client.propose_batch(ProposeRequest { requests })).await {
+    match tokio::time::timeout(timeout, peers.propose(&link, ProposeRequest { requests })).await {
         Ok(Ok(answer)) => {
-            let ProposeResponse { responses, applied_index } = answer.into_inner();
+            let ProposeResponse { responses, applied_index } = answer;
             let forwarded = |response| ForwardedWrite { response, applied_index };
             responses.into_iter().map(|response| not_leader_to_retry(response).map(forwarded)).collect()
         }

@@ -33,6 +33,7 @@ pub struct PeerService {
 }
 
 type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+type ProposeAnswers = Pin<Box<dyn Stream<Item = Result<ProposeResponse, Status>> + Send>>;
 
 impl PeerService {
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -62,6 +63,22 @@ impl PeerService {
     async fn append_entries_payload(&self, payload: RaftPayload) -> Result<RaftPayload, Status> {
         let raft = self.node.raft.clone();
         self.raft_call(payload, |req| async move { raft.append_entries(req).await }).await
+    }
+
+    /// Proposes what a follower forwarded; an answer for each request, in order.
+    async fn answer_proposals(&self, request: ProposeRequest) -> ProposeResponse {
+        let answers = self.node.proposer.propose_all(request.requests).await;
+        // Read after every answer: each applied write is at or below it.
+        let applied_index = self.node.state.applied_index();
+        let responses = answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(response) => response,
+                Err(ProposeError::NotLeader(_)) => error_response(&EtcdError::NotLeader),
+                Err(ProposeError::Failed(err)) => error_response(&err),
+            })
+            .collect();
+        ProposeResponse { responses, applied_index }
     }
 }
 
@@ -144,19 +161,28 @@ impl RaftPeer for PeerService {
             .map(Response::new)
     }
 
+    type ProposeStreamStream = ProposeAnswers;
+
+    /// Forwarded writes on a long-lived stream: each request is answered
+    /// before the next is read, so the follower keeps one in flight per stream.
+    async fn propose_stream(
+        &self,
+        request: Request<Streaming<ProposeRequest>>,
+    ) -> Result<Response<ProposeAnswers>, Status> {
+        let answers = futures::stream::unfold((self.clone(), request.into_inner()), |(service, mut requests)| async {
+            let answer = match requests.message().await {
+                Ok(Some(request)) => Ok(service.answer_proposals(request).await),
+                Ok(None) => return None,
+                Err(status) => Err(status),
+            };
+            Some((answer, (service, requests)))
+        });
+        let stopped = super::stopped_signal(self.stopped.clone());
+        Ok(Response::new(Box::pin(answers.take_until(stopped))))
+    }
+
     async fn propose_batch(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
-        let answers = self.node.proposer.propose_all(request.into_inner().requests).await;
-        // Read after every answer: each applied write is at or below it.
-        let applied_index = self.node.state.applied_index();
-        let responses = answers
-            .into_iter()
-            .map(|answer| match answer {
-                Ok(response) => response,
-                Err(ProposeError::NotLeader(_)) => error_response(&EtcdError::NotLeader),
-                Err(ProposeError::Failed(err)) => error_response(&err),
-            })
-            .collect();
-        Ok(Response::new(ProposeResponse { responses, applied_index }))
+        Ok(Response::new(self.answer_proposals(request.into_inner()).await))
     }
 
     async fn lease_keep_alive(

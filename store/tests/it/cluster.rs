@@ -328,3 +328,52 @@ async fn t62_large_values_from_64_clients_replicate_to_a_member_that_was_down() 
     let last = last.await.expect("get");
     assert_eq!(last.kvs()[0].value().len(), VALUE_BYTES, "the caught-up member holds whole values");
 }
+
+/// A follower forwards writes to the leader on long-lived streams, reused from
+/// write to write. When the leader restarts the streams into it end, and the
+/// next forward opens a new one rather than fail on one that has ended.
+#[tokio::test]
+async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader_restarts() {
+    let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
+    let follower = (leader + 1) % 3;
+    let endpoints = cluster.endpoints();
+    let opened = |cluster: &Cluster| {
+        cluster.members[follower].metric("cairn_forward_streams_opened_total").expect("streams opened are counted")
+    };
+    let mut kv = client(&endpoints[follower]).await.kv_client();
+    let before = opened(&cluster);
+    for i in 0..20 {
+        kv.put(format!("stream-fwd/{i:02}"), "v", None).await.expect("forwarded put");
+    }
+    // At most one: a stream may be open already, from the member's own forwards.
+    let streams = opened(&cluster) - before;
+    assert!(streams <= 1, "20 forwards one after another opened {streams} streams");
+
+    assert!(cluster.members[leader].terminate(), "the leader stops");
+    cluster.restart(leader).expect("restart");
+    cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
+    // The restarted member leads again, so that the follower forwards to it.
+    let leader_id =
+        client(&endpoints[leader]).await.status().await.expect("status").header().expect("header").member_id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = cluster.leader_index().await.expect("a leader");
+        if current == leader {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leadership moves back to the restarted member");
+        let _ = client(&endpoints[current]).await.maintenance_client().move_leader(leader_id).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let before = opened(&cluster);
+    for i in 20..40 {
+        kv.put(format!("stream-fwd/{i:02}"), "v", None).await.expect("forwarded put after the leader restarted");
+    }
+    assert!(opened(&cluster) > before, "a new stream into the restarted leader");
+    let mut on_leader = client(&endpoints[leader]).await.kv_client();
+    let count =
+        on_leader.get("stream-fwd/", Some(GetOptions::new().with_prefix().with_count_only())).await.expect("count");
+    assert_eq!(count.count(), 40);
+}
