@@ -1,5 +1,6 @@
 //! The peer gRPC service: Raft RPCs, and requests forwarded by followers.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -32,8 +33,10 @@ pub struct PeerService {
     pub stopped: signal::Receiver<bool>,
 }
 
-type AnswerStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
-type ProposeAnswers = Pin<Box<dyn Stream<Item = Result<ProposeResponse, Status>> + Send>>;
+/// The answers on a long-lived peer stream.
+type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+type AnswerStream = Answers<RaftPayload>;
+type ProposeAnswers = Answers<ProposeResponse>;
 
 impl PeerService {
     fn check_cluster(&self, cluster_id: u64) -> Result<(), Status> {
@@ -65,6 +68,30 @@ impl PeerService {
         self.raft_call(payload, |req| async move { raft.append_entries(req).await }).await
     }
 
+    /// Answers each request of a long-lived stream before reading the next, so
+    /// the sender keeps one in flight per stream. The first error ends the
+    /// stream, and so does this member's stop.
+    fn answer_in_turn<Req, Resp, Answer>(
+        &self,
+        requests: Streaming<Req>,
+        answer: fn(PeerService, Req) -> Answer,
+    ) -> Answers<Resp>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        Answer: Future<Output = Result<Resp, Status>> + Send + 'static,
+    {
+        let answers = futures::stream::unfold((self.clone(), requests), move |(service, mut requests)| async move {
+            let answer = match requests.message().await {
+                Ok(Some(request)) => answer(service.clone(), request).await,
+                Ok(None) => return None,
+                Err(status) => Err(status),
+            };
+            Some((answer, (service, requests)))
+        });
+        Box::pin(answers.take_until(super::stopped_signal(self.stopped.clone())))
+    }
+
     /// Proposes what a follower forwarded; an answer for each request, in order.
     async fn answer_proposals(&self, request: ProposeRequest) -> ProposeResponse {
         let answers = self.node.proposer.propose_all(request.requests).await;
@@ -86,19 +113,11 @@ impl PeerService {
 impl RaftPeer for PeerService {
     type AppendEntriesStream = AnswerStream;
 
-    /// Answers each request before reading the next: the sender keeps one in
-    /// flight per stream. The first error ends the stream.
     async fn append_entries(&self, request: Request<Streaming<RaftPayload>>) -> Result<Response<AnswerStream>, Status> {
-        let answers = futures::stream::unfold((self.clone(), request.into_inner()), |(service, mut requests)| async {
-            let answer = match requests.message().await {
-                Ok(Some(payload)) => service.append_entries_payload(payload).await,
-                Ok(None) => return None,
-                Err(status) => Err(status),
-            };
-            Some((answer, (service, requests)))
+        let answers = self.answer_in_turn(request.into_inner(), |service, payload| async move {
+            service.append_entries_payload(payload).await
         });
-        let stopped = super::stopped_signal(self.stopped.clone());
-        Ok(Response::new(Box::pin(answers.take_until(stopped))))
+        Ok(Response::new(answers))
     }
 
     type StreamAppendStream = AnswerStream;
@@ -163,22 +182,15 @@ impl RaftPeer for PeerService {
 
     type ProposeStreamStream = ProposeAnswers;
 
-    /// Forwarded writes on a long-lived stream: each request is answered
-    /// before the next is read, so the follower keeps one in flight per stream.
+    /// Forwarded writes on a long-lived stream, as AppendEntries are.
     async fn propose_stream(
         &self,
         request: Request<Streaming<ProposeRequest>>,
     ) -> Result<Response<ProposeAnswers>, Status> {
-        let answers = futures::stream::unfold((self.clone(), request.into_inner()), |(service, mut requests)| async {
-            let answer = match requests.message().await {
-                Ok(Some(request)) => Ok(service.answer_proposals(request).await),
-                Ok(None) => return None,
-                Err(status) => Err(status),
-            };
-            Some((answer, (service, requests)))
+        let answers = self.answer_in_turn(request.into_inner(), |service, request| async move {
+            Ok(service.answer_proposals(request).await)
         });
-        let stopped = super::stopped_signal(self.stopped.clone());
-        Ok(Response::new(Box::pin(answers.take_until(stopped))))
+        Ok(Response::new(answers))
     }
 
     async fn propose_batch(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
