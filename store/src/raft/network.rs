@@ -26,11 +26,12 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
+use super::in_turn::{answers_in_turn, requests_in_turn, Heard, Turns};
 use super::types::{decode, encode, Member, NodeId, Snapshot, TypeConfig, Vote};
 use crate::metrics::METRICS;
 use crate::tls::PeerDialer;
@@ -42,10 +43,6 @@ const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long a replication stream that owes answers may stay silent.
 const STREAM_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-/// AppendEntries sent ahead of their answers on one replication stream: enough
-/// to overlap a follower's fsync with the next send, few enough that a
-/// follower catching up on 8 MiB messages is not buried under them.
-const APPENDS_IN_FLIGHT: usize = 8;
 
 /// A failed peer call as openraft takes it: a peer that is not there backs off.
 fn rpc_error<E: std::error::Error>(status: Status) -> RPCError<TypeConfig, E> {
@@ -418,9 +415,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         self.call::<_, _, Infallible>(Rpc::TransferLeader, &req, &option).await.decompose_infallible()
     }
 
-    /// Pipelined replication on one gRPC stream: requests go out as openraft
-    /// makes them, up to [`APPENDS_IN_FLIGHT`] ahead of their answers, which
-    /// come back in order. A stream that owes answers and hears nothing for
+    /// Replication on one gRPC stream, one AppendEntries at a time, each made
+    /// once openraft has taken in the answer to the last (`super::in_turn` says
+    /// why). A stream that owes an answer and hears nothing for
     /// [`STREAM_ANSWER_TIMEOUT`] fails, and openraft opens a new one.
     fn stream_append<'s, S>(
         &'s mut self,
@@ -440,19 +437,8 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
             };
             let cluster_id = self.cluster_id;
-            let window = Arc::new(Semaphore::new(APPENDS_IN_FLIGHT));
-            let sending = window.clone();
-            let requests = input
-                .then(move |request| {
-                    let sending = sending.clone();
-                    async move {
-                        // Each answer gives its permit back.
-                        if let Ok(permit) = sending.acquire().await {
-                            permit.forget();
-                        }
-                        request
-                    }
-                })
+            let turns = Arc::new(Turns::default());
+            let requests = requests_in_turn(input, turns.clone())
                 // An entry that does not encode ends the stream: a gap would only be refused.
                 .scan((), move |_, request| {
                     let payload = encode(&request).ok().map(|data| RaftPayload { cluster_id, data: data.into() });
@@ -463,27 +449,15 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 Err(status) => return Err(rpc_error(status)),
             };
             let target = self.target;
-            let answers = futures::stream::unfold(answers, move |mut answers| {
-                let window = window.clone();
-                async move {
-                    loop {
-                        match tokio::time::timeout(STREAM_ANSWER_TIMEOUT, answers.message()).await {
-                            Ok(Ok(Some(payload))) => {
-                                window.add_permits(1);
-                                let answer = decode::<StreamAppendResult<TypeConfig>>(&payload.data)
-                                    .map_err(|err| RPCError::Network(NetworkError::new(&err)));
-                                return Some((answer, answers));
-                            }
-                            Ok(Ok(None)) => return None,
-                            Ok(Err(status)) => return Some((Err(rpc_error(status)), answers)),
-                            Err(elapsed) if window.available_permits() < APPENDS_IN_FLIGHT => {
-                                tracing::debug!(target, "no answer on the replication stream");
-                                return Some((Err(RPCError::Network(NetworkError::new(&elapsed))), answers));
-                            }
-                            // Nothing owed: the stream is idle, not stuck.
-                            Err(_) => {}
-                        }
-                    }
+            let answers = answers_in_turn(answers, turns, STREAM_ANSWER_TIMEOUT).map(move |heard| match heard {
+                Heard::Answer(payload) => decode::<StreamAppendResult<TypeConfig>>(&payload.data)
+                    .map_err(|err| RPCError::Network(NetworkError::new(&err))),
+                Heard::Failed(status) => Err(rpc_error(status)),
+                Heard::Silent => {
+                    tracing::debug!(target, "no answer on the replication stream");
+                    let silent =
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer on the replication stream");
+                    Err(RPCError::Network(NetworkError::new(&silent)))
                 }
             });
             // The first error, or refusal (a conflict, a higher vote), ends the
