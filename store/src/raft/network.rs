@@ -41,7 +41,7 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// A snapshot travels in InstallSnapshot chunks of this size when openraft names none.
 const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
-/// How long a replication stream that owes answers may stay silent.
+/// How long a replication stream may wait for the answer to its request.
 const STREAM_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A failed peer call as openraft takes it: a peer that is not there backs off.
