@@ -57,13 +57,24 @@ where
         if input.size_hint().1 == Some(0) {
             return None;
         }
-        if let Ok(permit) = turns.make.acquire().await {
-            permit.forget();
-        }
+        // Closed: openraft has dropped the answers, and no turn will come.
+        let Ok(permit) = turns.make.acquire().await else { return None };
+        permit.forget();
         let request = input.next().await?;
         turns.owed.store(true, Ordering::Release);
         Some((request, (input, turns)))
     })
+}
+
+/// The answers' hold on the turns. Once the answers are dropped (openraft is
+/// done with the stream) or have ended, no turn will come: the requests end,
+/// rather than wait forever and hold the gRPC stream open on both members.
+struct AnswerSide(Arc<Turns>);
+
+impl Drop for AnswerSide {
+    fn drop(&mut self) {
+        self.0.make.close();
+    }
 }
 
 /// The answers of `answers`, in order. Asking for the one after an answer
@@ -74,7 +85,9 @@ pub fn answers_in_turn<T, A>(answers: A, turns: Arc<Turns>, patience: Duration) 
 where
     A: Stream<Item = Result<T, Status>> + Unpin,
 {
-    futures::stream::unfold((answers, turns, false), move |(mut answers, turns, answered)| async move {
+    let side = AnswerSide(turns);
+    futures::stream::unfold((answers, side, false), move |(mut answers, side, answered)| async move {
+        let turns = &side.0;
         if answered {
             turns.make.add_permits(1);
         }
@@ -82,11 +95,11 @@ where
             match tokio::time::timeout(patience, answers.next()).await {
                 Ok(Some(Ok(answer))) => {
                     turns.owed.store(false, Ordering::Release);
-                    return Some((Heard::Answer(answer), (answers, turns, true)));
+                    return Some((Heard::Answer(answer), (answers, side, true)));
                 }
-                Ok(Some(Err(status))) => return Some((Heard::Failed(status), (answers, turns, false))),
+                Ok(Some(Err(status))) => return Some((Heard::Failed(status), (answers, side, false))),
                 Ok(None) => return None,
-                Err(_) if turns.owed.load(Ordering::Acquire) => return Some((Heard::Silent, (answers, turns, false))),
+                Err(_) if turns.owed.load(Ordering::Acquire) => return Some((Heard::Silent, (answers, side, false))),
                 // Nothing owed: the stream is idle, not stuck.
                 Err(_) => {}
             }
@@ -135,6 +148,25 @@ mod tests {
         assert!(answers.next().now_or_never().is_none());
         assert_eq!(requests.next().await, Some(2));
         assert_eq!(made.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_requests_end_once_the_answers_are_dropped() {
+        let turns = Arc::new(Turns::default());
+        let (openraft, input) = mpsc::unbounded_channel::<u32>();
+        for request in [1, 2] {
+            openraft.send(request).expect("send");
+        }
+        let mut requests = Box::pin(requests_in_turn(UnboundedReceiverStream::new(input), turns.clone()));
+        let (_peer, answers) = mpsc::unbounded_channel::<Result<(), Status>>();
+        let answers = answers_in_turn(UnboundedReceiverStream::new(answers), turns, Duration::from_secs(60));
+        assert_eq!(requests.next().await, Some(1));
+
+        // openraft gives the stream up (a conflict, a higher vote, a silence)
+        // while it still holds its input open.
+        drop(answers);
+        let ended = tokio::time::timeout(Duration::from_secs(5), requests.next()).await;
+        assert_eq!(ended.expect("the requests end rather than wait for a turn"), None);
     }
 
     #[tokio::test]
