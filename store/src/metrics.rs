@@ -91,6 +91,10 @@ pub struct Metrics {
     pub forwarded_reads: ForwardCounts,
     /// Streams opened to a leader for forwarded writes.
     pub forward_streams_opened: AtomicU64,
+    /// Streams opened to a leader for forwarded read-index requests.
+    pub read_index_streams_opened: AtomicU64,
+    /// AppendEntries streams opened to peers: replication and heartbeats.
+    pub append_streams_opened: AtomicU64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub raft_purged_index: AtomicU64,
@@ -117,6 +121,8 @@ impl Default for Metrics {
             forwarded_writes: ForwardCounts::new(),
             forwarded_reads: ForwardCounts::new(),
             forward_streams_opened: AtomicU64::new(0),
+            read_index_streams_opened: AtomicU64::new(0),
+            append_streams_opened: AtomicU64::new(0),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             raft_purged_index: AtomicU64::new(0),
@@ -294,12 +300,16 @@ impl Metrics {
             "Client writes carried by those entries.",
             load(&self.batch_requests),
         );
-        counter(
-            &mut out,
-            "cairn_forward_streams_opened_total",
-            "Streams this member opened to a leader to forward writes on.",
-            load(&self.forward_streams_opened),
-        );
+        let streams_opened = [
+            ("forward", "to a leader to forward writes on", &self.forward_streams_opened),
+            ("read_index", "to a leader to ask for read indexes on", &self.read_index_streams_opened),
+            ("append", "to its peers for AppendEntries (replication and heartbeats)", &self.append_streams_opened),
+        ];
+        for (kind, purpose, opened) in streams_opened {
+            let (name, help) =
+                (format!("cairn_{kind}_streams_opened_total"), format!("Streams this member opened {purpose}."));
+            counter(&mut out, &name, &help, load(opened));
+        }
         for (kind, counts) in [("write", &self.forwarded_writes), ("read_index", &self.forwarded_reads)] {
             counter(
                 &mut out,

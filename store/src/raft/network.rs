@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
-use cairn_proto::cairnpb::{ProposeRequest, ProposeResponse, RaftPayload};
+use cairn_proto::cairnpb::{ProposeRequest, ProposeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
@@ -57,13 +58,13 @@ fn rpc_error<E: std::error::Error>(status: Status) -> RPCError<TypeConfig, E> {
 /// `advertised-peer-url=url-to-dial`, comma-separated. Not for production.
 pub const DIAL_OVERRIDE_ENV: &str = "CAIRN_PEER_DIAL_OVERRIDE";
 
-/// Idle streams kept per peer and kind. AppendEntries: one for replication,
-/// the rest for the leadership checks of linearizable reads, which run beside
-/// it. Forwarded writes: as many as a follower keeps in flight.
+/// Idle streams kept per peer and kind. AppendEntries: heartbeats, one at a
+/// time per peer. Forwarded writes and read-index requests: as many as a
+/// follower keeps in flight.
 const IDLE_STREAMS_PER_PEER: usize = 4;
 
 /// gRPC channels to peers, shared by Raft and by request forwarding, and the
-/// idle AppendEntries and forwarding streams on them.
+/// idle AppendEntries (heartbeat) and forwarding streams on them.
 #[derive(Default)]
 pub struct PeerClients {
     /// Every member of the latest membership, as Raft knows them.
@@ -71,6 +72,7 @@ pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
     idle_streams: IdleStreams<RaftPayload, RaftPayload>,
     idle_forwards: IdleStreams<ProposeRequest, ProposeResponse>,
+    idle_read_indexes: IdleStreams<ReadIndexRequest, ReadIndexResponse>,
     dial_overrides: HashMap<String, String>,
     /// TLS for `https://` peer URLs.
     dialer: Option<Arc<PeerDialer>>,
@@ -246,40 +248,80 @@ impl PeerClients {
         }
         let mut client = link.client.clone();
         let mut stream = ExchangeStream::open(|requests| client.append_entries(requests)).await?;
+        METRICS.append_streams_opened.fetch_add(1, Ordering::Relaxed);
         let answer = stream.exchange(payload).await?;
         self.idle_streams.put(&link.url, stream);
         Ok(answer)
     }
 
-    /// Forwards writes to the leader on an idle stream, or on a new one: no
-    /// per-call headers or stream setup, as for AppendEntries (a unary call
-    /// took a third longer each way, docs/benchmarks.md). Unlike an
-    /// AppendEntries, a forward is never sent twice: an error after sending
-    /// leaves its outcome unknown. An idle stream that has ended is not used.
+    /// Forwards writes to the leader on a long-lived stream (`exchange`).
     pub async fn propose(&self, link: &PeerLink, request: ProposeRequest) -> Result<ProposeResponse, Status> {
-        let idle = std::iter::from_fn(|| self.idle_forwards.take(&link.url)).find_map(|mut stream| {
+        self.exchange(
+            &self.idle_forwards,
+            &METRICS.forward_streams_opened,
+            link,
+            request,
+            |mut client, requests| async move { client.propose_stream(requests).await },
+            |mut client, request| async move { client.propose_batch(request).await },
+        )
+        .await
+    }
+
+    /// Asks the leader for a read index on a long-lived stream (`exchange`).
+    pub async fn read_index(&self, link: &PeerLink, request: ReadIndexRequest) -> Result<ReadIndexResponse, Status> {
+        self.exchange(
+            &self.idle_read_indexes,
+            &METRICS.read_index_streams_opened,
+            link,
+            request,
+            |mut client, requests| async move { client.read_index_stream(requests).await },
+            |mut client, request| async move { client.read_index(request).await },
+        )
+        .await
+    }
+
+    /// Sends `request` to the leader on an idle stream of `idle`, or on a new
+    /// one that `open` opens: no per-call headers or stream setup, as for
+    /// AppendEntries (a unary call took a third longer each way,
+    /// docs/benchmarks.md). Unlike an AppendEntries, a request is never sent
+    /// twice: an error after sending leaves its outcome unknown. An idle stream
+    /// that has ended is not used. A leader of an older build, which lacks the
+    /// stream, gets the request in `unary` instead. `opened` counts new streams.
+    async fn exchange<Req, Resp, Open, Opened, Unary, Answered>(
+        &self,
+        idle: &IdleStreams<Req, Resp>,
+        opened: &AtomicU64,
+        link: &PeerLink,
+        request: Req,
+        open: Open,
+        unary: Unary,
+    ) -> Result<Resp, Status>
+    where
+        Open: FnOnce(RaftPeerClient<Channel>, ReceiverStream<Req>) -> Opened,
+        Opened: Future<Output = Result<tonic::Response<Streaming<Resp>>, Status>>,
+        Unary: FnOnce(RaftPeerClient<Channel>, Req) -> Answered,
+        Answered: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let idle_stream = std::iter::from_fn(|| idle.take(&link.url)).find_map(|mut stream| {
             // An ended stream is dropped, and the next idle one is tried.
             (!stream.has_ended()).then_some(stream)
         });
-        let mut stream = match idle {
+        let mut stream = match idle_stream {
             Some(stream) => stream,
-            None => {
-                let mut client = link.client.clone();
-                match ExchangeStream::open(|requests| client.propose_stream(requests)).await {
-                    Ok(stream) => {
-                        METRICS.forward_streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        stream
-                    }
-                    // A leader of an older build: nothing was sent yet.
-                    Err(status) if status.code() == tonic::Code::Unimplemented => {
-                        return link.client.clone().propose_batch(request).await.map(tonic::Response::into_inner);
-                    }
-                    Err(status) => return Err(status),
+            None => match ExchangeStream::open(|requests| open(link.client.clone(), requests)).await {
+                Ok(stream) => {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    stream
                 }
-            }
+                // Nothing was sent yet.
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    return unary(link.client.clone(), request).await.map(tonic::Response::into_inner);
+                }
+                Err(status) => return Err(status),
+            },
         };
         let answer = stream.exchange(request).await?;
-        self.idle_forwards.put(&link.url, stream);
+        idle.put(&link.url, stream);
         Ok(answer)
     }
 }
@@ -422,7 +464,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> BoxFuture<
         's,
         Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
@@ -430,6 +472,12 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
+        // A heartbeat (one request) goes on an idle AppendEntries stream: a
+        // stream of its own would cost both members a stream's setup for each
+        // heartbeat, and a ReadIndex round sends one to every follower.
+        if input.size_hint() == (1, Some(1)) {
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
         Box::pin(async move {
             self.refresh_link();
             let mut client = match &self.link {
@@ -448,6 +496,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                 Ok(answers) => answers.into_inner(),
                 Err(status) => return Err(rpc_error(status)),
             };
+            METRICS.append_streams_opened.fetch_add(1, Ordering::Relaxed);
             let target = self.target;
             let answers = answers_in_turn(answers, turns, STREAM_ANSWER_TIMEOUT).map(move |heard| match heard {
                 Heard::Answer(payload) => decode::<StreamAppendResult<TypeConfig>>(&payload.data)

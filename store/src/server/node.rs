@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::cairnpb::{
     write_request, write_response, ProposeRequest, ProposeResponse, ReadIndexRequest, WriteRequest, WriteResponse,
 };
@@ -18,7 +17,6 @@ use cairn_proto::etcdserverpb::{
 use openraft::async_runtime::WatchReceiver;
 use prost::Message;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use super::forward::Forwarder;
 use super::proposer::{into_result, ProposeError, Proposer};
@@ -46,7 +44,7 @@ pub struct Node {
     pub reads: ReadIndex,
     /// Writes and read-index requests this member forwards while it follows.
     forwarded_writes: Forwarder<PeerLink, WriteRequest, ForwardedWrite>,
-    forwarded_reads: Forwarder<RaftPeerClient<Channel>, (), u64>,
+    forwarded_reads: Forwarder<PeerLink, (), u64>,
     pub lessor: Lessor,
     /// `--auth-token`: how this member issues and checks tokens.
     pub tokens: super::auth::Tokens,
@@ -82,7 +80,7 @@ impl Node {
     ) -> Self {
         // As etcd's ID generator: the low bits start from the clock, so IDs stay unique across restarts.
         let timeout = request_timeout(&config);
-        let forward_peers = peers.clone();
+        let (forward_peers, read_peers) = (peers.clone(), peers.clone());
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64);
@@ -103,8 +101,8 @@ impl Node {
                 &METRICS.forwarded_writes,
             ),
             forwarded_reads: Forwarder::start(
-                Arc::new(move |client, waiters: Vec<()>| {
-                    Box::pin(forward_read_index(client, cluster_id, waiters.len(), timeout))
+                Arc::new(move |link, waiters: Vec<()>| {
+                    Box::pin(forward_read_index(read_peers.clone(), link, cluster_id, waiters.len(), timeout))
                 }),
                 |_| 0,
                 &METRICS.forwarded_reads,
@@ -249,9 +247,7 @@ impl Node {
         if crate::failpoint::active("unsafe-local-reads") {
             return Ok(());
         }
-        let index = self
-            .on_leader(|| self.reads.read_index(), |link| self.forwarded_reads.forward(link.into_client(), ()))
-            .await?;
+        let index = self.on_leader(|| self.reads.read_index(), |link| self.forwarded_reads.forward(link, ())).await?;
         Ok(self.wait_applied(index).await?)
     }
 
@@ -365,15 +361,16 @@ async fn forward_writes(
 
 /// One read index from the leader, for `waiters` reads that all queued before it was asked.
 async fn forward_read_index(
-    mut client: RaftPeerClient<Channel>,
+    peers: Arc<PeerClients>,
+    link: PeerLink,
     cluster_id: u64,
     waiters: usize,
     timeout: Duration,
 ) -> Vec<Result<u64, ProposeError>> {
     let request = ReadIndexRequest { cluster_id };
     // A read index is safe to ask for again, whatever went wrong.
-    let index = match tokio::time::timeout(timeout, client.read_index(request)).await {
-        Ok(answer) => answer.map(|answer| answer.into_inner().index).map_err(retry_any),
+    let index = match tokio::time::timeout(timeout, peers.read_index(&link, request)).await {
+        Ok(answer) => answer.map(|answer| answer.index).map_err(retry_any),
         Err(_) => Err(ProposeError::NotLeader(None)),
     };
     vec![index; waiters]

@@ -92,6 +92,12 @@ impl PeerService {
         Box::pin(answers.take_until(super::stopped_signal(self.stopped.clone())))
     }
 
+    async fn answer_read_index(&self, request: ReadIndexRequest) -> Result<ReadIndexResponse, Status> {
+        self.check_cluster(request.cluster_id)?;
+        let index = self.node.reads.read_index().await.map_err(status_of)?;
+        Ok(ReadIndexResponse { index })
+    }
+
     /// Proposes what a follower forwarded; an answer for each request, in order.
     async fn answer_proposals(&self, request: ProposeRequest) -> ProposeResponse {
         let answers = self.node.proposer.propose_all(request.requests).await;
@@ -237,9 +243,21 @@ impl RaftPeer for PeerService {
     }
 
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
-        self.check_cluster(request.into_inner().cluster_id)?;
-        let index = self.node.reads.read_index().await.map_err(status_of)?;
-        Ok(Response::new(ReadIndexResponse { index }))
+        self.answer_read_index(request.into_inner()).await.map(Response::new)
+    }
+
+    type ReadIndexStreamStream = Answers<ReadIndexResponse>;
+
+    /// Read-index requests on a long-lived stream, as forwarded writes. An
+    /// error (this member no longer leads) ends the stream.
+    async fn read_index_stream(
+        &self,
+        request: Request<Streaming<ReadIndexRequest>>,
+    ) -> Result<Response<Answers<ReadIndexResponse>>, Status> {
+        let answers = self.answer_in_turn(request.into_inner(), |service, request| async move {
+            service.answer_read_index(request).await
+        });
+        Ok(Response::new(answers))
     }
 }
 

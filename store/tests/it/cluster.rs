@@ -329,9 +329,10 @@ async fn t62_large_values_from_64_clients_replicate_to_a_member_that_was_down() 
     assert_eq!(last.kvs()[0].value().len(), VALUE_BYTES, "the caught-up member holds whole values");
 }
 
-/// A follower forwards writes to the leader on long-lived streams, reused from
-/// write to write. When the leader restarts the streams into it end, and the
-/// next forward opens a new one rather than fail on one that has ended.
+/// A follower forwards writes and read-index requests to the leader on
+/// long-lived streams, reused from request to request. When the leader
+/// restarts the streams into it end, and the next forward opens a new one
+/// rather than fail on one that has ended.
 #[tokio::test]
 async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader_restarts() {
     let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
@@ -340,6 +341,24 @@ async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader
     let endpoints = cluster.endpoints();
     let opened = |cluster: &Cluster| {
         cluster.members[follower].metric("cairn_forward_streams_opened_total").expect("streams opened are counted")
+    };
+    let read_streams = |cluster: &Cluster| {
+        let metric = "cairn_read_index_streams_opened_total";
+        cluster.members[follower].metric(metric).expect("read-index streams opened are counted")
+    };
+    // Linearizable gets through the follower, one after another; each sees the
+    // last put, and returns how many read-index streams they opened.
+    let gets = |cluster: &Cluster, last: String| {
+        let before = read_streams(cluster);
+        let endpoint = endpoints[follower].clone();
+        async move {
+            let mut kv = client(&endpoint).await.kv_client();
+            for _ in 0..20 {
+                let got = kv.get(last.clone(), None).await.expect("linearizable get through the follower");
+                assert_eq!(got.kvs().len(), 1, "the get sees {last}");
+            }
+            before
+        }
     };
     let mut kv = client(&endpoints[follower]).await.kv_client();
     // The first put may go beside the member's own publish of its attributes,
@@ -352,7 +371,13 @@ async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader
     // At most one: a publish still retrying may take the idle stream once.
     let streams = opened(&cluster) - before;
     assert!(streams <= 1, "20 forwards one after another opened {streams} streams");
+    let before = gets(&cluster, "stream-fwd/19".into()).await;
+    // The member's own reads at start may have opened the stream already.
+    let streams = read_streams(&cluster) - before;
+    assert!(streams <= 1, "20 read-index requests one after another opened {streams} streams");
+    assert!(read_streams(&cluster) >= 1, "read-index requests go on a stream");
 
+    let read_streams_before_restart = read_streams(&cluster);
     assert!(cluster.members[leader].terminate(), "the leader stops");
     cluster.restart(leader).expect("restart");
     cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
@@ -375,8 +400,33 @@ async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader
         kv.put(format!("stream-fwd/{i:02}"), "v", None).await.expect("forwarded put after the leader restarted");
     }
     assert!(opened(&cluster) > before, "a new stream into the restarted leader");
+    gets(&cluster, "stream-fwd/39".into()).await;
+    let streams = read_streams(&cluster);
+    assert!(streams > read_streams_before_restart, "a new read-index stream into the restarted leader");
     let mut on_leader = client(&endpoints[leader]).await.kv_client();
     let count =
         on_leader.get("stream-fwd/", Some(GetOptions::new().with_prefix().with_count_only())).await.expect("count");
     assert_eq!(count.count(), 41);
+}
+
+/// Heartbeats travel on long-lived AppendEntries streams: an idle leader opens
+/// none for the ten heartbeats a second it sends each follower, where a
+/// stream of their own would open one each.
+#[tokio::test]
+async fn t186_heartbeats_reuse_long_lived_streams() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
+    let opened =
+        || cluster.members[leader].metric("cairn_append_streams_opened_total").expect("append streams are counted");
+    // Answered heartbeats: each is a timed round trip, summed over the followers.
+    let heartbeats_sent = || -> u64 {
+        let metrics = cluster.members[leader].metrics();
+        let counts = metrics.lines().filter(|line| line.starts_with("etcd_network_peer_round_trip_time_seconds_count"));
+        counts.filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok()).sum()
+    };
+    let (streams, heartbeats) = (opened(), heartbeats_sent());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (streams, heartbeats) = (opened() - streams, heartbeats_sent() - heartbeats);
+    assert!(streams <= 2, "{heartbeats} heartbeats opened {streams} streams");
+    assert!(heartbeats >= 20, "2 s of heartbeats to 2 followers: {heartbeats} round trips");
 }
