@@ -46,9 +46,9 @@ pub enum Heard<T> {
 }
 
 /// The requests of `input`, each taken from it (made, in openraft's terms)
-/// only in its turn. An input known to hold no more (a heartbeat's single
-/// request) ends the stream at once, without waiting for the turn: the peer
-/// then ends its answers after the one it owes, as openraft's heartbeat waits.
+/// only in its turn. An input known to hold no more ends the stream at once,
+/// without waiting for the turn: the peer then ends its answers after the one
+/// it owes. (Heartbeats, one request each, go on pooled streams instead.)
 pub fn requests_in_turn<S>(input: S, turns: Arc<Turns>) -> impl Stream<Item = S::Item>
 where
     S: Stream + Unpin,

@@ -128,8 +128,9 @@ impl RaftPeer for PeerService {
 
     type StreamAppendStream = AnswerStream;
 
-    /// Pipelined replication: requests are handed to openraft as they arrive,
-    /// and each answer goes back, in order, once its entries are durable here.
+    /// Replication: requests are handed to openraft as they arrive (the leader
+    /// makes each once the last is answered, `raft::in_turn`), and each answer
+    /// goes back, in order, once its entries are durable here.
     /// A message that does not decode, or is from another cluster, ends the stream.
     async fn stream_append(&self, request: Request<Streaming<RaftPayload>>) -> Result<Response<AnswerStream>, Status> {
         let cluster_id = self.node.cluster_id;
