@@ -1,10 +1,10 @@
 //! The Raft transport: openraft's RPCs over gRPC to the peer URLs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_proto::cairnpb::raft_peer_client::RaftPeerClient;
 use cairn_proto::cairnpb::{ProposeRequest, ProposeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse};
@@ -62,6 +62,9 @@ pub const DIAL_OVERRIDE_ENV: &str = "CAIRN_PEER_DIAL_OVERRIDE";
 /// time per peer. Forwarded writes and read-index requests: as many as a
 /// follower keeps in flight.
 const IDLE_STREAMS_PER_PEER: usize = 4;
+/// How long a peer that lacks a kind of stream gets unary calls before the
+/// stream is tried again.
+const UNARY_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// gRPC channels to peers, shared by Raft and by request forwarding, and the
 /// idle AppendEntries (heartbeat) and forwarding streams on them.
@@ -70,9 +73,9 @@ pub struct PeerClients {
     /// Every member of the latest membership, as Raft knows them.
     members: Mutex<HashMap<NodeId, Member>>,
     channels: Mutex<HashMap<String, Channel>>,
-    idle_streams: IdleStreams<RaftPayload, RaftPayload>,
-    idle_forwards: IdleStreams<ProposeRequest, ProposeResponse>,
-    idle_read_indexes: IdleStreams<ReadIndexRequest, ReadIndexResponse>,
+    idle_streams: IdleStreams<ExchangeStream<RaftPayload, RaftPayload>>,
+    idle_forwards: IdleStreams<ExchangeStream<ProposeRequest, ProposeResponse>>,
+    idle_read_indexes: IdleStreams<ExchangeStream<ReadIndexRequest, ReadIndexResponse>>,
     dial_overrides: HashMap<String, String>,
     /// TLS for `https://` peer URLs.
     dialer: Option<Arc<PeerDialer>>,
@@ -123,29 +126,54 @@ impl<Req, Resp> ExchangeStream<Req, Resp> {
     }
 }
 
-/// Idle streams by peer URL.
-struct IdleStreams<Req, Resp>(Mutex<HashMap<String, Vec<ExchangeStream<Req, Resp>>>>);
+/// Idle streams of one kind by peer URL, and the peers found to lack that
+/// kind of stream.
+struct IdleStreams<S>(Mutex<StreamPool<S>>);
 
-impl<Req, Resp> Default for IdleStreams<Req, Resp> {
+struct StreamPool<S> {
+    idle: HashMap<String, Vec<S>>,
+    /// Peers that answered the stream with Unimplemented (an older build),
+    /// and until when they get unary calls without a new try.
+    unary_until: HashMap<String, Instant>,
+}
+
+impl<S> Default for IdleStreams<S> {
     fn default() -> Self {
-        IdleStreams(Mutex::default())
+        IdleStreams(Mutex::new(StreamPool { idle: HashMap::new(), unary_until: HashMap::new() }))
     }
 }
 
-impl<Req, Resp> IdleStreams<Req, Resp> {
-    fn take(&self, url: &str) -> Option<ExchangeStream<Req, Resp>> {
-        self.0.lock().get_mut(url).and_then(Vec::pop)
+impl<S> IdleStreams<S> {
+    fn take(&self, url: &str) -> Option<S> {
+        self.0.lock().idle.get_mut(url).and_then(Vec::pop)
     }
 
-    fn put(&self, url: &str, stream: ExchangeStream<Req, Resp>) {
-        let mut idle = self.0.lock();
-        let streams = match idle.get_mut(url) {
+    fn put(&self, url: &str, stream: S) {
+        let mut pool = self.0.lock();
+        let streams = match pool.idle.get_mut(url) {
             Some(streams) => streams,
-            None => idle.entry(url.to_string()).or_default(),
+            None => pool.idle.entry(url.to_string()).or_default(),
         };
         if streams.len() < IDLE_STREAMS_PER_PEER {
             streams.push(stream);
         }
+    }
+
+    /// Drops what is kept for peers no longer at any of `urls`.
+    fn retain_urls(&self, urls: &HashSet<String>) {
+        let mut pool = self.0.lock();
+        pool.idle.retain(|url, _| urls.contains(url));
+        pool.unary_until.retain(|url, _| urls.contains(url));
+    }
+
+    fn lacks_stream(&self, url: &str, now: Instant) -> bool {
+        self.0.lock().unary_until.get(url).is_some_and(|until| now < *until)
+    }
+
+    /// The peer lacks the stream: unary calls until `until`, then a new try
+    /// (the peer may have been upgraded in place).
+    fn mark_unary(&self, url: &str, until: Instant) {
+        self.0.lock().unary_until.insert(url.to_string(), until);
     }
 }
 
@@ -175,10 +203,26 @@ impl PeerClients {
         PeerClients { dial_overrides, dialer, ..PeerClients::default() }
     }
 
-    /// Records the members of a new membership, so that open connections follow new peer URLs.
+    /// Records the members of a new membership, so that open connections
+    /// follow new peer URLs, and drops the channels and idle streams to URLs
+    /// that no member has any longer.
     pub fn set_members<'a>(&self, members: impl IntoIterator<Item = (&'a NodeId, &'a Member)>) {
-        let members = members.into_iter().map(|(id, member)| (*id, member.clone())).collect();
+        let members: HashMap<NodeId, Member> = members.into_iter().map(|(id, member)| (*id, member.clone())).collect();
+        let urls: HashSet<String> = members
+            .values()
+            .filter_map(|member| member.peer_urls.first())
+            .map(|advertised| self.dial_url(advertised).to_string())
+            .collect();
         *self.members.lock() = members;
+        self.channels.lock().retain(|url, _| urls.contains(url));
+        self.idle_streams.retain_urls(&urls);
+        self.idle_forwards.retain_urls(&urls);
+        self.idle_read_indexes.retain_urls(&urls);
+    }
+
+    /// Where a peer URL is dialed.
+    fn dial_url<'a>(&'a self, advertised: &'a str) -> &'a str {
+        self.dial_overrides.get(advertised).map_or(advertised, String::as_str)
     }
 
     /// The member as the latest membership has it, if that differs from `known`.
@@ -192,9 +236,9 @@ impl PeerClients {
 
     pub fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, PeerError> {
         let advertised = member.peer_urls.first().ok_or(PeerError::NoPeerUrl(target))?;
-        let url = self.dial_overrides.get(advertised).unwrap_or(advertised);
+        let url = self.dial_url(advertised).to_string();
         let mut channels = self.channels.lock();
-        let channel = match channels.get(url) {
+        let channel = match channels.get(&url) {
             Some(channel) => channel.clone(),
             None => {
                 // The advertised URL says whether the link is TLS and whom to
@@ -233,7 +277,7 @@ impl PeerClients {
         let client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-        Ok(PeerLink { url: url.clone(), client })
+        Ok(PeerLink { url, client })
     }
 
     /// Sends one AppendEntries on an idle stream to the peer, or on a new one.
@@ -286,10 +330,11 @@ impl PeerClients {
     /// docs/benchmarks.md). Unlike an AppendEntries, a request is never sent
     /// twice: an error after sending leaves its outcome unknown. An idle stream
     /// that has ended is not used. A leader of an older build, which lacks the
-    /// stream, gets the request in `unary` instead. `opened` counts new streams.
+    /// stream, gets the request in `unary` instead, and its later requests
+    /// too for a while. `opened` counts new streams.
     async fn exchange<Req, Resp, Open, Opened, Unary, Answered>(
         &self,
-        idle: &IdleStreams<Req, Resp>,
+        idle: &IdleStreams<ExchangeStream<Req, Resp>>,
         opened: &AtomicU64,
         link: &PeerLink,
         request: Req,
@@ -302,6 +347,12 @@ impl PeerClients {
         Unary: FnOnce(RaftPeerClient<Channel>, Req) -> Answered,
         Answered: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        let answer_unary = move |request: Req| async move {
+            unary(link.client.clone(), request).await.map(tonic::Response::into_inner)
+        };
+        if idle.lacks_stream(&link.url, Instant::now()) {
+            return answer_unary(request).await;
+        }
         let idle_stream = std::iter::from_fn(|| idle.take(&link.url)).find_map(|mut stream| {
             // An ended stream is dropped, and the next idle one is tried.
             (!stream.has_ended()).then_some(stream)
@@ -315,7 +366,8 @@ impl PeerClients {
                 }
                 // Nothing was sent yet.
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    return unary(link.client.clone(), request).await.map(tonic::Response::into_inner);
+                    idle.mark_unary(&link.url, Instant::now() + UNARY_RETRY_AFTER);
+                    return answer_unary(request).await;
                 }
                 Err(status) => return Err(status),
             },
@@ -574,5 +626,40 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             }
             offset += sent;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(list: &[&str]) -> HashSet<String> {
+        list.iter().map(|url| url.to_string()).collect()
+    }
+
+    #[test]
+    fn idle_streams_are_bounded_per_peer_and_dropped_with_the_peer_url() {
+        let pool = IdleStreams::<u32>::default();
+        for stream in 0..10 {
+            pool.put("http://a", stream);
+        }
+        pool.put("http://b", 100);
+        pool.retain_urls(&urls(&["http://a"]));
+        assert_eq!(pool.take("http://b"), None, "b left the membership");
+        let kept: Vec<u32> = std::iter::from_fn(|| pool.take("http://a")).collect();
+        assert_eq!(kept, vec![3, 2, 1, 0], "at most {IDLE_STREAMS_PER_PEER} kept, the newest taken first");
+    }
+
+    #[test]
+    fn a_peer_without_the_stream_gets_unary_calls_until_the_retry() {
+        let pool = IdleStreams::<u32>::default();
+        let now = Instant::now();
+        assert!(!pool.lacks_stream("http://a", now));
+        pool.mark_unary("http://a", now + UNARY_RETRY_AFTER);
+        assert!(pool.lacks_stream("http://a", now));
+        assert!(!pool.lacks_stream("http://b", now), "only the peer that lacked it");
+        assert!(!pool.lacks_stream("http://a", now + UNARY_RETRY_AFTER), "tried again after the retry time");
+        pool.retain_urls(&urls(&[]));
+        assert!(!pool.lacks_stream("http://a", now), "forgotten with the peer URL");
     }
 }
