@@ -9,6 +9,7 @@
 //! left out. A stream answers one `{"result":…}` line per message.
 
 use std::convert::Infallible;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cairn_proto::etcdserverpb as pb;
 use cairn_proto::{v3electionpb as election, v3lockpb as lock};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -154,6 +156,11 @@ where
         let services = services.clone();
         async move {
             let (parts, body) = request.into_parts();
+            // As grpc-gateway, the timeout is read before the body.
+            let deadline = match deadline(&parts.headers) {
+                Ok(deadline) => deadline,
+                Err(message) => return unary_error(Code::InvalidArgument, &message),
+            };
             let body = match axum::body::to_bytes(body, max_body).await {
                 Ok(body) => body,
                 // What etcd's gRPC server says of a message over its limit.
@@ -162,7 +169,7 @@ where
                     return unary_error(Code::ResourceExhausted, &message);
                 }
             };
-            call::<Q, R>(services, grpc_path, shape, &parts.headers, body).await
+            call::<Q, R>(services, grpc_path, shape, (&parts.headers, deadline), body).await
         }
     };
     let beta = path.replacen("/v3/", "/v3beta/", 1);
@@ -173,7 +180,7 @@ async fn call<Q, R>(
     services: Services,
     grpc_path: &'static str,
     shape: Shape,
-    headers: &HeaderMap,
+    (headers, deadline): (&HeaderMap, Option<Instant>),
     body: Bytes,
 ) -> Response
 where
@@ -195,14 +202,22 @@ where
             };
             let request = with_metadata(tonic::Request::new(message), headers);
             if let Shape::Unary = shape {
-                return match grpc.unary(request, path, codec).await {
-                    Ok(response) => json(StatusCode::OK, &response.into_inner()),
-                    Err(status) => unary_error(status.code(), status.message()),
+                return match before(deadline, grpc.unary(request, path, codec)).await {
+                    None => deadline_exceeded(),
+                    Some(Ok(response)) => json(StatusCode::OK, &response.into_inner()),
+                    Some(Err(status)) => unary_error(status.code(), status.message()),
                 };
             }
-            respond_stream(grpc.server_streaming(request, path, codec).await).await
+            match before(deadline, grpc.server_streaming(request, path, codec)).await {
+                None => deadline_exceeded(),
+                Some(call) => respond_stream(call, deadline).await,
+            }
         }
         Shape::Bidi => {
+            // grpc-gateway opens the stream before it reads the requests.
+            if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+                return deadline_exceeded();
+            }
             // As grpc-gateway: a first request that does not decode fails the
             // call (as code Unknown); a later one ends the requests.
             let mut messages = serde_json::Deserializer::from_slice(&body).into_iter::<Q>();
@@ -213,7 +228,10 @@ where
             };
             let requests: Vec<Q> = first.into_iter().chain(messages.map_while(Result::ok)).collect();
             let request = with_metadata(tonic::Request::new(futures::stream::iter(requests)), headers);
-            respond_stream(grpc.streaming(request, path, codec).await).await
+            match before(deadline, grpc.streaming(request, path, codec)).await {
+                None => deadline_exceeded(),
+                Some(call) => respond_stream(call, deadline).await,
+            }
         }
     }
 }
@@ -228,8 +246,9 @@ fn decode_one<Q: DeserializeOwned + Default>(body: &[u8]) -> Result<Q, serde_jso
     }
 }
 
-/// The headers grpc-gateway passes on: `Authorization` (the token), every
-/// `Grpc-Metadata-*` under its own name, and `Grpc-Timeout`.
+/// The headers grpc-gateway passes on: `Authorization` (the token), and every
+/// `Grpc-Metadata-*` under its own name. `Grpc-Timeout` bounds the call
+/// itself (`deadline`).
 fn with_metadata<T>(mut request: tonic::Request<T>, headers: &HeaderMap) -> tonic::Request<T> {
     for (name, value) in headers {
         let key = match name.as_str() {
@@ -247,26 +266,55 @@ fn with_metadata<T>(mut request: tonic::Request<T>, headers: &HeaderMap) -> toni
         };
         request.metadata_mut().insert(key, value);
     }
-    if let Some(timeout) = headers.get("grpc-timeout").and_then(|value| grpc_timeout(value.to_str().ok()?)) {
-        request.set_timeout(timeout);
-    }
     request
 }
 
-/// gRPC's timeout notation: digits and a unit (H, M, S, m, u, n).
-fn grpc_timeout(text: &str) -> Option<std::time::Duration> {
-    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    let nanos_per_unit: u64 = match unit {
-        "H" => 3_600_000_000_000,
-        "M" => 60_000_000_000,
-        "S" => 1_000_000_000,
-        "m" => 1_000_000,
-        "u" => 1_000,
-        "n" => 1,
+/// The `Grpc-Timeout` header's deadline, or etcd's error for a bad one. An
+/// empty header, or a timeout of zero, is none, as in grpc-gateway.
+fn deadline(headers: &HeaderMap) -> Result<Option<Instant>, String> {
+    let Some(value) = headers.get("grpc-timeout").filter(|value| !value.is_empty()) else { return Ok(None) };
+    let invalid = || format!("invalid grpc-timeout: {}", String::from_utf8_lossy(value.as_bytes()));
+    let nanos = grpc_timeout_nanos(value.as_bytes()).ok_or_else(invalid)?;
+    if nanos == 0 {
+        return Ok(None);
+    }
+    // Go's deadline of a negative timeout has passed already.
+    let timeout = Duration::from_nanos(u64::try_from(nanos).unwrap_or(0));
+    Ok(Instant::now().checked_add(timeout))
+}
+
+/// gRPC's timeout notation, a signed integer and a unit (H, M, S, m, u, n),
+/// in nanoseconds that wrap on overflow, as Go's `time.Duration` product.
+fn grpc_timeout_nanos(text: &[u8]) -> Option<i64> {
+    let (unit, digits) = text.split_last()?;
+    let nanos_per_unit: i64 = match unit {
+        b'H' => 3_600_000_000_000,
+        b'M' => 60_000_000_000,
+        b'S' => 1_000_000_000,
+        b'm' => 1_000_000,
+        b'u' => 1_000,
+        b'n' => 1,
         _ => return None,
     };
-    Some(std::time::Duration::from_nanos(amount.saturating_mul(nanos_per_unit)))
+    let amount: i64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(amount.wrapping_mul(nanos_per_unit))
+}
+
+/// What `call` gives, or nothing if `deadline` passes first. As Go's client,
+/// a call does not start once its deadline has passed.
+async fn before<T>(deadline: Option<Instant>, call: impl std::future::Future<Output = T>) -> Option<T> {
+    match deadline {
+        None => Some(call.await),
+        Some(deadline) if deadline <= Instant::now() => None,
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), call).await.ok(),
+    }
+}
+
+/// What Go's context says when its deadline passes.
+const DEADLINE_EXCEEDED: &str = "context deadline exceeded";
+
+fn deadline_exceeded() -> Response {
+    unary_error(Code::DeadlineExceeded, DEADLINE_EXCEEDED)
 }
 
 fn json(status: StatusCode, message: &impl Serialize) -> Response {
@@ -324,12 +372,15 @@ fn result_line(message: &impl Serialize) -> Bytes {
     }
 }
 
-async fn respond_stream<R>(call: Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>) -> Response
+async fn respond_stream<R>(
+    call: Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>,
+    deadline: Option<Instant>,
+) -> Response
 where
     R: Serialize + Send + 'static,
 {
     let mut responses = match call {
-        Ok(response) => response.into_inner(),
+        Ok(response) => until(deadline, response.into_inner()),
         Err(status) => return stream_failed_at_once(&status),
     };
     // The status goes out with the first message or error, as grpc-gateway writes it.
@@ -347,9 +398,26 @@ fn stream_failed_at_once(status: &tonic::Status) -> Response {
     (http_status(status.code()), [JSON], stream_error_line(status.code(), status.message())).into_response()
 }
 
+/// The messages until `deadline`, then the deadline's error.
+fn until<R: Send + 'static>(
+    deadline: Option<Instant>,
+    responses: tonic::Streaming<R>,
+) -> BoxStream<'static, Result<R, tonic::Status>> {
+    let Some(deadline) = deadline else { return responses.boxed() };
+    let expiry = Box::pin(tokio::time::sleep_until(deadline.into()));
+    futures::stream::unfold(Some((responses, expiry)), |state| async move {
+        let (mut responses, mut expiry) = state?;
+        tokio::select! {
+            next = responses.next() => next.map(|next| (next, Some((responses, expiry)))),
+            () = &mut expiry => Some((Err(tonic::Status::deadline_exceeded(DEADLINE_EXCEEDED)), None)),
+        }
+    })
+    .boxed()
+}
+
 /// One line per message; an error is the last line.
 fn lines<R: Serialize + Send + 'static>(
-    responses: tonic::Streaming<R>,
+    responses: BoxStream<'static, Result<R, tonic::Status>>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     futures::stream::unfold(Some(responses), |responses| async move {
         let mut responses = responses?;
@@ -410,12 +478,33 @@ mod tests {
     }
 
     #[test]
-    fn grpc_timeouts_parse_with_their_units() {
-        assert_eq!(grpc_timeout("1n"), Some(std::time::Duration::from_nanos(1)));
-        assert_eq!(grpc_timeout("10S"), Some(std::time::Duration::from_secs(10)));
-        assert_eq!(grpc_timeout("2M"), Some(std::time::Duration::from_secs(120)));
-        assert_eq!(grpc_timeout("5"), None);
-        assert_eq!(grpc_timeout(""), None);
-        assert_eq!(grpc_timeout("xS"), None);
+    fn grpc_timeouts_parse_as_go_parses_them() {
+        let nanos = |text: &str| grpc_timeout_nanos(text.as_bytes());
+        assert_eq!(nanos("1n"), Some(1));
+        assert_eq!(nanos("10S"), Some(10_000_000_000));
+        assert_eq!(nanos("2M"), Some(120_000_000_000));
+        assert_eq!(nanos("+3m"), Some(3_000_000));
+        assert_eq!(nanos("-1S"), Some(-1_000_000_000), "a deadline already passed");
+        assert!(nanos("99999999999H").is_some_and(|nanos| nanos < 0), "wraps as Go's product does");
+        for bad in ["5", "", "H", "xS", "5x", "1.5S", "5\u{e9}"] {
+            assert_eq!(nanos(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_or_spent_grpc_timeout_is_refused_before_the_call() {
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", HeaderValue::from_str(value).expect("header"));
+            headers
+        };
+        assert_eq!(deadline(&HeaderMap::new()), Ok(None));
+        assert_eq!(deadline(&headers("")), Ok(None), "empty is none, as in grpc-gateway");
+        assert_eq!(deadline(&headers("0S")), Ok(None), "zero too");
+        assert_eq!(deadline(&headers("2251799813685248H")), Ok(None), "and a product that wraps to zero");
+        assert_eq!(deadline(&headers("zz")), Err("invalid grpc-timeout: zz".to_string()));
+        let now = Instant::now();
+        assert!(deadline(&headers("-1S")).expect("valid").is_some_and(|deadline| deadline <= Instant::now()));
+        assert!(deadline(&headers("10S")).expect("valid").is_some_and(|deadline| deadline > now));
     }
 }

@@ -108,11 +108,34 @@ struct Gateway {
     token: Option<String>,
     /// The header the token goes in: `Authorization`, or grpc-gateway's `Grpc-Metadata-Token`.
     token_header: &'static str,
+    /// A `Grpc-Timeout` header to send.
+    timeout: Option<&'static str>,
 }
 
 impl Gateway {
     fn new(endpoint: String) -> Self {
-        Gateway { endpoint, names: Names::default(), out: Vec::new(), token: None, token_header: "Authorization" }
+        Gateway {
+            endpoint,
+            names: Names::default(),
+            out: Vec::new(),
+            token: None,
+            token_header: "Authorization",
+            timeout: None,
+        }
+    }
+
+    fn headers<'a>(&self, token: Option<&'a str>) -> Vec<(&'static str, &'a str)> {
+        let token = token.map(|token| (self.token_header, token));
+        token.into_iter().chain(self.timeout.map(|timeout| ("Grpc-Timeout", timeout))).collect()
+    }
+
+    /// The request as the record shows it.
+    fn sent(&mut self, path: &str, body: &str) -> String {
+        let body = shown(&mut self.names, body, Mask::default());
+        match self.timeout {
+            Some(timeout) => format!("{path} (Grpc-Timeout {timeout:?}) {body}"),
+            None => format!("{path} {body}"),
+        }
     }
 
     async fn send(&mut self, path: &str, body: &str) -> Value {
@@ -121,7 +144,7 @@ impl Gateway {
 
     async fn send_masked(&mut self, path: &str, body: &str, mask: Mask) -> Value {
         let token = self.token.clone();
-        let headers: Vec<(&str, &str)> = token.iter().map(|token| (self.token_header, token.as_str())).collect();
+        let headers = self.headers(token.as_deref());
         let request = Request { method: "POST", path, headers: &headers, body };
         let reply = http::send(&self.endpoint, &request).await.expect("an answer");
         self.record(path, body, &reply, mask);
@@ -139,18 +162,18 @@ impl Gateway {
 
     async fn stream_lines(&mut self, path: &str, body: &str, lines: usize, ordered: bool) -> Vec<Value> {
         let token = self.token.clone();
-        let headers: Vec<(&str, &str)> = token.iter().map(|token| (self.token_header, token.as_str())).collect();
+        let headers = self.headers(token.as_deref());
         let request = Request { method: "POST", path, headers: &headers, body };
         let reply = http::stream(&self.endpoint, &request, lines, Duration::from_secs(10)).await.expect("an answer");
         let got = reply.lines();
-        let sent = shown(&mut self.names, body, Mask::default());
+        let sent = self.sent(path, body);
         let mut shown_lines: Vec<String> =
             got.iter().map(|line| shown(&mut self.names, line, Mask::default())).collect();
         if !ordered {
             shown_lines.sort();
         }
         self.out.push(format!(
-            "{path} {sent} -> {} {} stream [{}]",
+            "{sent} -> {} {} stream [{}]",
             reply.status,
             reply.header("content-type").unwrap_or_default(),
             shown_lines.join(" | ")
@@ -159,10 +182,10 @@ impl Gateway {
     }
 
     fn record(&mut self, path: &str, body: &str, reply: &Reply, mask: Mask) {
-        let sent = shown(&mut self.names, body, Mask::default());
+        let sent = self.sent(path, body);
         let answer = shown(&mut self.names, &reply.text(), mask);
         let content_type = reply.header("content-type").unwrap_or_default();
-        self.out.push(format!("{path} {sent} -> {} {content_type} {answer}", reply.status));
+        self.out.push(format!("{sent} -> {} {content_type} {answer}", reply.status));
     }
 }
 
@@ -191,6 +214,30 @@ async fn requests(endpoint: String) -> Vec<String> {
     g.send("/v3/kv/range", &format!(r#"{{"key":"{k}","revision":"100"}}"#)).await;
     g.send_masked("/v3/kv/range", "{bad", Mask { message: true, ..Mask::default() }).await;
     g.send_masked("/v3/kv/range", r#"{"key":"!!!"}"#, Mask { message: true, ..Mask::default() }).await;
+    // Grpc-Timeout as grpc-gateway reads it: a bad one is refused before the
+    // body is read; a spent one (1n, negative, or past Go's int64 and wrapped
+    // negative) fails the call, after the body, as a unary answer even for a stream.
+    let range = format!(r#"{{"key":"{k}"}}"#);
+    for timeout in ["10S", "", "0S", "1n", "-1S", "99999999999H", "1", "H", "zz", "5x"] {
+        g.timeout = Some(timeout);
+        g.send("/v3/kv/range", &range).await;
+    }
+    g.send("/v3/kv/range", "{bad").await;
+    g.timeout = Some("1n");
+    g.send_masked("/v3/kv/range", "{bad", Mask { message: true, ..Mask::default() }).await;
+    let watch = format!(r#"{{"create_request":{{"key":"{k}"}}}}"#);
+    g.send("/v3/watch", &watch).await;
+    // A stream is opened before its requests are read.
+    g.send("/v3/watch", "{bad").await;
+    g.send("/v3/maintenance/snapshot", "{}").await;
+    // A stream that outlives its timeout ends with the deadline's error line.
+    g.timeout = Some("1S");
+    g.stream("/v3/watch", &watch, 2).await;
+    // One that ends first ends without it (read for 10 s: no error line at 8).
+    g.timeout = Some("8S");
+    let snapshot = g.stream_summary("/v3/maintenance/snapshot").await;
+    g.out.push(snapshot);
+    g.timeout = None;
     g.send("/v3/kv/put", &format!(r#"{{"key":"{k}","value":"{v2}","prev_kv":true}}"#)).await;
     g.send("/v3/kv/put", &format!(r#"{{"key":"","value":"{v2}"}}"#)).await;
     g.send("/v3/kv/range", r#"{"key":"AA==","range_end":"AA==","sort_order":"DESCEND","sort_target":"KEY"}"#).await;
@@ -396,9 +443,10 @@ impl Gateway {
 
     /// A snapshot stream, summed up: its bytes differ between servers, its shape must not.
     async fn stream_summary(&self, path: &str) -> String {
-        let reply = http::stream(&self.endpoint, &Request::post(path, "{}"), usize::MAX, Duration::from_secs(10))
-            .await
-            .expect("an answer");
+        let headers = self.headers(None);
+        let request = Request { method: "POST", path, headers: &headers, body: "{}" };
+        let reply =
+            http::stream(&self.endpoint, &request, usize::MAX, Duration::from_secs(10)).await.expect("an answer");
         let lines: Vec<Value> = reply.lines().iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
         let blobs = lines.iter().all(|line| line.pointer("/result/blob").is_some());
         let last = lines.last().and_then(|line| line.pointer("/result/remaining_bytes")).cloned();
