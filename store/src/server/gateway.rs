@@ -169,7 +169,7 @@ where
                     return unary_error(Code::ResourceExhausted, &message);
                 }
             };
-            call::<Q, R>(services, grpc_path, shape, (&parts.headers, deadline), body).await
+            call::<Q, R>(services, grpc_path, shape, &parts.headers, deadline, body).await
         }
     };
     let beta = path.replacen("/v3/", "/v3beta/", 1);
@@ -180,7 +180,8 @@ async fn call<Q, R>(
     services: Services,
     grpc_path: &'static str,
     shape: Shape,
-    (headers, deadline): (&HeaderMap, Option<Instant>),
+    headers: &HeaderMap,
+    deadline: Option<Instant>,
     body: Bytes,
 ) -> Response
 where
@@ -208,14 +209,11 @@ where
                     Some(Err(status)) => unary_error(status.code(), status.message()),
                 };
             }
-            match before(deadline, grpc.server_streaming(request, path, codec)).await {
-                None => deadline_exceeded(),
-                Some(call) => respond_stream(call, deadline).await,
-            }
+            respond_stream(deadline, grpc.server_streaming(request, path, codec)).await
         }
         Shape::Bidi => {
             // grpc-gateway opens the stream before it reads the requests.
-            if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+            if passed(deadline) {
                 return deadline_exceeded();
             }
             // As grpc-gateway: a first request that does not decode fails the
@@ -228,10 +226,7 @@ where
             };
             let requests: Vec<Q> = first.into_iter().chain(messages.map_while(Result::ok)).collect();
             let request = with_metadata(tonic::Request::new(futures::stream::iter(requests)), headers);
-            match before(deadline, grpc.streaming(request, path, codec)).await {
-                None => deadline_exceeded(),
-                Some(call) => respond_stream(call, deadline).await,
-            }
+            respond_stream(deadline, grpc.streaming(request, path, codec)).await
         }
     }
 }
@@ -305,9 +300,13 @@ fn grpc_timeout_nanos(text: &[u8]) -> Option<i64> {
 async fn before<T>(deadline: Option<Instant>, call: impl std::future::Future<Output = T>) -> Option<T> {
     match deadline {
         None => Some(call.await),
-        Some(deadline) if deadline <= Instant::now() => None,
+        Some(_) if passed(deadline) => None,
         Some(deadline) => tokio::time::timeout_at(deadline.into(), call).await.ok(),
     }
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|deadline| deadline <= Instant::now())
 }
 
 /// What Go's context says when its deadline passes.
@@ -372,16 +371,19 @@ fn result_line(message: &impl Serialize) -> Bytes {
     }
 }
 
+/// A streaming call's answer; a deadline that passes before the stream opens
+/// fails it as a unary call, as grpc-gateway does.
 async fn respond_stream<R>(
-    call: Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>,
     deadline: Option<Instant>,
+    call: impl std::future::Future<Output = Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>>,
 ) -> Response
 where
     R: Serialize + Send + 'static,
 {
-    let mut responses = match call {
-        Ok(response) => until(deadline, response.into_inner()),
-        Err(status) => return stream_failed_at_once(&status),
+    let mut responses = match before(deadline, call).await {
+        None => return deadline_exceeded(),
+        Some(Ok(response)) => until(deadline, response.into_inner()),
+        Some(Err(status)) => return stream_failed_at_once(&status),
     };
     // The status goes out with the first message or error, as grpc-gateway writes it.
     let first = match responses.next().await {
