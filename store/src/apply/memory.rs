@@ -36,8 +36,6 @@ pub struct MemoryStore {
     pub values: Values,
     pub leases: Leases,
     pub auth: AuthStore,
-    /// What compactions handed to the background compactor, not yet deleted.
-    pub garbage: Vec<Revision>,
     /// See [`Applier::previous_in_events`].
     pub previous_in_events: bool,
 }
@@ -49,7 +47,6 @@ impl Default for MemoryStore {
             values: Values::default(),
             leases: Leases::new(2),
             auth: AuthStore::default(),
-            garbage: Vec::new(),
             previous_in_events: true,
         }
     }
@@ -67,7 +64,6 @@ impl MemoryStore {
         applier.previous_in_events(self.previous_in_events);
         let response = applier.apply(WriteRequest { request: Some(request), auth_info: who })?;
         let mut applied = applier.finish();
-        self.garbage.extend(applied.garbage.iter().copied());
         for op in &applied.ops {
             match op {
                 WriteOp::Put { cf: schema::CF_KV, key, value } => {

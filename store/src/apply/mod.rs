@@ -50,7 +50,6 @@ pub struct Applier<'a, R: ValueReader> {
     /// Whether a put's event carries the value it replaced (see
     /// [`Applier::previous_in_events`]).
     previous_in_events: bool,
-    garbage: Vec<Revision>,
     /// The NOSPACE alarm is active: only writes that free space are applied.
     no_space: bool,
     /// The CORRUPT alarm is active: no key or lease is changed any more.
@@ -66,9 +65,6 @@ pub struct Applied {
     /// A delete had more keys than the event limit: `events` is empty and
     /// watchers read this batch's events from storage.
     pub events_dropped: bool,
-    /// Revisions that compactions made unreachable: their values are deleted
-    /// later, in the background, not in this batch.
-    pub garbage: Vec<Revision>,
 }
 
 /// Reads values written earlier in this batch before they reach the engine.
@@ -131,7 +127,6 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             event_limit: usize::MAX,
             events_dropped: false,
             previous_in_events: true,
-            garbage: Vec::new(),
             no_space: false,
             corrupt: false,
         }
@@ -177,7 +172,7 @@ impl<'a, R: ValueReader> Applier<'a, R> {
             let record = self.auth.to_state().encode_to_vec();
             self.ops.push(WriteOp::Put { cf: schema::CF_META, key: schema::meta::SM_AUTH.to_vec(), value: record });
         }
-        Applied { ops: self.ops, events: self.events, events_dropped: self.events_dropped, garbage: self.garbage }
+        Applied { ops: self.ops, events: self.events, events_dropped: self.events_dropped }
     }
 
     /// Applies one client write. Errors that a client should see become a response;
@@ -500,16 +495,10 @@ impl<'a, R: ValueReader> Applier<'a, R> {
         if req.revision > self.mvcc.current_rev {
             return Err(EtcdError::FutureRev.into());
         }
+        // Only the compact revision: the index walk and the deletes are the
+        // compactor's (`state::compactor`), after this batch. Nothing at or after
+        // the compact revision reads what they drop, and older reads are refused.
         self.mvcc.compact_rev = req.revision;
-        // Under the MVCC lock: only the index walk. Sorting and deleting the
-        // garbage is the compactor's. Values this batch wrote stay readable in
-        // its overlay; nothing at or after the compact revision asks for them.
-        let garbage = self.mvcc.index.compact(req.revision);
-        if self.garbage.is_empty() {
-            self.garbage = garbage;
-        } else {
-            self.garbage.extend(garbage);
-        }
         Ok(CompactionResponse { header: header(self.mvcc.current_rev) })
     }
 

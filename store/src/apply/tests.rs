@@ -179,9 +179,12 @@ fn compaction_removes_superseded_revisions() {
     let err = store.range(&RangeRequest { key: b"a".to_vec(), revision: 4, ..Default::default() });
     assert!(matches!(err, Err(StoreError::Etcd(EtcdError::Compacted))));
     assert_eq!(store.get("a", 5).expect("a").value, b"2");
-    // Apply deletes nothing itself: the unreachable revisions go to the compactor.
+    assert_eq!(store.get("b", 5), None, "deleted at 5, whether or not the index was walked");
+    // Apply deletes nothing and leaves the index whole: both are the compactor's.
     assert_eq!(store.values.0.len(), 4);
-    let mut garbage = std::mem::take(&mut store.garbage);
+    let uncompacted = store.mvcc.index.clone();
+    let mut garbage = store.mvcc.index.compact(5);
+    assert_ne!(store.mvcc.index, uncompacted, "apply left the index walk to the compactor");
     garbage.sort_unstable();
     let expected = [Revision::new(2, 0), Revision::new(4, 0), Revision::new(5, 0)];
     assert_eq!(garbage, expected, "a's old value and both b revisions");

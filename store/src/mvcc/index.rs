@@ -33,6 +33,23 @@ impl<'a> KeyRange<'a> {
     }
 }
 
+/// How much of the index one [`Index::compact_chunk`] may compact.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLimit {
+    /// Keys visited.
+    pub keys: usize,
+    /// Revisions dropped; a key's history is never split, so a chunk may drop more.
+    pub removed: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct CompactedChunk {
+    /// The revisions whose values can go, in no order. All of a key's are in one chunk.
+    pub removed: Vec<Revision>,
+    /// Where the next chunk starts (after this key); `None` once the walk is over.
+    pub resume_after: Option<Vec<u8>>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Index {
     keys: BTreeMap<Vec<u8>, KeyIndex>,
@@ -111,12 +128,31 @@ impl Index {
 
     /// Compacts every key at `at`; returns the revisions whose values can go, in no order.
     pub fn compact(&mut self, at: i64) -> Vec<Revision> {
-        let mut removed = Vec::new();
-        self.keys.retain(|_, ki| {
-            removed.extend(ki.compact(at));
-            !ki.is_empty()
-        });
-        removed
+        self.compact_chunk(at, None, ChunkLimit { keys: usize::MAX, removed: usize::MAX }).removed
+    }
+
+    /// Compacts at `at` the keys after `after` (from the first when `None`),
+    /// in key order, until `limit` is reached. A compaction of the whole index
+    /// holds the caller's lock for as long as a million revisions take to walk;
+    /// in chunks, writes get the lock in between.
+    pub fn compact_chunk(&mut self, at: i64, after: Option<&[u8]>, limit: ChunkLimit) -> CompactedChunk {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut chunk = CompactedChunk::default();
+        let mut emptied = Vec::new();
+        for (visited, (key, ki)) in self.keys.range_mut::<[u8], _>((lower, Bound::Unbounded)).enumerate() {
+            chunk.removed.extend(ki.compact(at));
+            if ki.is_empty() {
+                emptied.push(key.clone());
+            }
+            if visited + 1 >= limit.keys || chunk.removed.len() >= limit.removed {
+                chunk.resume_after = Some(key.clone());
+                break;
+            }
+        }
+        for key in emptied {
+            self.keys.remove(&key);
+        }
+        chunk
     }
 
     pub fn len(&self) -> usize {
@@ -144,5 +180,47 @@ mod tests {
         assert_eq!(keys(KeyRange::new(b"b", b"\0")), vec![b"b".to_vec(), b"c".to_vec()]);
         assert!(keys(KeyRange::new(b"c", b"a")).is_empty());
         assert_eq!(index.live_keys(KeyRange::new(b"a", b"\0"), 3).len(), 2, "c is not visible at 3");
+    }
+
+    /// Keys a..e, key i written i+2 times from revision 10i; c deleted at its end.
+    fn history() -> Index {
+        let mut index = Index::default();
+        for (i, key) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            let first = 10 * i as i64 + 2;
+            for main in first..first + i as i64 + 2 {
+                index.put(key.as_bytes(), Revision::new(main, 0));
+            }
+            if *key == "c" {
+                index.tombstone(b"c", Revision::new(first + 4, 0));
+            }
+        }
+        index
+    }
+
+    #[test]
+    fn a_compaction_in_chunks_drops_what_a_whole_one_does() {
+        let mut whole = history();
+        let mut expected = whole.compact(40);
+        expected.sort_unstable();
+        for limit in [ChunkLimit { keys: 1, removed: usize::MAX }, ChunkLimit { keys: 100, removed: 2 }] {
+            let mut chunked = history();
+            let (mut removed, mut after, mut chunks) = (Vec::new(), None, 0);
+            loop {
+                let chunk = chunked.compact_chunk(40, after.as_deref(), limit);
+                assert!(chunk.removed.len() <= 5, "a chunk stops at its limit, or after the key that reached it");
+                removed.extend(chunk.removed);
+                chunks += 1;
+                match chunk.resume_after {
+                    Some(key) => after = Some(key),
+                    None => break,
+                }
+                assert!(chunks < 10, "the walk ends");
+            }
+            removed.sort_unstable();
+            assert_eq!(removed, expected, "{limit:?}");
+            assert_eq!(chunked, whole, "{limit:?}");
+            assert!(chunked.get(b"c", 40).is_none(), "c's deleted generation is gone");
+            assert!(chunks > 2, "{limit:?} took {chunks} chunks");
+        }
     }
 }

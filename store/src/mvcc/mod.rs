@@ -8,7 +8,7 @@ mod key_index;
 mod range;
 mod revision;
 
-pub use index::{Index, KeyRange};
+pub use index::{ChunkLimit, CompactedChunk, Index, KeyRange};
 pub use key_index::KeyAt;
 pub use range::{plan as plan_range, range, RangePlan};
 pub use revision::Revision;

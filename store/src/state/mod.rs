@@ -83,7 +83,8 @@ pub struct AppliedState {
 pub struct KvState {
     engine: Arc<Engine>,
     min_lease_ttl: i64,
-    mvcc: RwLock<Mvcc>,
+    /// Shared with the compactor, which walks the index in chunks.
+    mvcc: Arc<RwLock<Mvcc>>,
     leases: RwLock<Leases>,
     member_attrs: RwLock<BTreeMap<u64, MemberAttributes>>,
     /// Active alarms: (member ID, alarm type), replicated.
@@ -134,15 +135,18 @@ impl KvState {
             load(&engine, options.min_lease_ttl)?;
         let applied_index = applied.last_applied.map_or(0, |log_id: LogId| log_id.index);
         let events = EventLog::new(mvcc.current_rev, options.event_log_capacity);
-        let compactor = Compactor::start(engine.clone(), options.compaction_batch_limit, options.compaction_sleep)
-            .map_err(EngineError::Io)?;
-        compactor.schedule(mvcc.compact_rev, garbage);
+        let compact_rev = mvcc.compact_rev;
+        let mvcc = Arc::new(RwLock::new(mvcc));
+        let compactor =
+            Compactor::start(engine.clone(), mvcc.clone(), options.compaction_batch_limit, options.compaction_sleep)
+                .map_err(EngineError::Io)?;
+        compactor.delete(compact_rev, garbage);
         Ok(Self {
             events,
             engine,
             compactor,
             min_lease_ttl: options.min_lease_ttl,
-            mvcc: RwLock::new(mvcc),
+            mvcc,
             leases: RwLock::new(leases),
             member_attrs: RwLock::new(member_attrs),
             alarms: RwLock::new(alarms),
@@ -179,7 +183,7 @@ impl KvState {
         ];
         self.engine.write(&done, Durability::Sync)?;
         let loaded = load(&self.engine, self.min_lease_ttl)?;
-        self.compactor.schedule(loaded.mvcc.compact_rev, loaded.garbage);
+        self.compactor.delete(loaded.mvcc.compact_rev, loaded.garbage);
         *mvcc = loaded.mvcc;
         *self.leases.write() = loaded.leases;
         *self.quota_size.lock() = None;
@@ -635,7 +639,7 @@ impl KvState {
             }
             responses.push(entry_responses);
         }
-        let Applied { mut ops, events, events_dropped, garbage } = applier.finish();
+        let Applied { mut ops, events, events_dropped } = applier.finish();
 
         let mut applied = self.applied.write();
         let encode_err = |err: bincode::Error| EngineError::Encode { what: "state".into(), detail: err.to_string() };
@@ -664,7 +668,7 @@ impl KvState {
         }
         if mvcc.compact_rev != compacted_before {
             // Only now: the compact revision is in the WAL ahead of the deletes.
-            self.compactor.schedule(mvcc.compact_rev, garbage);
+            self.compactor.compact(mvcc.compact_rev);
         }
         applied.last_applied = Some(last_log_id);
         if let Some(membership) = new_membership {
