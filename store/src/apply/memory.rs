@@ -80,6 +80,18 @@ impl MemoryStore {
         Ok((response, applied))
     }
 
+    /// What the compactor does after a compaction applies: walks the index at
+    /// the compact revision and deletes the values that walk drops.
+    pub fn walk_compacted_index(&mut self) {
+        for rev in self.mvcc.index.compact(self.mvcc.compact_rev) {
+            for op in schema::revision_deletes(rev) {
+                if let WriteOp::Delete { key, .. } = op {
+                    self.values.0.remove(&key);
+                }
+            }
+        }
+    }
+
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
         mvcc::range(&self.mvcc, &self.values, req, self.mvcc.current_rev)
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use parking_lot::{RwLock, RwLockWriteGuard};
 use tokio::sync::watch;
 
 use crate::engine::{schema, Durability, Engine, EngineError, WriteOp};
@@ -135,7 +135,10 @@ impl Worker {
         let mut after = None;
         loop {
             self.check_stop()?;
-            let chunk = self.mvcc.write().index.compact_chunk(revision, after.as_deref(), limit);
+            let mut mvcc = self.mvcc.write();
+            let chunk = mvcc.index.compact_chunk(revision, after.as_deref(), limit);
+            // Straight to a write waiting for it, not to this walk's next chunk.
+            RwLockWriteGuard::unlock_fair(mvcc);
             self.delete(chunk.removed, paced)?;
             match chunk.resume_after {
                 Some(key) => after = Some(key),

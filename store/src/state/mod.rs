@@ -537,6 +537,11 @@ impl KvState {
         let reader = EngineReader(self.engine.as_ref());
         for event in events.iter_mut().filter(|event| lacks_prev_kv(event)) {
             let Some(kv) = &event.kv else { continue };
+            // etcd reads it as a range at that revision, which a compaction past
+            // it refuses; the compactor may not have walked this key yet.
+            if kv.mod_revision - 1 < mvcc.compact_rev {
+                continue;
+            }
             if let Some(found) = mvcc.index.get(&kv.key, kv.mod_revision - 1) {
                 event.prev_kv = reader.read(&[found.modified]).ok().and_then(|mut kvs| kvs.pop());
             }
@@ -772,6 +777,25 @@ mod tests {
     async fn physically_compacted(state: &KvState, revision: i64) {
         let done = tokio::time::timeout(Duration::from_secs(10), state.physically_compacted(revision)).await;
         assert!(matches!(done, Ok(Ok(()))), "physical compaction finished");
+    }
+
+    #[test]
+    fn no_prev_kv_from_below_the_compact_revision_while_the_walk_is_pending() {
+        let (_dir, _engine, state) = fresh_state();
+        state.apply_entries(vec![put(1), put(2), put(3)]).expect("apply");
+        let event_at = |revision: i64| Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue { key: b"a".to_vec(), mod_revision: revision, version: 3, ..Default::default() }),
+            prev_kv: None,
+        };
+        let mut events = [event_at(4)];
+        state.fill_prev_kvs(&mut events);
+        assert_eq!(events[0].prev_kv.as_ref().map(|kv| kv.value.clone()), Some(b"2".to_vec()));
+        // As a compaction at 4 just applied: the index still holds 3 until the compactor walks it.
+        state.mvcc.write().compact_rev = 4;
+        let mut events = [event_at(4)];
+        state.fill_prev_kvs(&mut events);
+        assert_eq!(events[0].prev_kv, None, "etcd's range at 3 is refused as compacted");
     }
 
     #[tokio::test]
