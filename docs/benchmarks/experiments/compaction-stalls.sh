@@ -8,30 +8,16 @@
 #   compaction-stalls.sh BINARY CAIRN_BENCH [VALUE_BYTES (8)] [ETCDCTL]
 set -uo pipefail
 bin=$1 bench=$2 val=${3:-8} etcdctl=${4:-$HOME/.cache/cairn/etcd-v3.5.1/etcdctl}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ep=127.0.0.31:23379
-"$bin" --name m1 --data-dir "$work/m1" \
-  --listen-client-urls http://$ep --advertise-client-urls http://$ep \
-  --listen-peer-urls http://127.0.0.31:23380 --initial-advertise-peer-urls http://127.0.0.31:23380 \
-  --initial-cluster m1=http://127.0.0.31:23380 --listen-metrics-urls http://127.0.0.31:23381 \
-  > "$work/member.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do "$etcdctl" --endpoints $ep endpoint health > /dev/null 2>&1 && break; sleep 0.2; done
+source "$(dirname "$0")/one-member.sh"
+start_member "$bin" 127.0.0.31 --listen-metrics-urls http://127.0.0.31:23381
 echo "filling: 1,000,000 puts of $val bytes on 1,000 keys" >&2
-"$bench" put --endpoints http://$ep --clients 64 --conns 16 --total 1000000 --key-space-size 1000 \
+"$bench" put --endpoints $ep --clients 64 --conns 16 --total 1000000 --key-space-size 1000 \
   --sequential-keys --val-size "$val" > /dev/null || exit 1
 curl -s http://127.0.0.31:23381/metrics > "$work/before"
 revision=$("$etcdctl" --endpoints $ep endpoint status -w json |
   python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
 echo "one client's puts for 15 s, compacting at $revision 2 s in" >&2
-"$bench" put --endpoints http://$ep --clients 1 --duration 15 --key-space-size 1000 > "$work/writer" 2>&1 &
+"$bench" put --endpoints $ep --clients 1 --duration 15 --key-space-size 1000 > "$work/writer" 2>&1 &
 writer=$!
 sleep 2
 started=$(date +%s%N)

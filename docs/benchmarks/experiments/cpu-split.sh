@@ -7,21 +7,8 @@
 #   cpu-split.sh BINARY CAIRN_BENCH LABEL [perf] [ETCDCTL]
 set -uo pipefail
 bin=$1 bench=$2 label=$3 prof=${4:-} etcdctl=${5:-$HOME/.cache/cairn/etcd-v3.5.1/etcdctl}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  kill "${pids[@]}" 2>/dev/null
-  for _ in $(seq 100); do kill -0 "${pids[@]}" 2>/dev/null || break; sleep 0.1; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$bin" --name m1 --data-dir "$work/m1" \
-  --listen-client-urls http://127.0.0.94:23379 --advertise-client-urls http://127.0.0.94:23379 \
-  --listen-peer-urls http://127.0.0.94:23380 --initial-advertise-peer-urls http://127.0.0.94:23380 \
-  --initial-cluster m1=http://127.0.0.94:23380 2> "$work/m1.log" > /dev/null &
-pids+=($!)
-ep=http://127.0.0.94:23379
-for _ in $(seq 100); do "$etcdctl" --endpoints=$ep endpoint status 2>/dev/null | grep -q 127 && break; sleep 0.2; done
+source "$(dirname "$0")/one-member.sh"
+start_member "$bin" 127.0.0.94
 "$bench" put --endpoints $ep --clients 64 --conns 16 --total 20000 --val-size 256 --key-space-size 100000 > /dev/null
 cpu() { awk '{print $14+$15}' "/proc/${pids[0]}/stat"; }
 c0=$(cpu); t0=$(date +%s%N)
