@@ -53,6 +53,8 @@ pub struct CompactedChunk {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Index {
     keys: BTreeMap<Vec<u8>, KeyIndex>,
+    /// Keys live at the latest revision; deleted keys stay in `keys` until compacted.
+    live: usize,
 }
 
 impl Index {
@@ -67,25 +69,34 @@ impl Index {
 
     /// Changes the key's history, made empty first if the key is new.
     fn update(&mut self, key: &[u8], change: impl FnOnce(&mut KeyIndex)) {
-        match self.keys.get_mut(key) {
-            Some(ki) => change(ki),
+        let changed = |ki: &mut KeyIndex| {
+            let was_live = ki.is_live();
+            change(ki);
+            (was_live, ki.is_live())
+        };
+        let liveness = match self.keys.get_mut(key) {
+            Some(ki) => changed(ki),
             None => {
                 let mut ki = KeyIndex::default();
-                change(&mut ki);
+                let liveness = changed(&mut ki);
                 self.keys.insert(key.to_vec(), ki);
+                liveness
             }
+        };
+        match liveness {
+            (false, true) => self.live += 1,
+            (true, false) => self.live -= 1,
+            _ => {}
         }
     }
 
     /// Ends the key's generation at `rev`; false if the index has no such key.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
-        match self.keys.get_mut(key) {
-            Some(ki) => {
-                ki.tombstone(rev);
-                true
-            }
-            None => false,
+        if !self.keys.contains_key(key) {
+            return false;
         }
+        self.update(key, |ki| ki.tombstone(rev));
+        true
     }
 
     pub fn get(&self, key: &[u8], at: i64) -> Option<KeyAt> {
@@ -159,6 +170,12 @@ impl Index {
         self.keys.len()
     }
 
+    /// Keys live at the latest revision, as etcd's `keys_total` counts them:
+    /// a delete takes its key off at once, not when a compaction drops it.
+    pub fn live_count(&self) -> usize {
+        self.live
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -222,5 +239,18 @@ mod tests {
             assert!(chunked.get(b"c", 40).is_none(), "c's deleted generation is gone");
             assert!(chunks > 2, "{limit:?} took {chunks} chunks");
         }
+    }
+
+    #[test]
+    fn live_keys_are_counted_as_etcd_counts_them() {
+        let mut index = history();
+        assert_eq!((index.len(), index.live_count()), (5, 4), "c is deleted but not yet compacted");
+        assert!(!index.tombstone(b"z", Revision::new(60, 0)), "no such key");
+        index.tombstone(b"a", Revision::new(61, 0));
+        index.put(b"c", Revision::new(62, 0));
+        index.restore(b"f", Revision::new(63, 0), 63, 1);
+        assert_eq!(index.live_count(), 5, "a deleted; c created again; f read back");
+        index.compact(70);
+        assert_eq!((index.len(), index.live_count()), (5, 5), "a compaction drops a, but a is not counted");
     }
 }

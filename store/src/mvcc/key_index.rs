@@ -128,6 +128,11 @@ impl KeyIndex {
         removed
     }
 
+    /// The key exists at the latest revision: its last generation has begun.
+    pub fn is_live(&self) -> bool {
+        self.generations.last().is_some_and(|generation| !generation.revs.is_empty())
+    }
+
     /// Nothing left to keep: the key can leave the index.
     pub fn is_empty(&self) -> bool {
         self.generations.len() == 1 && self.generations[0].revs.is_empty()

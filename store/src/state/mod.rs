@@ -401,8 +401,9 @@ impl KvState {
         self.tokens.lock().lookup(token, std::time::Instant::now())
     }
 
+    /// Keys live at the latest revision (etcd's `keys_total`).
     pub fn key_count(&self) -> usize {
-        self.mvcc.read().index.len()
+        self.mvcc.read().index.live_count()
     }
 
     /// The size of the backend: the state machine's column families.
