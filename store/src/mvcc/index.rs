@@ -67,35 +67,31 @@ impl Index {
         self.update(key, |ki| ki.restore(rev, created, version));
     }
 
-    /// Changes the key's history, made empty first if the key is new.
+    /// Changes the key's history, made empty first if the key is new. A put
+    /// (or a restored one) leaves the key live; it is created if it was not.
     fn update(&mut self, key: &[u8], change: impl FnOnce(&mut KeyIndex)) {
-        let changed = |ki: &mut KeyIndex| {
+        let created = |ki: &mut KeyIndex| {
             let was_live = ki.is_live();
             change(ki);
-            (was_live, ki.is_live())
+            !was_live
         };
-        let liveness = match self.keys.get_mut(key) {
-            Some(ki) => changed(ki),
+        let created = match self.keys.get_mut(key) {
+            Some(ki) => created(ki),
             None => {
                 let mut ki = KeyIndex::default();
-                let liveness = changed(&mut ki);
+                let created = created(&mut ki);
                 self.keys.insert(key.to_vec(), ki);
-                liveness
+                created
             }
         };
-        match liveness {
-            (false, true) => self.live += 1,
-            (true, false) => self.live -= 1,
-            _ => {}
-        }
+        self.live += usize::from(created);
     }
 
     /// Ends the key's generation at `rev`; false if the index has no such key.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
-        if !self.keys.contains_key(key) {
-            return false;
-        }
-        self.update(key, |ki| ki.tombstone(rev));
+        let Some(ki) = self.keys.get_mut(key) else { return false };
+        self.live -= usize::from(ki.is_live());
+        ki.tombstone(rev);
         true
     }
 
