@@ -139,6 +139,19 @@ impl Member {
         matches!(self.child.as_mut().map(|child| child.try_wait()), Some(Ok(None)))
     }
 
+    /// How the member exited by itself, waiting at most `within`; None while it runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                _ => return None,
+            }
+        }
+    }
+
     pub fn is_paused(&self) -> bool {
         self.paused
     }

@@ -93,6 +93,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Corruption(#[from] corrupt::CorruptionFound),
+    #[error("stopped on a fault: {0}")]
+    Fault(String),
 }
 
 /// Runs a member until `shutdown` resolves, then stops it cleanly.
@@ -225,13 +227,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let corruption_monitor =
         (!corrupt_check_time.is_zero()).then(|| tokio::spawn(corrupt::monitor(node.clone(), corrupt_check_time)));
 
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutting down"),
+    let fault = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            None
+        }
         _ = removed_from_cluster(&node) => {
             // As etcd does: a removed member stops rather than linger and campaign.
             tracing::warn!("the member has been permanently removed from the cluster; shutting down");
+            None
         }
-    }
+        fault = fault(&node) => {
+            tracing::error!(%fault, "the member cannot go on; shutting down");
+            Some(fault)
+        }
+    };
     // A member on its way out must not campaign: while its servers wind down it
     // hears no heartbeats, and a leader elected now would be gone in a moment.
     raft.runtime_config().elect(false);
@@ -255,7 +265,29 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         Ok(Err(err)) => tracing::warn!(error = %err, "raft shutdown"),
         Err(_) => tracing::warn!("raft did not stop in time"),
     }
-    Ok(())
+    fault.map_or(Ok(()), |fault| Err(StartError::Fault(fault)))
+}
+
+/// Returns what stopped Raft's core (a storage error, a panic) or the
+/// compactor (an engine error). The member then exits non-zero, as etcd's
+/// fatal errors make it: a supervisor restarts it and recovery replays the
+/// log, where a member left running without its core would answer nothing.
+async fn fault(node: &Node) -> String {
+    let raft = async {
+        let mut metrics = node.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return format!("raft: {fatal}");
+            }
+            if metrics.changed().await.is_err() {
+                return "raft: the core has ended".to_string();
+            }
+        }
+    };
+    tokio::select! {
+        fault = raft => fault,
+        fault = node.state.compactor_fault() => format!("compactor: {fault}"),
+    }
 }
 
 /// Who this member is, as recorded in its data dir.

@@ -10,7 +10,9 @@
 //!
 //! Nothing waits for it but `Compact{physical: true}`. A crash before it
 //! finishes leaves unreachable values behind; the next start finds them when
-//! it compacts the rebuilt index and schedules them again.
+//! it compacts the rebuilt index and schedules them again. So a failed engine
+//! write stops the compactor, and the server stops the member on it, as a
+//! failed backend commit stops etcd.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{RwLock, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use tokio::sync::watch;
 
 use crate::engine::{schema, Durability, Engine, EngineError, WriteOp};
@@ -39,6 +41,8 @@ pub struct Compactor {
     jobs: Option<mpsc::Sender<Job>>,
     /// The compact revision whose garbage is all deleted. Closed if the compactor stopped on a fault.
     finished: watch::Receiver<i64>,
+    /// The engine error it stopped on.
+    fault: Arc<Mutex<Option<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -53,11 +57,15 @@ impl Compactor {
         let (jobs, queue) = mpsc::channel();
         let (finished_tx, finished) = watch::channel(0);
         let stop = Arc::new(AtomicBool::new(false));
+        let fault = Arc::new(Mutex::new(None));
         let worker = Worker { engine, mvcc, batch_limit: batch_limit.max(1), sleep, stop: stop.clone() };
-        let thread = std::thread::Builder::new()
-            .name("cairn-compactor".into())
-            .spawn(move || worker.run(&queue, &finished_tx))?;
-        Ok(Self { jobs: Some(jobs), finished, stop, thread: Some(thread) })
+        let worker_fault = fault.clone();
+        let thread = std::thread::Builder::new().name("cairn-compactor".into()).spawn(move || {
+            if let Err(err) = worker.run(&queue, &finished_tx) {
+                *worker_fault.lock() = Some(err.to_string());
+            }
+        })?;
+        Ok(Self { jobs: Some(jobs), finished, fault, stop, thread: Some(thread) })
     }
 
     /// Deletes `garbage` in the background; `revision` counts as physically
@@ -81,6 +89,15 @@ impl Compactor {
 
     pub fn finished(&self) -> watch::Receiver<i64> {
         self.finished.clone()
+    }
+
+    /// Returns the engine error the compactor stopped on, once it has; pending
+    /// for as long as it runs. Only a drop stops it otherwise.
+    pub async fn fault(&self) -> String {
+        let mut finished = self.finished.clone();
+        while finished.changed().await.is_ok() {}
+        let fault = self.fault.lock().clone();
+        fault.unwrap_or_else(|| "the compactor ended".to_string())
     }
 }
 
@@ -109,7 +126,8 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&self, queue: &mpsc::Receiver<Job>, finished: &watch::Sender<i64>) {
+    /// Runs jobs until the compactor is dropped, or until an engine write fails.
+    fn run(&self, queue: &mpsc::Receiver<Job>, finished: &watch::Sender<i64>) -> Result<(), EngineError> {
         while let Ok(job) = queue.recv() {
             let mut paced = Pacer { sleep: self.sleep, wrote: false };
             let (revision, done) = match job {
@@ -120,13 +138,14 @@ impl Worker {
                 Ok(()) => {
                     finished.send_replace(revision);
                 }
-                Err(Halt::Stopped) => return,
+                Err(Halt::Stopped) => return Ok(()),
                 Err(Halt::Failed(err)) => {
-                    tracing::error!(error = %err, revision, "physical compaction stopped; it resumes at the next start");
-                    return;
+                    tracing::error!(error = %err, revision, "physical compaction failed");
+                    return Err(err);
                 }
             }
         }
+        Ok(())
     }
 
     /// The index walk: a write waits for one chunk at most, never the whole walk.
@@ -155,6 +174,9 @@ impl Worker {
             self.check_stop()?;
             paced.before_write();
             let ops: Vec<WriteOp> = batch.iter().flat_map(|rev| schema::revision_deletes(*rev)).collect();
+            if crate::failpoint::fires("compactor-write-error") {
+                return Err(Halt::Failed(crate::failpoint::io_error("compactor-write-error").into()));
+            }
             // Buffered: these follow the compaction's own batch in the WAL, and a lost tail is found again at start.
             self.engine.write(&ops, Durability::Buffered).map_err(Halt::Failed)?;
         }

@@ -567,6 +567,11 @@ impl KvState {
         }
     }
 
+    /// Returns the engine error the compactor stopped on, once it has.
+    pub async fn compactor_fault(&self) -> String {
+        self.compactor.fault().await
+    }
+
     /// The revision through which old revisions have been deleted.
     pub fn physically_compacted_through(&self) -> i64 {
         *self.compactor.finished().borrow()

@@ -282,7 +282,12 @@ impl Wal {
         if self.failed.load(Ordering::Acquire) {
             return Err(WalError::Stopped);
         }
-        let synced = file.sync_data().map_err(io_error("sync", &self.segment_path(seq)));
+        let synced = if crate::failpoint::fires("wal-sync-error") {
+            Err(crate::failpoint::io_error("wal-sync-error"))
+        } else {
+            file.sync_data()
+        };
+        let synced = synced.map_err(io_error("sync", &self.segment_path(seq)));
         if synced.is_err() {
             self.failed.store(true, Ordering::Release);
         }

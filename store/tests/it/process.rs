@@ -283,3 +283,84 @@ async fn t84_tls_flags_fail_as_etcds_and_auto_tls_serves_https() {
     assert!(!verified, "a self-signed certificate does not verify");
     assert!(data.join("fixtures/client/cert.pem").is_file() && data.join("fixtures/peer/key.pem").is_file());
 }
+
+/// A member restarted with `failpoint` in `CAIRN_FAILPOINT`.
+async fn member_with_failpoint(failpoint: &str) -> Cluster {
+    let mut cluster = Cluster::start(Flavor::Cairn, 1).await.expect("starts");
+    assert!(cluster.members[0].terminate());
+    cluster.members[0].spec.env = vec![("CAIRN_FAILPOINT".to_string(), failpoint.to_string())];
+    cluster.restart(0).expect("restart");
+    cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
+    cluster
+}
+
+/// Waits for the member to stop by itself on the fault, then restarts it without the failpoint.
+async fn expect_stop_then_restart(cluster: &mut Cluster, fault: &str) {
+    let status = cluster.members[0].wait_exit(Duration::from_secs(15));
+    let log = cluster.members[0].log_text();
+    assert!(status.is_some_and(|status| status.code() == Some(1)), "the member exits 1 on {fault}: {status:?}\n{log}");
+    assert!(log.contains("stopped on a fault") && log.contains(fault), "the fault is named: {log}");
+    cluster.members[0].spec.env.clear();
+    cluster.restart(0).expect("restart");
+    cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
+}
+
+#[tokio::test]
+async fn t187_a_failed_raft_log_fsync_stops_the_member_and_loses_no_acknowledged_write() {
+    // The 60th fdatasync fails: a few go to the start, the rest to the puts.
+    let mut cluster = member_with_failpoint("wal-sync-error=60").await;
+    let endpoint = cluster.members[0].endpoint().to_string();
+    let mut kv = client(&endpoint).await.kv_client();
+    let mut acknowledged = 0;
+    while acknowledged < 200 {
+        if kv.put(format!("fsync/{acknowledged:03}"), format!("{acknowledged}"), None).await.is_err() {
+            break;
+        }
+        acknowledged += 1;
+    }
+    assert!((1..200).contains(&acknowledged), "puts succeed until the fsync fails: {acknowledged}");
+    // As etcd's fatal error: the member exits rather than stay up without its Raft core.
+    expect_stop_then_restart(&mut cluster, "wal-sync-error").await;
+    let mut kv = client(&endpoint).await.kv_client();
+    let resp = kv.get("fsync/", Some(GetOptions::new().with_prefix())).await.expect("get");
+    let values: Vec<_> = resp.kvs().iter().map(|kv| kv.value_str().expect("utf-8").to_string()).collect();
+    assert!(values.len() >= acknowledged, "{} keys after the restart, {acknowledged} acknowledged", values.len());
+    for (i, value) in values.iter().enumerate().take(acknowledged) {
+        assert_eq!(value, &i.to_string(), "the acknowledged put of fsync/{i:03}");
+    }
+    kv.put("after", "restart", None).await.expect("the member takes writes again");
+}
+
+#[tokio::test]
+async fn t188_a_failed_compactor_write_stops_the_member_and_the_restart_compacts() {
+    let mut cluster = member_with_failpoint("compactor-write-error").await;
+    let endpoint = cluster.members[0].endpoint().to_string();
+    let mut c = client(&endpoint).await;
+    let mut last = 0;
+    for round in 0..3 {
+        for key in 0..10 {
+            last = c
+                .put(format!("compact/{key}"), format!("{round}"), None)
+                .await
+                .expect("put")
+                .header()
+                .expect("h")
+                .revision();
+        }
+    }
+    let compacted = c.compact(last, Some(etcd_client::CompactionOptions::new().with_physical())).await;
+    assert!(compacted.is_err(), "a physical compaction whose deletes failed is not reported done: {compacted:?}");
+    expect_stop_then_restart(&mut cluster, "compactor-write-error").await;
+    let mut c = client(&endpoint).await;
+    let old = c.get("compact/0", Some(GetOptions::new().with_revision(last - 1))).await;
+    assert!(
+        old.as_ref().is_err_and(|err| err.to_string().contains("required revision has been compacted")),
+        "the compaction's entry was applied before the fault: {old:?}"
+    );
+    let resp = c.get("compact/", Some(GetOptions::new().with_prefix())).await.expect("get");
+    assert_eq!(resp.kvs().len(), 10, "every key's last value stays");
+    assert!(resp.kvs().iter().all(|kv| kv.value() == b"2"));
+    // What the failed walk left is scheduled again at the start, ahead of the next compaction.
+    let next = c.put("compact/0", "3", None).await.expect("put").header().expect("h").revision();
+    c.compact(next, Some(etcd_client::CompactionOptions::new().with_physical())).await.expect("compacts again");
+}

@@ -341,11 +341,7 @@ async fn t144_a_crash_during_snapshot_install_recovers() {
     let failpoint = vec![("CAIRN_FAILPOINT".to_string(), "snapshot-load-midway".to_string())];
     let (mut cluster, leader, late) = cluster_with_purged_log("crash", failpoint).await;
     // The new member aborts half way through loading the snapshot, as a kill -9 would.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cluster.members[late].is_running() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(!cluster.members[late].is_running(), "the failpoint fired");
+    assert!(cluster.members[late].wait_exit(Duration::from_secs(30)).is_some(), "the failpoint fired");
     assert!(cluster.members[late].log_text().contains("failpoint snapshot-load-midway hit"));
     cluster.members[late].kill();
     cluster.members[late].spec.env.clear();
