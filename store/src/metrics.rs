@@ -12,6 +12,15 @@ use parking_lot::Mutex;
 /// Distinct gRPC method paths that get their own label (etcd has about 40).
 pub const MAX_GRPC_METHODS: usize = 64;
 
+/// A gRPC method's kind, as go-grpc-prometheus labels it (`grpc_type`).
+pub fn grpc_type(path: &str) -> &'static str {
+    match path {
+        "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
+        "/etcdserverpb.Maintenance/Snapshot" | "/v3electionpb.Election/Observe" => "server_stream",
+        _ => "unary",
+    }
+}
+
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 /// A cumulative histogram with fixed upper bounds, in seconds.
@@ -281,10 +290,11 @@ impl Metrics {
         let _ = writeln!(out, "# HELP {name} Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE {name} counter");
         for (path, codes) in self.grpc_handled.lock().iter() {
             let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+            let kind = grpc_type(path);
             for (code, count) in codes {
                 let _ = writeln!(
                     out,
-                    "{name}{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"unary\"}} {count}"
+                    "{name}{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}} {count}"
                 );
             }
         }
@@ -368,6 +378,7 @@ mod tests {
         metrics.wal_fsync.observe(Duration::from_micros(1500));
         metrics.wal_fsync.observe(Duration::from_millis(100));
         metrics.count_grpc("/etcdserverpb.KV/Range", "OK");
+        metrics.count_grpc("/etcdserverpb.Watch/Watch", "OK");
         for n in 0..1000 {
             metrics.count_grpc(&format!("/etcdserverpb.KV/Made{n}"), "Unimplemented");
         }
@@ -379,6 +390,7 @@ mod tests {
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 1"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"));
+        assert!(text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 1"));
         assert!(text.contains("etcd_network_peer_round_trip_time_seconds_count{To=\"ab\"} 1"));
         assert!(text.contains("etcd_debugging_mvcc_keys_total 3"));
         assert!(text.contains("cairn_snapshots_installed_total 0"));

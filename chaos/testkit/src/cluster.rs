@@ -208,11 +208,7 @@ impl Member {
 
     /// The member's Prometheus metrics, by curl.
     pub fn metrics(&self) -> String {
-        let out = Command::new("curl")
-            .args(["-s", "--max-time", "5", &format!("{}/metrics", self.spec.client_url)])
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
-        out.unwrap_or_default()
+        crate::http::curl_get(&format!("{}/metrics", self.spec.client_url))
     }
 
     /// An unlabelled metric's value; None if the member does not report it.

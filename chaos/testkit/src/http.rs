@@ -45,6 +45,12 @@ impl<'a> Request<'a> {
     }
 }
 
+/// A plain GET with curl, as an operator would, bounded at 5 s: the body, or nothing.
+pub fn curl_get(url: &str) -> String {
+    let out = std::process::Command::new("curl").args(["-s", "--max-time", "5", url]).output();
+    out.map(|out| String::from_utf8_lossy(&out.stdout).into_owned()).unwrap_or_default()
+}
+
 /// `endpoint` is `http://host:port`.
 pub async fn send(endpoint: &str, request: &Request<'_>) -> anyhow::Result<Reply> {
     exchange(endpoint, request, None, Duration::from_secs(30)).await

@@ -14,7 +14,7 @@ use openraft::async_runtime::WatchReceiver;
 
 use super::maintenance::{CLUSTER_VERSION, ETCD_API_VERSION};
 use super::node::Node;
-use crate::metrics::{ProcessStats, Snapshot, METRICS};
+use crate::metrics::{grpc_type, ProcessStats, Snapshot, METRICS};
 
 pub fn router(node: Arc<Node>) -> axum::Router {
     axum::Router::new()
@@ -63,7 +63,8 @@ fn process_stats() -> Option<ProcessStats> {
     ProcessStats::parse(&read("/proc/self/stat")?, &read("/proc/stat")?, &read("/proc/self/limits")?, open_fds)
 }
 
-/// Counts every gRPC call by service, method and status code.
+/// Counts every gRPC call of etcd's services by service, method and status
+/// code. A stream is counted when it opens (etcd counts it when it ends).
 /// Also logs a unary call slower than `slow` (`--warning-unary-request-duration`).
 #[derive(Clone)]
 pub struct GrpcCounterLayer {
@@ -84,10 +85,6 @@ pub struct GrpcCounter<S> {
     slow: Duration,
 }
 
-/// Calls whose response is a stream: their time to first response says nothing.
-const STREAMING_METHODS: [&str; 3] =
-    ["/etcdserverpb.Watch/Watch", "/etcdserverpb.Lease/LeaseKeepAlive", "/etcdserverpb.Maintenance/Snapshot"];
-
 impl<S, B, R> tower::Service<http::Request<B>> for GrpcCounter<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
@@ -107,13 +104,20 @@ where
         let (started, slow) = (Instant::now(), self.slow);
         let future = self.inner.call(request);
         Box::pin(async move {
-            let response = future.await?;
+            let counted = COUNTED_SERVICES.iter().any(|service| uri.path().starts_with(service));
+            let mut unanswered = CancelledUnlessAnswered { path: counted.then_some(&uri) };
+            let response = future.await;
+            unanswered.path = None;
+            let response = response?;
             let path = uri.path();
-            if path.starts_with("/etcdserverpb.") {
+            // A stream's time to its first response says nothing; a lock or a campaign waits by design.
+            if path.starts_with("/etcdserverpb.") && grpc_type(path) == "unary" {
                 let took = started.elapsed();
-                if took > slow && !STREAMING_METHODS.contains(&path) {
+                if took > slow {
                     tracing::warn!(method = path, ?took, expected = ?slow, "request stats: a unary request took too long");
                 }
+            }
+            if counted {
                 // Errors travel in the headers (trailers-only); success in the trailers.
                 let code = response
                     .headers()
@@ -124,6 +128,23 @@ where
             }
             Ok(response)
         })
+    }
+}
+
+/// The services whose calls are counted, as etcd's gRPC server counts them.
+const COUNTED_SERVICES: [&str; 3] = ["/etcdserverpb.", "/v3lockpb.", "/v3electionpb."];
+
+/// Counts a call dropped before it answered: its client went away, or its
+/// `grpc-timeout` passed and tonic answered `Cancelled` in its place.
+struct CancelledUnlessAnswered<'a> {
+    path: Option<&'a http::Uri>,
+}
+
+impl Drop for CancelledUnlessAnswered<'_> {
+    fn drop(&mut self) {
+        if let Some(uri) = self.path {
+            METRICS.count_grpc(uri.path(), go_code_name(tonic::Code::Cancelled));
+        }
     }
 }
 

@@ -109,9 +109,7 @@ async fn t112_nospace_alarm_refuses_writes_until_compact_defrag_disarm() {
 
 /// A plain HTTP GET with curl, as an operator would.
 fn reqwest_like_get(endpoint: &str, path: &str) -> String {
-    let out =
-        Command::new("curl").args(["-s", "--max-time", "5", &format!("{endpoint}{path}")]).output().expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cairn_testkit::http::curl_get(&format!("{endpoint}{path}"))
 }
 
 #[tokio::test]
