@@ -274,14 +274,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 /// log, where a member left running without its core would answer nothing.
 async fn fault(node: &Node) -> String {
     let raft = async {
-        let mut metrics = node.raft.metrics();
-        loop {
-            if let Err(fatal) = &metrics.borrow_watched().running_state {
-                return format!("raft: {fatal}");
-            }
-            if metrics.changed().await.is_err() {
-                return "raft: the core has ended".to_string();
-            }
+        // Not `metrics()`, which changes with every write: the server metrics
+        // change with the leader and the membership, and close when the core ends.
+        let mut server_metrics = node.raft.server_metrics();
+        while server_metrics.changed().await.is_ok() {}
+        match &node.raft.metrics().borrow_watched().running_state {
+            Err(fatal) => format!("raft: {fatal}"),
+            Ok(()) => "raft: the core has ended".to_string(),
         }
     };
     tokio::select! {
