@@ -8,6 +8,7 @@
 //!   to catch: linearizable reads skip ReadIndex and answer from local state.
 //! - `wal-sync-error`: the Raft log's fdatasync fails, as on a failing disk.
 //! - `compactor-write-error`: the compactor's engine write fails.
+//! - `lessor-panic`: the lessor task panics, as a bug in a task would.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -18,6 +18,9 @@ pub async fn run(node: Arc<Node>) {
     let mut ticker = tokio::time::interval(TICK);
     loop {
         ticker.tick().await;
+        if crate::failpoint::fires("lessor-panic") {
+            panic!("failpoint lessor-panic");
+        }
         let leading_term = {
             let metrics = node.raft.metrics();
             let metrics = metrics.borrow_watched();

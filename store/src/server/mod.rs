@@ -17,6 +17,7 @@ mod listeners;
 pub mod maintenance;
 pub mod membership;
 pub mod node;
+mod panics;
 pub mod peer;
 pub mod proposer;
 pub mod read_index;
@@ -203,6 +204,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tracing::warn!("simple token is not cryptographically signed");
     }
 
+    panics::watch();
     let (stop, stopped) = signal::channel(false);
     let mut servers = Vec::new();
     // Each listener is served plain or through TLS, as its URL's scheme says.
@@ -269,9 +271,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 }
 
 /// Returns what stopped Raft's core (a storage error, a panic) or the
-/// compactor (an engine error). The member then exits non-zero, as etcd's
-/// fatal errors make it: a supervisor restarts it and recovery replays the
-/// log, where a member left running without its core would answer nothing.
+/// compactor (an engine error), or the first panic anywhere. The member then
+/// exits non-zero, as etcd's fatal errors make it: a supervisor restarts it
+/// and recovery replays the log, where a member left running without its
+/// core would answer nothing.
 async fn fault(node: &Node) -> String {
     let raft = async {
         // Not `metrics()`, which changes with every write: the server metrics
@@ -286,6 +289,7 @@ async fn fault(node: &Node) -> String {
     tokio::select! {
         fault = raft => fault,
         fault = node.state.compactor_fault() => format!("compactor: {fault}"),
+        panic = panics::first() => panic,
     }
 }
 

@@ -364,3 +364,25 @@ async fn t188_a_failed_compactor_write_stops_the_member_and_the_restart_compacts
     let next = c.put("compact/0", "3", None).await.expect("put").header().expect("h").revision();
     c.compact(next, Some(etcd_client::CompactionOptions::new().with_physical())).await.expect("compacts again");
 }
+
+#[tokio::test]
+async fn t190_a_panic_in_a_background_task_stops_the_member() {
+    // From the 12th tick of 250 ms: the member serves for about 3 s first.
+    let mut cluster = member_with_failpoint("lessor-panic=12").await;
+    let endpoint = cluster.members[0].endpoint().to_string();
+    let mut c = client(&endpoint).await;
+    let before = c.put("panic/before", "kept", None).await.expect("put before the panic");
+    // Tokio would catch the panic and go on without the lessor, never expiring a lease.
+    expect_stop_then_restart(&mut cluster, "failpoint lessor-panic").await;
+    let mut c = client(&endpoint).await;
+    let resp = c.get("panic/before", None).await.expect("get");
+    assert_eq!(resp.kvs().first().map(|kv| kv.value()), Some(&b"kept"[..]));
+    assert!(resp.header().expect("h").revision() >= before.header().expect("h").revision());
+    let lease = c.lease_grant(3, None).await.expect("grant").id();
+    c.put("panic/leased", "v", Some(etcd_client::PutOptions::new().with_lease(lease))).await.expect("put");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.get("panic/leased", None).await.expect("get").count() == 1 {
+        assert!(Instant::now() < deadline, "the restarted member's lessor expires a 3 s lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
