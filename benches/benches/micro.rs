@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the hot paths: apply, the key index, ranges, the engine
-//! write batch, and protobuf. Save a baseline with
+//! write batch, protobuf, and a log entry's encoding. Save a baseline with
 //! `cargo bench -p cairn-bench --bench micro -- --save-baseline main` and compare
 //! a change with `-- --baseline main`.
 
@@ -14,6 +14,7 @@ use cairn_store::engine::{schema, Durability, Engine, WriteOp};
 use cairn_store::error::StoreError;
 use cairn_store::lease::Leases;
 use cairn_store::mvcc::{self, Index, KeyRange, Mvcc, Revision, ValueReader};
+use cairn_store::types::{self, Proposal};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use prost::Message;
 
@@ -162,5 +163,16 @@ fn proto(c: &mut Criterion) {
     c.bench_function("proto/encode range of 100", |b| b.iter(|| response.encode_to_vec()));
 }
 
-criterion_group!(benches, apply, index, range, engine, proto);
+/// A log entry's payload as it is written to the WAL and sent to followers:
+/// 22 puts, a 64-client batch at one member.
+fn entry(c: &mut Criterion) {
+    let proposal = Proposal((0..22).map(put).collect());
+    c.bench_function("entry/encode proposal of 22 puts", |b| b.iter(|| types::encode(&proposal).expect("encode")));
+    let bytes = types::encode(&proposal).expect("encode");
+    c.bench_function("entry/decode proposal of 22 puts", |b| {
+        b.iter(|| types::decode::<Proposal>(&bytes).expect("decode"))
+    });
+}
+
+criterion_group!(benches, apply, index, range, engine, proto, entry);
 criterion_main!(benches);
