@@ -1,12 +1,17 @@
 """fdatasync latency after a small write, by how the file was made.
 
-Run it on the disk a data dir lives on: python3 fdatasync.py DIR [PROCESSES]
+Run it on the disk a data dir lives on:
+python3 fdatasync.py DIR [PROCESSES] [WRITE_BYTES]
 
 - append: each write grows the file, as RocksDB's WAL does (its fallocate
   keeps the file's size), so every fdatasync also commits the new size to the
   filesystem's journal;
 - prealloc: the file was preallocated to 64 MiB with its size set, as etcd's
-  WAL segments are, so an fdatasync flushes the data alone.
+  WAL segments are; its extents stay "unwritten" until written, and the
+  fdatasync after a write that reaches a new block commits their conversion
+  to the journal;
+- zeroed: the file's 64 MiB were written as zeros first, so an fdatasync
+  flushes the data alone.
 """
 
 import os
@@ -15,7 +20,7 @@ import sys
 import time
 import multiprocessing
 
-WRITE_BYTES = 400
+WRITE_BYTES = int(sys.argv[3]) if len(sys.argv) > 3 else 400
 WRITES = 1500
 PAUSE_S = 0.0005
 
@@ -25,7 +30,11 @@ def one_file(path, mode, results):
     try:
         if mode == "prealloc":
             os.posix_fallocate(fd, 0, 64 << 20)
-            os.fsync(fd)
+        elif mode == "zeroed":
+            zeros = b"\0" * (1 << 20)
+            for _ in range(64):
+                os.write(fd, zeros)
+        os.fsync(fd)
         payload = b"x" * WRITE_BYTES
         took = []
         for i in range(WRITES):
@@ -43,7 +52,7 @@ def one_file(path, mode, results):
 def main():
     directory = sys.argv[1] if len(sys.argv) > 1 else "."
     processes = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    for mode in ("append", "prealloc"):
+    for mode in ("append", "prealloc", "zeroed"):
         results = multiprocessing.Queue()
         workers = [
             multiprocessing.Process(target=one_file, args=(os.path.join(directory, f"fdatasync-{i}.tmp"), mode, results))
