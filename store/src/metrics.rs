@@ -21,6 +21,13 @@ pub fn grpc_type(path: &str) -> &'static str {
     }
 }
 
+/// A gRPC path's labels, `/etcdserverpb.KV/Range` as go-grpc-prometheus
+/// writes them, less the code.
+fn grpc_labels(path: &str) -> String {
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    format!("grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{}\"", grpc_type(path))
+}
+
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 /// A cumulative histogram with fixed upper bounds, in seconds.
@@ -108,8 +115,16 @@ pub struct Metrics {
     pub snapshots_installed: AtomicU64,
     pub raft_purged_index: AtomicU64,
     peer_rtt: Mutex<BTreeMap<u64, Histogram>>,
-    /// Calls by gRPC path, then by code; the path is allocated once, not per call.
-    grpc_handled: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    /// Calls by gRPC path; the path is allocated once, not per call.
+    grpc_calls: Mutex<BTreeMap<String, GrpcCalls>>,
+}
+
+/// One gRPC method's calls: started, and handled by code. A stream is
+/// handled when it ends, so started less handled is the streams open.
+#[derive(Default)]
+struct GrpcCalls {
+    started: u64,
+    handled: BTreeMap<&'static str, u64>,
 }
 
 impl Default for Metrics {
@@ -136,7 +151,7 @@ impl Default for Metrics {
             snapshots_installed: AtomicU64::new(0),
             raft_purged_index: AtomicU64::new(0),
             peer_rtt: Mutex::new(BTreeMap::new()),
-            grpc_handled: Mutex::new(BTreeMap::new()),
+            grpc_calls: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -188,19 +203,25 @@ impl Metrics {
         rtt.entry(to).or_insert_with(|| Histogram::exponential(0.0001, 2.0, 16)).observe(elapsed);
     }
 
-    /// `method` is the gRPC path, `/etcdserverpb.KV/Range`. The path comes
-    /// from the client, so only the first [`MAX_GRPC_METHODS`] distinct ones
-    /// get a label: made-up method names cannot grow the metrics without bound.
+    pub fn start_grpc(&self, path: &str) {
+        self.with_grpc_calls(path, |calls| calls.started += 1);
+    }
+
     pub fn count_grpc(&self, path: &str, code: &'static str) {
-        let mut handled = self.grpc_handled.lock();
-        if !handled.contains_key(path) && handled.len() >= MAX_GRPC_METHODS {
-            return;
+        self.with_grpc_calls(path, |calls| *calls.handled.entry(code).or_insert(0) += 1);
+    }
+
+    /// `path` is the gRPC path, `/etcdserverpb.KV/Range`. It comes from the
+    /// client, so only the first [`MAX_GRPC_METHODS`] distinct ones get a
+    /// label: made-up method names cannot grow the metrics without bound.
+    fn with_grpc_calls(&self, path: &str, count: impl FnOnce(&mut GrpcCalls)) {
+        let mut calls = self.grpc_calls.lock();
+        if let Some(method) = calls.get_mut(path) {
+            return count(method);
         }
-        let codes = match handled.get_mut(path) {
-            Some(codes) => codes,
-            None => handled.entry(path.to_string()).or_default(),
-        };
-        *codes.entry(code).or_insert(0) += 1;
+        if calls.len() < MAX_GRPC_METHODS {
+            count(calls.entry(path.to_string()).or_default());
+        }
     }
 
     pub fn render(&self, snapshot: &Snapshot) -> String {
@@ -286,18 +307,22 @@ impl Metrics {
         for (to, histogram) in self.peer_rtt.lock().iter() {
             histogram.render(&mut out, name, &format!("To=\"{to:x}\""));
         }
+        let name = "grpc_server_started_total";
+        let _ = writeln!(out, "# HELP {name} Total number of RPCs started on the server.\n# TYPE {name} counter");
+        let calls = self.grpc_calls.lock();
+        for (path, method_calls) in calls.iter() {
+            let labels = grpc_labels(path);
+            let _ = writeln!(out, "{name}{{{labels}}} {}", method_calls.started);
+        }
         let name = "grpc_server_handled_total";
         let _ = writeln!(out, "# HELP {name} Total number of RPCs completed on the server, regardless of success or failure.\n# TYPE {name} counter");
-        for (path, codes) in self.grpc_handled.lock().iter() {
-            let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
-            let kind = grpc_type(path);
-            for (code, count) in codes {
-                let _ = writeln!(
-                    out,
-                    "{name}{{grpc_code=\"{code}\",grpc_method=\"{method}\",grpc_service=\"{service}\",grpc_type=\"{kind}\"}} {count}"
-                );
+        for (path, method_calls) in calls.iter() {
+            let labels = grpc_labels(path);
+            for (code, count) in &method_calls.handled {
+                let _ = writeln!(out, "{name}{{grpc_code=\"{code}\",{labels}}} {count}");
             }
         }
+        drop(calls);
         counter(
             &mut out,
             "cairn_proposal_batches_total",
@@ -378,11 +403,13 @@ mod tests {
         metrics.wal_fsync.observe(Duration::from_micros(1500));
         metrics.wal_fsync.observe(Duration::from_millis(100));
         metrics.count_grpc("/etcdserverpb.KV/Range", "OK");
-        metrics.count_grpc("/etcdserverpb.Watch/Watch", "OK");
+        metrics.start_grpc("/etcdserverpb.Watch/Watch");
+        metrics.start_grpc("/etcdserverpb.Watch/Watch");
+        metrics.count_grpc("/etcdserverpb.Watch/Watch", "Canceled");
         for n in 0..1000 {
             metrics.count_grpc(&format!("/etcdserverpb.KV/Made{n}"), "Unimplemented");
         }
-        assert_eq!(metrics.grpc_handled.lock().len(), MAX_GRPC_METHODS, "labels from client paths are bounded");
+        assert_eq!(metrics.grpc_calls.lock().len(), MAX_GRPC_METHODS, "labels from client paths are bounded");
         metrics.observe_peer_rtt(0xab, Duration::from_micros(300));
         let process = ProcessStats { resident_bytes: 8192, ..Default::default() };
         let text = metrics.render(&Snapshot { db_size_bytes: 10, keys: 3, process: Some(process) });
@@ -390,7 +417,8 @@ mod tests {
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 1"));
         assert!(text.contains("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Range\",grpc_service=\"etcdserverpb.KV\",grpc_type=\"unary\"} 1"));
-        assert!(text.contains("grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 1"));
+        assert!(text.contains("grpc_server_handled_total{grpc_code=\"Canceled\",grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 1"));
+        assert!(text.contains("grpc_server_started_total{grpc_method=\"Watch\",grpc_service=\"etcdserverpb.Watch\",grpc_type=\"bidi_stream\"} 2"));
         assert!(text.contains("etcd_network_peer_round_trip_time_seconds_count{To=\"ab\"} 1"));
         assert!(text.contains("etcd_debugging_mvcc_keys_total 3"));
         assert!(text.contains("cairn_snapshots_installed_total 0"));

@@ -1,6 +1,7 @@
 //! HTTP on the client port, beside gRPC, as etcd serves it: health, version
 //! and Prometheus metrics. Also the layer that counts handled gRPC calls.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -63,8 +64,9 @@ fn process_stats() -> Option<ProcessStats> {
     ProcessStats::parse(&read("/proc/self/stat")?, &read("/proc/stat")?, &read("/proc/self/limits")?, open_fds)
 }
 
-/// Counts every gRPC call of etcd's services by service, method and status
-/// code. A stream is counted when it opens (etcd counts it when it ends).
+/// Counts every gRPC call of etcd's services by service and method when it
+/// starts, and by status code when it ends: a unary call when it answers, a
+/// stream when its body ends or is dropped (see [`CountedBody`]).
 /// Also logs a unary call slower than `slow` (`--warning-unary-request-duration`).
 #[derive(Clone)]
 pub struct GrpcCounterLayer {
@@ -90,7 +92,7 @@ where
     S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<CountedBody<R>>;
     type Error = S::Error;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -101,33 +103,105 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // A Uri clone shares its buffer: no allocation per call.
         let uri = request.uri().clone();
+        let counted = COUNTED_SERVICES.iter().any(|service| uri.path().starts_with(service));
+        if counted {
+            METRICS.start_grpc(uri.path());
+        }
         let (started, slow) = (Instant::now(), self.slow);
         let future = self.inner.call(request);
         Box::pin(async move {
-            let counted = COUNTED_SERVICES.iter().any(|service| uri.path().starts_with(service));
             let mut unanswered = CancelledUnlessAnswered { path: counted.then_some(&uri) };
             let response = future.await;
             unanswered.path = None;
+            drop(unanswered);
             let response = response?;
             let path = uri.path();
+            let stream = grpc_type(path) != "unary";
             // A stream's time to its first response says nothing; a lock or a campaign waits by design.
-            if path.starts_with("/etcdserverpb.") && grpc_type(path) == "unary" {
+            if path.starts_with("/etcdserverpb.") && !stream {
                 let took = started.elapsed();
                 if took > slow {
                     tracing::warn!(method = path, ?took, expected = ?slow, "request stats: a unary request took too long");
                 }
             }
-            if counted {
-                // Errors travel in the headers (trailers-only); success in the trailers.
-                let code = response
-                    .headers()
-                    .get("grpc-status")
-                    .map(|value| tonic::Code::from_bytes(value.as_bytes()))
-                    .unwrap_or(tonic::Code::Ok);
-                METRICS.count_grpc(path, go_code_name(code));
-            }
-            Ok(response)
+            // Errors travel in the headers (trailers-only); a unary success in the trailers.
+            let code = response.headers().get("grpc-status").map(|value| tonic::Code::from_bytes(value.as_bytes()));
+            let open_stream = match (counted, stream, code) {
+                (false, ..) => None,
+                (true, true, None) => Some(uri),
+                (true, _, code) => {
+                    METRICS.count_grpc(path, go_code_name(code.unwrap_or(tonic::Code::Ok)));
+                    None
+                }
+            };
+            Ok(response.map(|body| CountedBody { inner: body, open_stream }))
         })
+    }
+}
+
+/// A response body that counts its stream in `grpc_server_handled_total`
+/// when the stream ends, as etcd does: with the code of its trailers, or,
+/// when it is dropped first (its client went away), with the code etcd's
+/// handler returns then.
+pub struct CountedBody<B> {
+    inner: B,
+    /// The stream's path until it is counted; unary calls are counted already.
+    open_stream: Option<http::Uri>,
+}
+
+impl<B> CountedBody<B> {
+    fn count(&mut self, code: tonic::Code) {
+        if let Some(uri) = self.open_stream.take() {
+            METRICS.count_grpc(uri.path(), go_code_name(code));
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            let status = frame.trailers_ref().and_then(|trailers| trailers.get("grpc-status"));
+            if let Some(status) = status {
+                self.count(tonic::Code::from_bytes(status.as_bytes()));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for CountedBody<B> {
+    fn drop(&mut self) {
+        if let Some(uri) = &self.open_stream {
+            let code = abandoned_call_code(uri.path());
+            self.count(code);
+        }
+    }
+}
+
+/// The code etcd's handler returns when its client goes away (or the call's
+/// `grpc-timeout` passes and tonic answers in its place): Canceled, but
+/// LeaseKeepAlive answers "no leader" (Unavailable), and Observe returns the
+/// context's own error, which gRPC counts as Unknown.
+fn abandoned_call_code(path: &str) -> tonic::Code {
+    match path {
+        "/etcdserverpb.Lease/LeaseKeepAlive" => tonic::Code::Unavailable,
+        "/v3electionpb.Election/Observe" => tonic::Code::Unknown,
+        _ => tonic::Code::Cancelled,
     }
 }
 
@@ -143,7 +217,7 @@ struct CancelledUnlessAnswered<'a> {
 impl Drop for CancelledUnlessAnswered<'_> {
     fn drop(&mut self) {
         if let Some(uri) = self.path {
-            METRICS.count_grpc(uri.path(), go_code_name(tonic::Code::Cancelled));
+            METRICS.count_grpc(uri.path(), go_code_name(abandoned_call_code(uri.path())));
         }
     }
 }

@@ -112,6 +112,97 @@ fn reqwest_like_get(endpoint: &str, path: &str) -> String {
     cairn_testkit::http::curl_get(&format!("{endpoint}{path}"))
 }
 
+/// The gRPC counters an etcd dashboard reads (its "Active Streams" is started
+/// less handled): a stream is started when it opens and handled when it
+/// ends, with the code etcd's handler ends it with when its client goes.
+#[tokio::test]
+async fn t191_grpc_streams_are_counted_when_they_end_as_in_etcd() {
+    use cairn_proto::etcdserverpb::{lease_client::LeaseClient, watch_client::WatchClient};
+    use cairn_proto::etcdserverpb::{watch_request, LeaseGrantRequest, LeaseKeepAliveRequest, SnapshotRequest};
+    use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+    use cairn_proto::v3electionpb::{election_client::ElectionClient, CampaignRequest, LeaderRequest};
+
+    assert_same_as_etcd(&[], |endpoint| async move {
+        let channel = tonic::transport::Channel::from_shared(endpoint.clone()).expect("url");
+        let channel = channel.connect().await.expect("connects");
+        let mut steps = Vec::new();
+
+        // The requests stay open until the client has dropped the answers: the
+        // stream then ends as when a client goes away (RST_STREAM, CANCEL).
+        let create = WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b"w".to_vec(),
+                ..Default::default()
+            })),
+        };
+        let (requests, stream) = futures::channel::mpsc::unbounded();
+        requests.unbounded_send(create).expect("queued");
+        let mut watch = WatchClient::new(channel.clone()).watch(stream).await.expect("watch").into_inner();
+        assert!(watch.message().await.expect("created").expect("a response").created);
+        steps.push(format!("watch open: {:?}", grpc_stream_counts(&endpoint)));
+        drop((watch, requests));
+        steps.push(format!("watch gone: {:?}", grpc_counts_once_handled(&endpoint, "Watch").await));
+
+        let mut lease = LeaseClient::new(channel.clone());
+        let grant = LeaseGrantRequest { ttl: 60, id: 0 };
+        let id = lease.lease_grant(grant).await.expect("grant").into_inner().id;
+        let (requests, stream) = futures::channel::mpsc::unbounded();
+        requests.unbounded_send(LeaseKeepAliveRequest { id }).expect("queued");
+        let mut keep_alive = lease.lease_keep_alive(stream).await.expect("keepalive").into_inner();
+        assert_eq!(keep_alive.message().await.expect("renewed").expect("a response").id, id);
+        drop((keep_alive, requests));
+        steps.push(format!("keepalive gone: {:?}", grpc_counts_once_handled(&endpoint, "LeaseKeepAlive").await));
+
+        // Observe answers with the leader at once, so there is one.
+        let mut election = ElectionClient::new(channel.clone());
+        let campaign = CampaignRequest { name: b"e".to_vec(), lease: id, value: b"v".to_vec() };
+        election.campaign(campaign).await.expect("campaign");
+        let observe = LeaderRequest { name: b"e".to_vec() };
+        let mut observe = election.observe(observe).await.expect("observe").into_inner();
+        assert!(observe.message().await.expect("the leader").is_some());
+        drop(observe);
+        steps.push(format!("observe gone: {:?}", grpc_counts_once_handled(&endpoint, "Observe").await));
+
+        let snapshot = MaintenanceClient::new(channel).snapshot(SnapshotRequest {}).await.expect("snapshot");
+        let (mut snapshot, mut chunks) = (snapshot.into_inner(), 0);
+        while snapshot.message().await.expect("a chunk").is_some() {
+            chunks += 1;
+        }
+        assert!(chunks > 0);
+        steps.push(format!("snapshot read: {:?}", grpc_counts_once_handled(&endpoint, "Snapshot").await));
+        steps
+    })
+    .await;
+}
+
+/// The non-zero gRPC counters of the calls `t191` makes, sorted as etcd lists them.
+fn grpc_stream_counts(endpoint: &str) -> Vec<String> {
+    let methods = ["Watch\",grpc_service=\"etcdserverpb.Watch", "LeaseKeepAlive", "Observe", "Campaign", "Snapshot"];
+    reqwest_like_get(endpoint, "/metrics")
+        .lines()
+        .filter(|line| line.starts_with("grpc_server_started_total{") || line.starts_with("grpc_server_handled_total{"))
+        .filter(|line| !line.ends_with(" 0"))
+        .filter(|line| methods.iter().any(|method| line.contains(&format!("grpc_method=\"{method}\""))))
+        .map(|line| line.trim_start_matches("grpc_server_").to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// [`grpc_stream_counts`] once `method` has a handled call, or after 5 s.
+async fn grpc_counts_once_handled(endpoint: &str, method: &str) -> Vec<String> {
+    let handled = format!("grpc_method=\"{method}\"");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts = grpc_stream_counts(endpoint);
+        let done = counts.iter().any(|line| line.starts_with("handled") && line.contains(&handled));
+        if done || Instant::now() > deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn t113_health_version_and_metrics_over_http() {
     let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("starts");
