@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/setup.sh
-cargo build --release --bin cairn
-exec "$CARGO_TARGET_DIR/release/cairn" "$@"
+# The shipped build (`dist`: release with whole-program optimization).
+cargo build --profile dist --bin cairn
+exec "$CARGO_TARGET_DIR/dist/cairn" "$@"

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/setup.sh --with-etcd
 cargo build --release --workspace --all-targets
+# The integration tests start the member as it ships (see `.ci/member.sh`).
+cargo build --profile dist --bin cairn
+export CAIRN_MEMBER_BIN="$CARGO_TARGET_DIR/dist/cairn"
 bash .ci/invariants.sh
 # The client test suites bind 127.0.0.1:2379; they run last, alone, and print
 # their results for etcd and cairn side by side.

@@ -239,10 +239,11 @@ pub async fn compare(options: &CompareOptions) -> Result<Results> {
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
         .unwrap_or_default();
     let command = format!(
-        "cairn-bench compare --sizes {} --total {} --rounds {} --cairn target/release/cairn{}{}",
+        "cairn-bench compare --sizes {} --total {} --rounds {} --cairn {}{}{}",
         options.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
         options.total,
         options.rounds,
+        portable(&options.cairn),
         options.baseline.iter().map(|baseline| format!(" --baseline {}", portable(baseline))).collect::<String>(),
         options.etcd.iter().map(|etcd| format!(" --etcd {}", portable(etcd))).collect::<String>()
     );

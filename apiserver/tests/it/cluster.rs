@@ -929,7 +929,7 @@ async fn t74_up_runs_the_cluster_and_comes_back_from_a_restored_snapshot() {
     let peer = |i: u16| format!("https://{ip}:{}", store_port + 1 + 2 * i);
     let initial = (0..3).map(|i| format!("store-{i}={}", peer(i))).collect::<Vec<_>>().join(",");
     for i in 0..3u16 {
-        let restored = std::process::Command::new(cairn_testkit::binaries::workspace_tool("cairn"))
+        let restored = std::process::Command::new(cairn_testkit::binaries::cairn())
             .args(["snapshot", "restore", &snapshot.display().to_string()])
             .arg(format!("--name=store-{i}"))
             .arg(format!("--data-dir={}", store.join(format!("store-{i}")).display()))

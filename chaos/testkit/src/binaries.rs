@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 /// Overrides the folder of this workspace's binaries.
 pub const BIN_DIR_ENV: &str = "CAIRN_BIN_DIR";
+/// Overrides the member binary alone: `.ci/test.sh` points it at the `dist` build.
+pub const MEMBER_BIN_ENV: &str = "CAIRN_MEMBER_BIN";
 /// Overrides the folder of etcd 3.5.1's binaries.
 pub const ETCD_BIN_DIR_ENV: &str = "CAIRN_ETCD_BIN_DIR";
 /// Overrides the folder of the newer etcd's (3.6.16) binaries.
@@ -29,9 +31,12 @@ pub fn workspace_tool(name: &str) -> PathBuf {
     })
 }
 
-/// The cairn member binary.
+/// The cairn member binary: `$CAIRN_MEMBER_BIN`, else [`workspace_tool`]'s.
 pub fn cairn() -> PathBuf {
-    workspace_tool("cairn")
+    match std::env::var_os(MEMBER_BIN_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => workspace_tool("cairn"),
+    }
 }
 
 /// Where etcd 3.5.1's etcd, etcdctl and etcdutl are (`.ci/setup.sh --with-etcd` installs them).
