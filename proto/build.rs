@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/v3electionpb/v3election.proto",
         "proto/cairnpb/peer.proto",
         "proto/cairnpb/snapshot.proto",
+        "proto/grpc/health/v1/health.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

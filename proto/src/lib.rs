@@ -1,6 +1,7 @@
 //! Wire types generated from `proto/`: etcd's v3 API (`etcdserverpb`, `mvccpb`,
 //! `authpb`, `v3lockpb`, `v3electionpb`), with their proto3 JSON mapping for
-//! the gateway, and cairn's peer protocol (`cairnpb`). This crate holds no logic.
+//! the gateway, gRPC's health service (`grpc::health::v1`), and cairn's peer
+//! protocol (`cairnpb`). This crate holds no logic.
 #![allow(clippy::all, missing_docs)]
 
 pub mod mvccpb {
@@ -30,4 +31,12 @@ pub mod v3electionpb {
 
 pub mod cairnpb {
     tonic::include_proto!("cairnpb");
+}
+
+pub mod grpc {
+    pub mod health {
+        pub mod v1 {
+            tonic::include_proto!("grpc.health.v1");
+        }
+    }
 }

@@ -16,7 +16,9 @@ pub const MAX_GRPC_METHODS: usize = 64;
 pub fn grpc_type(path: &str) -> &'static str {
     match path {
         "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
-        "/etcdserverpb.Maintenance/Snapshot" | "/v3electionpb.Election/Observe" => "server_stream",
+        "/etcdserverpb.Maintenance/Snapshot" | "/v3electionpb.Election/Observe" | "/grpc.health.v1.Health/Watch" => {
+            "server_stream"
+        }
         _ => "unary",
     }
 }
@@ -117,14 +119,29 @@ pub struct Metrics {
     peer_rtt: Mutex<BTreeMap<u64, Histogram>>,
     /// Calls by gRPC path; the path is allocated once, not per call.
     grpc_calls: Mutex<BTreeMap<String, GrpcCalls>>,
+    pub health_success: AtomicU64,
+    pub health_failures: AtomicU64,
+    /// The named checks of `/livez` and `/readyz`, by endpoint and name.
+    health_checks: Mutex<BTreeMap<(&'static str, &'static str), HealthChecks>>,
+}
+
+/// One named health check's runs: whether the last passed, and how many did and did not.
+#[derive(Default)]
+struct HealthChecks {
+    passing: bool,
+    success: u64,
+    error: u64,
 }
 
 /// One gRPC method's calls: started, and handled by code. A stream is
 /// handled when it ends, so started less handled is the streams open.
+/// And the messages received and sent on them.
 #[derive(Default)]
 struct GrpcCalls {
     started: u64,
     handled: BTreeMap<&'static str, u64>,
+    received: u64,
+    sent: u64,
 }
 
 impl Default for Metrics {
@@ -152,6 +169,9 @@ impl Default for Metrics {
             raft_purged_index: AtomicU64::new(0),
             peer_rtt: Mutex::new(BTreeMap::new()),
             grpc_calls: Mutex::new(BTreeMap::new()),
+            health_success: AtomicU64::new(0),
+            health_failures: AtomicU64::new(0),
+            health_checks: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -203,12 +223,45 @@ impl Metrics {
         rtt.entry(to).or_insert_with(|| Histogram::exponential(0.0001, 2.0, 16)).observe(elapsed);
     }
 
+    /// A call starts. Its one request message, unless the client streams,
+    /// has been received by the time go-grpc-prometheus counts it.
     pub fn start_grpc(&self, path: &str) {
-        self.with_grpc_calls(path, |calls| calls.started += 1);
+        let one_request = grpc_type(path) != "bidi_stream";
+        self.with_grpc_calls(path, |calls| {
+            calls.started += 1;
+            calls.received += u64::from(one_request);
+        });
     }
 
+    /// A call ends; a unary call that answered OK sent its one message.
     pub fn count_grpc(&self, path: &str, code: &'static str) {
-        self.with_grpc_calls(path, |calls| *calls.handled.entry(code).or_insert(0) += 1);
+        let one_answer = code == "OK" && grpc_type(path) == "unary";
+        self.with_grpc_calls(path, |calls| {
+            *calls.handled.entry(code).or_insert(0) += 1;
+            calls.sent += u64::from(one_answer);
+        });
+    }
+
+    /// Messages a stream received from its client, or sent to it.
+    pub fn count_grpc_messages(&self, path: &str, received: u64, sent: u64) {
+        self.with_grpc_calls(path, |calls| {
+            calls.received += received;
+            calls.sent += sent;
+        });
+    }
+
+    /// A `/health` answer, healthy or not.
+    pub fn count_health(&self, healthy: bool) {
+        let counter = if healthy { &self.health_success } else { &self.health_failures };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A run of one named check of `/livez` or `/readyz` (`endpoint`).
+    pub fn record_health_check(&self, endpoint: &'static str, name: &'static str, passed: bool) {
+        let mut checks = self.health_checks.lock();
+        let check = checks.entry((endpoint, name)).or_default();
+        check.passing = passed;
+        *(if passed { &mut check.success } else { &mut check.error }) += 1;
     }
 
     /// `path` is the gRPC path, `/etcdserverpb.KV/Range`. It comes from the
@@ -221,6 +274,28 @@ impl Metrics {
         }
         if calls.len() < MAX_GRPC_METHODS {
             count(calls.entry(path.to_string()).or_default());
+        }
+    }
+
+    /// Like etcd's, these appear once a check has run.
+    fn render_health_checks(&self, out: &mut String) {
+        let checks = self.health_checks.lock();
+        if checks.is_empty() {
+            return;
+        }
+        let name = "etcd_server_healthcheck";
+        let _ = writeln!(out, "# HELP {name} The result of each kind of healthcheck.\n# TYPE {name} gauge");
+        for ((endpoint, check), runs) in checks.iter() {
+            let _ = writeln!(out, "{name}{{name=\"{check}\",type=\"{endpoint}\"}} {}", u8::from(runs.passing));
+        }
+        let name = "etcd_server_healthchecks_total";
+        let _ = writeln!(out, "# HELP {name} The total number of each kind of healthcheck.\n# TYPE {name} counter");
+        for ((endpoint, check), runs) in checks.iter() {
+            for (status, count) in [("error", runs.error), ("success", runs.success)] {
+                if count > 0 {
+                    let _ = writeln!(out, "{name}{{name=\"{check}\",status=\"{status}\",type=\"{endpoint}\"}} {count}");
+                }
+            }
         }
     }
 
@@ -322,7 +397,24 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{grpc_code=\"{code}\",{labels}}} {count}");
             }
         }
+        for (name, help, sent) in [
+            ("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.", false),
+            ("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", true),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (path, method_calls) in calls.iter() {
+                let count = if sent { method_calls.sent } else { method_calls.received };
+                let _ = writeln!(out, "{name}{{{}}} {count}", grpc_labels(path));
+            }
+        }
         drop(calls);
+        for (name, help, count) in [
+            ("etcd_server_health_failures", "The total number of failed health checks", &self.health_failures),
+            ("etcd_server_health_success", "The total number of successful health checks", &self.health_success),
+        ] {
+            counter(&mut out, name, help, load(count));
+        }
+        self.render_health_checks(&mut out);
         counter(
             &mut out,
             "cairn_proposal_batches_total",
@@ -423,6 +515,32 @@ mod tests {
         assert!(text.contains("etcd_debugging_mvcc_keys_total 3"));
         assert!(text.contains("cairn_snapshots_installed_total 0"));
         assert!(text.contains("cairn_raft_log_purged_index 0"));
+    }
+
+    #[test]
+    fn health_checks_are_counted_as_etcd_counts_them() {
+        let metrics = Metrics::default();
+        let snapshot = || Snapshot { db_size_bytes: 0, keys: 0, process: None };
+        let text = metrics.render(&snapshot());
+        assert!(text.contains("etcd_server_health_success 0\n") && text.contains("etcd_server_health_failures 0\n"));
+        assert!(!text.contains("etcd_server_healthcheck"), "the named checks appear once one has run");
+        metrics.count_health(true);
+        metrics.count_health(false);
+        metrics.count_health(true);
+        metrics.record_health_check("readyz", "linearizable_read", true);
+        metrics.record_health_check("readyz", "linearizable_read", false);
+        let text = metrics.render(&snapshot());
+        assert!(text.contains("etcd_server_health_success 2\n") && text.contains("etcd_server_health_failures 1\n"));
+        assert!(
+            text.contains("etcd_server_healthcheck{name=\"linearizable_read\",type=\"readyz\"} 0\n"),
+            "the last run failed"
+        );
+        for status in ["error", "success"] {
+            let line = format!(
+                "etcd_server_healthchecks_total{{name=\"linearizable_read\",status=\"{status}\",type=\"readyz\"}} 1\n"
+            );
+            assert!(text.contains(&line), "{line}");
+        }
     }
 
     #[test]

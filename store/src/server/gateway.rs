@@ -136,7 +136,7 @@ pub async fn not_found(request: Request) -> Response {
         let (parts, ()) = tonic::Status::unimplemented("").into_http::<()>().into_parts();
         return Response::from_parts(parts, Body::empty());
     }
-    (StatusCode::NOT_FOUND, [("content-type", "text/plain; charset=utf-8")], "404 page not found\n").into_response()
+    super::health::go_http_error(StatusCode::NOT_FOUND, "404 page not found")
 }
 
 /// Serves a method on its path and on its old `/v3beta/` spelling, which etcd 3.5 still rewrites.

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready};
 
+use super::http::CLIENT_SERVICES;
 use super::node::Node;
 use crate::error::EtcdError;
 
@@ -17,7 +18,7 @@ const SERVED_BY_LEARNERS: [&str; 3] =
 
 /// Whether a learner passes a call of this gRPC path on to its service.
 fn served_by_learners(path: &str) -> bool {
-    let client_call = ["/etcdserverpb.", "/v3lockpb.", "/v3electionpb."].iter().any(|prefix| path.starts_with(prefix));
+    let client_call = CLIENT_SERVICES.iter().any(|prefix| path.starts_with(prefix));
     !client_call || SERVED_BY_LEARNERS.contains(&path)
 }
 
@@ -84,6 +85,7 @@ mod tests {
             "/etcdserverpb.Auth/AuthStatus",
             "/v3lockpb.Lock/Lock",
             "/v3electionpb.Election/Campaign",
+            "/grpc.health.v1.Health/Check",
         ] {
             assert!(!served_by_learners(path), "{path}");
         }

@@ -69,12 +69,13 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let node = &self.node;
-        let (leader, raft_index, raft_term, is_learner) = {
+        let (raft_index, raft_term, is_learner) = {
             let metrics = node.raft.metrics();
             let metrics = metrics.borrow_watched();
             let voter = metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
-            (metrics.current_leader.unwrap_or(0), metrics.last_log_index.unwrap_or(0), metrics.current_term, !voter)
+            (metrics.last_log_index.unwrap_or(0), metrics.current_term, !voter)
         };
+        let leader = node.known_leader().unwrap_or(0);
         let applied = node.state.applied_state().last_applied.map_or(0, |log_id| log_id.index);
         let db_size = node.state.db_size() as i64;
         let errors = node.state.alarms().into_iter().map(|(member, alarm)| alarm_text(member, alarm)).collect();

@@ -8,6 +8,7 @@ pub mod concurrency;
 pub mod corrupt;
 mod forward;
 pub mod gateway;
+mod health;
 pub mod http;
 pub mod kv;
 mod learner;
@@ -39,6 +40,7 @@ use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use cairn_proto::etcdserverpb::watch_server::WatchServer;
 use cairn_proto::etcdserverpb::MemberListRequest;
+use cairn_proto::grpc::health::v1::health_server::HealthServer;
 use cairn_proto::v3electionpb::election_server::ElectionServer;
 use cairn_proto::v3lockpb::lock_server::LockServer;
 use openraft::async_runtime::WatchReceiver;
@@ -65,6 +67,8 @@ use read_index::ReadIndex;
 
 /// How long servers and Raft get to stop on SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How often the leadership metrics look again whether the leader is still heard from.
+const LEADER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a new member keeps trying to publish its client URLs.
 const PUBLISH_ATTEMPTS: u32 = 3000;
 
@@ -456,6 +460,7 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
     let auth = AuthServer::new(auth::AuthService { node: node.clone() });
     let lock = LockServer::new(concurrency::LockService { node: node.clone() });
     let election = ElectionServer::new(concurrency::ElectionService { node: node.clone() });
+    let health = HealthServer::new(health::HealthService { stopped: stopped.clone() });
     let services = tonic::service::Routes::new(kv)
         .add_service(cluster)
         .add_service(maintenance)
@@ -463,7 +468,8 @@ async fn serve_clients<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
         .add_service(lease)
         .add_service(auth)
         .add_service(lock)
-        .add_service(election);
+        .add_service(election)
+        .add_service(health);
     let counter = http::GrpcCounterLayer { slow: node.config.warning_unary_request_duration() };
     let learner_gate = learner::LearnerGateLayer { node: node.clone() };
     let mut web = http::router(node.clone());
@@ -523,7 +529,7 @@ async fn track_leadership(node: Arc<Node>, inline_fsync: Arc<AtomicBool>) {
     let mut last_leader = None;
     let mut last_membership = None;
     loop {
-        let leader = {
+        {
             let current = metrics.borrow_and_update();
             let membership = &current.membership_config;
             if last_membership.as_ref() != Some(membership.log_id()) {
@@ -532,8 +538,9 @@ async fn track_leadership(node: Arc<Node>, inline_fsync: Arc<AtomicBool>) {
             }
             let leads_peers = current.state == ServerState::Leader && membership.membership().voter_ids().count() > 1;
             inline_fsync.store(!leads_peers, Ordering::Relaxed);
-            current.current_leader
-        };
+        }
+        // Also when nothing changed: a leader not heard from for long is none.
+        let leader = node.known_leader();
         METRICS.has_leader.store(i64::from(leader.is_some()), Ordering::Relaxed);
         METRICS.is_leader.store(i64::from(leader == Some(node.id)), Ordering::Relaxed);
         if leader.is_some() && leader != last_leader {
@@ -542,8 +549,13 @@ async fn track_leadership(node: Arc<Node>, inline_fsync: Arc<AtomicBool>) {
         if leader.is_some() {
             last_leader = leader;
         }
-        if metrics.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(LEADER_CHECK_INTERVAL) => {}
         }
     }
 }

@@ -15,6 +15,7 @@ use cairn_proto::etcdserverpb::{
     LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, ResponseHeader,
 };
 use openraft::async_runtime::WatchReceiver;
+use openraft::Instant as _;
 use prost::Message;
 use tokio::time::Instant;
 
@@ -52,6 +53,33 @@ pub struct Node {
     /// has, so that however many clients list, the write path keeps a core.
     pub range_slots: Arc<tokio::sync::Semaphore>,
     lease_id_suffix: AtomicU64,
+    /// When this member last accepted a leader's heartbeat or entries.
+    pub leader_contact: Contact,
+}
+
+/// A moment kept in an atomic, so that each message from the leader can stamp
+/// it without a lock.
+pub struct Contact {
+    origin: Instant,
+    /// Nanoseconds from `origin`, plus one; 0 is never.
+    at: AtomicU64,
+}
+
+impl Contact {
+    fn new() -> Self {
+        Self { origin: Instant::now(), at: AtomicU64::new(0) }
+    }
+
+    pub fn touch(&self) {
+        self.at.store(self.origin.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+    }
+
+    pub fn within(&self, window: Duration) -> bool {
+        match self.at.load(Ordering::Relaxed) {
+            0 => false,
+            at => self.origin.elapsed().saturating_sub(Duration::from_nanos(at - 1)) < window,
+        }
+    }
 }
 
 fn range_slots() -> usize {
@@ -111,6 +139,7 @@ impl Node {
             tokens,
             range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
+            leader_contact: Contact::new(),
         }
     }
 
@@ -143,6 +172,27 @@ impl Node {
         let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         membership.get_node(&self.id).is_some() && !membership.voter_ids().any(|id| id == self.id)
+    }
+
+    /// The leader as etcd reports it (`/health`, `etcd_server_has_leader`,
+    /// Status): none once this member has gone an election timeout without
+    /// hearing from it, when etcd's follower would campaign, or, leading, without
+    /// a quorum's answer, when etcd's CheckQuorum steps the leader down. openraft
+    /// keeps the last leader until another is elected, which under PreVote a
+    /// member cut off never sees.
+    pub fn known_leader(&self) -> Option<NodeId> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let leader = metrics.current_leader?;
+        let window = self.config.election();
+        let heard = if leader != self.id {
+            self.leader_contact.within(window)
+        } else if metrics.membership_config.membership().voter_ids().all(|voter| voter == self.id) {
+            true
+        } else {
+            metrics.last_quorum_acked.as_ref().is_some_and(|acked| (**acked).elapsed() < window)
+        };
+        heard.then_some(leader)
     }
 
     pub fn is_leader(&self) -> bool {

@@ -15,6 +15,7 @@ use cairn_proto::etcdserverpb::{
 };
 use futures::{Stream, StreamExt};
 use openraft::error::RaftError;
+use openraft::raft::{AppendEntriesResponse, StreamAppendError};
 use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -64,8 +65,15 @@ impl PeerService {
     }
 
     async fn append_entries_payload(&self, payload: RaftPayload) -> Result<RaftPayload, Status> {
-        let raft = self.node.raft.clone();
-        self.raft_call(payload, |req| async move { raft.append_entries(req).await }).await
+        let node = self.node.clone();
+        self.raft_call(payload, |req| async move {
+            let answer = node.raft.append_entries(req).await;
+            if matches!(&answer, Ok(answer) if !matches!(answer, AppendEntriesResponse::HigherVote(_))) {
+                node.leader_contact.touch();
+            }
+            answer
+        })
+        .await
     }
 
     /// Answers each request of a long-lived stream before reading the next, so
@@ -150,10 +158,16 @@ impl RaftPeer for PeerService {
             };
             std::future::ready(request)
         });
+        let node = self.node.clone();
         let answers = self.node.raft.stream_append(requests).map(move |answer| match answer {
-            Ok(result) => encode(&result)
-                .map(|data| RaftPayload { cluster_id, data: data.into() })
-                .map_err(|err| Status::from(EtcdError::Internal(err.to_string()))),
+            Ok(result) => {
+                if !matches!(result, Err(StreamAppendError::HigherVote(_))) {
+                    node.leader_contact.touch();
+                }
+                encode(&result)
+                    .map(|data| RaftPayload { cluster_id, data: data.into() })
+                    .map_err(|err| Status::from(EtcdError::Internal(err.to_string())))
+            }
             Err(fatal) => Err(EtcdError::PeerUnavailable(fatal.to_string()).into()),
         });
         let stopped = super::stopped_signal(self.stopped.clone());

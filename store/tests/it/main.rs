@@ -10,6 +10,7 @@ mod corruption;
 mod differential;
 mod etcdctl_compat;
 mod gateway;
+mod health;
 mod lease;
 mod maintenance;
 mod membership;

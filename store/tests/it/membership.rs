@@ -103,6 +103,16 @@ fn outcome<T>(result: Result<T, etcd_client::Error>) -> String {
     }
 }
 
+/// The gRPC health service's answer for the whole server.
+async fn grpc_health_check(endpoint: &str) -> String {
+    use cairn_proto::grpc::health::v1::{health_client::HealthClient, HealthCheckRequest};
+    let Ok(mut health) = HealthClient::connect(endpoint.to_string()).await else { return "no connection".into() };
+    match health.check(HealthCheckRequest { service: String::new() }).await {
+        Ok(answer) => format!("{:?}", answer.into_inner().status()),
+        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
 /// A learner serves Status and serializable reads, and refuses the rest with
 /// etcd's error and code, as etcd 3.5.1's learner does (run first).
 #[tokio::test]
@@ -133,6 +143,8 @@ async fn t123_a_learner_refuses_what_etcd_learners_refuse() {
             ("status", outcome(learner.status().await)),
             ("defragment", outcome(learner.defragment().await)),
             ("watch", watched),
+            ("grpc health check", grpc_health_check(&client_url).await),
+            ("/health", cairn_testkit::http::curl_get(&format!("{client_url}/health?serializable=true"))),
         ];
         seen.push(outcomes);
     }
@@ -140,6 +152,7 @@ async fn t123_a_learner_refuses_what_etcd_learners_refuse() {
     let refused = "Unavailable: etcdserver: rpc not supported for learner";
     assert!(seen[1].iter().any(|(call, outcome)| *call == "put" && outcome == refused), "{:?}", seen[1]);
     assert!(seen[1].iter().any(|(call, outcome)| *call == "serializable get" && outcome == "ok"), "{:?}", seen[1]);
+    assert!(seen[1].iter().any(|(call, outcome)| *call == "grpc health check" && outcome == refused), "{:?}", seen[1]);
 }
 
 #[tokio::test]
