@@ -52,7 +52,9 @@ impl Kv for KvService {
             return Err(EtcdError::NotSupportedForLearner.into());
         }
         validate::check_range(request.get_ref())?;
-        if !request.get_ref().serializable {
+        if request.get_ref().serializable {
+            self.node.local_read_barrier().await?;
+        } else {
             self.node.linearizable_barrier().await?;
         }
         // After the barrier, as etcd's doSerialize: an auth change it waited for is seen.

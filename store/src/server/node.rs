@@ -55,6 +55,10 @@ pub struct Node {
     lease_id_suffix: AtomicU64,
     /// When this member last accepted a leader's heartbeat or entries.
     pub leader_contact: Contact,
+    /// How far the leader had applied when it answered the last KV write this
+    /// member answered before applying it; local reads wait until this member
+    /// has applied as far (`local_read_barrier`).
+    answered_ahead: AtomicU64,
 }
 
 /// A moment kept in an atomic, so that each message from the leader can stamp
@@ -140,6 +144,7 @@ impl Node {
             range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
             leader_contact: Contact::new(),
+            answered_ahead: AtomicU64::new(0),
         }
     }
 
@@ -265,10 +270,20 @@ impl Node {
                 || self.proposer.propose(request.clone()),
                 |link| async move {
                     let forwarded = self.forwarded_writes.forward(link, request.clone()).await?;
-                    // etcd answers a write on the member that took it once that
-                    // member has applied it, so that a serializable read there
-                    // sees it. An error changed nothing: it is answered at once.
-                    if !matches!(forwarded.response.response, Some(write_response::Response::Error(_))) {
+                    // An error changed nothing: it is answered at once.
+                    if matches!(forwarded.response.response, Some(write_response::Response::Error(_))) {
+                        return Ok(forwarded.response);
+                    }
+                    // etcd answers a write on the member that took it once that member
+                    // has applied it, so that what it serves next sees the write. A KV
+                    // write is answered with the leader's response as soon as it comes,
+                    // and this member's local reads wait for its apply instead: the
+                    // commit reaches a follower in the leader's next AppendEntries, a
+                    // round after the leader's answer. Other writes change what this
+                    // member checks by itself (users, leases, alarms): they wait here.
+                    if answered_before_applied(request) {
+                        self.answered_ahead.fetch_max(forwarded.applied_index, Ordering::AcqRel);
+                    } else {
                         let applied = self.wait_applied_until(forwarded.applied_index, deadline).await;
                         applied.map_err(ProposeError::Failed)?;
                     }
@@ -299,6 +314,17 @@ impl Node {
         }
         let index = self.on_leader(|| self.reads.read_index(), |link| self.forwarded_reads.forward(link, ())).await?;
         Ok(self.wait_applied(index).await?)
+    }
+
+    /// Returns once this member has applied every KV write it answered, so
+    /// that a local (serializable) read or a new watch here sees them, as in
+    /// etcd, whose follower answers a write once it has applied it.
+    pub async fn local_read_barrier(&self) -> Result<(), EtcdError> {
+        let ahead = self.answered_ahead.load(Ordering::Acquire);
+        if self.state.applied_index() >= ahead {
+            return Ok(());
+        }
+        self.wait_applied(ahead).await
     }
 
     /// Waits until this member has applied `index`.
@@ -377,6 +403,15 @@ impl Node {
 
 fn request_timeout(config: &Config) -> Duration {
     Duration::from_secs(5) + 2 * config.election()
+}
+
+/// Whether a forwarded write is answered before this member applies it: a
+/// KV write, which only local reads can observe here (`local_read_barrier`).
+fn answered_before_applied(request: &WriteRequest) -> bool {
+    matches!(
+        request.request,
+        Some(write_request::Request::Put(_) | write_request::Request::DeleteRange(_) | write_request::Request::Txn(_))
+    )
 }
 
 /// A write the leader answered, and how far the leader had applied then.

@@ -157,6 +157,11 @@ async fn serve_stream(node: Arc<Node>, credentials: Credentials, mut incoming: S
                     next_id += 1;
                     next_id - 1
                 };
+                if create.start_revision <= 0 {
+                    // A watch from now starts after every write answered here. A
+                    // member cut off from its leader still creates it, as etcd's does.
+                    let _ = node.local_read_barrier().await;
+                }
                 let current = node.state.events().current_revision();
                 if !watch_permitted(&node, &credentials, &create).await {
                     let response = WatchResponse {

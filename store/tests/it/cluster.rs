@@ -135,12 +135,15 @@ async fn t41_a_follower_batches_what_it_forwards_and_answers_each_request() {
 }
 
 /// A write answered by a member is seen by a serializable read there next,
-/// as in etcd: a follower answers a forwarded write once it has applied it.
-/// Against etcd 3.5.1 first, then cairn.
+/// and a watch created there next starts after it, as in etcd: a follower
+/// answers a forwarded KV write at once and holds its local reads until it
+/// has applied the write. Against etcd 3.5.1 first, then cairn.
 #[tokio::test]
 async fn t42_a_serializable_read_on_a_follower_sees_the_write_it_answered() {
     const CLIENTS: usize = 16;
     const PUTS: usize = 100;
+    /// Every this many puts, a watch is created as well.
+    const WATCH_EVERY: usize = 5;
     for flavor in [Flavor::Etcd, Flavor::Cairn] {
         let cluster = Cluster::start(flavor, 3).await.expect("cluster starts");
         let leader = cluster.leader_index().await.expect("leader");
@@ -148,24 +151,43 @@ async fn t42_a_serializable_read_on_a_follower_sees_the_write_it_answered() {
         let clients = (0..CLIENTS).map(|c| {
             let endpoint = followers[c % followers.len()].clone();
             tokio::spawn(async move {
-                let mut kv = client(&endpoint).await.kv_client();
+                let mut member = client(&endpoint).await;
+                let mut kv = member.kv_client();
                 let key = format!("ryw/{c:02}");
-                let mut missed = 0;
+                let (mut missed, mut watched_before) = (0, 0);
                 for i in 0..PUTS {
                     let value = i.to_string();
-                    kv.put(key.clone(), value.clone(), None).await.expect("put");
+                    let put = kv.put(key.clone(), value.clone(), None).await.expect("put");
+                    let revision = put.header().expect("header").revision();
+                    if i % WATCH_EVERY == 0 {
+                        let mut watch = member.watch(key.clone(), None).await.expect("watch");
+                        let created = tokio::time::timeout(Duration::from_secs(10), watch.message())
+                            .await
+                            .expect("created in time")
+                            .expect("watch stream")
+                            .expect("created");
+                        if created.header().expect("header").revision() < revision {
+                            watched_before += 1;
+                        }
+                    }
                     let serializable = Some(GetOptions::new().with_serializable());
                     let got = kv.get(key.clone(), serializable).await.expect("serializable get");
                     if got.kvs().first().map(|kv| kv.value()) != Some(value.as_bytes()) {
                         missed += 1;
                     }
                 }
-                missed
+                (missed, watched_before)
             })
         });
-        let missed: usize =
-            futures::future::join_all(clients).await.into_iter().map(|missed| missed.expect("client")).sum();
+        let (mut missed, mut watched_before) = (0, 0);
+        for counts in futures::future::join_all(clients).await {
+            let (client_missed, client_watched_before) = counts.expect("client");
+            missed += client_missed;
+            watched_before += client_watched_before;
+        }
         assert_eq!(missed, 0, "{flavor:?}: {missed} of {} reads missed the write just answered", CLIENTS * PUTS);
+        let watches = CLIENTS * PUTS / WATCH_EVERY;
+        assert_eq!(watched_before, 0, "{flavor:?}: {watched_before} of {watches} watches started before the write");
     }
 }
 
