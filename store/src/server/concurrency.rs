@@ -346,6 +346,8 @@ impl ElectionService {
     /// Values proclaimed between two looks may reach the observer as the last one only.
     async fn run_observe(&self, request: Request<LeaderRequest>) -> Result<Response<ObserveStream>, Status> {
         let local = Local::of(&self.node, &request).await?;
+        // The first leader sent is as new as every write answered here.
+        local.node.local_read_barrier().await?;
         let name = request.into_inner().name;
         let (out, responses) = mpsc::channel(16);
         tokio::spawn(async move {

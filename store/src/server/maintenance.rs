@@ -103,6 +103,7 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         self.node.check_admin(&request).await?;
+        self.node.local_read_barrier().await?;
         let state = self.node.state.clone();
         let hash = blocking(move || state.hash_all()).await?;
         Ok(Response::new(HashResponse { header: self.node.header(self.node.state.current_revision()), hash }))
@@ -110,6 +111,7 @@ impl Maintenance for MaintenanceService {
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         self.node.check_admin(&request).await?;
+        self.node.local_read_barrier().await?;
         let revision = request.into_inner().revision;
         Ok(Response::new(super::corrupt::hash_kv_response(&self.node, revision).await?))
     }
@@ -118,6 +120,8 @@ impl Maintenance for MaintenanceService {
     /// with its SHA-256, as etcd does; read from a point-in-time engine view.
     async fn snapshot(&self, request: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         self.node.check_admin(&request).await?;
+        // A backup taken here holds every write answered here.
+        self.node.local_read_barrier().await?;
         let (out, responses) = mpsc::channel(SNAPSHOT_CHUNKS_QUEUED);
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || {

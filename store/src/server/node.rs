@@ -17,6 +17,7 @@ use cairn_proto::etcdserverpb::{
 use openraft::async_runtime::WatchReceiver;
 use openraft::Instant as _;
 use prost::Message;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::forward::Forwarder;
@@ -55,10 +56,55 @@ pub struct Node {
     lease_id_suffix: AtomicU64,
     /// When this member last accepted a leader's heartbeat or entries.
     pub leader_contact: Contact,
-    /// How far the leader had applied when it answered the last KV write this
-    /// member answered before applying it; local reads wait until this member
-    /// has applied as far (`local_read_barrier`).
-    answered_ahead: AtomicU64,
+    /// KV writes this member answered before applying them.
+    answered_ahead: AnsweredAhead,
+}
+
+/// How far the leader had applied when it answered the last KV write this
+/// member answered before applying it: what this member serves from its own
+/// state waits until it has applied as far (`Node::local_read_barrier`).
+#[derive(Default)]
+struct AnsweredAhead(AtomicU64);
+
+impl AnsweredAhead {
+    /// Called before the write's answer leaves this member.
+    fn raise(&self, leader_applied: u64) {
+        self.0.fetch_max(leader_applied, Ordering::AcqRel);
+    }
+
+    /// Returns once `applied` covers every write answered here, or after
+    /// `patience` without it: then those writes are forgotten, so that the
+    /// next reads do not wait for a commit that a partition holds back.
+    async fn wait(&self, mut applied: watch::Receiver<u64>, patience: Duration) -> Result<(), EtcdError> {
+        let ahead = self.0.load(Ordering::Acquire);
+        match applied_by(&mut applied, ahead, Instant::now() + patience).await {
+            Err(EtcdError::Timeout) => {
+                // Unless a newer write raised it meanwhile, which means the leader answers again.
+                let _ = self.0.compare_exchange(ahead, 0, Ordering::AcqRel, Ordering::Acquire);
+                let applied = *applied.borrow();
+                tracing::warn!(
+                    ahead,
+                    applied,
+                    "no commit from the leader for writes answered here; serving local reads without them"
+                );
+                Ok(())
+            }
+            waited => waited,
+        }
+    }
+}
+
+/// Waits until `applied` reaches `index`: a timeout once `deadline` passes,
+/// "stopped" if the member stops first.
+async fn applied_by(applied: &mut watch::Receiver<u64>, index: u64, deadline: Instant) -> Result<(), EtcdError> {
+    let caught_up = tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
+        .await
+        .map(|waited| waited.is_ok());
+    match caught_up {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(EtcdError::Stopped),
+        Err(_) => Err(EtcdError::Timeout),
+    }
 }
 
 /// A moment kept in an atomic, so that each message from the leader can stamp
@@ -144,7 +190,7 @@ impl Node {
             range_slots: Arc::new(tokio::sync::Semaphore::new(range_slots())),
             lease_id_suffix: AtomicU64::new(now_ms << 8),
             leader_contact: Contact::new(),
-            answered_ahead: AtomicU64::new(0),
+            answered_ahead: AnsweredAhead::default(),
         }
     }
 
@@ -282,7 +328,7 @@ impl Node {
                     // round after the leader's answer. Other writes change what this
                     // member checks by itself (users, leases, alarms): they wait here.
                     if answered_before_applied(request) {
-                        self.answered_ahead.fetch_max(forwarded.applied_index, Ordering::AcqRel);
+                        self.answered_ahead.raise(forwarded.applied_index);
                     } else {
                         let applied = self.wait_applied_until(forwarded.applied_index, deadline).await;
                         applied.map_err(ProposeError::Failed)?;
@@ -317,14 +363,15 @@ impl Node {
     }
 
     /// Returns once this member has applied every KV write it answered, so
-    /// that a local (serializable) read or a new watch here sees them, as in
-    /// etcd, whose follower answers a write once it has applied it.
+    /// that what it serves from its own state (a serializable read, a new
+    /// watch, a snapshot) sees them, as in etcd, whose follower answers a
+    /// write once it has applied it. The commit comes a round after the
+    /// leader's answer; a member that has not had it within an election
+    /// timeout was cut off from the leader since, and serves what it has, as
+    /// etcd's cut-off follower serves serializable reads: one read waits, not
+    /// every read until the partition heals.
     pub async fn local_read_barrier(&self) -> Result<(), EtcdError> {
-        let ahead = self.answered_ahead.load(Ordering::Acquire);
-        if self.state.applied_index() >= ahead {
-            return Ok(());
-        }
-        self.wait_applied(ahead).await
+        self.answered_ahead.wait(self.state.subscribe_applied(), self.config.election()).await
     }
 
     /// Waits until this member has applied `index`.
@@ -334,15 +381,7 @@ impl Node {
 
     /// Waits until this member has applied `index`, or `deadline` passes.
     async fn wait_applied_until(&self, index: u64, deadline: Instant) -> Result<(), EtcdError> {
-        let mut applied = self.state.subscribe_applied();
-        let caught_up = tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= index))
-            .await
-            .map(|waited| waited.is_ok());
-        match caught_up {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(EtcdError::Stopped),
-            Err(_) => Err(EtcdError::Timeout),
-        }
+        applied_by(&mut self.state.subscribe_applied(), index, deadline).await
     }
 
     /// Renews a lease on the leader; an unknown lease gets TTL 0, as in etcd.
@@ -475,4 +514,59 @@ fn not_leader_to_retry(response: WriteResponse) -> Result<WriteResponse, Propose
 fn retry_any(status: tonic::Status) -> ProposeError {
     tracing::debug!(%status, "forwarded request failed");
     ProposeError::NotLeader(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::AnsweredAhead;
+    use crate::error::EtcdError;
+
+    const PATIENCE: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn local_reads_wait_for_the_writes_answered_here() {
+        let ahead = AnsweredAhead::default();
+        let (applied, watching) = watch::channel(5);
+        // Nothing answered ahead: no wait.
+        assert_eq!(ahead.wait(watching.clone(), PATIENCE).await, Ok(()));
+        ahead.raise(10);
+        ahead.raise(8);
+        let waiting = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let waited = ahead.wait(watching, PATIENCE).await;
+            (waited, started.elapsed(), ahead)
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        applied.send_replace(9);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiting.is_finished(), "answered through 10, applied 9");
+        applied.send_replace(10);
+        let (waited, took, ahead) = waiting.await.expect("task");
+        assert_eq!(waited, Ok(()));
+        assert!(took < PATIENCE);
+        // Still owed to the next reads: nothing was forgotten.
+        assert_eq!(ahead.0.load(std::sync::atomic::Ordering::Acquire), 10);
+    }
+
+    #[tokio::test]
+    async fn a_member_cut_off_before_the_commit_waits_once() {
+        let ahead = AnsweredAhead::default();
+        let (applied, watching) = watch::channel(5);
+        ahead.raise(10);
+        let started = tokio::time::Instant::now();
+        assert_eq!(ahead.wait(watching.clone(), PATIENCE).await, Ok(()));
+        assert!(started.elapsed() >= PATIENCE);
+        // The next read is served at once, from what the member has.
+        let started = tokio::time::Instant::now();
+        assert_eq!(ahead.wait(watching.clone(), PATIENCE).await, Ok(()));
+        assert!(started.elapsed() < PATIENCE);
+        // A member that stops ends the wait with an error.
+        ahead.raise(20);
+        drop(applied);
+        assert_eq!(ahead.wait(watching, PATIENCE).await, Err(EtcdError::Stopped));
+    }
 }

@@ -157,10 +157,10 @@ async fn serve_stream(node: Arc<Node>, credentials: Credentials, mut incoming: S
                     next_id += 1;
                     next_id - 1
                 };
-                if create.start_revision <= 0 {
-                    // A watch from now starts after every write answered here. A
-                    // member cut off from its leader still creates it, as etcd's does.
-                    let _ = node.local_read_barrier().await;
+                // A watch from now starts after every write answered here, and its
+                // header is as new. A barrier that fails means the member stops.
+                if node.local_read_barrier().await.is_err() {
+                    break;
                 }
                 let current = node.state.events().current_revision();
                 if !watch_permitted(&node, &credentials, &create).await {
@@ -224,6 +224,10 @@ async fn serve_stream(node: Arc<Node>, credentials: Credentials, mut incoming: S
                 }
             }
             RequestUnion::ProgressRequest(_) => {
+                // The revision reported covers every write answered here.
+                if node.local_read_barrier().await.is_err() {
+                    break;
+                }
                 // A second request while one waits changes nothing, as in etcd.
                 if progress_asked_at.is_none() {
                     progress_asked_at = Some(node.state.events().current_revision());
