@@ -42,9 +42,9 @@ pub mod meta {
     /// The `--initial-cluster-token` and `--name` it was created with, to refuse another cluster's.
     pub const CLUSTER_TOKEN: &[u8] = b"cluster_token";
     pub const MEMBER_NAME: &[u8] = b"member_name";
-    /// Raft: the vote, the committed log id and the last purged log id (bincode).
+    /// Raft: the vote and the last purged log id (bincode). Data dirs
+    /// written before 2026-12-06 also hold `raft_committed`, no longer read.
     pub const RAFT_VOTE: &[u8] = b"raft_vote";
-    pub const RAFT_COMMITTED: &[u8] = b"raft_committed";
     pub const RAFT_LAST_PURGED: &[u8] = b"raft_last_purged";
     /// State machine, written in the same batch as the data it covers:
     /// the last applied log id and the last membership (bincode), and the

@@ -252,23 +252,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_meta(meta::RAFT_VOTE, vote, Durability::Sync).await
     }
 
-    /// A hint, not synced: the applied index is durable with the state, and a
-    /// lost commit is learned again from the leader.
+    /// Counted, not stored: the state machine stores its applied log id in
+    /// the batch of the data it covers, and openraft restarts from that. A
+    /// committed id saved beside it could only be ahead by entries this
+    /// member had not applied yet, which it applies once it hears the commit
+    /// again (a member alone: at its first election). Storing it cost every
+    /// member an engine write per commit (docs/benchmarks.md).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         METRICS.proposals_committed.store(committed.map_or(0, |log_id| log_id.index), Ordering::Relaxed);
-        self.write_meta(meta::RAFT_COMMITTED, &committed, Durability::Buffered).await
-    }
-
-    /// The saved commit, if the log still holds that very entry. The log and
-    /// the hint are written to different files, and a power loss may keep one
-    /// without the other; an entry found at the index with the committed log id
-    /// means, by log matching, that everything before it is the leader's too.
-    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        let Some(committed) = read_meta::<Option<LogId>>(&self.engine, meta::RAFT_COMMITTED)?.flatten() else {
-            return Ok(None);
-        };
-        let held = self.entry_at(committed.index)?.is_some_and(|entry| entry.log_id == committed);
-        Ok(held.then_some(committed))
+        Ok(())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -431,20 +423,5 @@ mod tests {
         }
         let (_engine, mut store) = open(dir.path());
         assert!(all_entries(&mut store).await.is_empty(), "the engine, which holds no entry, is the log");
-    }
-
-    #[tokio::test]
-    async fn a_saved_commit_is_believed_only_if_the_log_holds_that_entry() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (_engine, mut store) = open(dir.path());
-        let written: Vec<Entry> = (0..4).map(|index| put(index, 10)).collect();
-        store.append(written.clone(), IOFlushed::noop()).await.expect("append");
-        store.save_committed(Some(written[2].log_id)).await.expect("save");
-        assert_eq!(store.read_committed().await.expect("read"), Some(written[2].log_id));
-        let other_term = LogId::new(CommittedLeaderId::new(2, 1), 2);
-        store.save_committed(Some(other_term)).await.expect("save");
-        assert_eq!(store.read_committed().await.expect("read"), None, "the log holds another entry there");
-        store.save_committed(Some(LogId::new(CommittedLeaderId::new(1, 1), 9))).await.expect("save");
-        assert_eq!(store.read_committed().await.expect("read"), None, "beyond the log's end");
     }
 }
