@@ -4,6 +4,7 @@
 //! start, and serve, before the fault).
 //!
 //! - `snapshot-load-midway`: abort half way through loading a Raft snapshot.
+//! - `apply-abort`: abort with committed entries not yet applied.
 //! - `unsafe-local-reads`: a deliberately broken member for the chaos harness
 //!   to catch: linearizable reads skip ReadIndex and answer from local state.
 //! - `wal-sync-error`: the Raft log's fdatasync fails, as on a failing disk.

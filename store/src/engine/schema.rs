@@ -42,8 +42,8 @@ pub mod meta {
     /// The `--initial-cluster-token` and `--name` it was created with, to refuse another cluster's.
     pub const CLUSTER_TOKEN: &[u8] = b"cluster_token";
     pub const MEMBER_NAME: &[u8] = b"member_name";
-    /// Raft: the vote and the last purged log id (bincode). Data dirs
-    /// written before 2026-12-06 also hold `raft_committed`, no longer read.
+    /// Raft: the vote and the last purged log id (bincode). Data dirs of
+    /// earlier builds also hold `raft_committed`, which nothing reads now.
     pub const RAFT_VOTE: &[u8] = b"raft_vote";
     pub const RAFT_LAST_PURGED: &[u8] = b"raft_last_purged";
     /// State machine, written in the same batch as the data it covers:

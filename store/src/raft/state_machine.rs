@@ -177,6 +177,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .into_iter()
             .unzip();
         let (entries, started) = (batch.len(), Instant::now());
+        crate::failpoint::hit("apply-abort");
         let responses = self.state.apply_entries(batch).map_err(io::Error::other)?;
         let took = started.elapsed();
         if took > self.slow_apply {

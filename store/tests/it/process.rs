@@ -300,9 +300,25 @@ async fn expect_stop_then_restart(cluster: &mut Cluster, fault: &str) {
     let log = cluster.members[0].log_text();
     assert!(status.is_some_and(|status| status.code() == Some(1)), "the member exits 1 on {fault}: {status:?}\n{log}");
     assert!(log.contains("stopped on a fault") && log.contains(fault), "the fault is named: {log}");
+    restart_without_failpoint(cluster).await;
+}
+
+async fn restart_without_failpoint(cluster: &mut Cluster) {
     cluster.members[0].spec.env.clear();
     cluster.restart(0).expect("restart");
     cluster.wait_ready(Duration::from_secs(30)).await.expect("ready");
+}
+
+/// Puts `{prefix}000`, `{prefix}001`, ... (each value its number) until one
+/// is refused, at most 200; returns how many were acknowledged.
+async fn puts_until_refused(endpoint: &str, prefix: &str) -> usize {
+    let mut kv = client(endpoint).await.kv_client();
+    for i in 0..200 {
+        if kv.put(format!("{prefix}{i:03}"), i.to_string(), None).await.is_err() {
+            return i;
+        }
+    }
+    200
 }
 
 #[tokio::test]
@@ -310,14 +326,7 @@ async fn t187_a_failed_raft_log_fsync_stops_the_member_and_loses_no_acknowledged
     // The 60th fdatasync fails: a few go to the start, the rest to the puts.
     let mut cluster = member_with_failpoint("wal-sync-error=60").await;
     let endpoint = cluster.members[0].endpoint().to_string();
-    let mut kv = client(&endpoint).await.kv_client();
-    let mut acknowledged = 0;
-    while acknowledged < 200 {
-        if kv.put(format!("fsync/{acknowledged:03}"), format!("{acknowledged}"), None).await.is_err() {
-            break;
-        }
-        acknowledged += 1;
-    }
+    let acknowledged = puts_until_refused(&endpoint, "fsync/").await;
     assert!((1..200).contains(&acknowledged), "puts succeed until the fsync fails: {acknowledged}");
     // As etcd's fatal error: the member exits rather than stay up without its Raft core.
     expect_stop_then_restart(&mut cluster, "wal-sync-error").await;
@@ -329,6 +338,31 @@ async fn t187_a_failed_raft_log_fsync_stops_the_member_and_loses_no_acknowledged
         assert_eq!(value, &i.to_string(), "the acknowledged put of fsync/{i:03}");
     }
     kv.put("after", "restart", None).await.expect("the member takes writes again");
+}
+
+/// The committed log id is not stored (the state machine's applied id is):
+/// entries a crash left committed but unapplied are applied once the member
+/// commits again, here at its first election, alone.
+#[tokio::test]
+async fn t194_entries_committed_but_not_applied_at_a_crash_are_applied_after_the_restart() {
+    // The 40th apply aborts: a few go to the start, the rest to the puts.
+    let mut cluster = member_with_failpoint("apply-abort=40").await;
+    let endpoint = cluster.members[0].endpoint().to_string();
+    let acknowledged = puts_until_refused(&endpoint, "apply/").await;
+    assert!((1..200).contains(&acknowledged), "puts succeed until an apply aborts: {acknowledged}");
+    let status = cluster.members[0].wait_exit(Duration::from_secs(15));
+    assert!(status.is_some_and(|status| !status.success()), "the member aborted: {status:?}");
+    restart_without_failpoint(&mut cluster).await;
+    let mut kv = client(&endpoint).await.kv_client();
+    // The put in flight at the abort was fsynced, so committed, before the apply it never finished.
+    let resp = kv.get("apply/", Some(GetOptions::new().with_prefix())).await.expect("get");
+    let keys: Vec<_> = resp.kvs().iter().map(|kv| kv.key_str().expect("utf-8").to_string()).collect();
+    let expected: Vec<_> = (0..=acknowledged).map(|i| format!("apply/{i:03}")).collect();
+    assert_eq!(keys, expected, "every put up to the one the abort cut short, after the restart");
+    assert!(resp.kvs().iter().all(|kv| kv.version() == 1), "each put applied once: {:?}", resp.kvs());
+    let next = kv.put("after", "restart", None).await.expect("the member takes writes again");
+    let revision = next.header().expect("header").revision();
+    assert_eq!(revision, resp.header().expect("header").revision() + 1, "revisions go on from the applied ones");
 }
 
 #[tokio::test]
