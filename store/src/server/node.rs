@@ -72,6 +72,11 @@ impl AnsweredAhead {
         self.0.fetch_max(leader_applied, Ordering::AcqRel);
     }
 
+    /// Whether a member applied through `applied` owes no write answered here.
+    fn covered_by(&self, applied: u64) -> bool {
+        self.0.load(Ordering::Acquire) <= applied
+    }
+
     /// Returns once `applied` covers every write answered here, or after
     /// `patience` without it: then those writes are forgotten, so that the
     /// next reads do not wait for a commit that a partition holds back.
@@ -372,7 +377,7 @@ impl Node {
     /// every read until the partition heals.
     pub async fn local_read_barrier(&self) -> Result<(), EtcdError> {
         // Nearly always nothing is owed: no subscription on the read path then.
-        if self.answered_ahead.0.load(Ordering::Acquire) <= self.state.applied_index() {
+        if self.answered_ahead.covered_by(self.state.applied_index()) {
             return Ok(());
         }
         self.answered_ahead.wait(self.state.subscribe_applied(), self.config.election()).await
