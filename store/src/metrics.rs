@@ -113,6 +113,8 @@ pub struct Metrics {
     pub read_index_streams_opened: AtomicU64,
     /// AppendEntries streams opened to peers: replication and heartbeats.
     pub append_streams_opened: AtomicU64,
+    /// Of those, replication streams on links of their own (`raft::append_link`).
+    pub link_streams_opened: AtomicU64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
     pub raft_purged_index: AtomicU64,
@@ -164,6 +166,7 @@ impl Default for Metrics {
             forward_streams_opened: AtomicU64::new(0),
             read_index_streams_opened: AtomicU64::new(0),
             append_streams_opened: AtomicU64::new(0),
+            link_streams_opened: AtomicU64::new(0),
             snapshots_built: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             raft_purged_index: AtomicU64::new(0),
@@ -431,6 +434,11 @@ impl Metrics {
             ("forward", "to a leader to forward writes on", &self.forward_streams_opened),
             ("read_index", "to a leader to ask for read indexes on", &self.read_index_streams_opened),
             ("append", "to its peers for AppendEntries (replication and heartbeats)", &self.append_streams_opened),
+            (
+                "link",
+                "to its peers for replication on links of their own, of the append streams",
+                &self.link_streams_opened,
+            ),
         ];
         for (kind, purpose, opened) in streams_opened {
             let (name, help) =

@@ -1,5 +1,6 @@
 //! Raft: openraft wired to the engine (log and state machine) and to gRPC peers.
 
+pub mod append_link;
 mod in_turn;
 pub mod log_store;
 pub mod network;

@@ -1,4 +1,5 @@
-//! The Raft transport: openraft's RPCs over gRPC to the peer URLs.
+//! The Raft transport: openraft's RPCs over gRPC to the peer URLs, and
+//! replication on links of its own to the same URLs ([`append_link`]).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -32,6 +33,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
+use super::append_link;
 use super::in_turn::{answers_in_turn, requests_in_turn, Heard, Turns};
 use super::types::{decode, encode, Member, NodeId, Snapshot, TypeConfig, Vote};
 use crate::metrics::METRICS;
@@ -62,9 +64,9 @@ pub const DIAL_OVERRIDE_ENV: &str = "CAIRN_PEER_DIAL_OVERRIDE";
 /// time per peer. Forwarded writes and read-index requests: as many as a
 /// follower keeps in flight.
 const IDLE_STREAMS_PER_PEER: usize = 4;
-/// How long a peer that lacks a kind of stream gets unary calls before the
-/// stream is tried again.
-const UNARY_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long a peer that lacks a kind of stream (or the replication link) gets
+/// unary calls (or gRPC) before it is tried again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(30);
 
 /// gRPC channels to peers, shared by Raft and by request forwarding, and the
 /// idle AppendEntries (heartbeat) and forwarding streams on them.
@@ -76,6 +78,8 @@ pub struct PeerClients {
     idle_streams: IdleStreams<ExchangeStream<RaftPayload, RaftPayload>>,
     idle_forwards: IdleStreams<ExchangeStream<ProposeRequest, ProposeResponse>>,
     idle_read_indexes: IdleStreams<ExchangeStream<ReadIndexRequest, ReadIndexResponse>>,
+    /// Peers of an older build, which replicate on gRPC streams instead.
+    lacking_links: Lacking,
     dial_overrides: HashMap<String, String>,
     /// TLS for `https://` peer URLs.
     dialer: Option<Arc<PeerDialer>>,
@@ -86,6 +90,8 @@ pub struct PeerClients {
 pub struct PeerLink {
     url: String,
     client: RaftPeerClient<Channel>,
+    /// Where the peer's replication link is dialed.
+    dial: Arc<append_link::Dial>,
 }
 
 impl PeerLink {
@@ -128,31 +134,28 @@ impl<Req, Resp> ExchangeStream<Req, Resp> {
 
 /// Idle streams of one kind by peer URL, and the peers found to lack that
 /// kind of stream.
-struct IdleStreams<S>(Mutex<StreamPool<S>>);
-
-struct StreamPool<S> {
-    idle: HashMap<String, Vec<S>>,
-    /// Peers that answered the stream with Unimplemented (an older build),
-    /// and until when they get unary calls without a new try.
-    unary_until: HashMap<String, Instant>,
+struct IdleStreams<S> {
+    idle: Mutex<HashMap<String, Vec<S>>>,
+    /// Peers that answered the stream with Unimplemented (an older build).
+    lacking: Lacking,
 }
 
 impl<S> Default for IdleStreams<S> {
     fn default() -> Self {
-        IdleStreams(Mutex::new(StreamPool { idle: HashMap::new(), unary_until: HashMap::new() }))
+        IdleStreams { idle: Mutex::new(HashMap::new()), lacking: Lacking::default() }
     }
 }
 
 impl<S> IdleStreams<S> {
     fn take(&self, url: &str) -> Option<S> {
-        self.0.lock().idle.get_mut(url).and_then(Vec::pop)
+        self.idle.lock().get_mut(url).and_then(Vec::pop)
     }
 
     fn put(&self, url: &str, stream: S) {
-        let mut pool = self.0.lock();
-        let streams = match pool.idle.get_mut(url) {
+        let mut idle = self.idle.lock();
+        let streams = match idle.get_mut(url) {
             Some(streams) => streams,
-            None => pool.idle.entry(url.to_string()).or_default(),
+            None => idle.entry(url.to_string()).or_default(),
         };
         if streams.len() < IDLE_STREAMS_PER_PEER {
             streams.push(stream);
@@ -161,19 +164,28 @@ impl<S> IdleStreams<S> {
 
     /// Drops what is kept for peers no longer at any of `urls`.
     fn retain_urls(&self, urls: &HashSet<String>) {
-        let mut pool = self.0.lock();
-        pool.idle.retain(|url, _| urls.contains(url));
-        pool.unary_until.retain(|url, _| urls.contains(url));
+        self.idle.lock().retain(|url, _| urls.contains(url));
+        self.lacking.retain_urls(urls);
+    }
+}
+
+/// Peers found to lack something this build offers (a kind of stream, the
+/// replication link), and until when they are not asked again: a peer may
+/// be upgraded in place.
+#[derive(Default)]
+struct Lacking(Mutex<HashMap<String, Instant>>);
+
+impl Lacking {
+    fn lacks(&self, url: &str, now: Instant) -> bool {
+        self.0.lock().get(url).is_some_and(|until| now < *until)
     }
 
-    fn lacks_stream(&self, url: &str, now: Instant) -> bool {
-        self.0.lock().unary_until.get(url).is_some_and(|until| now < *until)
+    fn mark(&self, url: &str, until: Instant) {
+        self.0.lock().insert(url.to_string(), until);
     }
 
-    /// The peer lacks the stream: unary calls until `until`, then a new try
-    /// (the peer may have been upgraded in place).
-    fn mark_unary(&self, url: &str, until: Instant) {
-        self.0.lock().unary_until.insert(url.to_string(), until);
+    fn retain_urls(&self, urls: &HashSet<String>) {
+        self.0.lock().retain(|url, _| urls.contains(url));
     }
 }
 
@@ -218,6 +230,7 @@ impl PeerClients {
         self.idle_streams.retain_urls(&urls);
         self.idle_forwards.retain_urls(&urls);
         self.idle_read_indexes.retain_urls(&urls);
+        self.lacking_links.retain_urls(&urls);
     }
 
     /// Where a peer URL is dialed.
@@ -237,38 +250,53 @@ impl PeerClients {
     pub fn link(&self, target: NodeId, member: &Member) -> Result<PeerLink, PeerError> {
         let advertised = member.peer_urls.first().ok_or(PeerError::NoPeerUrl(target))?;
         let url = self.dial_url(advertised).to_string();
+        let bad_url = |url: &str, reason: String| PeerError::BadUrl { url: url.to_string(), reason };
+        // The advertised URL says whether the link is TLS and whom to verify;
+        // a dial override only changes where to connect.
+        let secure = advertised.starts_with("https://");
+        let tls = match secure {
+            true => {
+                let dialer = self.dialer.clone().ok_or_else(|| PeerError::NoPeerTls(advertised.clone()))?;
+                let name = http::Uri::try_from(advertised.as_str())
+                    .ok()
+                    .and_then(|uri| uri.host().map(str::to_string))
+                    .ok_or_else(|| bad_url(advertised, "no host".into()))?;
+                Some((dialer, name))
+            }
+            false => None,
+        };
+        let address = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let dialed = http::Uri::try_from(format!("http://{address}")).map_err(|err| bad_url(&url, err.to_string()))?;
+        let dial = Arc::new(append_link::Dial {
+            host: dialed.host().ok_or_else(|| bad_url(&url, "no host".into()))?.to_string(),
+            port: dialed.port_u16().unwrap_or(if secure { 443 } else { 80 }),
+            tls: tls.clone(),
+            // A TLS handshake happens inside the connect.
+            timeout: Duration::from_millis(if secure { 2000 } else { 500 }),
+        });
         let mut channels = self.channels.lock();
         let channel = match channels.get(&url) {
             Some(channel) => channel.clone(),
             None => {
-                // The advertised URL says whether the link is TLS and whom to
-                // verify; a dial override only changes where to connect.
                 // tonic adds its own TLS to https:// URIs, so it is given the
                 // address as http:// and the dialer's TLS is used instead.
-                let secure = advertised.starts_with("https://");
-                let address = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
                 let endpoint = Endpoint::from_shared(if secure { format!("http://{address}") } else { url.clone() })
-                    .map_err(|err| PeerError::BadUrl { url: url.clone(), reason: err.to_string() })?
-                    // A TLS handshake happens inside the connect.
-                    .connect_timeout(Duration::from_millis(if secure { 2000 } else { 500 }))
+                    .map_err(|err| bad_url(&url, err.to_string()))?
+                    .connect_timeout(dial.timeout)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5));
-                let channel = if secure {
-                    let dialer = self.dialer.clone().ok_or_else(|| PeerError::NoPeerTls(advertised.clone()))?;
-                    let name = http::Uri::try_from(advertised.as_str())
-                        .ok()
-                        .and_then(|uri| uri.host().map(str::to_string))
-                        .ok_or_else(|| PeerError::BadUrl { url: advertised.clone(), reason: "no host".into() })?;
-                    endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
-                        let (dialer, name) = (dialer.clone(), name.clone());
-                        async move {
-                            let host = uri.host().unwrap_or_default().to_string();
-                            let stream = dialer.dial(&name, &host, uri.port_u16().unwrap_or(443)).await?;
-                            Ok::<_, crate::tls::TlsError>(hyper_util::rt::TokioIo::new(stream))
-                        }
-                    }))
-                } else {
-                    endpoint.connect_lazy()
+                let channel = match tls {
+                    Some((dialer, name)) => {
+                        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+                            let (dialer, name) = (dialer.clone(), name.clone());
+                            async move {
+                                let host = uri.host().unwrap_or_default().to_string();
+                                let stream = dialer.dial(&name, &host, uri.port_u16().unwrap_or(443)).await?;
+                                Ok::<_, crate::tls::TlsError>(hyper_util::rt::TokioIo::new(stream))
+                            }
+                        }))
+                    }
+                    None => endpoint.connect_lazy(),
                 };
                 channels.insert(url.clone(), channel.clone());
                 channel
@@ -277,7 +305,33 @@ impl PeerClients {
         let client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
-        Ok(PeerLink { url, client })
+        Ok(PeerLink { url, client, dial })
+    }
+
+    /// Opens a replication stream to the peer, sending `requests` and
+    /// returning the answers: on a replication link ([`append_link`]), or on a
+    /// gRPC stream to a peer of an older build, which lacks the link.
+    async fn open_replication(
+        &self,
+        link: &PeerLink,
+        cluster_id: u64,
+        requests: impl Stream<Item = RaftPayload> + Send + 'static,
+    ) -> Result<BoxStream<'static, Result<RaftPayload, Status>>, Status> {
+        if !self.lacking_links.lacks(&link.url, Instant::now()) {
+            match append_link::dial(&link.dial, cluster_id).await {
+                Ok(io) => {
+                    METRICS.link_streams_opened.fetch_add(1, Ordering::Relaxed);
+                    return Ok(append_link::exchange(io, cluster_id, requests).boxed());
+                }
+                Err(append_link::DialError::Lacking(reason)) => {
+                    tracing::info!(peer = %link.url, %reason, "replicating on gRPC streams");
+                    self.lacking_links.mark(&link.url, Instant::now() + ASK_AGAIN_AFTER);
+                }
+                Err(err) => return Err(Status::unavailable(err.to_string())),
+            }
+        }
+        let answers = link.client.clone().stream_append(requests).await?;
+        Ok(answers.into_inner().boxed())
     }
 
     /// Sends one AppendEntries on an idle stream to the peer, or on a new one.
@@ -350,7 +404,7 @@ impl PeerClients {
         let answer_unary = move |request: Req| async move {
             unary(link.client.clone(), request).await.map(tonic::Response::into_inner)
         };
-        if idle.lacks_stream(&link.url, Instant::now()) {
+        if idle.lacking.lacks(&link.url, Instant::now()) {
             return answer_unary(request).await;
         }
         let idle_stream = std::iter::from_fn(|| idle.take(&link.url)).find_map(|mut stream| {
@@ -366,7 +420,7 @@ impl PeerClients {
                 }
                 // Nothing was sent yet.
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    idle.mark_unary(&link.url, Instant::now() + UNARY_RETRY_AFTER);
+                    idle.lacking.mark(&link.url, Instant::now() + ASK_AGAIN_AFTER);
                     return answer_unary(request).await;
                 }
                 Err(status) => return Err(status),
@@ -532,8 +586,8 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         }
         Box::pin(async move {
             self.refresh_link();
-            let mut client = match &self.link {
-                Ok(link) => link.client.clone(),
+            let link = match &self.link {
+                Ok(link) => link,
                 Err(err) => return Err(RPCError::Unreachable(Unreachable::new(err))),
             };
             let cluster_id = self.cluster_id;
@@ -544,10 +598,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
                     let payload = encode(&request).ok().map(|data| RaftPayload { cluster_id, data: data.into() });
                     std::future::ready(payload)
                 });
-            let answers = match client.stream_append(requests).await {
-                Ok(answers) => answers.into_inner(),
-                Err(status) => return Err(rpc_error(status)),
-            };
+            let answers = self.peers.open_replication(link, cluster_id, requests).await.map_err(rpc_error)?;
             METRICS.append_streams_opened.fetch_add(1, Ordering::Relaxed);
             let target = self.target;
             let answers = answers_in_turn(answers, turns, STREAM_ANSWER_TIMEOUT).map(move |heard| match heard {
@@ -654,12 +705,12 @@ mod tests {
     fn a_peer_without_the_stream_gets_unary_calls_until_the_retry() {
         let pool = IdleStreams::<u32>::default();
         let now = Instant::now();
-        assert!(!pool.lacks_stream("http://a", now));
-        pool.mark_unary("http://a", now + UNARY_RETRY_AFTER);
-        assert!(pool.lacks_stream("http://a", now));
-        assert!(!pool.lacks_stream("http://b", now), "only the peer that lacked it");
-        assert!(!pool.lacks_stream("http://a", now + UNARY_RETRY_AFTER), "tried again after the retry time");
+        assert!(!pool.lacking.lacks("http://a", now));
+        pool.lacking.mark("http://a", now + ASK_AGAIN_AFTER);
+        assert!(pool.lacking.lacks("http://a", now));
+        assert!(!pool.lacking.lacks("http://b", now), "only the peer that lacked it");
+        assert!(!pool.lacking.lacks("http://a", now + ASK_AGAIN_AFTER), "tried again after the retry time");
         pool.retain_urls(&urls(&[]));
-        assert!(!pool.lacks_stream("http://a", now), "forgotten with the peer URL");
+        assert!(!pool.lacking.lacks("http://a", now), "forgotten with the peer URL");
     }
 }

@@ -1,14 +1,22 @@
-//! The member's sockets: binding the listen URLs, and the TLS each side uses,
-//! with `--auto-tls` certificates made in the data dir.
+//! The member's sockets: binding the listen URLs, the TLS each side uses,
+//! with `--auto-tls` certificates made in the data dir, and the sorting of
+//! a peer URL's connections into gRPC and replication links.
 
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected;
 
 use super::StartError;
 use crate::config::{Config, Listen};
+use crate::raft::append_link;
 use crate::tls::{self, PeerDialer, ServerTls, TlsInfo, TlsOptions};
 
 /// A bound listen URL.
@@ -31,7 +39,6 @@ pub async fn bind_all(listens: &[Listen]) -> Result<Vec<Bound>, StartError> {
 /// applies to listeners tonic binds itself, and small responses must not wait
 /// for a delayed ACK.
 pub fn plain(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
     TcpListenerStream::new(listener).map(|accepted| {
         accepted.inspect(|stream| {
             let _ = stream.set_nodelay(true);
@@ -106,4 +113,153 @@ fn resolve(
     }
     let (cert, key) = tls::self_cert(fixtures, &hosts(), options.self_signed_validity_years).map_err(tls_error)?;
     Ok(Some(TlsInfo { cert_file: Some(cert), key_file: Some(key), auto_tls: true, ..TlsInfo::default() }))
+}
+
+/// Connections waiting for the peer server, as for the TLS handshake's.
+const SORTED_BACKLOG: usize = 128;
+/// How long an accepted peer connection has to say what it is.
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The peer URL's connections, sorted by how they start: replication links
+/// ([`append_link`]) go to `serve_link`; the others are returned for the gRPC
+/// server, their first byte put back. Ends when the stream is dropped.
+pub fn sort_peer_connections<IO, Serve, Served>(
+    incoming: impl Stream<Item = std::io::Result<IO>> + Send + 'static,
+    serve_link: Serve,
+) -> impl Stream<Item = std::io::Result<Replayed<IO>>>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    Serve: Fn(IO) -> Served + Send + Sync + 'static,
+    Served: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (sorted, grpc) = tokio::sync::mpsc::channel(SORTED_BACKLOG);
+    let serve_link = Arc::new(serve_link);
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        loop {
+            let accepted = tokio::select! {
+                _ = sorted.closed() => return,
+                accepted = incoming.next() => match accepted {
+                    Some(accepted) => accepted,
+                    None => return,
+                },
+            };
+            let mut io = match accepted {
+                Ok(io) => io,
+                Err(err) => {
+                    let _ = sorted.send(Err(err)).await;
+                    continue;
+                }
+            };
+            let (sorted, serve_link) = (sorted.clone(), serve_link.clone());
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if !matches!(tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.read(&mut first)).await, Ok(Ok(1))) {
+                    return;
+                }
+                if first[0] != append_link::MAGIC[0] {
+                    let _ = sorted.send(Ok(Replayed { first: Some(first[0]), io })).await;
+                    return;
+                }
+                let mut rest = [0u8; append_link::MAGIC.len() - 1];
+                let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.read_exact(&mut rest)).await;
+                if matches!(read, Ok(Ok(_))) && rest[..] == append_link::MAGIC[1..] {
+                    serve_link(io).await;
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(grpc)
+}
+
+/// A connection whose first byte was read to sort it, and is read again first.
+pub struct Replayed<IO> {
+    first: Option<u8>,
+    io: IO,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Replayed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if buf.remaining() > 0 {
+            if let Some(first) = self.first.take() {
+                buf.put_slice(&[first]);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Replayed<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<IO: Connected> Connected for Replayed<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn links_are_served_apart_and_other_connections_get_their_first_byte_back() {
+        let (linked, mut served_links) = tokio::sync::mpsc::unbounded_channel();
+        let (grpc_dialer, grpc_accepted) = tokio::io::duplex(64);
+        let (link_dialer, link_accepted) = tokio::io::duplex(64);
+        let incoming = futures::stream::iter([Ok(grpc_accepted), Ok(link_accepted)]).chain(futures::stream::pending());
+        let mut grpc = Box::pin(sort_peer_connections(incoming, move |mut io: tokio::io::DuplexStream| {
+            let linked = linked.clone();
+            async move {
+                let mut after_magic = [0u8; 3];
+                io.read_exact(&mut after_magic).await.expect("read");
+                linked.send(after_magic).expect("send");
+            }
+        }));
+        for (mut dialer, first_bytes) in [(grpc_dialer, &b"PRI * HTTP/2.0"[..]), (link_dialer, &append_link::MAGIC[..])]
+        {
+            dialer.write_all(first_bytes).await.expect("write");
+            dialer.write_all(b"abc").await.expect("write");
+            std::mem::forget(dialer);
+        }
+        let bounded = Duration::from_secs(5);
+        let mut replayed = tokio::time::timeout(bounded, grpc.next()).await.expect("sorted").expect("one").expect("ok");
+        let mut read = [0u8; 17];
+        replayed.read_exact(&mut read).await.expect("read");
+        assert_eq!(&read, b"PRI * HTTP/2.0abc", "the gRPC connection reads from its first byte");
+        let served = tokio::time::timeout(bounded, served_links.recv()).await.expect("served").expect("one");
+        assert_eq!(&served, b"abc", "the link is served after its magic");
+    }
 }

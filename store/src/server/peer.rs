@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_proto::cairnpb::raft_peer_server::RaftPeer;
 use cairn_proto::cairnpb::{
@@ -19,12 +20,14 @@ use openraft::raft::{AppendEntriesResponse, StreamAppendError};
 use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch as signal;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::node::Node;
 use super::proposer::ProposeError;
 use crate::error::EtcdError;
+use crate::raft::append_link;
 use crate::raft::types::{decode, encode, TypeConfig};
 
 #[derive(Clone)]
@@ -141,37 +144,7 @@ impl RaftPeer for PeerService {
     /// goes back, in order, once its entries are durable here.
     /// A message that does not decode, or is from another cluster, ends the stream.
     async fn stream_append(&self, request: Request<Streaming<RaftPayload>>) -> Result<Response<AnswerStream>, Status> {
-        let cluster_id = self.node.cluster_id;
-        // openraft reads the requests on a task of its own, which would keep the
-        // stream (and a stopping server) open after the answers end: stop both.
-        let requests = request.into_inner().take_until(super::stopped_signal(self.stopped.clone()));
-        let requests = requests.scan((), move |_, message| {
-            let request = match message {
-                Ok(payload) if payload.cluster_id == cluster_id => decode(&payload.data)
-                    .map_err(|err| tracing::warn!(error = %err, "a replication request did not decode"))
-                    .ok(),
-                Ok(payload) => {
-                    tracing::warn!(theirs = payload.cluster_id, "a replication request from another cluster");
-                    None
-                }
-                Err(_) => None,
-            };
-            std::future::ready(request)
-        });
-        let node = self.node.clone();
-        let answers = self.node.raft.stream_append(requests).map(move |answer| match answer {
-            Ok(result) => {
-                if !matches!(result, Err(StreamAppendError::HigherVote(_))) {
-                    node.leader_contact.touch();
-                }
-                encode(&result)
-                    .map(|data| RaftPayload { cluster_id, data: data.into() })
-                    .map_err(|err| Status::from(EtcdError::Internal(err.to_string())))
-            }
-            Err(fatal) => Err(EtcdError::PeerUnavailable(fatal.to_string()).into()),
-        });
-        let stopped = super::stopped_signal(self.stopped.clone());
-        Ok(Response::new(Box::pin(answers.take_until(stopped))))
+        Ok(Response::new(replication_answers(self.node.clone(), self.stopped.clone(), request.into_inner())))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -274,6 +247,68 @@ impl RaftPeer for PeerService {
         });
         Ok(Response::new(answers))
     }
+}
+
+/// openraft's answers to the requests of a replication stream, on gRPC or on
+/// a link. A request that does not decode, or is from another cluster, ends
+/// the requests; this member's stop ends both.
+fn replication_answers(
+    node: Arc<Node>,
+    stopped: signal::Receiver<bool>,
+    requests: impl Stream<Item = Result<RaftPayload, Status>> + Send + 'static,
+) -> AnswerStream {
+    let cluster_id = node.cluster_id;
+    // openraft reads the requests on a task of its own, which would keep the
+    // stream (and a stopping server) open after the answers end: stop both.
+    let requests = requests.take_until(super::stopped_signal(stopped.clone()));
+    let requests = requests.scan((), move |_, message| {
+        let request = match message {
+            Ok(payload) if payload.cluster_id == cluster_id => decode(&payload.data)
+                .map_err(|err| tracing::warn!(error = %err, "a replication request did not decode"))
+                .ok(),
+            Ok(payload) => {
+                tracing::warn!(theirs = payload.cluster_id, "a replication request from another cluster");
+                None
+            }
+            Err(_) => None,
+        };
+        std::future::ready(request)
+    });
+    let answers = node.raft.stream_append(requests).map(move |answer| match answer {
+        Ok(result) => {
+            if !matches!(result, Err(StreamAppendError::HigherVote(_))) {
+                node.leader_contact.touch();
+            }
+            encode(&result)
+                .map(|data| RaftPayload { cluster_id, data: data.into() })
+                .map_err(|err| Status::from(EtcdError::Internal(err.to_string())))
+        }
+        Err(fatal) => Err(EtcdError::PeerUnavailable(fatal.to_string()).into()),
+    });
+    Box::pin(answers.take_until(super::stopped_signal(stopped)))
+}
+
+/// How long a link's dialer has to send its cluster id.
+const LINK_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves a replication link ([`append_link`]) whose magic has been read:
+/// the same answers as the gRPC `StreamAppend`, on a connection of its own.
+pub async fn serve_link(node: Arc<Node>, stopped: signal::Receiver<bool>, mut io: impl append_link::Io) {
+    let theirs = match tokio::time::timeout(LINK_HELLO_TIMEOUT, append_link::read_cluster_id(&mut io)).await {
+        Ok(Ok(theirs)) => theirs,
+        _ => return,
+    };
+    if theirs != node.cluster_id {
+        tracing::warn!(theirs, "a replication link from another cluster");
+        let _ = io.write_all(&[append_link::OTHER_CLUSTER]).await;
+        return;
+    }
+    if io.write_all(&[append_link::ACCEPTED]).await.is_err() || io.flush().await.is_err() {
+        return;
+    }
+    let (reader, writer) = tokio::io::split(io);
+    let answers = replication_answers(node.clone(), stopped, append_link::frames(reader, node.cluster_id));
+    let _ = append_link::write_frames(writer, answers).await;
 }
 
 fn status_of(err: ProposeError) -> Status {

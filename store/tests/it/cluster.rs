@@ -453,3 +453,26 @@ async fn t186_heartbeats_reuse_long_lived_streams() {
     assert!(streams * 5 <= heartbeats, "{heartbeats} heartbeats opened {streams} streams");
     assert!(heartbeats >= 20, "2 s of heartbeats to 2 followers: {heartbeats} round trips");
 }
+
+/// Replication travels on links of its own beside the gRPC peer service on
+/// the peer URL (`raft::append_link`): the leader opens one to each follower
+/// and keeps it across writes, and every member holds every write.
+#[tokio::test]
+async fn t195_replication_travels_on_long_lived_links_of_its_own() {
+    let cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
+    let leader = cluster.leader_index().await.expect("leader");
+    let links = || cluster.members[leader].metric("cairn_link_streams_opened_total").expect("links are counted");
+    let mut kv = client(cluster.members[leader].endpoint()).await.kv_client();
+    kv.put("link/warm", "v", None).await.expect("put");
+    let opened = links();
+    assert!(opened >= 2, "a link to each follower: {opened}");
+    for i in 0..200 {
+        kv.put(format!("link/{i:03}"), "v", None).await.expect("put");
+    }
+    // A link that a slow answer dropped is opened again, but not one per write.
+    assert!(links() - opened < 20, "{} links for 200 writes", links() - opened);
+    for member in &cluster.members {
+        let keys = wait_for_keys(member.endpoint(), "link/", 201).await;
+        assert_eq!(keys.len(), 201, "every write on {}", member.endpoint());
+    }
+}

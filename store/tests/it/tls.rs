@@ -252,11 +252,27 @@ async fn t152_backup_over_mtls_restores_into_a_tls_cluster() {
             .expect("cairn snapshot restore");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let options = Options::new(Flavor::Cairn, 0).tls(tls).args(&["--initial-cluster-token", "restored"]);
+    let options = Options::new(Flavor::Cairn, 0).tls(tls.clone()).args(&["--initial-cluster-token", "restored"]);
     let restored =
         Cluster::launch_with(options, restored_dir, specs).await.expect("the restored cluster starts with TLS");
     let mut client = restored.connect(restored.members[2].endpoint(), Duration::from_secs(5)).await.expect("client");
     let found =
         client.get("backup/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("get");
     assert_eq!(found.count(), 100);
+    // Replication travels on links over TLS too (`raft::append_link`).
+    let leader = restored.leader_index().await.expect("a leader");
+    let metrics = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--cacert"])
+        .arg(&tls.ca)
+        .arg("--cert")
+        .arg(&tls.client.cert)
+        .arg("--key")
+        .arg(&tls.client.key)
+        .arg(format!("{}/metrics", restored.members[leader].endpoint()))
+        .output()
+        .expect("curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let links = metrics.lines().find_map(|line| line.strip_prefix("cairn_link_streams_opened_total "));
+    let links: u64 = links.and_then(|value| value.parse().ok()).expect("the leader counts its links");
+    assert!(links >= 2, "a link to each follower: {links}");
 }
