@@ -96,9 +96,11 @@ async fn connect_and_greet(dial: &Dial, cluster_id: u64) -> Result<Box<dyn Io>, 
     match io.read(&mut answer).await {
         Ok(1) if answer[0] == ACCEPTED => Ok(io),
         Ok(1) if answer[0] == OTHER_CLUSTER => Err(DialError::OtherCluster),
-        // An older build's gRPC server closes the connection, or answers in HTTP/2.
-        Ok(_) => Err(DialError::Lacking(format!("{}:{} answered otherwise", dial.host, dial.port))),
-        Err(err) => Err(DialError::Lacking(format!("{}:{}: {err}", dial.host, dial.port))),
+        // An older build's gRPC server answers in HTTP/2 first (its SETTINGS frame).
+        Ok(1) => Err(DialError::Lacking(format!("{}:{} answered in another protocol", dial.host, dial.port))),
+        // Closed unanswered: a stopping member, or a TLS check that failed.
+        Ok(_) => Err(unreachable(&"closed without an answer")),
+        Err(err) => Err(unreachable(&err)),
     }
 }
 
@@ -190,8 +192,12 @@ async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<
     if length > super::network::MAX_PEER_MESSAGE_BYTES {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a frame of {length} bytes")));
     }
-    let mut data = vec![0u8; length];
-    reader.read_exact(&mut data).await?;
+    // Grown as the bytes arrive: a length alone does not allocate it.
+    let mut data = Vec::with_capacity(length.min(1 << 20));
+    let read = reader.take(length as u64).read_to_end(&mut data).await?;
+    if read < length {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("a frame cut at {read} of {length} bytes")));
+    }
     Ok(Some((header[0], Bytes::from(data))))
 }
 
@@ -298,11 +304,12 @@ mod tests {
         assert!(dial(&listener(Listener::Answers(&[ACCEPTED])).await, 1).await.is_ok());
         let other = dial(&listener(Listener::Answers(&[OTHER_CLUSTER])).await, 1).await;
         assert!(matches!(other, Err(DialError::OtherCluster)), "{:?}", other.err());
-        // An older build's gRPC server answers in HTTP/2 (a SETTINGS frame) or closes.
+        // An older build's gRPC server answers in HTTP/2 (a SETTINGS frame).
         let http2 = dial(&listener(Listener::Answers(&[0, 0, 0, 4])).await, 1).await;
         assert!(matches!(http2, Err(DialError::Lacking(_))), "{:?}", http2.err());
+        // A stopping member closes: not a reason to give up on links.
         let closed = dial(&listener(Listener::Closes).await, 1).await;
-        assert!(matches!(closed, Err(DialError::Lacking(_))), "{:?}", closed.err());
+        assert!(matches!(closed, Err(DialError::Unreachable(_))), "{:?}", closed.err());
         let silent = dial(&listener(Listener::Silent).await, 1).await;
         assert!(matches!(silent, Err(DialError::Unreachable(_))), "{:?}", silent.err());
     }

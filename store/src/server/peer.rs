@@ -293,22 +293,31 @@ const LINK_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves a replication link ([`append_link`]) whose magic has been read:
 /// the same answers as the gRPC `StreamAppend`, on a connection of its own.
+/// A stopping member closes it unanswered, which the dialer takes as
+/// unreachable (and backs off), where a link taken would end at once and be
+/// dialed again at once.
 pub async fn serve_link(node: Arc<Node>, stopped: signal::Receiver<bool>, mut io: impl append_link::Io) {
     let theirs = match tokio::time::timeout(LINK_HELLO_TIMEOUT, append_link::read_cluster_id(&mut io)).await {
         Ok(Ok(theirs)) => theirs,
         _ => return,
     };
-    if theirs != node.cluster_id {
-        tracing::warn!(theirs, "a replication link from another cluster");
-        let _ = io.write_all(&[append_link::OTHER_CLUSTER]).await;
+    if *stopped.borrow() {
         return;
     }
-    if io.write_all(&[append_link::ACCEPTED]).await.is_err() || io.flush().await.is_err() {
+    let answer = if theirs == node.cluster_id { append_link::ACCEPTED } else { append_link::OTHER_CLUSTER };
+    if io.write_all(&[answer]).await.is_err() || io.flush().await.is_err() || answer != append_link::ACCEPTED {
+        if answer == append_link::OTHER_CLUSTER {
+            tracing::warn!(theirs, "a replication link from another cluster");
+        }
         return;
     }
     let (reader, writer) = tokio::io::split(io);
-    let answers = replication_answers(node.clone(), stopped, append_link::frames(reader, node.cluster_id));
-    let _ = append_link::write_frames(writer, answers).await;
+    let answers = replication_answers(node.clone(), stopped.clone(), append_link::frames(reader, node.cluster_id));
+    // A dialer that does not read its answers must not hold this task past the stop.
+    tokio::select! {
+        _ = super::stopped_signal(stopped) => {}
+        _ = append_link::write_frames(writer, answers) => {}
+    }
 }
 
 fn status_of(err: ProposeError) -> Status {
