@@ -109,11 +109,15 @@ pub struct Metrics {
     pub forwarded_reads: ForwardCounts,
     /// Streams opened to a leader for forwarded writes.
     pub forward_streams_opened: AtomicU64,
+    /// Of those, on links of their own (`raft::link`).
+    pub forward_link_streams_opened: AtomicU64,
     /// Streams opened to a leader for forwarded read-index requests.
     pub read_index_streams_opened: AtomicU64,
+    /// Of those, on links of their own.
+    pub read_index_link_streams_opened: AtomicU64,
     /// AppendEntries streams opened to peers: replication and heartbeats.
     pub append_streams_opened: AtomicU64,
-    /// Of those, replication streams on links of their own (`raft::append_link`).
+    /// Of those, replication streams on links of their own.
     pub link_streams_opened: AtomicU64,
     pub snapshots_built: AtomicU64,
     pub snapshots_installed: AtomicU64,
@@ -164,7 +168,9 @@ impl Default for Metrics {
             forwarded_writes: ForwardCounts::new(),
             forwarded_reads: ForwardCounts::new(),
             forward_streams_opened: AtomicU64::new(0),
+            forward_link_streams_opened: AtomicU64::new(0),
             read_index_streams_opened: AtomicU64::new(0),
+            read_index_link_streams_opened: AtomicU64::new(0),
             append_streams_opened: AtomicU64::new(0),
             link_streams_opened: AtomicU64::new(0),
             snapshots_built: AtomicU64::new(0),
@@ -432,7 +438,17 @@ impl Metrics {
         );
         let streams_opened = [
             ("forward", "to a leader to forward writes on", &self.forward_streams_opened),
+            (
+                "forward_link",
+                "to a leader to forward writes on links of their own, of the forward streams",
+                &self.forward_link_streams_opened,
+            ),
             ("read_index", "to a leader to ask for read indexes on", &self.read_index_streams_opened),
+            (
+                "read_index_link",
+                "to a leader to ask for read indexes on links of their own, of the read-index streams",
+                &self.read_index_link_streams_opened,
+            ),
             ("append", "to its peers for AppendEntries (replication and heartbeats)", &self.append_streams_opened),
             (
                 "link",

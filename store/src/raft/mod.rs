@@ -1,7 +1,7 @@
 //! Raft: openraft wired to the engine (log and state machine) and to gRPC peers.
 
-pub mod append_link;
 mod in_turn;
+pub mod link;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

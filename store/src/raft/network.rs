@@ -1,5 +1,6 @@
 //! The Raft transport: openraft's RPCs over gRPC to the peer URLs, and
-//! replication on links of its own to the same URLs ([`append_link`]).
+//! replication, forwarded writes and read-index requests on links of their
+//! own to the same URLs ([`link`]).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -33,8 +34,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
-use super::append_link;
 use super::in_turn::{answers_in_turn, requests_in_turn, Heard, Turns};
+use super::link::{self, CallLink};
 use super::types::{decode, encode, Member, NodeId, Snapshot, TypeConfig, Vote};
 use crate::metrics::METRICS;
 use crate::tls::PeerDialer;
@@ -79,7 +80,7 @@ pub struct PeerClients {
     idle_forwards: IdleStreams<ExchangeStream<ProposeRequest, ProposeResponse>>,
     idle_read_indexes: IdleStreams<ExchangeStream<ReadIndexRequest, ReadIndexResponse>>,
     /// Peers of an older build, which replicate on gRPC streams instead.
-    lacking_links: Lacking,
+    lacking_replication_links: Lacking,
     dial_overrides: HashMap<String, String>,
     /// TLS for `https://` peer URLs.
     dialer: Option<Arc<PeerDialer>>,
@@ -90,8 +91,8 @@ pub struct PeerClients {
 pub struct PeerLink {
     url: String,
     client: RaftPeerClient<Channel>,
-    /// Where the peer's replication link is dialed.
-    dial: Arc<append_link::Dial>,
+    /// Where the peer's links are dialed.
+    dial: Arc<link::Dial>,
 }
 
 impl PeerLink {
@@ -102,33 +103,45 @@ impl PeerLink {
 
 /// A long-lived stream of exchanges: a request, then its answer, in turn. A
 /// stream goes back to the idle pool only after a whole exchange, so an answer
-/// can never be taken for the answer to another request.
-struct ExchangeStream<Req, Resp> {
-    requests: mpsc::Sender<Req>,
-    answers: Streaming<Resp>,
+/// can never be taken for the answer to another request. On a link of its
+/// own, or on a gRPC stream to a peer of an older build.
+enum ExchangeStream<Req, Resp> {
+    Link(CallLink, std::marker::PhantomData<fn(Req) -> Resp>),
+    Grpc { requests: mpsc::Sender<Req>, answers: Streaming<Resp> },
 }
 
-impl<Req, Resp> ExchangeStream<Req, Resp> {
-    /// Opens a stream with `call`, the client's streaming RPC.
-    async fn open<F, Fut>(call: F) -> Result<Self, Status>
+impl<Req: prost::Message, Resp: prost::Message + Default> ExchangeStream<Req, Resp> {
+    /// Opens a gRPC stream with `call`, the client's streaming RPC.
+    async fn open_grpc<F, Fut>(call: F) -> Result<Self, Status>
     where
         F: FnOnce(ReceiverStream<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Streaming<Resp>>, Status>>,
     {
         let (requests, outgoing) = mpsc::channel(1);
         let answers = call(ReceiverStream::new(outgoing)).await?.into_inner();
-        Ok(ExchangeStream { requests, answers })
+        Ok(ExchangeStream::Grpc { requests, answers })
     }
 
     async fn exchange(&mut self, request: Req) -> Result<Resp, Status> {
-        self.requests.send(request).await.map_err(|_| Status::unavailable("peer stream closed"))?;
-        self.answers.message().await?.ok_or_else(|| Status::unavailable("peer stream ended"))
+        match self {
+            ExchangeStream::Link(link, _) => {
+                let answer = link.call(&request.encode_to_vec()).await?;
+                Resp::decode(answer).map_err(|err| Status::internal(format!("an answer that does not decode: {err}")))
+            }
+            ExchangeStream::Grpc { requests, answers } => {
+                requests.send(request).await.map_err(|_| Status::unavailable("peer stream closed"))?;
+                answers.message().await?.ok_or_else(|| Status::unavailable("peer stream ended"))
+            }
+        }
     }
 
     /// Whether an idle stream has ended: its connection closed (the peer
     /// restarted or stopped), or it holds an answer nobody asked for.
     fn has_ended(&mut self) -> bool {
-        self.answers.message().now_or_never().is_some()
+        match self {
+            ExchangeStream::Link(link, _) => link.has_ended(),
+            ExchangeStream::Grpc { answers, .. } => answers.message().now_or_never().is_some(),
+        }
     }
 }
 
@@ -138,11 +151,13 @@ struct IdleStreams<S> {
     idle: Mutex<HashMap<String, Vec<S>>>,
     /// Peers that answered the stream with Unimplemented (an older build).
     lacking: Lacking,
+    /// Peers that did not take the stream's kind of link (an older build).
+    lacking_links: Lacking,
 }
 
 impl<S> Default for IdleStreams<S> {
     fn default() -> Self {
-        IdleStreams { idle: Mutex::new(HashMap::new()), lacking: Lacking::default() }
+        IdleStreams { idle: Mutex::new(HashMap::new()), lacking: Lacking::default(), lacking_links: Lacking::default() }
     }
 }
 
@@ -166,6 +181,7 @@ impl<S> IdleStreams<S> {
     fn retain_urls(&self, urls: &HashSet<String>) {
         self.idle.lock().retain(|url, _| urls.contains(url));
         self.lacking.retain_urls(urls);
+        self.lacking_links.retain_urls(urls);
     }
 }
 
@@ -186,6 +202,41 @@ impl Lacking {
 
     fn retain_urls(&self, urls: &HashSet<String>) {
         self.0.lock().retain(|url, _| urls.contains(url));
+    }
+
+    /// A link of `kind` to the peer, or `None` if the peer lacks it (now, or
+    /// when last asked within [`ASK_AGAIN_AFTER`]).
+    async fn dial(
+        &self,
+        peer: &PeerLink,
+        kind: link::Kind,
+        cluster_id: u64,
+    ) -> Result<Option<Box<dyn link::Io>>, Status> {
+        if self.lacks(&peer.url, Instant::now()) {
+            return Ok(None);
+        }
+        match link::dial(&peer.dial, kind, cluster_id).await {
+            Ok(io) => {
+                opened(kind).1.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(io))
+            }
+            Err(link::DialError::Lacking(reason)) => {
+                tracing::info!(peer = %peer.url, ?kind, %reason, "using gRPC streams instead of links");
+                self.mark(&peer.url, Instant::now() + ASK_AGAIN_AFTER);
+                Ok(None)
+            }
+            Err(err) => Err(Status::unavailable(err.to_string())),
+        }
+    }
+}
+
+/// The counters of streams opened for a kind of link's messages, and of
+/// those, links.
+fn opened(kind: link::Kind) -> (&'static AtomicU64, &'static AtomicU64) {
+    match kind {
+        link::Kind::Replication => (&METRICS.append_streams_opened, &METRICS.link_streams_opened),
+        link::Kind::Propose => (&METRICS.forward_streams_opened, &METRICS.forward_link_streams_opened),
+        link::Kind::ReadIndex => (&METRICS.read_index_streams_opened, &METRICS.read_index_link_streams_opened),
     }
 }
 
@@ -230,7 +281,7 @@ impl PeerClients {
         self.idle_streams.retain_urls(&urls);
         self.idle_forwards.retain_urls(&urls);
         self.idle_read_indexes.retain_urls(&urls);
-        self.lacking_links.retain_urls(&urls);
+        self.lacking_replication_links.retain_urls(&urls);
     }
 
     /// Where a peer URL is dialed.
@@ -267,7 +318,7 @@ impl PeerClients {
         };
         let address = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
         let dialed = http::Uri::try_from(format!("http://{address}")).map_err(|err| bad_url(&url, err.to_string()))?;
-        let dial = Arc::new(append_link::Dial {
+        let dial = Arc::new(link::Dial {
             host: dialed.host().ok_or_else(|| bad_url(&url, "no host".into()))?.to_string(),
             port: dialed.port_u16().unwrap_or(if secure { 443 } else { 80 }),
             tls: tls.clone(),
@@ -309,28 +360,19 @@ impl PeerClients {
     }
 
     /// Opens a replication stream to the peer, sending `requests` and
-    /// returning the answers: on a replication link ([`append_link`]), or on a
-    /// gRPC stream to a peer of an older build, which lacks the link.
+    /// returning the answers: on a replication link ([`link`]), or on a gRPC
+    /// stream to a peer of an older build, which lacks the link.
     async fn open_replication(
         &self,
-        link: &PeerLink,
+        peer: &PeerLink,
         cluster_id: u64,
         requests: impl Stream<Item = RaftPayload> + Send + 'static,
     ) -> Result<BoxStream<'static, Result<RaftPayload, Status>>, Status> {
-        if !self.lacking_links.lacks(&link.url, Instant::now()) {
-            match append_link::dial(&link.dial, cluster_id).await {
-                Ok(io) => {
-                    METRICS.link_streams_opened.fetch_add(1, Ordering::Relaxed);
-                    return Ok(append_link::exchange(io, cluster_id, requests).boxed());
-                }
-                Err(append_link::DialError::Lacking(reason)) => {
-                    tracing::info!(peer = %link.url, %reason, "replicating on gRPC streams");
-                    self.lacking_links.mark(&link.url, Instant::now() + ASK_AGAIN_AFTER);
-                }
-                Err(err) => return Err(Status::unavailable(err.to_string())),
-            }
+        let replication = link::Kind::Replication;
+        if let Some(io) = self.lacking_replication_links.dial(peer, replication, cluster_id).await? {
+            return Ok(link::exchange(io, cluster_id, requests).boxed());
         }
-        let answers = link.client.clone().stream_append(requests).await?;
+        let answers = peer.client.clone().stream_append(requests).await?;
         Ok(answers.into_inner().boxed())
     }
 
@@ -345,7 +387,7 @@ impl PeerClients {
             // restarted). AppendEntries is idempotent: resend on a new stream.
         }
         let mut client = link.client.clone();
-        let mut stream = ExchangeStream::open(|requests| client.append_entries(requests)).await?;
+        let mut stream = ExchangeStream::open_grpc(|requests| client.append_entries(requests)).await?;
         METRICS.append_streams_opened.fetch_add(1, Ordering::Relaxed);
         let answer = stream.exchange(payload).await?;
         self.idle_streams.put(&link.url, stream);
@@ -353,10 +395,15 @@ impl PeerClients {
     }
 
     /// Forwards writes to the leader on a long-lived stream (`exchange`).
-    pub async fn propose(&self, link: &PeerLink, request: ProposeRequest) -> Result<ProposeResponse, Status> {
+    pub async fn propose(
+        &self,
+        link: &PeerLink,
+        cluster_id: u64,
+        request: ProposeRequest,
+    ) -> Result<ProposeResponse, Status> {
         self.exchange(
             &self.idle_forwards,
-            &METRICS.forward_streams_opened,
+            (link::Kind::Propose, cluster_id),
             link,
             request,
             |mut client, requests| async move { client.propose_stream(requests).await },
@@ -369,7 +416,7 @@ impl PeerClients {
     pub async fn read_index(&self, link: &PeerLink, request: ReadIndexRequest) -> Result<ReadIndexResponse, Status> {
         self.exchange(
             &self.idle_read_indexes,
-            &METRICS.read_index_streams_opened,
+            (link::Kind::ReadIndex, request.cluster_id),
             link,
             request,
             |mut client, requests| async move { client.read_index_stream(requests).await },
@@ -379,17 +426,18 @@ impl PeerClients {
     }
 
     /// Sends `request` to the leader on an idle stream of `idle`, or on a new
-    /// one that `open` opens: no per-call headers or stream setup, as for
+    /// one: a link of `kind`, or, to a leader of an older build, a gRPC stream
+    /// that `open` opens. No per-call headers or stream setup, as for
     /// AppendEntries (a unary call took a third longer each way,
     /// docs/benchmarks.md). Unlike an AppendEntries, a request is never sent
     /// twice: an error after sending leaves its outcome unknown. An idle stream
-    /// that has ended is not used. A leader of an older build, which lacks the
-    /// stream, gets the request in `unary` instead, and its later requests
-    /// too for a while. `opened` counts new streams.
+    /// that has ended is not used. A leader of an older build still, which
+    /// lacks the stream, gets the request in `unary` instead, and its later
+    /// requests too for a while.
     async fn exchange<Req, Resp, Open, Opened, Unary, Answered>(
         &self,
         idle: &IdleStreams<ExchangeStream<Req, Resp>>,
-        opened: &AtomicU64,
+        (kind, cluster_id): (link::Kind, u64),
         link: &PeerLink,
         request: Req,
         open: Open,
@@ -400,6 +448,8 @@ impl PeerClients {
         Opened: Future<Output = Result<tonic::Response<Streaming<Resp>>, Status>>,
         Unary: FnOnce(RaftPeerClient<Channel>, Req) -> Answered,
         Answered: Future<Output = Result<tonic::Response<Resp>, Status>>,
+        Req: prost::Message,
+        Resp: prost::Message + Default,
     {
         let answer_unary = move |request: Req| async move {
             unary(link.client.clone(), request).await.map(tonic::Response::into_inner)
@@ -413,18 +463,22 @@ impl PeerClients {
         });
         let mut stream = match idle_stream {
             Some(stream) => stream,
-            None => match ExchangeStream::open(|requests| open(link.client.clone(), requests)).await {
-                Ok(stream) => {
-                    opened.fetch_add(1, Ordering::Relaxed);
-                    stream
-                }
-                // Nothing was sent yet.
-                Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    idle.lacking.mark(&link.url, Instant::now() + ASK_AGAIN_AFTER);
-                    return answer_unary(request).await;
-                }
-                Err(status) => return Err(status),
-            },
+            None => {
+                let stream = match idle.lacking_links.dial(link, kind, cluster_id).await? {
+                    Some(io) => ExchangeStream::Link(CallLink::new(io), std::marker::PhantomData),
+                    None => match ExchangeStream::open_grpc(|requests| open(link.client.clone(), requests)).await {
+                        Ok(stream) => stream,
+                        // Nothing was sent yet.
+                        Err(status) if status.code() == tonic::Code::Unimplemented => {
+                            idle.lacking.mark(&link.url, Instant::now() + ASK_AGAIN_AFTER);
+                            return answer_unary(request).await;
+                        }
+                        Err(status) => return Err(status),
+                    },
+                };
+                opened(kind).0.fetch_add(1, Ordering::Relaxed);
+                stream
+            }
         };
         let answer = stream.exchange(request).await?;
         idle.put(&link.url, stream);

@@ -9,14 +9,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Connected;
 
 use super::StartError;
 use crate::config::{Config, Listen};
-use crate::raft::append_link;
+use crate::raft::link;
 use crate::tls::{self, PeerDialer, ServerTls, TlsInfo, TlsOptions};
 
 /// A bound listen URL.
@@ -120,8 +120,8 @@ const SORTED_BACKLOG: usize = 128;
 /// How long an accepted peer connection has to say what it is.
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The peer URL's connections, sorted by how they start: replication links
-/// ([`append_link`]) go to `serve_link`; the others are returned for the gRPC
+/// The peer URL's connections, sorted by how they start: links ([`link`]) go
+/// to `serve_link` with their kind; the others are returned for the gRPC
 /// server, their first byte put back. Ends when the stream is dropped.
 pub fn sort_peer_connections<IO, Serve, Served>(
     incoming: impl Stream<Item = std::io::Result<IO>> + Send + 'static,
@@ -129,7 +129,7 @@ pub fn sort_peer_connections<IO, Serve, Served>(
 ) -> impl Stream<Item = std::io::Result<Replayed<IO>>>
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    Serve: Fn(IO) -> Served + Send + Sync + 'static,
+    Serve: Fn(link::Kind, IO) -> Served + Send + Sync + 'static,
     Served: std::future::Future<Output = ()> + Send + 'static,
 {
     let (sorted, grpc) = tokio::sync::mpsc::channel(SORTED_BACKLOG);
@@ -157,14 +157,24 @@ where
                 if !matches!(tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.read(&mut first)).await, Ok(Ok(1))) {
                     return;
                 }
-                if first[0] != append_link::MAGIC[0] {
+                if first[0] != link::MAGIC_PREFIX[0] {
                     let _ = sorted.send(Ok(Replayed { first: Some(first[0]), io })).await;
                     return;
                 }
-                let mut rest = [0u8; append_link::MAGIC.len() - 1];
-                let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.read_exact(&mut rest)).await;
-                if matches!(read, Ok(Ok(_))) && rest[..] == append_link::MAGIC[1..] {
-                    serve_link(io).await;
+                let mut magic = [0u8; link::MAGIC_BYTES];
+                magic[0] = first[0];
+                let read = tokio::time::timeout(FIRST_BYTES_TIMEOUT, io.read_exact(&mut magic[1..])).await;
+                if !matches!(read, Ok(Ok(_))) {
+                    return;
+                }
+                match link::Kind::of_magic(&magic) {
+                    Some(kind) => serve_link(kind, io).await,
+                    // A newer build's kind: its dialer falls back to gRPC.
+                    None if magic.starts_with(link::MAGIC_PREFIX) => {
+                        let _ = io.write_all(&[link::UNKNOWN_KIND]).await;
+                        let _ = io.flush().await;
+                    }
+                    None => {}
                 }
             });
         }
@@ -230,36 +240,45 @@ impl<IO: Connected> Connected for Replayed<IO> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncWriteExt;
-
     use super::*;
 
     #[tokio::test]
-    async fn links_are_served_apart_and_other_connections_get_their_first_byte_back() {
+    async fn links_are_served_apart_by_kind_and_other_connections_get_their_first_byte_back() {
         let (linked, mut served_links) = tokio::sync::mpsc::unbounded_channel();
-        let (grpc_dialer, grpc_accepted) = tokio::io::duplex(64);
-        let (link_dialer, link_accepted) = tokio::io::duplex(64);
-        let incoming = futures::stream::iter([Ok(grpc_accepted), Ok(link_accepted)]).chain(futures::stream::pending());
-        let mut grpc = Box::pin(sort_peer_connections(incoming, move |mut io: tokio::io::DuplexStream| {
+        let dialed =
+            [&b"PRI * HTTP/2.0"[..], link::Kind::Replication.magic(), link::Kind::ReadIndex.magic(), b"cairn-zz"];
+        let (mut dialers, mut accepted) = (Vec::new(), Vec::new());
+        for _ in dialed {
+            let (dialer, theirs) = tokio::io::duplex(64);
+            dialers.push(dialer);
+            accepted.push(Ok(theirs));
+        }
+        let incoming = futures::stream::iter(accepted).chain(futures::stream::pending());
+        let mut grpc = Box::pin(sort_peer_connections(incoming, move |kind, mut io: tokio::io::DuplexStream| {
             let linked = linked.clone();
             async move {
                 let mut after_magic = [0u8; 3];
                 io.read_exact(&mut after_magic).await.expect("read");
-                linked.send(after_magic).expect("send");
+                linked.send((kind, after_magic)).expect("send");
             }
         }));
-        for (mut dialer, first_bytes) in [(grpc_dialer, &b"PRI * HTTP/2.0"[..]), (link_dialer, &append_link::MAGIC[..])]
-        {
+        for (dialer, first_bytes) in dialers.iter_mut().zip(dialed) {
             dialer.write_all(first_bytes).await.expect("write");
             dialer.write_all(b"abc").await.expect("write");
-            std::mem::forget(dialer);
         }
         let bounded = Duration::from_secs(5);
         let mut replayed = tokio::time::timeout(bounded, grpc.next()).await.expect("sorted").expect("one").expect("ok");
         let mut read = [0u8; 17];
         replayed.read_exact(&mut read).await.expect("read");
         assert_eq!(&read, b"PRI * HTTP/2.0abc", "the gRPC connection reads from its first byte");
-        let served = tokio::time::timeout(bounded, served_links.recv()).await.expect("served").expect("one");
-        assert_eq!(&served, b"abc", "the link is served after its magic");
+        let mut served = Vec::new();
+        for _ in 0..2 {
+            served.push(tokio::time::timeout(bounded, served_links.recv()).await.expect("served").expect("one"));
+        }
+        served.sort_by_key(|(kind, _)| *kind != link::Kind::Replication);
+        assert_eq!(served, [(link::Kind::Replication, *b"abc"), (link::Kind::ReadIndex, *b"abc")]);
+        let mut unknown = [0u8; 1];
+        tokio::time::timeout(bounded, dialers[3].read_exact(&mut unknown)).await.expect("answered").expect("read");
+        assert_eq!(unknown, [link::UNKNOWN_KIND], "a newer build's kind is answered, not served");
     }
 }

@@ -508,11 +508,10 @@ async fn serve_metrics<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<
 }
 
 async fn serve_peers<IO: Connection>(node: Arc<Node>, incoming: impl Incoming<IO>, stopped: signal::Receiver<bool>) {
-    let (link_node, link_stopped) = (node.clone(), stopped.clone());
-    let incoming = listeners::sort_peer_connections(incoming, move |io| {
-        peer::serve_link(link_node.clone(), link_stopped.clone(), io)
-    });
-    let peer = RaftPeerServer::new(peer::PeerService { node, stopped: stopped.clone() })
+    let service = peer::PeerService { node, stopped: stopped.clone() };
+    let linked = service.clone();
+    let incoming = listeners::sort_peer_connections(incoming, move |kind, io| linked.clone().serve_link(kind, io));
+    let peer = RaftPeerServer::new(service)
         .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES);
     let result = tonic::transport::Server::builder()

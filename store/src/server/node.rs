@@ -178,7 +178,7 @@ impl Node {
             reads,
             forwarded_writes: Forwarder::start(
                 Arc::new(move |link, requests| {
-                    Box::pin(forward_writes(forward_peers.clone(), link, requests, timeout))
+                    Box::pin(forward_writes(forward_peers.clone(), link, cluster_id, requests, timeout))
                 }),
                 |request| request.encoded_len(),
                 &METRICS.forwarded_writes,
@@ -473,11 +473,12 @@ struct ForwardedWrite {
 async fn forward_writes(
     peers: Arc<PeerClients>,
     link: PeerLink,
+    cluster_id: u64,
     requests: Vec<WriteRequest>,
     timeout: Duration,
 ) -> Vec<Result<ForwardedWrite, ProposeError>> {
     let count = requests.len();
-    match tokio::time::timeout(timeout, peers.propose(&link, ProposeRequest { requests })).await {
+    match tokio::time::timeout(timeout, peers.propose(&link, cluster_id, ProposeRequest { requests })).await {
         Ok(Ok(answer)) => {
             let ProposeResponse { responses, applied_index } = answer;
             let forwarded = |response| ForwardedWrite { response, applied_index };

@@ -18,6 +18,7 @@ use futures::{Stream, StreamExt};
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesResponse, StreamAppendError};
 use openraft_legacy::network_v1::ChunkedSnapshotReceiver;
+use prost::bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -27,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::node::Node;
 use super::proposer::ProposeError;
 use crate::error::EtcdError;
-use crate::raft::append_link;
+use crate::raft::link;
 use crate::raft::types::{decode, encode, TypeConfig};
 
 #[derive(Clone)]
@@ -84,7 +85,7 @@ impl PeerService {
     /// stream, and so does this member's stop.
     fn answer_in_turn<Req, Resp, Answer>(
         &self,
-        requests: Streaming<Req>,
+        requests: impl Stream<Item = Result<Req, Status>> + Send + 'static,
         answer: fn(PeerService, Req) -> Answer,
     ) -> Answers<Resp>
     where
@@ -92,11 +93,12 @@ impl PeerService {
         Resp: Send + 'static,
         Answer: Future<Output = Result<Resp, Status>> + Send + 'static,
     {
+        let requests = Box::pin(requests);
         let answers = futures::stream::unfold((self.clone(), requests), move |(service, mut requests)| async move {
-            let answer = match requests.message().await {
-                Ok(Some(request)) => answer(service.clone(), request).await,
-                Ok(None) => return None,
-                Err(status) => Err(status),
+            let answer = match requests.next().await {
+                Some(Ok(request)) => answer(service.clone(), request).await,
+                None => return None,
+                Some(Err(status)) => Err(status),
             };
             Some((answer, (service, requests)))
         });
@@ -291,33 +293,64 @@ fn replication_answers(
 /// How long a link's dialer has to send its cluster id.
 const LINK_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves a replication link ([`append_link`]) whose magic has been read:
-/// the same answers as the gRPC `StreamAppend`, on a connection of its own.
-/// A stopping member closes it unanswered, which the dialer takes as
-/// unreachable (and backs off), where a link taken would end at once and be
-/// dialed again at once.
-pub async fn serve_link(node: Arc<Node>, stopped: signal::Receiver<bool>, mut io: impl append_link::Io) {
-    let theirs = match tokio::time::timeout(LINK_HELLO_TIMEOUT, append_link::read_cluster_id(&mut io)).await {
-        Ok(Ok(theirs)) => theirs,
-        _ => return,
-    };
-    if *stopped.borrow() {
-        return;
-    }
-    let answer = if theirs == node.cluster_id { append_link::ACCEPTED } else { append_link::OTHER_CLUSTER };
-    if io.write_all(&[answer]).await.is_err() || io.flush().await.is_err() || answer != append_link::ACCEPTED {
-        if answer == append_link::OTHER_CLUSTER {
-            tracing::warn!(theirs, "a replication link from another cluster");
+impl PeerService {
+    /// Serves a link ([`link`]) whose magic has been read: the answers of the
+    /// kind's gRPC stream, on a connection of its own. A stopping member closes
+    /// it unanswered, which a replication link's dialer takes as unreachable
+    /// (and backs off), where a link taken would end at once and be dialed
+    /// again at once.
+    pub async fn serve_link(self, kind: link::Kind, mut io: impl link::Io) {
+        let node = self.node.clone();
+        let theirs = match tokio::time::timeout(LINK_HELLO_TIMEOUT, link::read_cluster_id(&mut io)).await {
+            Ok(Ok(theirs)) => theirs,
+            _ => return,
+        };
+        if *self.stopped.borrow() {
+            return;
         }
-        return;
+        let answer = if theirs == node.cluster_id { link::ACCEPTED } else { link::OTHER_CLUSTER };
+        if io.write_all(&[answer]).await.is_err() || io.flush().await.is_err() || answer != link::ACCEPTED {
+            if answer == link::OTHER_CLUSTER {
+                tracing::warn!(theirs, ?kind, "a peer link from another cluster");
+            }
+            return;
+        }
+        let (reader, writer) = tokio::io::split(io);
+        let requests = link::frames(reader);
+        let answers: Answers<Bytes> = match kind {
+            link::Kind::Replication => {
+                let cluster_id = node.cluster_id;
+                let requests = requests.map(move |data| data.map(|data| RaftPayload { cluster_id, data }));
+                let answers = replication_answers(node, self.stopped.clone(), requests);
+                Box::pin(answers.map(|answer| answer.map(|payload| payload.data)))
+            }
+            link::Kind::Propose => encoded(self.answer_in_turn(decoded(requests), |service, request| async move {
+                Ok(service.answer_proposals(request).await)
+            })),
+            link::Kind::ReadIndex => encoded(self.answer_in_turn(decoded(requests), |service, request| async move {
+                service.answer_read_index(request).await
+            })),
+        };
+        // A dialer that does not read its answers must not hold this task past the stop.
+        tokio::select! {
+            _ = super::stopped_signal(self.stopped.clone()) => {}
+            _ = link::write_frames(writer, answers) => {}
+        }
     }
-    let (reader, writer) = tokio::io::split(io);
-    let answers = replication_answers(node.clone(), stopped.clone(), append_link::frames(reader, node.cluster_id));
-    // A dialer that does not read its answers must not hold this task past the stop.
-    tokio::select! {
-        _ = super::stopped_signal(stopped) => {}
-        _ = append_link::write_frames(writer, answers) => {}
-    }
+}
+
+/// A link's frames as the messages of a gRPC stream; one that does not
+/// decode ends the link.
+fn decoded<M: prost::Message + Default>(
+    frames: impl Stream<Item = Result<Bytes, Status>> + Send + 'static,
+) -> impl Stream<Item = Result<M, Status>> + Send + 'static {
+    frames.map(|frame| {
+        frame.and_then(|data| M::decode(data).map_err(|err| EtcdError::BadPeerMessage(err.to_string()).into()))
+    })
+}
+
+fn encoded<M: prost::Message + 'static>(answers: Answers<M>) -> Answers<Bytes> {
+    Box::pin(answers.map(|answer| answer.map(|message| Bytes::from(message.encode_to_vec()))))
 }
 
 fn status_of(err: ProposeError) -> Status {

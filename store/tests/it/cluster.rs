@@ -352,9 +352,9 @@ async fn t62_large_values_from_64_clients_replicate_to_a_member_that_was_down() 
 }
 
 /// A follower forwards writes and read-index requests to the leader on
-/// long-lived streams, reused from request to request. When the leader
-/// restarts the streams into it end, and the next forward opens a new one
-/// rather than fail on one that has ended.
+/// long-lived streams, links of their own (`raft::link`), reused from request
+/// to request. When the leader restarts the streams into it end, and the next
+/// forward opens a new one rather than fail on one that has ended.
 #[tokio::test]
 async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader_restarts() {
     let mut cluster = Cluster::start(Flavor::Cairn, 3).await.expect("cluster starts");
@@ -367,6 +367,15 @@ async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader
     let read_streams = |cluster: &Cluster| {
         let metric = "cairn_read_index_streams_opened_total";
         cluster.members[follower].metric(metric).expect("read-index streams opened are counted")
+    };
+    // Every stream opened is a link: the members are of one build.
+    let all_on_links = |cluster: &Cluster| {
+        let follower = &cluster.members[follower];
+        for kind in ["forward", "read_index"] {
+            let streams = follower.metric(&format!("cairn_{kind}_streams_opened_total")).expect("counted");
+            let links = follower.metric(&format!("cairn_{kind}_link_streams_opened_total")).expect("counted");
+            assert_eq!(links, streams, "{kind}: {links} of {streams} streams are links");
+        }
     };
     // Linearizable gets through the follower, one after another; each sees the
     // last put, and returns how many read-index streams they opened.
@@ -398,6 +407,7 @@ async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader
     let streams = read_streams(&cluster) - before;
     assert!(streams <= 1, "20 read-index requests one after another opened {streams} streams");
     assert!(read_streams(&cluster) >= 1, "read-index requests go on a stream");
+    all_on_links(&cluster);
 
     let read_streams_before_restart = read_streams(&cluster);
     assert!(cluster.members[leader].terminate(), "the leader stops");
@@ -425,6 +435,7 @@ async fn t185_a_follower_forwards_on_streams_and_opens_new_ones_after_the_leader
     gets(&cluster, "stream-fwd/39".into()).await;
     let streams = read_streams(&cluster);
     assert!(streams > read_streams_before_restart, "a new read-index stream into the restarted leader");
+    all_on_links(&cluster);
     let mut on_leader = client(&endpoints[leader]).await.kv_client();
     let count =
         on_leader.get("stream-fwd/", Some(GetOptions::new().with_prefix().with_count_only())).await.expect("count");
@@ -455,7 +466,7 @@ async fn t186_heartbeats_reuse_long_lived_streams() {
 }
 
 /// Replication travels on links of its own beside the gRPC peer service on
-/// the peer URL (`raft::append_link`): the leader opens one to each follower
+/// the peer URL (`raft::link`): the leader opens one to each follower
 /// and keeps it across writes, and every member holds every write.
 #[tokio::test]
 async fn t195_replication_travels_on_long_lived_links_of_its_own() {

@@ -259,20 +259,34 @@ async fn t152_backup_over_mtls_restores_into_a_tls_cluster() {
     let found =
         client.get("backup/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only())).await.expect("get");
     assert_eq!(found.count(), 100);
-    // Replication travels on links over TLS too (`raft::append_link`).
+    // Replication, forwarded writes and read-index requests travel on links
+    // over TLS too (`raft::link`).
+    let metric = |member: usize, name: &str| -> u64 {
+        let metrics = Command::new("curl")
+            .args(["-s", "--max-time", "5", "--cacert"])
+            .arg(&tls.ca)
+            .arg("--cert")
+            .arg(&tls.client.cert)
+            .arg("--key")
+            .arg(&tls.client.key)
+            .arg(format!("{}/metrics", restored.members[member].endpoint()))
+            .output()
+            .expect("curl");
+        let metrics = String::from_utf8_lossy(&metrics.stdout);
+        let value = metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok());
+        value.unwrap_or_else(|| panic!("member {member} counts {name}"))
+    };
     let leader = restored.leader_index().await.expect("a leader");
-    let metrics = Command::new("curl")
-        .args(["-s", "--max-time", "5", "--cacert"])
-        .arg(&tls.ca)
-        .arg("--cert")
-        .arg(&tls.client.cert)
-        .arg("--key")
-        .arg(&tls.client.key)
-        .arg(format!("{}/metrics", restored.members[leader].endpoint()))
-        .output()
-        .expect("curl");
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
-    let links = metrics.lines().find_map(|line| line.strip_prefix("cairn_link_streams_opened_total "));
-    let links: u64 = links.and_then(|value| value.parse().ok()).expect("the leader counts its links");
+    let links = metric(leader, "cairn_link_streams_opened_total");
     assert!(links >= 2, "a link to each follower: {links}");
+    let follower = (leader + 1) % restored.members.len();
+    let mut through_follower =
+        restored.connect(restored.members[follower].endpoint(), Duration::from_secs(5)).await.expect("client");
+    through_follower.put("backup/forwarded", "v", None).await.expect("a put forwarded over TLS");
+    let got = through_follower.get("backup/forwarded", None).await.expect("a linearizable get through a follower");
+    assert_eq!(got.kvs().len(), 1);
+    for kind in ["forward", "read_index"] {
+        let links = metric(follower, &format!("cairn_{kind}_link_streams_opened_total"));
+        assert!(links >= 1, "{kind}: the follower opened {links} links");
+    }
 }
